@@ -1,0 +1,316 @@
+//! [`Pkcs11Key`]: a private key on a token, used through the token's session pool.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::digest;
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use kpki_signer::{KeyAlgorithm, KeyError, KeyProtection, KeyUri, Pkcs11Uri, Result, Signer, spki};
+
+use crate::errors::{describe, is_connection_loss, op_error};
+use crate::token::{Lease, Token};
+
+/// A private key on a token. Holds no key material: only how to find the key again
+/// (id and/or label), its public key, and a handle cached per connection generation.
+pub struct Pkcs11Key {
+    token: Arc<Token>,
+    uri: KeyUri,
+    label: Option<String>,
+    id: Option<Vec<u8>>,
+    algorithm: KeyAlgorithm,
+    spki: Vec<u8>,
+    handle: Mutex<Option<(u64, ObjectHandle)>>,
+}
+
+impl fmt::Debug for Pkcs11Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pkcs11Key")
+            .field("uri", &self.uri.to_string())
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The search template for a key object of `class` by id and/or label.
+pub(crate) fn object_template(class: ObjectClass, label: Option<&str>, id: Option<&[u8]>) -> Vec<Attribute> {
+    let mut t = vec![Attribute::Class(class)];
+    if let Some(l) = label {
+        t.push(Attribute::Label(l.as_bytes().to_vec()));
+    }
+    if let Some(id) = id {
+        t.push(Attribute::Id(id.to_vec()));
+    }
+    t
+}
+
+/// Finds exactly one object matching `template`.
+pub(crate) fn find_one(session: &Session, token: &str, template: &[Attribute], what: &str) -> Result<Option<ObjectHandle>> {
+    let found = session.find_objects(template).map_err(|e| op_error(token, "C_FindObjects", &e))?;
+    match found.as_slice() {
+        [] => Ok(None),
+        [h] => Ok(Some(*h)),
+        many => Err(KeyError::Unsupported(format!(
+            "{} objects match {what} on token {token:?}; add id= to the URI to pick one",
+            many.len()
+        ))),
+    }
+}
+
+/// Reads the algorithm and SubjectPublicKeyInfo of the key pair whose private half is `private`.
+pub(crate) fn read_public_key(
+    session: &Session,
+    token: &str,
+    private: ObjectHandle,
+    label: Option<&str>,
+    id: Option<&[u8]>,
+) -> Result<(KeyAlgorithm, Vec<u8>)> {
+    let attrs = session
+        .get_attributes(private, &[AttributeType::KeyType, AttributeType::Modulus, AttributeType::PublicExponent, AttributeType::EcParams])
+        .map_err(|e| op_error(token, "C_GetAttributeValue", &e))?;
+    let mut key_type = None;
+    let (mut modulus, mut exponent, mut params) = (None, None, None);
+    for a in attrs {
+        match a {
+            Attribute::KeyType(k) => key_type = Some(k),
+            Attribute::Modulus(m) => modulus = Some(m),
+            Attribute::PublicExponent(e) => exponent = Some(e),
+            Attribute::EcParams(p) => params = Some(p),
+            _ => {}
+        }
+    }
+    match key_type {
+        Some(KeyType::RSA) => {
+            let (Some(n), Some(e)) = (modulus, exponent) else {
+                return Err(KeyError::Unsupported("RSA key without CKA_MODULUS/CKA_PUBLIC_EXPONENT".into()));
+            };
+            let spki = spki::rsa_spki(&n, &e);
+            Ok((spki::algorithm_of(&spki)?, spki))
+        }
+        Some(KeyType::EC) => {
+            let params = params.ok_or_else(|| KeyError::Unsupported("EC key without CKA_EC_PARAMS".into()))?;
+            let algorithm = KeyAlgorithm::from_ec_params_der(&params)
+                .ok_or_else(|| KeyError::Unsupported("EC key on a curve other than P-256 or P-384".into()))?;
+            // The private object has no CKA_EC_POINT: read it from the public half.
+            let id_owned = match id {
+                Some(i) => Some(i.to_vec()),
+                None => session
+                    .get_attributes(private, &[AttributeType::Id])
+                    .ok()
+                    .and_then(|v| v.into_iter().find_map(|a| if let Attribute::Id(i) = a { Some(i) } else { None })),
+            };
+            let template = object_template(ObjectClass::PUBLIC_KEY, if id_owned.is_some() { None } else { label }, id_owned.as_deref());
+            let public = find_one(session, token, &template, "the public key")?
+                .ok_or_else(|| KeyError::NotFound(format!("public half of the EC key on token {token:?}")))?;
+            let point = session
+                .get_attributes(public, &[AttributeType::EcPoint])
+                .map_err(|e| op_error(token, "C_GetAttributeValue", &e))?
+                .into_iter()
+                .find_map(|a| if let Attribute::EcPoint(p) = a { Some(p) } else { None })
+                .ok_or_else(|| KeyError::Unsupported("EC public key without CKA_EC_POINT".into()))?;
+            let raw = unwrap_ec_point(algorithm, &point)?;
+            Ok((algorithm, spki::ec_spki(algorithm, &raw)?))
+        }
+        other => Err(KeyError::Unsupported(format!("key type {other:?} (kpki signs with RSA and EC keys)"))),
+    }
+}
+
+/// CKA_EC_POINT is a DER OCTET STRING on most tokens and the bare point on some: tell them
+/// apart by length (both start with 0x04).
+fn unwrap_ec_point(algorithm: KeyAlgorithm, point: &[u8]) -> Result<Vec<u8>> {
+    let bare_len = algorithm.ec_scalar_len().map(|n| 2 * n + 1).unwrap_or(0);
+    if point.len() == bare_len {
+        return Ok(point.to_vec());
+    }
+    yasna::parse_der(point, |r| r.read_bytes())
+        .ok()
+        .filter(|p| p.len() == bare_len)
+        .ok_or_else(|| KeyError::Unsupported(format!("CKA_EC_POINT of unexpected length {}", point.len())))
+}
+
+/// Reads the protection attributes of a private key.
+pub(crate) fn read_protection(session: &Session, token: &str, private: ObjectHandle) -> Result<KeyProtection> {
+    let attrs = session
+        .get_attributes(
+            private,
+            &[AttributeType::Sensitive, AttributeType::Extractable, AttributeType::AlwaysSensitive, AttributeType::NeverExtractable, AttributeType::Local],
+        )
+        .map_err(|e| op_error(token, "C_GetAttributeValue", &e))?;
+    let mut p = KeyProtection { sensitive: false, extractable: true, always_sensitive: false, never_extractable: false, local: false };
+    for a in attrs {
+        match a {
+            Attribute::Sensitive(v) => p.sensitive = v,
+            Attribute::Extractable(v) => p.extractable = v,
+            Attribute::AlwaysSensitive(v) => p.always_sensitive = v,
+            Attribute::NeverExtractable(v) => p.never_extractable = v,
+            Attribute::Local(v) => p.local = v,
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+/// `DigestInfo` for SHA-256, for tokens that only offer raw `CKM_RSA_PKCS`.
+fn sha256_digest_info(message: &[u8]) -> Vec<u8> {
+    let hash = digest::digest(&digest::SHA256, message);
+    yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            w.next().write_sequence(|w| {
+                w.next().write_oid(&yasna::models::ObjectIdentifier::from_slice(&[2, 16, 840, 1, 101, 3, 4, 2, 1]));
+                w.next().write_null();
+            });
+            w.next().write_bytes(hash.as_ref());
+        })
+    })
+}
+
+impl Pkcs11Key {
+    /// Opens the key named by `uri` (object label and/or id) on its token.
+    pub fn open(uri: &Pkcs11Uri, pool_size: usize) -> Result<Pkcs11Key> {
+        if uri.object.is_none() && uri.id.is_none() {
+            return Err(KeyError::InvalidUri {
+                uri: uri.to_string(),
+                problem: "name the key with object= (label) or id=".into(),
+            });
+        }
+        let token = Token::get(uri, pool_size)?;
+        let lease = token.lease()?;
+        let template = object_template(ObjectClass::PRIVATE_KEY, uri.object.as_deref(), uri.id.as_deref());
+        let handle = find_one(lease.session(), token.name(), &template, &uri.object_description())?
+            .ok_or_else(|| KeyError::NotFound(format!("{} on token {:?}", uri.object_description(), token.name())))?;
+        let (algorithm, spki) = read_public_key(lease.session(), token.name(), handle, uri.object.as_deref(), uri.id.as_deref())?;
+        let generation = lease.generation();
+        drop(lease);
+        let mut display = uri.clone();
+        display.pin = match &uri.pin {
+            Some(kpki_signer::PinSource::File(p)) => Some(kpki_signer::PinSource::File(p.clone())),
+            _ => None,
+        };
+        Ok(Pkcs11Key {
+            token,
+            uri: KeyUri::Pkcs11(display),
+            label: uri.object.clone(),
+            id: uri.id.clone(),
+            algorithm,
+            spki,
+            handle: Mutex::new(Some((generation, handle))),
+        })
+    }
+
+    /// The token the key lives on.
+    pub fn token(&self) -> &Arc<Token> {
+        &self.token
+    }
+
+    /// The key's protection attributes (sensitive, extractable, ...), read from the token.
+    pub fn protection(&self) -> Result<KeyProtection> {
+        self.with_handle(|lease, handle| read_protection(lease.session(), self.token.name(), handle))
+    }
+
+    fn cached_handle(&self, generation: u64) -> Option<ObjectHandle> {
+        let cached = *self.handle.lock().unwrap_or_else(|p| p.into_inner());
+        cached.filter(|(g, _)| *g == generation).map(|(_, h)| h)
+    }
+
+    fn find_handle(&self, lease: &Lease<'_>) -> Result<ObjectHandle> {
+        if let Some(h) = self.cached_handle(lease.generation()) {
+            return Ok(h);
+        }
+        let template = object_template(ObjectClass::PRIVATE_KEY, self.label.as_deref(), self.id.as_deref());
+        let handle = find_one(lease.session(), self.token.name(), &template, "the key")?
+            .ok_or_else(|| KeyError::NotFound(format!("{} on token {:?} (after reconnect)", self.uri, self.token.name())))?;
+        *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = Some((lease.generation(), handle));
+        Ok(handle)
+    }
+
+    /// Runs `op` with a session and the key's handle; after a lost connection it reconnects,
+    /// finds the key again and retries once.
+    fn with_handle<T>(&self, op: impl Fn(&Lease<'_>, ObjectHandle) -> Result<T>) -> Result<T> {
+        let mut last = None;
+        for _attempt in 0..2 {
+            let lease = self.token.lease()?;
+            let handle = match self.find_handle(&lease) {
+                Ok(h) => h,
+                Err(e) if e.is_unavailable() => {
+                    lease.broken();
+                    last = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match op(&lease, handle) {
+                Err(e) if e.is_unavailable() => {
+                    lease.broken();
+                    last = Some(e);
+                }
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| KeyError::Unavailable { token: self.token.name().to_string(), problem: "retry failed".into() }))
+    }
+
+    fn sign_on(&self, lease: &Lease<'_>, handle: ObjectHandle, message: &[u8]) -> Result<Vec<u8>> {
+        let token = self.token.name();
+        let session = lease.session();
+        let fail = |e: cryptoki::error::Error| {
+            if is_connection_loss(&e) {
+                tracing::debug!(token, error = %describe(&e), "C_Sign lost the connection");
+            }
+            op_error(token, "C_Sign", &e)
+        };
+        match self.algorithm {
+            KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
+                if lease.has_mechanism(MechanismType::SHA256_RSA_PKCS) {
+                    session.sign(&Mechanism::Sha256RsaPkcs, handle, message).map_err(fail)
+                } else {
+                    session.sign(&Mechanism::RsaPkcs, handle, &sha256_digest_info(message)).map_err(fail)
+                }
+            }
+            KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => {
+                let (on_token, mech, hash) = if self.algorithm == KeyAlgorithm::EcdsaP256 {
+                    (MechanismType::ECDSA_SHA256, Mechanism::EcdsaSha256, &digest::SHA256)
+                } else {
+                    (MechanismType::ECDSA_SHA384, Mechanism::EcdsaSha384, &digest::SHA384)
+                };
+                let raw = if lease.has_mechanism(on_token) {
+                    session.sign(&mech, handle, message).map_err(fail)?
+                } else {
+                    let d = digest::digest(hash, message);
+                    session.sign(&Mechanism::Ecdsa, handle, d.as_ref()).map_err(fail)?
+                };
+                let expected = self.algorithm.ec_scalar_len().map(|n| 2 * n);
+                if Some(raw.len()) != expected {
+                    return Err(KeyError::Crypto(format!("token returned an ECDSA signature of {} bytes", raw.len())));
+                }
+                spki::ecdsa_raw_to_der(&raw)
+            }
+        }
+    }
+}
+
+impl Signer for Pkcs11Key {
+    fn algorithm(&self) -> KeyAlgorithm {
+        self.algorithm
+    }
+
+    fn public_key_spki(&self) -> &[u8] {
+        &self.spki
+    }
+
+    fn uri(&self) -> &KeyUri {
+        &self.uri
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
+        self.with_handle(|lease, handle| self.sign_on(lease, handle, message))
+    }
+
+    fn concurrency_gate(&self) -> Option<&tokio::sync::Semaphore> {
+        Some(self.token.gate())
+    }
+
+    fn is_available(&self) -> bool {
+        self.token.probe()
+    }
+}

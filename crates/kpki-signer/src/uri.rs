@@ -1,0 +1,371 @@
+//! Key URIs: `file:` for software keys and RFC 7512 `pkcs11:` for token keys.
+//!
+//! `Display` prints a URI that parses back to the same key, except that a `pin-value` is
+//! never printed; `Debug` redacts it too.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use zeroize::Zeroizing;
+
+use crate::KeyError;
+
+/// Characters left as they are in printed attribute values (RFC 3986 unreserved plus `/`).
+const VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Where a key lives.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum KeyUri {
+    /// A PEM key file (`file:/etc/kubernetes/pki/ca.key`).
+    File(PathBuf),
+    /// A key on a PKCS#11 token.
+    Pkcs11(Pkcs11Uri),
+}
+
+/// Where a PKCS#11 PIN comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PinSource {
+    /// `pin-source`: a file holding the PIN (trailing newline ignored).
+    File(PathBuf),
+    /// `pin-value`: the PIN itself (for tests; prefer `pin-source`).
+    Value(Zeroizing<String>),
+}
+
+impl fmt::Debug for PinSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PinSource::File(p) => f.debug_tuple("File").field(p).finish(),
+            PinSource::Value(_) => f.write_str("Value(<redacted>)"),
+        }
+    }
+}
+
+/// An RFC 7512 `pkcs11:` URI, with the attributes kpki uses.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Pkcs11Uri {
+    /// Token label (`token=`).
+    pub token: Option<String>,
+    /// Token serial number (`serial=`).
+    pub serial: Option<String>,
+    /// Slot id (`slot-id=`); accepted but tokens are found by label or serial when given.
+    pub slot_id: Option<u64>,
+    /// Object label (`object=`).
+    pub object: Option<String>,
+    /// Object id bytes (`id=`, percent-encoded).
+    pub id: Option<Vec<u8>>,
+    /// Module to load (`module-path=`).
+    pub module_path: Option<PathBuf>,
+    /// Where the user PIN comes from (`pin-source=` or `pin-value=`).
+    pub pin: Option<PinSource>,
+}
+
+impl Pkcs11Uri {
+    /// The same URI without object attributes: names the token only.
+    pub fn token_only(&self) -> Pkcs11Uri {
+        Pkcs11Uri {
+            object: None,
+            id: None,
+            ..self.clone()
+        }
+    }
+
+    /// A short description of the token for messages (`token "k8s"`, `serial 1234`).
+    pub fn token_description(&self) -> String {
+        match (&self.token, &self.serial, self.slot_id) {
+            (Some(t), _, _) => t.clone(),
+            (None, Some(s), _) => format!("serial {s}"),
+            (None, None, Some(id)) => format!("slot-id {id}"),
+            (None, None, None) => "<any>".to_string(),
+        }
+    }
+
+    /// A short description of the object for messages.
+    pub fn object_description(&self) -> String {
+        match (&self.object, &self.id) {
+            (Some(o), Some(id)) => format!("object {o:?} (id {})", hex::encode(id)),
+            (Some(o), None) => format!("object {o:?}"),
+            (None, Some(id)) => format!("id {}", hex::encode(id)),
+            (None, None) => "<no object>".to_string(),
+        }
+    }
+
+    fn parse(uri: &str) -> Result<Pkcs11Uri, KeyError> {
+        let bad = |problem: String| KeyError::InvalidUri {
+            uri: redact(uri),
+            problem,
+        };
+        let rest = &uri["pkcs11:".len()..];
+        let (path, query) = match rest.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (rest, None),
+        };
+        let mut out = Pkcs11Uri::default();
+        for attr in path.split(';').filter(|a| !a.is_empty()) {
+            let (name, raw) = attr
+                .split_once('=')
+                .ok_or_else(|| bad(format!("path attribute {attr:?} has no '='")))?;
+            match name {
+                "token" => set_once(&mut out.token, decode_text(raw).map_err(bad)?, name).map_err(bad)?,
+                "serial" => set_once(&mut out.serial, decode_text(raw).map_err(bad)?, name).map_err(bad)?,
+                "object" => set_once(&mut out.object, decode_text(raw).map_err(bad)?, name).map_err(bad)?,
+                "id" => set_once(&mut out.id, decode_bytes(raw).map_err(bad)?, name).map_err(bad)?,
+                "slot-id" => {
+                    let text = decode_text(raw).map_err(bad)?;
+                    let n = text
+                        .parse::<u64>()
+                        .map_err(|_| bad(format!("slot-id {text:?} is not a number")))?;
+                    set_once(&mut out.slot_id, n, name).map_err(bad)?
+                }
+                // Accepted for compatibility with other tools' URIs; kpki does not need them.
+                "type" | "manufacturer" | "model" | "library-description"
+                | "library-manufacturer" | "library-version" | "slot-description"
+                | "slot-manufacturer" => {}
+                other if other.starts_with("x-") => {}
+                other => return Err(bad(format!("unknown path attribute {other:?}"))),
+            }
+        }
+        for attr in query.into_iter().flat_map(|q| q.split('&')).filter(|a| !a.is_empty()) {
+            let (name, raw) = attr
+                .split_once('=')
+                .ok_or_else(|| bad(format!("query attribute {:?} has no '='", attr.split('=').next().unwrap_or(""))))?;
+            match name {
+                "module-path" => {
+                    let p = PathBuf::from(decode_text(raw).map_err(bad)?);
+                    set_once(&mut out.module_path, p, name).map_err(bad)?
+                }
+                "pin-source" => {
+                    let text = decode_text(raw).map_err(bad)?;
+                    let path = text.strip_prefix("file:").unwrap_or(&text);
+                    let path = path.strip_prefix("//").unwrap_or(path);
+                    if path.is_empty() {
+                        return Err(bad("pin-source is empty".into()));
+                    }
+                    set_once(&mut out.pin, PinSource::File(PathBuf::from(path)), name).map_err(bad)?
+                }
+                "pin-value" => {
+                    let pin = Zeroizing::new(decode_text(raw).map_err(bad)?);
+                    set_once(&mut out.pin, PinSource::Value(pin), "pin-source/pin-value").map_err(bad)?
+                }
+                "module-name" => {}
+                other if other.starts_with("x-") => {}
+                other => return Err(bad(format!("unknown query attribute {other:?}"))),
+            }
+        }
+        if out.token.is_none() && out.serial.is_none() && out.slot_id.is_none() {
+            return Err(bad("no token, serial or slot-id attribute: say which token holds the key".into()));
+        }
+        Ok(out)
+    }
+}
+
+fn set_once<T>(slot: &mut Option<T>, value: T, name: &str) -> Result<(), String> {
+    if slot.is_some() {
+        return Err(format!("attribute {name} given twice"));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn decode_bytes(raw: &str) -> Result<Vec<u8>, String> {
+    let bytes = raw.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'%' {
+            let ok = bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+            if !ok {
+                return Err(format!("bad percent-encoding in {raw:?}"));
+            }
+        }
+    }
+    Ok(percent_decode_str(raw).collect())
+}
+
+fn decode_text(raw: &str) -> Result<String, String> {
+    String::from_utf8(decode_bytes(raw)?).map_err(|_| format!("{raw:?} is not UTF-8 text"))
+}
+
+/// The URI text with any `pin-value` replaced, for error messages.
+fn redact(uri: &str) -> String {
+    match uri.split_once('?') {
+        Some((path, query)) => {
+            let q: Vec<String> = query
+                .split('&')
+                .map(|a| {
+                    if a.starts_with("pin-value=") {
+                        "pin-value=<redacted>".to_string()
+                    } else {
+                        a.to_string()
+                    }
+                })
+                .collect();
+            format!("{path}?{}", q.join("&"))
+        }
+        None => uri.to_string(),
+    }
+}
+
+impl KeyUri {
+    /// A file URI for this path.
+    pub fn file(path: impl Into<PathBuf>) -> KeyUri {
+        KeyUri::File(path.into())
+    }
+
+    /// The key file path, for `file:` URIs.
+    pub fn as_file(&self) -> Option<&Path> {
+        match self {
+            KeyUri::File(p) => Some(p),
+            KeyUri::Pkcs11(_) => None,
+        }
+    }
+
+    /// True for `pkcs11:` URIs.
+    pub fn is_pkcs11(&self) -> bool {
+        matches!(self, KeyUri::Pkcs11(_))
+    }
+}
+
+impl FromStr for KeyUri {
+    type Err = KeyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.starts_with("pkcs11:") {
+            return Pkcs11Uri::parse(s).map(KeyUri::Pkcs11);
+        }
+        if let Some(rest) = s.strip_prefix("file:") {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            let path = decode_text(path).map_err(|problem| KeyError::InvalidUri {
+                uri: s.to_string(),
+                problem,
+            })?;
+            if !path.starts_with('/') {
+                return Err(KeyError::InvalidUri {
+                    uri: s.to_string(),
+                    problem: "file: URIs need an absolute path (file:/etc/kubernetes/pki/ca.key)".into(),
+                });
+            }
+            return Ok(KeyUri::File(PathBuf::from(path)));
+        }
+        if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") {
+            return Ok(KeyUri::File(PathBuf::from(s)));
+        }
+        Err(KeyError::InvalidUri {
+            uri: redact(s),
+            problem: "expected file:/path/to/key or pkcs11:token=...;object=...".into(),
+        })
+    }
+}
+
+impl fmt::Display for KeyUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyUri::File(p) => {
+                let text = p.to_string_lossy();
+                write!(f, "file:{}", utf8_percent_encode(&text, VALUE))
+            }
+            KeyUri::Pkcs11(u) => u.fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for Pkcs11Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut path = Vec::new();
+        if let Some(t) = &self.token {
+            path.push(format!("token={}", utf8_percent_encode(t, VALUE)));
+        }
+        if let Some(s) = &self.serial {
+            path.push(format!("serial={}", utf8_percent_encode(s, VALUE)));
+        }
+        if let Some(n) = self.slot_id {
+            path.push(format!("slot-id={n}"));
+        }
+        if let Some(o) = &self.object {
+            path.push(format!("object={}", utf8_percent_encode(o, VALUE)));
+        }
+        if let Some(id) = &self.id {
+            let enc: String = id.iter().map(|b| format!("%{b:02x}")).collect();
+            path.push(format!("id={enc}"));
+        }
+        let mut query = Vec::new();
+        if let Some(m) = &self.module_path {
+            query.push(format!("module-path={}", utf8_percent_encode(&m.to_string_lossy(), VALUE)));
+        }
+        if let Some(PinSource::File(p)) = &self.pin {
+            query.push(format!("pin-source=file:{}", utf8_percent_encode(&p.to_string_lossy(), VALUE)));
+        }
+        write!(f, "pkcs11:{}", path.join(";"))?;
+        if !query.is_empty() {
+            write!(f, "?{}", query.join("&"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p11(s: &str) -> Pkcs11Uri {
+        match s.parse::<KeyUri>() {
+            Ok(KeyUri::Pkcs11(u)) => u,
+            other => panic!("not a pkcs11 URI: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_rfc7512_attributes_with_percent_decoding() {
+        let u = p11("pkcs11:token=My%20Token;object=kubernetes-ca;id=%01%ab;serial=42;slot-id=7?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/kpki/pin");
+        assert_eq!(u.token.as_deref(), Some("My Token"));
+        assert_eq!(u.object.as_deref(), Some("kubernetes-ca"));
+        assert_eq!(u.id.as_deref(), Some(&[0x01, 0xab][..]));
+        assert_eq!(u.serial.as_deref(), Some("42"));
+        assert_eq!(u.slot_id, Some(7));
+        assert_eq!(u.module_path.as_deref(), Some(Path::new("/usr/lib/softhsm/libsofthsm2.so")));
+        assert_eq!(u.pin, Some(PinSource::File("/etc/kpki/pin".into())));
+        let again = p11(&u.to_string());
+        assert_eq!(again, u);
+    }
+
+    #[test]
+    fn pin_value_never_printed() {
+        let uri: KeyUri = "pkcs11:token=t;object=o?pin-value=s3cr3t-1234".parse().expect("parses");
+        let KeyUri::Pkcs11(u) = &uri else { panic!("pkcs11") };
+        assert!(matches!(&u.pin, Some(PinSource::Value(v)) if v.as_str() == "s3cr3t-1234"));
+        assert!(!uri.to_string().contains("s3cr3t"));
+        assert!(!format!("{uri:?}").contains("s3cr3t"));
+        let err = "pkcs11:token=t;bogus=1?pin-value=s3cr3t-1234".parse::<KeyUri>().expect_err("bad");
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn file_uris() {
+        assert_eq!("file:/etc/kubernetes/pki/ca.key".parse::<KeyUri>().ok(), Some(KeyUri::file("/etc/kubernetes/pki/ca.key")));
+        assert_eq!("file:///a%20b/k.key".parse::<KeyUri>().ok(), Some(KeyUri::file("/a b/k.key")));
+        assert_eq!(KeyUri::file("/a b/k.key").to_string(), "file:/a%20b/k.key");
+        assert!("file:relative/key".parse::<KeyUri>().is_err());
+    }
+
+    #[test]
+    fn malformed_uris_are_refused() {
+        for bad in [
+            "pkcs11:token=a;id=%zz",
+            "pkcs11:object=x",
+            "pkcs11:token=a;token=b",
+            "pkcs11:token=a;frob=1",
+            "pkcs11:token=a;slot-id=x",
+            "pkcs11:token=a?pin-source=",
+            "pkcs11:token",
+            "http://example/key",
+            "ca.key",
+        ] {
+            assert!(bad.parse::<KeyUri>().is_err(), "{bad} should be refused");
+        }
+    }
+}

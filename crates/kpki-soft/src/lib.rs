@@ -1,0 +1,14 @@
+//! kpki's software key backend: keys in PEM files written as kubeadm writes them
+//! (PKCS#1 `RSA PRIVATE KEY`, SEC1 `EC PRIVATE KEY`, LF endings, mode 0600), loaded from
+//! PKCS#1, SEC1 or PKCS#8 only when the file is private to its (root) owner.
+//!
+//! [`atomic`] holds the crash-safe file writing every kpki writer uses.
+
+pub mod atomic;
+mod backend;
+mod keyfile;
+mod softkey;
+
+pub use backend::SoftBackend;
+pub use keyfile::{check_key_file_permissions, decode_private_key_pem, encode_private_key_pem};
+pub use softkey::SoftKey;

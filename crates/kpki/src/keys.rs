@@ -1,0 +1,95 @@
+//! `kpki keys`: create, list and show keys on any backend.
+
+use clap::Subcommand;
+use kpki_pki::keystore::KeyStore;
+use kpki_signer::{KeyAlgorithm, KeyInfo, KeyUri};
+
+use crate::output::{Format, print_json};
+
+/// Key management commands.
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create a key: `file:/path` (0600 PEM) or `pkcs11:token=..;object=..` (on the token).
+    Create {
+        /// Where the key goes.
+        uri: String,
+        /// RSA-2048 (default), RSA-3072, RSA-4096, ECDSA-P256 or ECDSA-P384.
+        #[arg(long, short = 'a', default_value = "RSA-2048")]
+        algorithm: String,
+    },
+    /// List the keys on a token (`pkcs11:token=..`) or in a directory (`file:/dir`).
+    List {
+        /// The token or directory.
+        uri: String,
+    },
+    /// Show one key: algorithm, SPKI SHA-256 fingerprint and, on tokens, its protection.
+    Show {
+        /// The key.
+        uri: String,
+    },
+}
+
+/// Runs a `kpki keys` command.
+pub fn run(cmd: KeysCommand, format: Format) -> Result<(), String> {
+    let store = KeyStore::default();
+    match cmd {
+        KeysCommand::Create { uri, algorithm } => {
+            let algorithm: KeyAlgorithm = algorithm.parse().map_err(|e| format!("{e}"))?;
+            let uri: KeyUri = uri.parse().map_err(|e| format!("{e}"))?;
+            let signer = store.create(&uri, algorithm).map_err(|e| e.to_string())?;
+            let info = store.describe(signer.uri()).map_err(|e| e.to_string())?;
+            match format {
+                Format::Json => print_json(&info),
+                Format::Text => {
+                    println!("[keys] Created {} key {}", info.algorithm, info.uri);
+                    print_info(&info);
+                    Ok(())
+                }
+            }
+        }
+        KeysCommand::List { uri } => {
+            let uri: KeyUri = uri.parse().map_err(|e| format!("{e}"))?;
+            let keys = store.list(&uri).map_err(|e| e.to_string())?;
+            match format {
+                Format::Json => print_json(&keys),
+                Format::Text => {
+                    println!("{:<12} {:<64} URI", "ALGORITHM", "SPKI SHA-256");
+                    for k in &keys {
+                        println!("{:<12} {:<64} {}", k.algorithm.to_string(), k.spki_sha256, k.uri);
+                    }
+                    Ok(())
+                }
+            }
+        }
+        KeysCommand::Show { uri } => {
+            let uri: KeyUri = uri.parse().map_err(|e| format!("{e}"))?;
+            let info = store.describe(&uri).map_err(|e| e.to_string())?;
+            match format {
+                Format::Json => print_json(&info),
+                Format::Text => {
+                    print_info(&info);
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+fn print_info(info: &KeyInfo) {
+    println!("uri:               {}", info.uri);
+    println!("algorithm:         {}", info.algorithm);
+    println!("spki-sha256:       {}", info.spki_sha256);
+    if let Some(l) = &info.label {
+        println!("label:             {l}");
+    }
+    if let Some(id) = &info.id {
+        println!("id:                {id}");
+    }
+    if let Some(p) = &info.protection {
+        println!("sensitive:         {}", p.sensitive);
+        println!("extractable:       {}", p.extractable);
+        println!("always-sensitive:  {}", p.always_sensitive);
+        println!("never-extractable: {}", p.never_extractable);
+        println!("local:             {}", p.local);
+    }
+}

@@ -1,0 +1,51 @@
+//! The `kpki` command: a thin CLI over `kpki-pki`. Exit codes: 0 success, 1 refusal or
+//! error (one line on stderr), 2 usage error.
+
+mod keys;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use output::Format;
+
+/// Kubernetes PKI with CA keys held in files or PKCS#11 tokens.
+#[derive(Parser, Debug)]
+#[command(name = "kpki", version, about, long_about = None)]
+struct Cli {
+    /// Output format for commands that print data.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Text)]
+    output: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Manage keys on their backends (files or PKCS#11 tokens).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KPKI_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,cryptoki=off")),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Keys(cmd) => keys::run(cmd, cli.output),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kpki: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
