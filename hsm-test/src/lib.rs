@@ -38,7 +38,11 @@ pub struct TestToken {
 
 /// Panics with an install hint unless `tool` is on PATH (tests never skip silently).
 pub fn require_tool(tool: &str) -> PathBuf {
-    let out = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().expect("run sh");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .expect("run sh");
     let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(
         out.status.success() && !path.is_empty(),
@@ -50,7 +54,10 @@ pub fn require_tool(tool: &str) -> PathBuf {
 /// The SoftHSM module path; panics with an install hint when softhsm2 is not installed.
 pub fn module() -> PathBuf {
     let p = PathBuf::from(SOFTHSM_MODULE);
-    assert!(p.exists(), "{SOFTHSM_MODULE} not found: run scripts/setup (apt-get install softhsm2)");
+    assert!(
+        p.exists(),
+        "{SOFTHSM_MODULE} not found: run scripts/setup (apt-get install softhsm2)"
+    );
     p
 }
 
@@ -78,7 +85,9 @@ pub fn softhsm() -> &'static SoftHsm {
 
 /// Removes directories of test processes that no longer run.
 fn remove_stale(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root) else { return };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.parse::<u32>().is_ok() && !Path::new("/proc").join(&name).exists() {
@@ -117,10 +126,17 @@ pub fn token_with_label(label: &str) -> TestToken {
         .arg(SO_PIN)
         .output()
         .expect("run softhsm-token.sh");
-    assert!(out.status.success(), "softhsm-token.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "softhsm-token.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pin_file = hsm.dir.join(format!("{label}.pin"));
     write_private(&pin_file, USER_PIN);
-    TestToken { label: label.to_string(), pin_file }
+    TestToken {
+        label: label.to_string(),
+        pin_file,
+    }
 }
 
 fn write_private(path: &Path, text: &str) {
@@ -132,7 +148,12 @@ fn write_private(path: &Path, text: &str) {
 impl TestToken {
     /// The token's URI (module and PIN file included).
     pub fn token_uri(&self) -> String {
-        format!("pkcs11:token={}?module-path={}&pin-source=file:{}", self.label, module().display(), self.pin_file.display())
+        format!(
+            "pkcs11:token={}?module-path={}&pin-source=file:{}",
+            self.label,
+            module().display(),
+            self.pin_file.display()
+        )
     }
 
     /// The URI of object `label` on this token.
@@ -147,6 +168,10 @@ impl TestToken {
 
     /// The same key URI with the PIN given inline (`pin-value`).
     pub fn key_uri_with_pin(&self, object: &str, pin: &str) -> String {
-        format!("pkcs11:token={};object={object}?module-path={}&pin-value={pin}", self.label, module().display())
+        format!(
+            "pkcs11:token={};object={object}?module-path={}&pin-value={pin}",
+            self.label,
+            module().display()
+        )
     }
 }

@@ -31,7 +31,10 @@ fn rate(secs: f64, mut op: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let secs: f64 = std::env::var("KPKI_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let secs: f64 = std::env::var("KPKI_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
     let message = vec![0x5au8; 1024]; // about the size of a TBSCertificate
     let token = hsm::token_with_label("bench");
     let dir = tempfile::tempdir().unwrap();
@@ -39,13 +42,23 @@ fn main() {
     let ctx = Pkcs11::new(hsm::module()).unwrap();
     let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
 
-    println!("{:<12} {:>14} {:>14} {:>14} {:>9}", "algorithm", "soft sig/s", "pkcs11 sig/s", "raw C_Sign/s", "p11/raw");
+    println!(
+        "{:<12} {:>14} {:>14} {:>14} {:>9}",
+        "algorithm", "soft sig/s", "pkcs11 sig/s", "raw C_Sign/s", "p11/raw"
+    );
     for algorithm in KeyAlgorithm::ALL {
         let soft: Arc<dyn Signer> = SoftBackend
-            .create(&format!("file:{}/{}.key", dir.path().display(), algorithm.name()).parse().unwrap(), algorithm)
+            .create(
+                &format!("file:{}/{}.key", dir.path().display(), algorithm.name())
+                    .parse()
+                    .unwrap(),
+                algorithm,
+            )
             .unwrap();
         let label = format!("bench-{}", algorithm.name().to_lowercase());
-        let p11: Arc<dyn Signer> = Pkcs11Backend::with_pool_size(1).create(&token.key_uri(&label).parse().unwrap(), algorithm).unwrap();
+        let p11: Arc<dyn Signer> = Pkcs11Backend::with_pool_size(1)
+            .create(&token.key_uri(&label).parse().unwrap(), algorithm)
+            .unwrap();
 
         let soft_rate = rate(secs, || {
             soft.sign(&message).unwrap();
@@ -60,11 +73,18 @@ fn main() {
             .get_slots_with_token()
             .unwrap()
             .into_iter()
-            .find(|s| ctx.get_token_info(*s).map(|t| t.label() == token.label).unwrap_or(false))
+            .find(|s| {
+                ctx.get_token_info(*s)
+                    .map(|t| t.label() == token.label)
+                    .unwrap_or(false)
+            })
             .unwrap();
         let session = ctx.open_ro_session(slot).unwrap();
         let handle = session
-            .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::Label(label.as_bytes().to_vec())])
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
             .unwrap()[0];
         let raw_rate = match algorithm {
             KeyAlgorithm::EcdsaP256 => rate(secs, || {
@@ -76,7 +96,9 @@ fn main() {
                 session.sign(&Mechanism::Ecdsa, handle, d.as_ref()).unwrap();
             }),
             _ => rate(secs, || {
-                session.sign(&Mechanism::Sha256RsaPkcs, handle, &message).unwrap();
+                session
+                    .sign(&Mechanism::Sha256RsaPkcs, handle, &message)
+                    .unwrap();
             }),
         };
         println!(

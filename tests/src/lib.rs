@@ -15,34 +15,56 @@ pub fn kpki_bin() -> PathBuf {
         dir.pop();
     }
     let bin = dir.join("kpki");
-    assert!(bin.exists(), "{} not built: run `cargo build -p kpki` (scripts/test does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build -p kpki` (scripts/test does)",
+        bin.display()
+    );
     bin
 }
 
 /// Runs `kpki` with `args` and the given extra environment.
 pub fn kpki(args: &[&str]) -> Output {
-    Command::new(kpki_bin()).args(args).output().expect("run kpki")
+    Command::new(kpki_bin())
+        .args(args)
+        .output()
+        .expect("run kpki")
 }
 
 /// Stdout and stderr of an output as text.
 pub fn text(out: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Writes `der` as a PEM block of type `tag` (LF endings).
 pub fn write_pem(path: &Path, tag: &str, der: &[u8]) {
-    let text = pem::encode_config(&pem::Pem::new(tag, der.to_vec()), pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF));
+    let text = pem::encode_config(
+        &pem::Pem::new(tag, der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    );
     std::fs::write(path, text).expect("write pem");
 }
 
 /// Runs `openssl` with `args`, asserting the tool is installed.
 pub fn openssl(args: &[&str]) -> Output {
     kpki_hsm_test::require_tool("openssl");
-    Command::new("openssl").args(args).output().expect("run openssl")
+    Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl")
 }
 
 /// Verifies an X.509-form signature with `openssl dgst -verify` on the exported public key.
-pub fn openssl_verify_signature(dir: &Path, spki: &[u8], digest: &str, message: &[u8], signature: &[u8]) -> bool {
+pub fn openssl_verify_signature(
+    dir: &Path,
+    spki: &[u8],
+    digest: &str,
+    message: &[u8],
+    signature: &[u8],
+) -> bool {
     let pubkey = dir.join("pub.pem");
     let msg = dir.join("msg.bin");
     let sig = dir.join("sig.bin");

@@ -11,8 +11,12 @@ use kpki_signer::{AsyncSign, KeyAlgorithm, Signer, spki};
 async fn thousand_signatures_from_fifty_tasks_through_two_sessions() {
     let token = hsm::token();
     let uri: kpki_signer::KeyUri = token.key_uri("pool").parse().unwrap();
-    let kpki_signer::KeyUri::Pkcs11(p11) = &uri else { panic!() };
-    let key: Pkcs11Key = Pkcs11Backend::with_pool_size(2).create_key(p11, KeyAlgorithm::EcdsaP256).unwrap();
+    let kpki_signer::KeyUri::Pkcs11(p11) = &uri else {
+        panic!()
+    };
+    let key: Pkcs11Key = Pkcs11Backend::with_pool_size(2)
+        .create_key(p11, KeyAlgorithm::EcdsaP256)
+        .unwrap();
     let pool = Arc::clone(key.token());
     assert_eq!(pool.pool_size(), 2);
     let signer: Arc<dyn Signer> = Arc::new(key);
@@ -37,6 +41,10 @@ async fn thousand_signatures_from_fifty_tasks_through_two_sessions() {
         }
     }
     assert_eq!(verified, 1000);
-    assert!(pool.sessions_peak() <= 2, "pool used {} sessions", pool.sessions_peak());
+    assert!(
+        pool.sessions_peak() <= 2,
+        "pool used {} sessions",
+        pool.sessions_peak()
+    );
     assert_eq!(pool.sessions_in_use(), 0);
 }

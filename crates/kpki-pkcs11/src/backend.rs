@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
-use kpki_signer::{KeyAlgorithm, KeyBackend, KeyError, KeyInfo, KeyUri, Pkcs11Uri, Result, Signer, spki};
+use kpki_signer::{
+    KeyAlgorithm, KeyBackend, KeyError, KeyInfo, KeyUri, Pkcs11Uri, Result, Signer, spki,
+};
 
 use crate::errors::op_error;
 use crate::key::{Pkcs11Key, find_one, object_template, read_protection, read_public_key};
@@ -20,7 +22,9 @@ pub struct Pkcs11Backend {
 
 impl Default for Pkcs11Backend {
     fn default() -> Self {
-        Pkcs11Backend { pool_size: DEFAULT_POOL_SIZE }
+        Pkcs11Backend {
+            pool_size: DEFAULT_POOL_SIZE,
+        }
     }
 }
 
@@ -37,7 +41,9 @@ fn pkcs11_uri(uri: &KeyUri) -> Result<&Pkcs11Uri> {
 impl Pkcs11Backend {
     /// A backend whose tokens get `pool_size` signing sessions (first opener wins).
     pub fn with_pool_size(pool_size: usize) -> Self {
-        Pkcs11Backend { pool_size: pool_size.max(1) }
+        Pkcs11Backend {
+            pool_size: pool_size.max(1),
+        }
     }
 
     /// Generates a key pair on the token; refuses if a private key with that label or id exists.
@@ -50,18 +56,32 @@ impl Pkcs11Backend {
             Some(id) => id.clone(),
             None => {
                 let mut id = vec![0u8; 16];
-                SystemRandom::new().fill(&mut id).map_err(|_| KeyError::Crypto("no randomness for a key id".into()))?;
+                SystemRandom::new()
+                    .fill(&mut id)
+                    .map_err(|_| KeyError::Crypto("no randomness for a key id".into()))?;
                 id
             }
         };
         let token = Token::get(uri, self.pool_size)?;
         token.with_rw_session(|session| {
             for (template, what) in [
-                (object_template(ObjectClass::PRIVATE_KEY, Some(&label), None), format!("label {label:?}")),
-                (object_template(ObjectClass::PRIVATE_KEY, None, Some(&id)), format!("id {}", hex::encode(&id))),
+                (
+                    object_template(ObjectClass::PRIVATE_KEY, Some(&label), None),
+                    format!("label {label:?}"),
+                ),
+                (
+                    object_template(ObjectClass::PRIVATE_KEY, None, Some(&id)),
+                    format!("id {}", hex::encode(&id)),
+                ),
             ] {
-                if find_one(session, token.name(), &template, &what).map(|h| h.is_some()).unwrap_or(true) {
-                    return Err(KeyError::AlreadyExists(format!("a private key with {what} on token {:?}", token.name())));
+                if find_one(session, token.name(), &template, &what)
+                    .map(|h| h.is_some())
+                    .unwrap_or(true)
+                {
+                    return Err(KeyError::AlreadyExists(format!(
+                        "a private key with {what} on token {:?}",
+                        token.name()
+                    )));
                 }
             }
             let (mechanism, public, private) = keygen::templates(algorithm, &label, &id);
@@ -77,7 +97,9 @@ impl Pkcs11Backend {
 
     fn info(key: &Pkcs11Key) -> Result<KeyInfo> {
         let KeyUri::Pkcs11(u) = key.uri() else {
-            return Err(KeyError::Unsupported("PKCS#11 key without pkcs11 URI".into()));
+            return Err(KeyError::Unsupported(
+                "PKCS#11 key without pkcs11 URI".into(),
+            ));
         };
         Ok(KeyInfo {
             uri: key.uri().clone(),
@@ -120,12 +142,20 @@ impl KeyBackend for Pkcs11Backend {
             let mut key_uri = uri.clone();
             for a in attrs {
                 match a {
-                    Attribute::Label(l) => key_uri.object = Some(String::from_utf8_lossy(&l).into_owned()),
+                    Attribute::Label(l) => {
+                        key_uri.object = Some(String::from_utf8_lossy(&l).into_owned())
+                    }
                     Attribute::Id(id) if !id.is_empty() => key_uri.id = Some(id),
                     _ => {}
                 }
             }
-            let (algorithm, spki_der) = match read_public_key(session, token.name(), h, key_uri.object.as_deref(), key_uri.id.as_deref()) {
+            let (algorithm, spki_der) = match read_public_key(
+                session,
+                token.name(),
+                h,
+                key_uri.object.as_deref(),
+                key_uri.id.as_deref(),
+            ) {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(key = %key_uri, error = %e, "skipping key kpki cannot use");

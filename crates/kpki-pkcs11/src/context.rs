@@ -31,35 +31,49 @@ fn module_error(path: &Path, problem: impl Into<String>) -> KeyError {
 
 fn load(path: &Path) -> Result<Pkcs11> {
     if !path.exists() {
-        return Err(module_error(path, "file not found (is the HSM client library installed? e.g. apt-get install softhsm2)"));
+        return Err(module_error(
+            path,
+            "file not found (is the HSM client library installed? e.g. apt-get install softhsm2)",
+        ));
     }
     let ctx = Pkcs11::new(path).map_err(|e| module_error(path, format!("cannot load: {e}")))?;
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(ctx),
-        Err(e) => Err(module_error(path, format!("C_Initialize failed: {}", crate::errors::describe(&e)))),
+        Err(e) => Err(module_error(
+            path,
+            format!("C_Initialize failed: {}", crate::errors::describe(&e)),
+        )),
     }
 }
 
 /// The context of the module at `path`, loading and initialising it on first use,
 /// with an epoch that changes each time it is re-initialised.
 pub fn module(path: &Path) -> Result<(Pkcs11, u64)> {
-    let mut table = table().lock().map_err(|_| module_error(path, "module table poisoned"))?;
+    let mut table = table()
+        .lock()
+        .map_err(|_| module_error(path, "module table poisoned"))?;
     if let Some(e) = table.get(path) {
         return Ok((e.ctx.clone(), e.epoch));
     }
     let ctx = load(path)?;
-    table.insert(path.to_path_buf(), Entry { ctx: ctx.clone(), epoch: 0 });
+    table.insert(
+        path.to_path_buf(),
+        Entry {
+            ctx: ctx.clone(),
+            epoch: 0,
+        },
+    );
     Ok((ctx, 0))
 }
 
 /// Finalises and re-initialises the module if it is still at `epoch` (another thread may
 /// already have done it), so a module whose transport broke can reconnect.
 pub fn reinitialize(path: &Path, epoch: u64) -> Result<(Pkcs11, u64)> {
-    let mut table = table().lock().map_err(|_| module_error(path, "module table poisoned"))?;
-    if let Some(e) = table.get(path) {
-        if e.epoch != epoch {
-            return Ok((e.ctx.clone(), e.epoch));
-        }
+    let mut table = table()
+        .lock()
+        .map_err(|_| module_error(path, "module table poisoned"))?;
+    if let Some(e) = table.get(path).filter(|e| e.epoch != epoch) {
+        return Ok((e.ctx.clone(), e.epoch));
     }
     let next = epoch + 1;
     if let Some(old) = table.remove(path) {
@@ -67,6 +81,12 @@ pub fn reinitialize(path: &Path, epoch: u64) -> Result<(Pkcs11, u64)> {
         let _ = old.ctx.finalize();
     }
     let ctx = load(path)?;
-    table.insert(path.to_path_buf(), Entry { ctx: ctx.clone(), epoch: next });
+    table.insert(
+        path.to_path_buf(),
+        Entry {
+            ctx: ctx.clone(),
+            epoch: next,
+        },
+    );
     Ok((ctx, next))
 }

@@ -34,7 +34,11 @@ impl fmt::Debug for Pkcs11Key {
 }
 
 /// The search template for a key object of `class` by id and/or label.
-pub(crate) fn object_template(class: ObjectClass, label: Option<&str>, id: Option<&[u8]>) -> Vec<Attribute> {
+pub(crate) fn object_template(
+    class: ObjectClass,
+    label: Option<&str>,
+    id: Option<&[u8]>,
+) -> Vec<Attribute> {
     let mut t = vec![Attribute::Class(class)];
     if let Some(l) = label {
         t.push(Attribute::Label(l.as_bytes().to_vec()));
@@ -46,8 +50,15 @@ pub(crate) fn object_template(class: ObjectClass, label: Option<&str>, id: Optio
 }
 
 /// Finds exactly one object matching `template`.
-pub(crate) fn find_one(session: &Session, token: &str, template: &[Attribute], what: &str) -> Result<Option<ObjectHandle>> {
-    let found = session.find_objects(template).map_err(|e| op_error(token, "C_FindObjects", &e))?;
+pub(crate) fn find_one(
+    session: &Session,
+    token: &str,
+    template: &[Attribute],
+    what: &str,
+) -> Result<Option<ObjectHandle>> {
+    let found = session
+        .find_objects(template)
+        .map_err(|e| op_error(token, "C_FindObjects", &e))?;
     match found.as_slice() {
         [] => Ok(None),
         [h] => Ok(Some(*h)),
@@ -67,7 +78,15 @@ pub(crate) fn read_public_key(
     id: Option<&[u8]>,
 ) -> Result<(KeyAlgorithm, Vec<u8>)> {
     let attrs = session
-        .get_attributes(private, &[AttributeType::KeyType, AttributeType::Modulus, AttributeType::PublicExponent, AttributeType::EcParams])
+        .get_attributes(
+            private,
+            &[
+                AttributeType::KeyType,
+                AttributeType::Modulus,
+                AttributeType::PublicExponent,
+                AttributeType::EcParams,
+            ],
+        )
         .map_err(|e| op_error(token, "C_GetAttributeValue", &e))?;
     let mut key_type = None;
     let (mut modulus, mut exponent, mut params) = (None, None, None);
@@ -83,36 +102,64 @@ pub(crate) fn read_public_key(
     match key_type {
         Some(KeyType::RSA) => {
             let (Some(n), Some(e)) = (modulus, exponent) else {
-                return Err(KeyError::Unsupported("RSA key without CKA_MODULUS/CKA_PUBLIC_EXPONENT".into()));
+                return Err(KeyError::Unsupported(
+                    "RSA key without CKA_MODULUS/CKA_PUBLIC_EXPONENT".into(),
+                ));
             };
             let spki = spki::rsa_spki(&n, &e);
             Ok((spki::algorithm_of(&spki)?, spki))
         }
         Some(KeyType::EC) => {
-            let params = params.ok_or_else(|| KeyError::Unsupported("EC key without CKA_EC_PARAMS".into()))?;
-            let algorithm = KeyAlgorithm::from_ec_params_der(&params)
-                .ok_or_else(|| KeyError::Unsupported("EC key on a curve other than P-256 or P-384".into()))?;
+            let params = params
+                .ok_or_else(|| KeyError::Unsupported("EC key without CKA_EC_PARAMS".into()))?;
+            let algorithm = KeyAlgorithm::from_ec_params_der(&params).ok_or_else(|| {
+                KeyError::Unsupported("EC key on a curve other than P-256 or P-384".into())
+            })?;
             // The private object has no CKA_EC_POINT: read it from the public half.
             let id_owned = match id {
                 Some(i) => Some(i.to_vec()),
                 None => session
                     .get_attributes(private, &[AttributeType::Id])
                     .ok()
-                    .and_then(|v| v.into_iter().find_map(|a| if let Attribute::Id(i) = a { Some(i) } else { None })),
+                    .and_then(|v| {
+                        v.into_iter().find_map(|a| {
+                            if let Attribute::Id(i) = a {
+                                Some(i)
+                            } else {
+                                None
+                            }
+                        })
+                    }),
             };
-            let template = object_template(ObjectClass::PUBLIC_KEY, if id_owned.is_some() { None } else { label }, id_owned.as_deref());
-            let public = find_one(session, token, &template, "the public key")?
-                .ok_or_else(|| KeyError::NotFound(format!("public half of the EC key on token {token:?}")))?;
+            let template = object_template(
+                ObjectClass::PUBLIC_KEY,
+                if id_owned.is_some() { None } else { label },
+                id_owned.as_deref(),
+            );
+            let public =
+                find_one(session, token, &template, "the public key")?.ok_or_else(|| {
+                    KeyError::NotFound(format!("public half of the EC key on token {token:?}"))
+                })?;
             let point = session
                 .get_attributes(public, &[AttributeType::EcPoint])
                 .map_err(|e| op_error(token, "C_GetAttributeValue", &e))?
                 .into_iter()
-                .find_map(|a| if let Attribute::EcPoint(p) = a { Some(p) } else { None })
-                .ok_or_else(|| KeyError::Unsupported("EC public key without CKA_EC_POINT".into()))?;
+                .find_map(|a| {
+                    if let Attribute::EcPoint(p) = a {
+                        Some(p)
+                    } else {
+                        None
+                    }
+                })
+                .ok_or_else(|| {
+                    KeyError::Unsupported("EC public key without CKA_EC_POINT".into())
+                })?;
             let raw = unwrap_ec_point(algorithm, &point)?;
             Ok((algorithm, spki::ec_spki(algorithm, &raw)?))
         }
-        other => Err(KeyError::Unsupported(format!("key type {other:?} (kpki signs with RSA and EC keys)"))),
+        other => Err(KeyError::Unsupported(format!(
+            "key type {other:?} (kpki signs with RSA and EC keys)"
+        ))),
     }
 }
 
@@ -126,18 +173,36 @@ fn unwrap_ec_point(algorithm: KeyAlgorithm, point: &[u8]) -> Result<Vec<u8>> {
     yasna::parse_der(point, |r| r.read_bytes())
         .ok()
         .filter(|p| p.len() == bare_len)
-        .ok_or_else(|| KeyError::Unsupported(format!("CKA_EC_POINT of unexpected length {}", point.len())))
+        .ok_or_else(|| {
+            KeyError::Unsupported(format!("CKA_EC_POINT of unexpected length {}", point.len()))
+        })
 }
 
 /// Reads the protection attributes of a private key.
-pub(crate) fn read_protection(session: &Session, token: &str, private: ObjectHandle) -> Result<KeyProtection> {
+pub(crate) fn read_protection(
+    session: &Session,
+    token: &str,
+    private: ObjectHandle,
+) -> Result<KeyProtection> {
     let attrs = session
         .get_attributes(
             private,
-            &[AttributeType::Sensitive, AttributeType::Extractable, AttributeType::AlwaysSensitive, AttributeType::NeverExtractable, AttributeType::Local],
+            &[
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::AlwaysSensitive,
+                AttributeType::NeverExtractable,
+                AttributeType::Local,
+            ],
         )
         .map_err(|e| op_error(token, "C_GetAttributeValue", &e))?;
-    let mut p = KeyProtection { sensitive: false, extractable: true, always_sensitive: false, never_extractable: false, local: false };
+    let mut p = KeyProtection {
+        sensitive: false,
+        extractable: true,
+        always_sensitive: false,
+        never_extractable: false,
+        local: false,
+    };
     for a in attrs {
         match a {
             Attribute::Sensitive(v) => p.sensitive = v,
@@ -157,7 +222,10 @@ fn sha256_digest_info(message: &[u8]) -> Vec<u8> {
     yasna::construct_der(|w| {
         w.write_sequence(|w| {
             w.next().write_sequence(|w| {
-                w.next().write_oid(&yasna::models::ObjectIdentifier::from_slice(&[2, 16, 840, 1, 101, 3, 4, 2, 1]));
+                w.next()
+                    .write_oid(&yasna::models::ObjectIdentifier::from_slice(&[
+                        2, 16, 840, 1, 101, 3, 4, 2, 1,
+                    ]));
                 w.next().write_null();
             });
             w.next().write_bytes(hash.as_ref());
@@ -176,10 +244,31 @@ impl Pkcs11Key {
         }
         let token = Token::get(uri, pool_size)?;
         let lease = token.lease()?;
-        let template = object_template(ObjectClass::PRIVATE_KEY, uri.object.as_deref(), uri.id.as_deref());
-        let handle = find_one(lease.session(), token.name(), &template, &uri.object_description())?
-            .ok_or_else(|| KeyError::NotFound(format!("{} on token {:?}", uri.object_description(), token.name())))?;
-        let (algorithm, spki) = read_public_key(lease.session(), token.name(), handle, uri.object.as_deref(), uri.id.as_deref())?;
+        let template = object_template(
+            ObjectClass::PRIVATE_KEY,
+            uri.object.as_deref(),
+            uri.id.as_deref(),
+        );
+        let handle = find_one(
+            lease.session(),
+            token.name(),
+            &template,
+            &uri.object_description(),
+        )?
+        .ok_or_else(|| {
+            KeyError::NotFound(format!(
+                "{} on token {:?}",
+                uri.object_description(),
+                token.name()
+            ))
+        })?;
+        let (algorithm, spki) = read_public_key(
+            lease.session(),
+            token.name(),
+            handle,
+            uri.object.as_deref(),
+            uri.id.as_deref(),
+        )?;
         let generation = lease.generation();
         drop(lease);
         let mut display = uri.clone();
@@ -205,7 +294,9 @@ impl Pkcs11Key {
 
     /// The key's protection attributes (sensitive, extractable, ...), read from the token.
     pub fn protection(&self) -> Result<KeyProtection> {
-        self.with_handle(|lease, handle| read_protection(lease.session(), self.token.name(), handle))
+        self.with_handle(|lease, handle| {
+            read_protection(lease.session(), self.token.name(), handle)
+        })
     }
 
     fn cached_handle(&self, generation: u64) -> Option<ObjectHandle> {
@@ -217,9 +308,19 @@ impl Pkcs11Key {
         if let Some(h) = self.cached_handle(lease.generation()) {
             return Ok(h);
         }
-        let template = object_template(ObjectClass::PRIVATE_KEY, self.label.as_deref(), self.id.as_deref());
+        let template = object_template(
+            ObjectClass::PRIVATE_KEY,
+            self.label.as_deref(),
+            self.id.as_deref(),
+        );
         let handle = find_one(lease.session(), self.token.name(), &template, "the key")?
-            .ok_or_else(|| KeyError::NotFound(format!("{} on token {:?} (after reconnect)", self.uri, self.token.name())))?;
+            .ok_or_else(|| {
+                KeyError::NotFound(format!(
+                    "{} on token {:?} (after reconnect)",
+                    self.uri,
+                    self.token.name()
+                ))
+            })?;
         *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = Some((lease.generation(), handle));
         Ok(handle)
     }
@@ -247,7 +348,10 @@ impl Pkcs11Key {
                 other => return other,
             }
         }
-        Err(last.unwrap_or_else(|| KeyError::Unavailable { token: self.token.name().to_string(), problem: "retry failed".into() }))
+        Err(last.unwrap_or_else(|| KeyError::Unavailable {
+            token: self.token.name().to_string(),
+            problem: "retry failed".into(),
+        }))
     }
 
     fn sign_on(&self, lease: &Lease<'_>, handle: ObjectHandle, message: &[u8]) -> Result<Vec<u8>> {
@@ -262,26 +366,43 @@ impl Pkcs11Key {
         match self.algorithm {
             KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
                 if lease.has_mechanism(MechanismType::SHA256_RSA_PKCS) {
-                    session.sign(&Mechanism::Sha256RsaPkcs, handle, message).map_err(fail)
+                    session
+                        .sign(&Mechanism::Sha256RsaPkcs, handle, message)
+                        .map_err(fail)
                 } else {
-                    session.sign(&Mechanism::RsaPkcs, handle, &sha256_digest_info(message)).map_err(fail)
+                    session
+                        .sign(&Mechanism::RsaPkcs, handle, &sha256_digest_info(message))
+                        .map_err(fail)
                 }
             }
             KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => {
                 let (on_token, mech, hash) = if self.algorithm == KeyAlgorithm::EcdsaP256 {
-                    (MechanismType::ECDSA_SHA256, Mechanism::EcdsaSha256, &digest::SHA256)
+                    (
+                        MechanismType::ECDSA_SHA256,
+                        Mechanism::EcdsaSha256,
+                        &digest::SHA256,
+                    )
                 } else {
-                    (MechanismType::ECDSA_SHA384, Mechanism::EcdsaSha384, &digest::SHA384)
+                    (
+                        MechanismType::ECDSA_SHA384,
+                        Mechanism::EcdsaSha384,
+                        &digest::SHA384,
+                    )
                 };
                 let raw = if lease.has_mechanism(on_token) {
                     session.sign(&mech, handle, message).map_err(fail)?
                 } else {
                     let d = digest::digest(hash, message);
-                    session.sign(&Mechanism::Ecdsa, handle, d.as_ref()).map_err(fail)?
+                    session
+                        .sign(&Mechanism::Ecdsa, handle, d.as_ref())
+                        .map_err(fail)?
                 };
                 let expected = self.algorithm.ec_scalar_len().map(|n| 2 * n);
                 if Some(raw.len()) != expected {
-                    return Err(KeyError::Crypto(format!("token returned an ECDSA signature of {} bytes", raw.len())));
+                    return Err(KeyError::Crypto(format!(
+                        "token returned an ECDSA signature of {} bytes",
+                        raw.len()
+                    )));
                 }
                 spki::ecdsa_raw_to_der(&raw)
             }

@@ -7,11 +7,11 @@
 //! - keys generated on the token: sensitive, never extractable, sign-only ([`keygen`]);
 //! - signing with the best mechanism the token lists ([`key`]).
 
+mod backend;
 pub mod context;
 mod errors;
 pub mod key;
 mod keygen;
-mod backend;
 pub mod token;
 
 pub use backend::Pkcs11Backend;

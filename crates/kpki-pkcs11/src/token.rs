@@ -66,7 +66,10 @@ pub struct Token {
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Token").field("name", &self.name).field("pool_size", &self.pool_size).finish_non_exhaustive()
+        f.debug_struct("Token")
+            .field("name", &self.name)
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,7 +85,9 @@ impl Lease<'_> {
     /// The leased session.
     pub fn session(&self) -> &Session {
         // Invariant: `session` is only taken in `drop`/`broken`, which consume the lease.
-        self.session.as_ref().unwrap_or_else(|| unreachable!("lease without session"))
+        self.session
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("lease without session"))
     }
 
     /// The connection generation this session belongs to (changes on every reconnect).
@@ -132,8 +137,11 @@ fn read_pin(uri: &Pkcs11Uri) -> Result<Option<Zeroizing<String>>> {
         Some(PinSource::Value(v)) => Ok(Some(v.clone())),
         Some(PinSource::File(path)) => {
             let raw = Zeroizing::new(std::fs::read(path).map_err(|e| KeyError::io(path, e))?);
-            let text = std::str::from_utf8(&raw).map_err(|_| KeyError::key_file(path, "PIN file is not UTF-8 text"))?;
-            Ok(Some(Zeroizing::new(text.trim_end_matches(['\n', '\r']).to_string())))
+            let text = std::str::from_utf8(&raw)
+                .map_err(|_| KeyError::key_file(path, "PIN file is not UTF-8 text"))?;
+            Ok(Some(Zeroizing::new(
+                text.trim_end_matches(['\n', '\r']).to_string(),
+            )))
         }
     }
 }
@@ -148,9 +156,15 @@ impl Token {
                 problem: "name the token by token= (label) or serial=; slot numbers change".into(),
             });
         }
-        let selector = Selector { module: module_path(uri)?, label: uri.token.clone(), serial: uri.serial.clone() };
+        let selector = Selector {
+            module: module_path(uri)?,
+            label: uri.token.clone(),
+            serial: uri.serial.clone(),
+        };
         let pin = read_pin(uri)?;
-        let mut reg = registry().lock().map_err(|_| KeyError::Crypto("token registry poisoned".into()))?;
+        let mut reg = registry()
+            .lock()
+            .map_err(|_| KeyError::Crypto("token registry poisoned".into()))?;
         if let Some(t) = reg.get(&selector) {
             if pin.is_some() {
                 let mut st = t.lock();
@@ -212,11 +226,16 @@ impl Token {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn unavailable(&self, problem: impl Into<String>) -> KeyError {
-        KeyError::Unavailable { token: self.name.clone(), problem: problem.into() }
+        KeyError::Unavailable {
+            token: self.name.clone(),
+            problem: problem.into(),
+        }
     }
 
     /// Leases a signing session, connecting (or reconnecting) first if needed. Waits while
@@ -228,19 +247,31 @@ impl Token {
                 self.connect(&mut st)?;
             }
             let state: &mut State = &mut st;
-            let Some(conn) = state.connection.as_ref() else { continue };
+            let Some(conn) = state.connection.as_ref() else {
+                continue;
+            };
             let mechanisms = Arc::clone(&conn.mechanisms);
             if let Some(session) = state.idle.pop() {
                 state.in_use += 1;
                 state.peak_in_use = state.peak_in_use.max(state.in_use);
-                return Ok(Lease { token: self, session: Some(session), generation: state.generation, mechanisms });
+                return Ok(Lease {
+                    token: self,
+                    session: Some(session),
+                    generation: state.generation,
+                    mechanisms,
+                });
             }
             if state.in_use < self.pool_size {
                 match conn.ctx.open_ro_session_no_drop(conn.slot) {
                     Ok(session) => {
                         state.in_use += 1;
                         state.peak_in_use = state.peak_in_use.max(state.in_use);
-                        return Ok(Lease { token: self, session: Some(session), generation: state.generation, mechanisms });
+                        return Ok(Lease {
+                            token: self,
+                            session: Some(session),
+                            generation: state.generation,
+                            mechanisms,
+                        });
                     }
                     Err(e) if is_connection_loss(&e) => {
                         self.disconnect(state);
@@ -278,7 +309,10 @@ impl Token {
             if st.connection.is_none() {
                 self.connect(&mut st)?;
             }
-            let conn = st.connection.as_ref().ok_or_else(|| self.unavailable("not connected"))?;
+            let conn = st
+                .connection
+                .as_ref()
+                .ok_or_else(|| self.unavailable("not connected"))?;
             match conn.ctx.open_rw_session(conn.slot) {
                 Ok(s) => s,
                 Err(e) => {
@@ -329,7 +363,13 @@ impl Token {
                 ctx = context::reinitialize(module, epoch)?.0;
             }
         }
-        let slot = self.find_slot(&ctx)?;
+        let slot = match self.find_slot(&ctx) {
+            // The token was there before: it went away and may come back.
+            Err(KeyError::TokenNotFound(what)) if st.needs_reinit => {
+                return Err(self.unavailable(format!("token went away ({what})")));
+            }
+            other => other?,
+        };
         let anchor = ctx
             .open_ro_session_no_drop(slot)
             .map_err(|e| crate::errors::op_error(&self.name, "C_OpenSession", &e))?;
@@ -342,7 +382,12 @@ impl Token {
             .map_err(|e| crate::errors::op_error(&self.name, "C_GetMechanismList", &e))?
             .into();
         st.needs_reinit = false;
-        st.connection = Some(Connection { ctx, slot, anchor, mechanisms });
+        st.connection = Some(Connection {
+            ctx,
+            slot,
+            anchor,
+            mechanisms,
+        });
         Ok(())
     }
 
@@ -365,8 +410,16 @@ impl Token {
             for slot in slots {
                 match ctx.get_token_info(slot) {
                     Ok(info) => {
-                        let label_ok = self.selector.label.as_deref().is_none_or(|l| info.label().trim_end() == l);
-                        let serial_ok = self.selector.serial.as_deref().is_none_or(|s| info.serial_number().trim_end() == s);
+                        let label_ok = self
+                            .selector
+                            .label
+                            .as_deref()
+                            .is_none_or(|l| info.label().trim_end() == l);
+                        let serial_ok = self
+                            .selector
+                            .serial
+                            .as_deref()
+                            .is_none_or(|s| info.serial_number().trim_end() == s);
                         if label_ok && serial_ok {
                             return Ok(slot);
                         }
@@ -385,7 +438,9 @@ impl Token {
             }
         }
         match last {
-            Some(e) if is_connection_loss(&e) => Err(self.unavailable(format!("listing slots: {}", describe(&e)))),
+            Some(e) if is_connection_loss(&e) => {
+                Err(self.unavailable(format!("listing slots: {}", describe(&e))))
+            }
             _ => Err(KeyError::TokenNotFound(format!(
                 "no token with {} in module {}",
                 match (&self.selector.label, &self.selector.serial) {
@@ -400,18 +455,33 @@ impl Token {
     }
 
     fn login(&self, session: &Session, pin: Option<&Zeroizing<String>>) -> Result<()> {
-        let login_error = |problem: &str| KeyError::Login { token: self.name.clone(), problem: problem.to_string() };
+        let login_error = |problem: &str| KeyError::Login {
+            token: self.name.clone(),
+            problem: problem.to_string(),
+        };
         let Some(pin) = pin else {
-            return Err(login_error("no PIN given: add pin-source=file:/path/to/pin to the key URI"));
+            return Err(login_error(
+                "no PIN given: add pin-source=file:/path/to/pin to the key URI",
+            ));
         };
         let auth = AuthPin::new(pin.as_str().into());
         match session.login(UserType::User, Some(&auth)) {
             Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
-            Err(Error::Pkcs11(RvError::PinIncorrect, _)) => Err(login_error("wrong PIN (CKR_PIN_INCORRECT)")),
-            Err(Error::Pkcs11(RvError::PinLocked, _)) => Err(login_error("PIN is locked (CKR_PIN_LOCKED)")),
-            Err(Error::Pkcs11(RvError::PinLenRange, _)) => Err(login_error("PIN has the wrong length (CKR_PIN_LEN_RANGE)")),
-            Err(Error::Pkcs11(RvError::UserPinNotInitialized, _)) => Err(login_error("user PIN not initialised on the token")),
-            Err(e) if is_connection_loss(&e) => Err(self.unavailable(format!("C_Login: {}", describe(&e)))),
+            Err(Error::Pkcs11(RvError::PinIncorrect, _)) => {
+                Err(login_error("wrong PIN (CKR_PIN_INCORRECT)"))
+            }
+            Err(Error::Pkcs11(RvError::PinLocked, _)) => {
+                Err(login_error("PIN is locked (CKR_PIN_LOCKED)"))
+            }
+            Err(Error::Pkcs11(RvError::PinLenRange, _)) => {
+                Err(login_error("PIN has the wrong length (CKR_PIN_LEN_RANGE)"))
+            }
+            Err(Error::Pkcs11(RvError::UserPinNotInitialized, _)) => {
+                Err(login_error("user PIN not initialised on the token"))
+            }
+            Err(e) if is_connection_loss(&e) => {
+                Err(self.unavailable(format!("C_Login: {}", describe(&e))))
+            }
             Err(e) => Err(login_error(&describe(&e))),
         }
     }

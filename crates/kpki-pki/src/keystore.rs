@@ -16,7 +16,10 @@ pub struct KeyStore {
 impl KeyStore {
     /// A key store whose tokens use `pool_size` signing sessions.
     pub fn with_pool_size(pool_size: usize) -> KeyStore {
-        KeyStore { soft: SoftBackend, pkcs11: Pkcs11Backend::with_pool_size(pool_size) }
+        KeyStore {
+            soft: SoftBackend,
+            pkcs11: Pkcs11Backend::with_pool_size(pool_size),
+        }
     }
 
     /// The backend that handles `uri`.

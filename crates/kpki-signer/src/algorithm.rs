@@ -67,7 +67,9 @@ impl KeyAlgorithm {
     /// The DER encoding of the named-curve OID (an `ECParameters` value), or `None` for RSA.
     pub fn ec_params_der(self) -> Option<&'static [u8]> {
         match self {
-            KeyAlgorithm::EcdsaP256 => Some(&[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]),
+            KeyAlgorithm::EcdsaP256 => {
+                Some(&[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07])
+            }
             KeyAlgorithm::EcdsaP384 => Some(&[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22]),
             _ => None,
         }
@@ -75,7 +77,9 @@ impl KeyAlgorithm {
 
     /// The algorithm whose curve has this `ECParameters` DER, if supported.
     pub fn from_ec_params_der(der: &[u8]) -> Option<KeyAlgorithm> {
-        Self::ALL.into_iter().find(|a| a.ec_params_der() == Some(der))
+        Self::ALL
+            .into_iter()
+            .find(|a| a.ec_params_der() == Some(der))
     }
 
     /// Length in bytes of one ECDSA scalar (r or s), or `None` for RSA.

@@ -16,4 +16,4 @@ pub use algorithm::KeyAlgorithm;
 pub use error::{KeyError, Result};
 pub use rcgen_adapter::RcgenSigner;
 pub use traits::{AsyncSign, KeyBackend, KeyInfo, KeyProtection, Signer};
-pub use uri::{KeyUri, Pkcs11Uri, PinSource};
+pub use uri::{KeyUri, PinSource, Pkcs11Uri};

@@ -14,10 +14,15 @@ const OID_RSA_ENCRYPTION: &[u64] = &[1, 2, 840, 113549, 1, 1, 1];
 const OID_EC_PUBLIC_KEY: &[u64] = &[1, 2, 840, 10045, 2, 1];
 
 fn parse(spki: &[u8]) -> Result<SubjectPublicKeyInfo<'_>> {
-    let (rest, info) = SubjectPublicKeyInfo::from_der(spki)
-        .map_err(|e| KeyError::Unsupported(format!("public key is not a valid SubjectPublicKeyInfo: {e}")))?;
+    let (rest, info) = SubjectPublicKeyInfo::from_der(spki).map_err(|e| {
+        KeyError::Unsupported(format!(
+            "public key is not a valid SubjectPublicKeyInfo: {e}"
+        ))
+    })?;
     if !rest.is_empty() {
-        return Err(KeyError::Unsupported("trailing bytes after SubjectPublicKeyInfo".into()));
+        return Err(KeyError::Unsupported(
+            "trailing bytes after SubjectPublicKeyInfo".into(),
+        ));
     }
     Ok(info)
 }
@@ -28,8 +33,11 @@ pub fn algorithm_of(spki: &[u8]) -> Result<KeyAlgorithm> {
     match info.parsed() {
         Ok(PublicKey::RSA(rsa)) => {
             let bits = rsa.key_size();
-            KeyAlgorithm::from_rsa_bits(bits)
-                .ok_or_else(|| KeyError::Unsupported(format!("RSA-{bits} (kpki supports RSA-2048, RSA-3072, RSA-4096)")))
+            KeyAlgorithm::from_rsa_bits(bits).ok_or_else(|| {
+                KeyError::Unsupported(format!(
+                    "RSA-{bits} (kpki supports RSA-2048, RSA-3072, RSA-4096)"
+                ))
+            })
         }
         Ok(PublicKey::EC(_)) => {
             let params = info
@@ -40,10 +48,14 @@ pub fn algorithm_of(spki: &[u8]) -> Result<KeyAlgorithm> {
                 .transpose()
                 .map_err(|e| KeyError::Unsupported(format!("EC parameters: {e}")))?
                 .unwrap_or_default();
-            KeyAlgorithm::from_ec_params_der(&params)
-                .ok_or_else(|| KeyError::Unsupported("EC key on a curve other than P-256 or P-384".into()))
+            KeyAlgorithm::from_ec_params_der(&params).ok_or_else(|| {
+                KeyError::Unsupported("EC key on a curve other than P-256 or P-384".into())
+            })
         }
-        Ok(other) => Err(KeyError::Unsupported(format!("{} public key", kind_name(&other)))),
+        Ok(other) => Err(KeyError::Unsupported(format!(
+            "{} public key",
+            kind_name(&other)
+        ))),
         Err(e) => Err(KeyError::Unsupported(format!("public key: {e}"))),
     }
 }
@@ -80,10 +92,14 @@ pub fn rsa_spki(modulus: &[u8], exponent: &[u8]) -> Vec<u8> {
     yasna::construct_der(|w| {
         w.write_sequence(|w| {
             w.next().write_sequence(|w| {
-                w.next().write_oid(&yasna::models::ObjectIdentifier::from_slice(OID_RSA_ENCRYPTION));
+                w.next()
+                    .write_oid(&yasna::models::ObjectIdentifier::from_slice(
+                        OID_RSA_ENCRYPTION,
+                    ));
                 w.next().write_null();
             });
-            w.next().write_bitvec_bytes(&rsa_public_key, rsa_public_key.len() * 8);
+            w.next()
+                .write_bitvec_bytes(&rsa_public_key, rsa_public_key.len() * 8);
         })
     })
 }
@@ -96,7 +112,10 @@ pub fn ec_spki(algorithm: KeyAlgorithm, point: &[u8]) -> Result<Vec<u8>> {
     Ok(yasna::construct_der(|w| {
         w.write_sequence(|w| {
             w.next().write_sequence(|w| {
-                w.next().write_oid(&yasna::models::ObjectIdentifier::from_slice(OID_EC_PUBLIC_KEY));
+                w.next()
+                    .write_oid(&yasna::models::ObjectIdentifier::from_slice(
+                        OID_EC_PUBLIC_KEY,
+                    ));
                 w.next().write_der(params);
             });
             w.next().write_bitvec_bytes(point, point.len() * 8);
@@ -106,8 +125,11 @@ pub fn ec_spki(algorithm: KeyAlgorithm, point: &[u8]) -> Result<Vec<u8>> {
 
 /// Converts a raw ECDSA signature `r‖s` (as PKCS#11 and JWS carry it) to DER `Ecdsa-Sig-Value`.
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>> {
-    if raw.is_empty() || raw.len() % 2 != 0 {
-        return Err(KeyError::Crypto(format!("ECDSA signature of odd length {}", raw.len())));
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
+        return Err(KeyError::Crypto(format!(
+            "ECDSA signature of odd length {}",
+            raw.len()
+        )));
     }
     let (r, s) = raw.split_at(raw.len() / 2);
     Ok(yasna::construct_der(|w| {
@@ -132,7 +154,9 @@ pub fn ecdsa_der_to_raw(der: &[u8], scalar_len: usize) -> Result<Vec<u8>> {
     for (i, v) in [r, s].iter().enumerate() {
         let v = strip_leading_zeros(v);
         if v.len() > scalar_len {
-            return Err(KeyError::Crypto("ECDSA scalar longer than the curve".into()));
+            return Err(KeyError::Crypto(
+                "ECDSA scalar longer than the curve".into(),
+            ));
         }
         let end = (i + 1) * scalar_len;
         out[end - v.len()..end].copy_from_slice(v);

@@ -95,7 +95,10 @@ pub struct KeyInfo {
     pub protection: Option<KeyProtection>,
 }
 
-fn serialize_display<S: serde::Serializer>(v: &KeyUri, s: S) -> std::result::Result<S::Ok, S::Error> {
+fn serialize_display<S: serde::Serializer>(
+    v: &KeyUri,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
 

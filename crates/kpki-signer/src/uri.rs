@@ -112,10 +112,18 @@ impl Pkcs11Uri {
                 .split_once('=')
                 .ok_or_else(|| bad(format!("path attribute {attr:?} has no '='")))?;
             match name {
-                "token" => set_once(&mut out.token, decode_text(raw).map_err(bad)?, name).map_err(bad)?,
-                "serial" => set_once(&mut out.serial, decode_text(raw).map_err(bad)?, name).map_err(bad)?,
-                "object" => set_once(&mut out.object, decode_text(raw).map_err(bad)?, name).map_err(bad)?,
-                "id" => set_once(&mut out.id, decode_bytes(raw).map_err(bad)?, name).map_err(bad)?,
+                "token" => {
+                    set_once(&mut out.token, decode_text(raw).map_err(bad)?, name).map_err(bad)?
+                }
+                "serial" => {
+                    set_once(&mut out.serial, decode_text(raw).map_err(bad)?, name).map_err(bad)?
+                }
+                "object" => {
+                    set_once(&mut out.object, decode_text(raw).map_err(bad)?, name).map_err(bad)?
+                }
+                "id" => {
+                    set_once(&mut out.id, decode_bytes(raw).map_err(bad)?, name).map_err(bad)?
+                }
                 "slot-id" => {
                     let text = decode_text(raw).map_err(bad)?;
                     let n = text
@@ -124,17 +132,29 @@ impl Pkcs11Uri {
                     set_once(&mut out.slot_id, n, name).map_err(bad)?
                 }
                 // Accepted for compatibility with other tools' URIs; kpki does not need them.
-                "type" | "manufacturer" | "model" | "library-description"
-                | "library-manufacturer" | "library-version" | "slot-description"
+                "type"
+                | "manufacturer"
+                | "model"
+                | "library-description"
+                | "library-manufacturer"
+                | "library-version"
+                | "slot-description"
                 | "slot-manufacturer" => {}
                 other if other.starts_with("x-") => {}
                 other => return Err(bad(format!("unknown path attribute {other:?}"))),
             }
         }
-        for attr in query.into_iter().flat_map(|q| q.split('&')).filter(|a| !a.is_empty()) {
-            let (name, raw) = attr
-                .split_once('=')
-                .ok_or_else(|| bad(format!("query attribute {:?} has no '='", attr.split('=').next().unwrap_or(""))))?;
+        for attr in query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .filter(|a| !a.is_empty())
+        {
+            let (name, raw) = attr.split_once('=').ok_or_else(|| {
+                bad(format!(
+                    "query attribute {:?} has no '='",
+                    attr.split('=').next().unwrap_or("")
+                ))
+            })?;
             match name {
                 "module-path" => {
                     let p = PathBuf::from(decode_text(raw).map_err(bad)?);
@@ -147,11 +167,13 @@ impl Pkcs11Uri {
                     if path.is_empty() {
                         return Err(bad("pin-source is empty".into()));
                     }
-                    set_once(&mut out.pin, PinSource::File(PathBuf::from(path)), name).map_err(bad)?
+                    set_once(&mut out.pin, PinSource::File(PathBuf::from(path)), name)
+                        .map_err(bad)?
                 }
                 "pin-value" => {
                     let pin = Zeroizing::new(decode_text(raw).map_err(bad)?);
-                    set_once(&mut out.pin, PinSource::Value(pin), "pin-source/pin-value").map_err(bad)?
+                    set_once(&mut out.pin, PinSource::Value(pin), "pin-source/pin-value")
+                        .map_err(bad)?
                 }
                 "module-name" => {}
                 other if other.starts_with("x-") => {}
@@ -159,7 +181,9 @@ impl Pkcs11Uri {
             }
         }
         if out.token.is_none() && out.serial.is_none() && out.slot_id.is_none() {
-            return Err(bad("no token, serial or slot-id attribute: say which token holds the key".into()));
+            return Err(bad(
+                "no token, serial or slot-id attribute: say which token holds the key".into(),
+            ));
         }
         Ok(out)
     }
@@ -177,7 +201,9 @@ fn decode_bytes(raw: &str) -> Result<Vec<u8>, String> {
     let bytes = raw.as_bytes();
     for (i, b) in bytes.iter().enumerate() {
         if *b == b'%' {
-            let ok = bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+            let ok = bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
             if !ok {
                 return Err(format!("bad percent-encoding in {raw:?}"));
             }
@@ -247,7 +273,8 @@ impl FromStr for KeyUri {
             if !path.starts_with('/') {
                 return Err(KeyError::InvalidUri {
                     uri: s.to_string(),
-                    problem: "file: URIs need an absolute path (file:/etc/kubernetes/pki/ca.key)".into(),
+                    problem: "file: URIs need an absolute path (file:/etc/kubernetes/pki/ca.key)"
+                        .into(),
                 });
             }
             return Ok(KeyUri::File(PathBuf::from(path)));
@@ -295,10 +322,16 @@ impl fmt::Display for Pkcs11Uri {
         }
         let mut query = Vec::new();
         if let Some(m) = &self.module_path {
-            query.push(format!("module-path={}", utf8_percent_encode(&m.to_string_lossy(), VALUE)));
+            query.push(format!(
+                "module-path={}",
+                utf8_percent_encode(&m.to_string_lossy(), VALUE)
+            ));
         }
         if let Some(PinSource::File(p)) = &self.pin {
-            query.push(format!("pin-source=file:{}", utf8_percent_encode(&p.to_string_lossy(), VALUE)));
+            query.push(format!(
+                "pin-source=file:{}",
+                utf8_percent_encode(&p.to_string_lossy(), VALUE)
+            ));
         }
         write!(f, "pkcs11:{}", path.join(";"))?;
         if !query.is_empty() {
@@ -321,13 +354,18 @@ mod tests {
 
     #[test]
     fn parses_rfc7512_attributes_with_percent_decoding() {
-        let u = p11("pkcs11:token=My%20Token;object=kubernetes-ca;id=%01%ab;serial=42;slot-id=7?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/kpki/pin");
+        let u = p11(
+            "pkcs11:token=My%20Token;object=kubernetes-ca;id=%01%ab;serial=42;slot-id=7?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/kpki/pin",
+        );
         assert_eq!(u.token.as_deref(), Some("My Token"));
         assert_eq!(u.object.as_deref(), Some("kubernetes-ca"));
         assert_eq!(u.id.as_deref(), Some(&[0x01, 0xab][..]));
         assert_eq!(u.serial.as_deref(), Some("42"));
         assert_eq!(u.slot_id, Some(7));
-        assert_eq!(u.module_path.as_deref(), Some(Path::new("/usr/lib/softhsm/libsofthsm2.so")));
+        assert_eq!(
+            u.module_path.as_deref(),
+            Some(Path::new("/usr/lib/softhsm/libsofthsm2.so"))
+        );
         assert_eq!(u.pin, Some(PinSource::File("/etc/kpki/pin".into())));
         let again = p11(&u.to_string());
         assert_eq!(again, u);
@@ -335,19 +373,31 @@ mod tests {
 
     #[test]
     fn pin_value_never_printed() {
-        let uri: KeyUri = "pkcs11:token=t;object=o?pin-value=s3cr3t-1234".parse().expect("parses");
-        let KeyUri::Pkcs11(u) = &uri else { panic!("pkcs11") };
+        let uri: KeyUri = "pkcs11:token=t;object=o?pin-value=s3cr3t-1234"
+            .parse()
+            .expect("parses");
+        let KeyUri::Pkcs11(u) = &uri else {
+            panic!("pkcs11")
+        };
         assert!(matches!(&u.pin, Some(PinSource::Value(v)) if v.as_str() == "s3cr3t-1234"));
         assert!(!uri.to_string().contains("s3cr3t"));
         assert!(!format!("{uri:?}").contains("s3cr3t"));
-        let err = "pkcs11:token=t;bogus=1?pin-value=s3cr3t-1234".parse::<KeyUri>().expect_err("bad");
+        let err = "pkcs11:token=t;bogus=1?pin-value=s3cr3t-1234"
+            .parse::<KeyUri>()
+            .expect_err("bad");
         assert!(!err.to_string().contains("s3cr3t"), "{err}");
     }
 
     #[test]
     fn file_uris() {
-        assert_eq!("file:/etc/kubernetes/pki/ca.key".parse::<KeyUri>().ok(), Some(KeyUri::file("/etc/kubernetes/pki/ca.key")));
-        assert_eq!("file:///a%20b/k.key".parse::<KeyUri>().ok(), Some(KeyUri::file("/a b/k.key")));
+        assert_eq!(
+            "file:/etc/kubernetes/pki/ca.key".parse::<KeyUri>().ok(),
+            Some(KeyUri::file("/etc/kubernetes/pki/ca.key"))
+        );
+        assert_eq!(
+            "file:///a%20b/k.key".parse::<KeyUri>().ok(),
+            Some(KeyUri::file("/a b/k.key"))
+        );
         assert_eq!(KeyUri::file("/a b/k.key").to_string(), "file:/a%20b/k.key");
         assert!("file:relative/key".parse::<KeyUri>().is_err());
     }

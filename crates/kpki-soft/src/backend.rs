@@ -31,7 +31,9 @@ impl SoftBackend {
             atomic::create_dir_all(dir, 0o700).map_err(|e| KeyError::io(dir, e))?;
         }
         atomic::write(path, pem.as_bytes(), 0o600, Existing::Keep).map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists => KeyError::AlreadyExists(format!("key file {}", path.display())),
+            io::ErrorKind::AlreadyExists => {
+                KeyError::AlreadyExists(format!("key file {}", path.display()))
+            }
             _ => KeyError::io(path, e),
         })?;
         Ok(key)
@@ -41,7 +43,8 @@ impl SoftBackend {
     pub fn open_file(&self, path: &Path) -> Result<SoftKey> {
         check_key_file_permissions(path)?;
         let text = Zeroizing::new(fs::read(path).map_err(|e| KeyError::io(path, e))?);
-        let text = std::str::from_utf8(&text).map_err(|_| KeyError::key_file(path, "not a PEM file (binary data)"))?;
+        let text = std::str::from_utf8(&text)
+            .map_err(|_| KeyError::key_file(path, "not a PEM file (binary data)"))?;
         SoftKey::from_pem(KeyUri::file(path), path, text)
     }
 

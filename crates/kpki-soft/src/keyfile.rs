@@ -34,26 +34,38 @@ pub fn encode_private_key_pem(encoding: KeyEncoding, der: &[u8]) -> Zeroizing<St
         KeyEncoding::Pkcs8 => PEM_PKCS8,
     };
     let block = pem::Pem::new(tag, der.to_vec());
-    let text = pem::encode_config(&block, pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF));
+    let text = pem::encode_config(
+        &block,
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    );
     let mut contents = block.into_contents();
     zeroize::Zeroize::zeroize(&mut contents);
     Zeroizing::new(text)
 }
 
 /// Decodes the single private key block of a PEM file. `path` is only used in messages.
-pub fn decode_private_key_pem(path: &Path, text: &str) -> Result<(KeyEncoding, Zeroizing<Vec<u8>>)> {
-    let block = pem::parse(text.as_bytes()).map_err(|e| KeyError::key_file(path, format!("not a PEM private key ({e})")))?;
+pub fn decode_private_key_pem(
+    path: &Path,
+    text: &str,
+) -> Result<(KeyEncoding, Zeroizing<Vec<u8>>)> {
+    let block = pem::parse(text.as_bytes())
+        .map_err(|e| KeyError::key_file(path, format!("not a PEM private key ({e})")))?;
     let encoding = match block.tag() {
         PEM_RSA => KeyEncoding::Pkcs1,
         PEM_EC => KeyEncoding::Sec1,
         PEM_PKCS8 => KeyEncoding::Pkcs8,
         "ENCRYPTED PRIVATE KEY" => {
-            return Err(KeyError::key_file(path, "encrypted private keys are not supported; decrypt it with openssl pkey first"));
+            return Err(KeyError::key_file(
+                path,
+                "encrypted private keys are not supported; decrypt it with openssl pkey first",
+            ));
         }
         other => {
             return Err(KeyError::key_file(
                 path,
-                format!("PEM block is {other:?}, not a private key (RSA PRIVATE KEY, EC PRIVATE KEY or PRIVATE KEY)"),
+                format!(
+                    "PEM block is {other:?}, not a private key (RSA PRIVATE KEY, EC PRIVATE KEY or PRIVATE KEY)"
+                ),
             ));
         }
     };
@@ -83,13 +95,20 @@ pub fn check_key_file_permissions(path: &Path) -> Result<()> {
     if mode & 0o077 != 0 {
         return Err(KeyError::key_file(
             path,
-            format!("accessible by group or others (mode {mode:04o}); fix with: chmod 600 {}", path.display()),
+            format!(
+                "accessible by group or others (mode {mode:04o}); fix with: chmod 600 {}",
+                path.display()
+            ),
         ));
     }
     if rustix::process::geteuid().is_root() && meta.uid() != 0 {
         return Err(KeyError::key_file(
             path,
-            format!("owned by uid {}, not root; fix with: chown root:root {}", meta.uid(), path.display()),
+            format!(
+                "owned by uid {}, not root; fix with: chown root:root {}",
+                meta.uid(),
+                path.display()
+            ),
         ));
     }
     Ok(())

@@ -59,14 +59,19 @@ impl SoftKey {
                 _ => KeySize::Rsa4096,
             };
             let pair = rsa::KeyPair::generate(size).map_err(crypto("RSA key generation failed"))?;
-            let pkcs8: Pkcs8V1Der<'static> = pair.as_der().map_err(crypto("RSA key export failed"))?;
+            let pkcs8: Pkcs8V1Der<'static> =
+                pair.as_der().map_err(crypto("RSA key export failed"))?;
             let pkcs1 = keyfile::pkcs8_to_pkcs1(pkcs8.as_ref())?;
             let pem = keyfile::encode_private_key_pem(KeyEncoding::Pkcs1, &pkcs1);
             return Ok((Self::from_rsa(uri, pair)?, pem));
         }
-        let alg = ec_signing(algorithm).ok_or_else(|| KeyError::Unsupported(algorithm.to_string()))?;
+        let alg =
+            ec_signing(algorithm).ok_or_else(|| KeyError::Unsupported(algorithm.to_string()))?;
         let pair = EcdsaKeyPair::generate(alg).map_err(crypto("EC key generation failed"))?;
-        let sec1 = pair.private_key().as_der().map_err(crypto("EC key export failed"))?;
+        let sec1 = pair
+            .private_key()
+            .as_der()
+            .map_err(crypto("EC key export failed"))?;
         let pem = keyfile::encode_private_key_pem(KeyEncoding::Sec1, sec1.as_ref());
         Ok((Self::from_ec(uri, algorithm, pair)?, pem))
     }
@@ -74,27 +79,36 @@ impl SoftKey {
     /// Parses a PEM private key (PKCS#1, SEC1 or PKCS#8). `path` names the file in errors.
     pub fn from_pem(uri: KeyUri, path: &Path, text: &str) -> Result<SoftKey> {
         let (encoding, der) = keyfile::decode_private_key_pem(path, text)?;
-        let unreadable = |what: &str| KeyError::key_file(path, format!("{what} is malformed or truncated"));
+        let unreadable =
+            |what: &str| KeyError::key_file(path, format!("{what} is malformed or truncated"));
         match encoding {
             KeyEncoding::Pkcs1 => {
-                let pair = rsa::KeyPair::from_der(&der).map_err(|_| unreadable("RSA PRIVATE KEY"))?;
+                let pair =
+                    rsa::KeyPair::from_der(&der).map_err(|_| unreadable("RSA PRIVATE KEY"))?;
                 Self::from_rsa(uri, pair)
             }
             KeyEncoding::Sec1 => {
                 for algorithm in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384] {
-                    let Some(alg) = ec_signing(algorithm) else { continue };
+                    let Some(alg) = ec_signing(algorithm) else {
+                        continue;
+                    };
                     if let Ok(pair) = EcdsaKeyPair::from_private_key_der(alg, &der) {
                         return Self::from_ec(uri, algorithm, pair);
                     }
                 }
-                Err(KeyError::key_file(path, "EC PRIVATE KEY is malformed, truncated, or not on P-256/P-384"))
+                Err(KeyError::key_file(
+                    path,
+                    "EC PRIVATE KEY is malformed, truncated, or not on P-256/P-384",
+                ))
             }
             KeyEncoding::Pkcs8 => {
                 if let Ok(pair) = rsa::KeyPair::from_pkcs8(&der) {
                     return Self::from_rsa(uri, pair);
                 }
                 for algorithm in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384] {
-                    let Some(alg) = ec_signing(algorithm) else { continue };
+                    let Some(alg) = ec_signing(algorithm) else {
+                        continue;
+                    };
                     if let Ok(pair) = EcdsaKeyPair::from_pkcs8(alg, &der) {
                         return Self::from_ec(uri, algorithm, pair);
                     }
@@ -109,15 +123,23 @@ impl SoftKey {
 
     fn from_rsa(uri: KeyUri, pair: rsa::KeyPair) -> Result<SoftKey> {
         let bits = pair.public_modulus_len() * 8;
-        let algorithm = KeyAlgorithm::from_rsa_bits(bits)
-            .ok_or_else(|| KeyError::Unsupported(format!("RSA-{bits} key (kpki supports RSA-2048, RSA-3072, RSA-4096)")))?;
+        let algorithm = KeyAlgorithm::from_rsa_bits(bits).ok_or_else(|| {
+            KeyError::Unsupported(format!(
+                "RSA-{bits} key (kpki supports RSA-2048, RSA-3072, RSA-4096)"
+            ))
+        })?;
         let spki = pair
             .public_key()
             .as_der()
             .map_err(crypto("RSA public key export failed"))?
             .as_ref()
             .to_vec();
-        Ok(SoftKey { uri, algorithm, spki, key: Key::Rsa(pair) })
+        Ok(SoftKey {
+            uri,
+            algorithm,
+            spki,
+            key: Key::Rsa(pair),
+        })
     }
 
     fn from_ec(uri: KeyUri, algorithm: KeyAlgorithm, pair: EcdsaKeyPair) -> Result<SoftKey> {
@@ -127,7 +149,12 @@ impl SoftKey {
             .map_err(crypto("EC public key export failed"))?
             .as_ref()
             .to_vec();
-        Ok(SoftKey { uri, algorithm, spki, key: Key::Ec(pair) })
+        Ok(SoftKey {
+            uri,
+            algorithm,
+            spki,
+            key: Key::Ec(pair),
+        })
     }
 }
 

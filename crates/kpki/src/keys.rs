@@ -55,7 +55,12 @@ pub fn run(cmd: KeysCommand, format: Format) -> Result<(), String> {
                 Format::Text => {
                     println!("{:<12} {:<64} URI", "ALGORITHM", "SPKI SHA-256");
                     for k in &keys {
-                        println!("{:<12} {:<64} {}", k.algorithm.to_string(), k.spki_sha256, k.uri);
+                        println!(
+                            "{:<12} {:<64} {}",
+                            k.algorithm.to_string(),
+                            k.spki_sha256,
+                            k.uri
+                        );
                     }
                     Ok(())
                 }

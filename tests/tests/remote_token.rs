@@ -1,0 +1,115 @@
+//! A token served by `p11-kit server` and used through `p11-kit-client.so`: signs; with the
+//! server stopped a sign fails within 5 s with a clear error; after a restart the next sign
+//! succeeds on the same backend instance (re-login, key found again by id/label).
+#![allow(unsafe_code)] // `set_var` of P11_KIT_SERVER_ADDRESS before the client module loads.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kpki_e2e::hsm;
+use kpki_pkcs11::Pkcs11Backend;
+use kpki_signer::{KeyAlgorithm, KeyBackend, spki};
+
+const CLIENT_MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
+
+fn start_server(socket: &Path, token_label: &str) -> Child {
+    let _ = std::fs::remove_file(socket);
+    let child = Command::new("p11-kit")
+        .args([
+            "server",
+            "-f",
+            "-n",
+            socket.to_str().unwrap(),
+            "--provider",
+            hsm::SOFTHSM_MODULE,
+            &format!("pkcs11:token={token_label}"),
+        ])
+        .env("SOFTHSM2_CONF", hsm::softhsm().conf())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("start p11-kit server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "p11-kit server did not create {}",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Stops the server and the per-connection processes it spawned (its process group).
+fn stop_server(mut server: Child) {
+    let status = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", server.id())])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill p11-kit server group");
+    server.wait().unwrap();
+}
+
+#[test]
+fn remote_token_survives_server_restart() {
+    hsm::require_tool("p11-kit");
+    assert!(
+        Path::new(CLIENT_MODULE).exists(),
+        "{CLIENT_MODULE} not found: run scripts/setup (apt-get install p11-kit-modules)"
+    );
+    let token = hsm::token();
+    let dir = tempfile::tempdir().unwrap();
+    let socket: PathBuf = dir.path().join("p11-kit.sock");
+    let server = start_server(&socket, &token.label);
+    // SAFETY: set once, before the client module is loaded, while no other thread reads env.
+    unsafe {
+        std::env::set_var(
+            "P11_KIT_SERVER_ADDRESS",
+            format!("unix:path={}", socket.display()),
+        )
+    };
+
+    let uri = format!(
+        "pkcs11:token={};object=remote-ca?module-path={CLIENT_MODULE}&pin-source=file:{}",
+        token.label,
+        token.pin_file.display()
+    );
+    let backend = Pkcs11Backend::default();
+    let key = backend
+        .create(&uri.parse().unwrap(), KeyAlgorithm::EcdsaP256)
+        .expect("create key through p11-kit");
+    let sig = key.sign(b"before").unwrap();
+    spki::verify(key.public_key_spki(), b"before", &sig).unwrap();
+
+    stop_server(server);
+    let started = Instant::now();
+    let err = key
+        .sign(b"during")
+        .expect_err("sign must fail while the server is down");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "failing took {took:?}");
+    assert!(
+        err.is_unavailable(),
+        "expected an unavailable-token error, got: {err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains(&token.label) && !message.contains('\n'),
+        "unclear error: {message}"
+    );
+    assert!(
+        !key.is_available(),
+        "readiness must be false while the server is down"
+    );
+
+    let server = start_server(&socket, &token.label);
+    let sig = key.sign(b"after").expect("sign after the server came back");
+    spki::verify(key.public_key_spki(), b"after", &sig).unwrap();
+    assert!(key.is_available());
+    stop_server(server);
+}
