@@ -1,4 +1,34 @@
-//! The Kubernetes PKI library of kpki. It picks the key backend a key URI names
-//! ([`keystore`]); certificate catalogue and issuance build on it.
+//! The Kubernetes PKI library of kpki: configuration ([`config`], [`kubeadm_yaml`]), the
+//! kubeadm catalogue as data ([`catalogue`]), SAN rules ([`sans`]), certificate profiles and
+//! issuance through any key backend ([`x509`]), kubeconfigs ([`kubeconfig`]), atomic
+//! storage ([`store`]), key backend selection ([`keystore`]) and `kpki init` ([`init`]).
 
+pub mod catalogue;
+pub mod config;
+mod duration;
+pub mod init;
 pub mod keystore;
+pub mod kubeadm_yaml;
+pub mod kubeconfig;
+pub mod sans;
+pub mod store;
+pub mod x509;
+
+pub use duration::parse_go_duration;
+
+/// An error of a PKI operation: one line naming the file or key and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// Existing material is wrong or a precondition fails; nothing was changed for it.
+    #[error("{0}")]
+    Refused(String),
+    /// A key backend failed.
+    #[error(transparent)]
+    Key(#[from] kpki_signer::KeyError),
+    /// Configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// Writing a file failed.
+    #[error("{0}")]
+    Io(String),
+}

@@ -1,6 +1,7 @@
 //! The `kpki` command: a thin CLI over `kpki-pki`. Exit codes: 0 success, 1 refusal or
 //! error (one line on stderr), 2 usage error.
 
+mod init_cmd;
 mod keys;
 mod output;
 
@@ -23,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Write the kubeadm PKI and kubeconfigs, with CA keys on their configured backends.
+    Init(init_cmd::InitArgs),
     /// Manage keys on their backends (files or PKCS#11 tokens).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Command::Init(args) => init_cmd::run(args, cli.output),
         Command::Keys(cmd) => keys::run(cmd, cli.output),
     };
     match result {

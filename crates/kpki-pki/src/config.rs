@@ -1,0 +1,450 @@
+//! Configuration: `kpki.toml` (config crate) with `KPKI__SECTION__FIELD` environment
+//! overrides and CLI flags on top, cluster facts optionally from a kubeadm v1beta4
+//! `InitConfiguration`/`ClusterConfiguration` YAML, and kubeadm's defaults underneath.
+//! [`load`] resolves all of it into a validated [`ClusterSpec`].
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kpki_signer::{KeyAlgorithm, KeyUri};
+use serde::Deserialize;
+
+use crate::catalogue::CaId;
+use crate::duration::parse_go_duration;
+use crate::kubeadm_yaml::{self, KubeadmFacts};
+
+/// A configuration problem, one line naming the input and the problem.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Settings as written in `kpki.toml`, `KPKI__…` variables or flags (all optional).
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Certificate directory (kubeadm `certificatesDir`).
+    pub cert_dir: Option<PathBuf>,
+    /// Directory of the kubeconfig files.
+    pub kubeconfig_dir: Option<PathBuf>,
+    /// A kubeadm v1beta4 config file to take cluster facts from.
+    pub kubeadm_config: Option<PathBuf>,
+    /// Cluster facts.
+    #[serde(default)]
+    pub cluster: ClusterSettings,
+    /// Key URIs per CA (and `sa`).
+    #[serde(default)]
+    pub keys: KeySettings,
+}
+
+/// `[cluster]`: the facts kubeadm's config carries.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// `clusterName`.
+    pub name: Option<String>,
+    /// `nodeRegistration.name`.
+    pub node_name: Option<String>,
+    /// `localAPIEndpoint.advertiseAddress`.
+    pub advertise_address: Option<String>,
+    /// `localAPIEndpoint.bindPort`.
+    pub bind_port: Option<u16>,
+    /// `controlPlaneEndpoint`.
+    pub control_plane_endpoint: Option<String>,
+    /// `networking.serviceSubnet`.
+    pub service_subnet: Option<String>,
+    /// `networking.dnsDomain`.
+    pub dns_domain: Option<String>,
+    /// `apiServer.certSANs`.
+    pub cert_sans: Option<Vec<String>>,
+    /// `local` (default) or `external` etcd.
+    pub etcd: Option<String>,
+    /// `etcd.local.serverCertSANs`.
+    pub etcd_server_sans: Option<Vec<String>>,
+    /// `etcd.local.peerCertSANs`.
+    pub etcd_peer_sans: Option<Vec<String>>,
+    /// `encryptionAlgorithm`.
+    pub encryption_algorithm: Option<String>,
+    /// `certificateValidityPeriod` (Go duration).
+    pub certificate_validity: Option<String>,
+    /// `caCertificateValidityPeriod` (Go duration).
+    pub ca_certificate_validity: Option<String>,
+}
+
+/// `[keys]`: where each CA key (and the service-account key) lives.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    /// The cluster CA key.
+    pub ca: Option<String>,
+    /// The front-proxy CA key.
+    #[serde(alias = "front-proxy-ca")]
+    pub front_proxy_ca: Option<String>,
+    /// The etcd CA key.
+    #[serde(alias = "etcd-ca")]
+    pub etcd_ca: Option<String>,
+    /// The service-account signing key.
+    pub sa: Option<String>,
+}
+
+/// The API server address part of `controlPlaneEndpoint`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Host: an IP or a DNS name.
+    pub host: Host,
+    /// Port, if given.
+    pub port: Option<u16>,
+}
+
+/// An IP address or a DNS name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// An IP address.
+    Ip(IpAddr),
+    /// A DNS name.
+    Dns(String),
+}
+
+/// Local or external etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Etcd {
+    /// Stacked etcd with extra server and peer SANs.
+    Local {
+        /// `serverCertSANs`.
+        server_sans: Vec<String>,
+        /// `peerCertSANs`.
+        peer_sans: Vec<String>,
+    },
+    /// External etcd: no etcd CA or etcd certificates.
+    External,
+}
+
+/// The resolved, validated configuration of one node's PKI.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Certificate directory.
+    pub cert_dir: PathBuf,
+    /// Kubeconfig directory.
+    pub kubeconfig_dir: PathBuf,
+    /// Cluster name.
+    pub cluster_name: String,
+    /// Node name.
+    pub node_name: String,
+    /// Advertise address.
+    pub advertise_address: IpAddr,
+    /// API server port.
+    pub bind_port: u16,
+    /// Control-plane endpoint, if any.
+    pub control_plane_endpoint: Option<Endpoint>,
+    /// The service VIP (`.1` of the first service CIDR).
+    pub service_vip: IpAddr,
+    /// Cluster DNS domain.
+    pub dns_domain: String,
+    /// Extra API server SANs.
+    pub cert_sans: Vec<String>,
+    /// etcd mode.
+    pub etcd: Etcd,
+    /// Key algorithm of every generated key.
+    pub algorithm: KeyAlgorithm,
+    /// Leaf validity.
+    pub cert_validity: Duration,
+    /// CA validity.
+    pub ca_validity: Duration,
+    /// CA key URIs.
+    pub ca_keys: [(CaId, KeyUri); 3],
+    /// Service-account key URI.
+    pub sa_key: KeyUri,
+}
+
+impl ClusterSpec {
+    /// The key URI of a CA.
+    pub fn ca_key(&self, id: CaId) -> &KeyUri {
+        self.ca_keys.iter().find(|(i, _)| *i == id).map(|(_, u)| u).unwrap_or(&self.ca_keys[0].1)
+    }
+
+    /// True with stacked etcd.
+    pub fn local_etcd(&self) -> bool {
+        matches!(self.etcd, Etcd::Local { .. })
+    }
+
+    /// `https://advertise:port`.
+    pub fn local_url(&self) -> String {
+        url(&Host::Ip(self.advertise_address), self.bind_port)
+    }
+
+    /// The control-plane endpoint URL, or the local one when unset.
+    pub fn control_plane_url(&self) -> String {
+        match &self.control_plane_endpoint {
+            Some(e) => url(&e.host, e.port.unwrap_or(self.bind_port)),
+            None => self.local_url(),
+        }
+    }
+}
+
+fn url(host: &Host, port: u16) -> String {
+    match host {
+        Host::Ip(IpAddr::V6(ip)) => format!("https://[{ip}]:{port}"),
+        Host::Ip(IpAddr::V4(ip)) => format!("https://{ip}:{port}"),
+        Host::Dns(name) => format!("https://{name}:{port}"),
+    }
+}
+
+/// Reads settings from `file` (if any) and `KPKI__…` variables; `flags` win over both.
+pub fn read_settings(file: Option<&Path>, flags: &Settings) -> Result<Settings, ConfigError> {
+    let mut builder = config::Config::builder();
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigError(format!("config file {}: not found", path.display())));
+        }
+        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix("KPKI")
+            .prefix_separator("__")
+            .separator("__")
+            .list_separator(",")
+            .with_list_parse_key("cluster.cert_sans")
+            .with_list_parse_key("cluster.etcd_server_sans")
+            .with_list_parse_key("cluster.etcd_peer_sans")
+            .try_parsing(true),
+    );
+    let built = builder.build().map_err(|e| ConfigError(format!("configuration: {e}")))?;
+    let mut s: Settings = built
+        .try_deserialize()
+        .map_err(|e| ConfigError(format!("configuration{}: {e}", file.map(|p| format!(" {}", p.display())).unwrap_or_default())))?;
+    overlay(&mut s, flags);
+    Ok(s)
+}
+
+fn overlay(s: &mut Settings, f: &Settings) {
+    macro_rules! take {
+        ($($field:ident).+) => {
+            if f.$($field).+.is_some() {
+                s.$($field).+ = f.$($field).+.clone();
+            }
+        };
+    }
+    take!(cert_dir);
+    take!(kubeconfig_dir);
+    take!(kubeadm_config);
+    take!(cluster.name);
+    take!(cluster.node_name);
+    take!(cluster.advertise_address);
+    take!(cluster.bind_port);
+    take!(cluster.control_plane_endpoint);
+    take!(cluster.service_subnet);
+    take!(cluster.dns_domain);
+    take!(cluster.cert_sans);
+    take!(cluster.etcd);
+    take!(cluster.etcd_server_sans);
+    take!(cluster.etcd_peer_sans);
+    take!(cluster.encryption_algorithm);
+    take!(cluster.certificate_validity);
+    take!(cluster.ca_certificate_validity);
+    take!(keys.ca);
+    take!(keys.front_proxy_ca);
+    take!(keys.etcd_ca);
+    take!(keys.sa);
+}
+
+/// Resolves settings (plus the kubeadm YAML they name) into a [`ClusterSpec`].
+pub fn resolve(s: &Settings) -> Result<ClusterSpec, ConfigError> {
+    let k = match &s.kubeadm_config {
+        Some(path) => kubeadm_yaml::read(path)?,
+        None => KubeadmFacts::default(),
+    };
+    let c = &s.cluster;
+    let cert_dir = s.cert_dir.clone().or(k.certificates_dir).unwrap_or_else(|| PathBuf::from("/etc/kubernetes/pki"));
+    let kubeconfig_dir = s
+        .kubeconfig_dir
+        .clone()
+        .or_else(|| cert_dir.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("/etc/kubernetes"));
+
+    let node_name = c.node_name.clone().or(k.node_name).unwrap_or_else(default_node_name);
+    if node_name.is_empty() || !is_dns_subdomain(&node_name) {
+        return Err(ConfigError(format!("invalid node name {node_name:?}: must be a DNS-1123 subdomain")));
+    }
+    let advertise_address = match c.advertise_address.clone().or(k.advertise_address) {
+        Some(text) => text
+            .parse::<IpAddr>()
+            .map_err(|_| ConfigError(format!("invalid advertise address {text:?}: not an IP address")))?,
+        None => default_advertise_address(),
+    };
+    if advertise_address.is_unspecified() {
+        return Err(ConfigError(format!("invalid advertise address {advertise_address}: must not be unspecified")));
+    }
+    let bind_port = c.bind_port.or(k.bind_port).unwrap_or(6443);
+    let control_plane_endpoint = match c.control_plane_endpoint.clone().or(k.control_plane_endpoint) {
+        Some(text) if !text.is_empty() => Some(parse_endpoint(&text)?),
+        _ => None,
+    };
+    let subnet_text = c.service_subnet.clone().or(k.service_subnet).unwrap_or_else(|| "10.96.0.0/12".into());
+    let service_vip = service_vip(&subnet_text)?;
+    let dns_domain = c.dns_domain.clone().or(k.dns_domain).unwrap_or_else(|| "cluster.local".into());
+    let algorithm_text = c.encryption_algorithm.clone().or(k.encryption_algorithm).unwrap_or_else(|| "RSA-2048".into());
+    let algorithm = if algorithm_text.is_empty() {
+        KeyAlgorithm::Rsa2048
+    } else {
+        algorithm_text
+            .parse::<KeyAlgorithm>()
+            .map_err(|_| ConfigError(format!("unknown encryptionAlgorithm {algorithm_text:?}: expected RSA-2048, RSA-3072, RSA-4096, ECDSA-P256 or ECDSA-P384")))?
+    };
+    let period = |v: Option<String>, default: &str, what: &str| -> Result<Duration, ConfigError> {
+        let text = v.unwrap_or_else(|| default.to_string());
+        let d = parse_go_duration(&text).map_err(|e| ConfigError(format!("{what}: {e}")))?;
+        if d.is_zero() {
+            return Err(ConfigError(format!("{what}: must be positive")));
+        }
+        Ok(d)
+    };
+    let cert_validity = period(c.certificate_validity.clone().or(k.certificate_validity), "8760h", "certificateValidityPeriod")?;
+    let ca_validity = period(c.ca_certificate_validity.clone().or(k.ca_certificate_validity), "87600h", "caCertificateValidityPeriod")?;
+    let etcd = match c.etcd.as_deref() {
+        Some("external") => Etcd::External,
+        Some("local") | None if !k.external_etcd || c.etcd.is_some() => Etcd::Local {
+            server_sans: c.etcd_server_sans.clone().or(k.etcd_server_sans).unwrap_or_default(),
+            peer_sans: c.etcd_peer_sans.clone().or(k.etcd_peer_sans).unwrap_or_default(),
+        },
+        None => Etcd::External,
+        Some(other) => return Err(ConfigError(format!("cluster.etcd {other:?}: expected \"local\" or \"external\""))),
+    };
+    let key = |v: &Option<String>, base: &str, what: &str| -> Result<KeyUri, ConfigError> {
+        match v {
+            Some(text) => text.parse::<KeyUri>().map_err(|e| ConfigError(format!("keys.{what}: {e}"))),
+            None => Ok(KeyUri::file(cert_dir.join(format!("{base}.key")))),
+        }
+    };
+    let ca_keys = [
+        (CaId::Ca, key(&s.keys.ca, "ca", "ca")?),
+        (CaId::FrontProxyCa, key(&s.keys.front_proxy_ca, "front-proxy-ca", "front-proxy-ca")?),
+        (CaId::EtcdCa, key(&s.keys.etcd_ca, "etcd/ca", "etcd-ca")?),
+    ];
+    let sa_key = key(&s.keys.sa, "sa", "sa")?;
+    Ok(ClusterSpec {
+        cert_dir,
+        kubeconfig_dir,
+        cluster_name: c.name.clone().or(k.cluster_name).unwrap_or_else(|| "kubernetes".into()),
+        node_name,
+        advertise_address,
+        bind_port,
+        control_plane_endpoint,
+        service_vip,
+        dns_domain,
+        cert_sans: c.cert_sans.clone().or(k.cert_sans).unwrap_or_default(),
+        etcd,
+        algorithm,
+        cert_validity,
+        ca_validity,
+        ca_keys,
+        sa_key,
+    })
+}
+
+/// True for an RFC 1123 subdomain (lower-case labels of `[a-z0-9-]`, dot-separated).
+pub fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+/// Parses `host[:port]` (IPv6 in brackets) of `controlPlaneEndpoint`.
+pub fn parse_endpoint(text: &str) -> Result<Endpoint, ConfigError> {
+    let bad = |why: &str| ConfigError(format!("unparsable controlPlaneEndpoint {text:?}: {why}"));
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (h, after) = rest.split_once(']').ok_or_else(|| bad("missing ']'"))?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or_else(|| bad("expected :port after ']'"))?),
+        };
+        (h, port)
+    } else if text.matches(':').count() > 1 {
+        (text, None)
+    } else {
+        match text.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (text, None),
+        }
+    };
+    let port = port
+        .map(|p| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| bad("port is not a number in 1-65535")))
+        .transpose()?;
+    let host = if let Ok(ip) = host.parse::<IpAddr>() {
+        Host::Ip(ip)
+    } else if is_dns_subdomain(host) {
+        Host::Dns(host.to_string())
+    } else {
+        return Err(bad("host is neither an IP address nor a DNS name"));
+    };
+    Ok(Endpoint { host, port })
+}
+
+fn service_vip(subnets: &str) -> Result<IpAddr, ConfigError> {
+    let first = subnets.split(',').next().unwrap_or("").trim();
+    let net: ipnet::IpNet = first
+        .parse()
+        .map_err(|_| ConfigError(format!("invalid serviceSubnet {subnets:?}: expected a CIDR such as 10.96.0.0/12")))?;
+    let vip = match net.network() {
+        IpAddr::V4(a) => IpAddr::V4((u32::from(a).wrapping_add(1)).into()),
+        IpAddr::V6(a) => IpAddr::V6((u128::from(a).wrapping_add(1)).into()),
+    };
+    if !net.contains(&vip) {
+        return Err(ConfigError(format!("invalid serviceSubnet {subnets:?}: too small for a service VIP")));
+    }
+    Ok(vip)
+}
+
+fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// The address of the interface holding the default route, as kubeadm picks it; found by
+/// asking the kernel which source address it would use (a UDP `connect` sends nothing).
+fn default_advertise_address() -> IpAddr {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|()| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(parse_endpoint("k8s.example.com:6443").unwrap().port, Some(6443));
+        assert_eq!(parse_endpoint("10.0.0.1").unwrap().host, Host::Ip("10.0.0.1".parse().unwrap()));
+        assert_eq!(parse_endpoint("[fd00::1]:443").unwrap().host, Host::Ip("fd00::1".parse().unwrap()));
+        for bad in ["k8s:abc", "bad_host!:6443", "[fd00::1", "host:0", ""] {
+            assert!(parse_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_follow_kubeadm() {
+        let s = Settings {
+            cluster: ClusterSettings { node_name: Some("cp1".into()), advertise_address: Some("10.0.0.10".into()), ..Default::default() },
+            ..Default::default()
+        };
+        let spec = resolve(&s).unwrap();
+        assert_eq!(spec.service_vip, "10.96.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(spec.algorithm, KeyAlgorithm::Rsa2048);
+        assert_eq!(spec.cert_validity, Duration::from_secs(8760 * 3600));
+        assert_eq!(spec.ca_validity, Duration::from_secs(87600 * 3600));
+        assert_eq!(spec.ca_key(CaId::EtcdCa), &KeyUri::file("/etc/kubernetes/pki/etcd/ca.key"));
+        assert_eq!(spec.kubeconfig_dir, PathBuf::from("/etc/kubernetes"));
+        assert_eq!(spec.control_plane_url(), "https://10.0.0.10:6443");
+        assert!(spec.local_etcd());
+    }
+}
