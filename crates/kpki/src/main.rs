@@ -48,7 +48,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kpki: error: {e}");
+            // One line, whatever the underlying parser printed.
+            let line: Vec<&str> = e.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            eprintln!("kpki: error: {}", line.join(" "));
             ExitCode::from(1)
         }
     }
