@@ -106,9 +106,27 @@ pub struct KubeconfigSpec {
 
 /// The three CAs.
 pub const CAS: [CaSpec; 3] = [
-    CaSpec { id: CaId::Ca, name: "ca", base: "ca", cn: "kubernetes", local_etcd_only: false },
-    CaSpec { id: CaId::FrontProxyCa, name: "front-proxy-ca", base: "front-proxy-ca", cn: "front-proxy-ca", local_etcd_only: false },
-    CaSpec { id: CaId::EtcdCa, name: "etcd-ca", base: "etcd/ca", cn: "etcd-ca", local_etcd_only: true },
+    CaSpec {
+        id: CaId::Ca,
+        name: "ca",
+        base: "ca",
+        cn: "kubernetes",
+        local_etcd_only: false,
+    },
+    CaSpec {
+        id: CaId::FrontProxyCa,
+        name: "front-proxy-ca",
+        base: "front-proxy-ca",
+        cn: "front-proxy-ca",
+        local_etcd_only: false,
+    },
+    CaSpec {
+        id: CaId::EtcdCa,
+        name: "etcd-ca",
+        base: "etcd/ca",
+        cn: "etcd-ca",
+        local_etcd_only: true,
+    },
 ];
 
 const SERVER: &[Usage] = &[Usage::ServerAuth];
@@ -117,21 +135,109 @@ const SERVER_CLIENT: &[Usage] = &[Usage::ServerAuth, Usage::ClientAuth];
 
 /// The seven leaf certificates (three without local etcd); with `sa` the "eight pairs".
 pub const LEAVES: [LeafSpec; 7] = [
-    LeafSpec { name: "apiserver", base: "apiserver", ca: CaId::Ca, cn: Cn::Fixed("kube-apiserver"), orgs: &[], usages: SERVER, sans: SanRule::ApiServer, local_etcd_only: false },
-    LeafSpec { name: "apiserver-kubelet-client", base: "apiserver-kubelet-client", ca: CaId::Ca, cn: Cn::Fixed("kube-apiserver-kubelet-client"), orgs: &["kubeadm:cluster-admins"], usages: CLIENT, sans: SanRule::None, local_etcd_only: false },
-    LeafSpec { name: "front-proxy-client", base: "front-proxy-client", ca: CaId::FrontProxyCa, cn: Cn::Fixed("front-proxy-client"), orgs: &[], usages: CLIENT, sans: SanRule::None, local_etcd_only: false },
-    LeafSpec { name: "etcd-server", base: "etcd/server", ca: CaId::EtcdCa, cn: Cn::NodeName, orgs: &[], usages: SERVER_CLIENT, sans: SanRule::EtcdServer, local_etcd_only: true },
-    LeafSpec { name: "etcd-peer", base: "etcd/peer", ca: CaId::EtcdCa, cn: Cn::NodeName, orgs: &[], usages: SERVER_CLIENT, sans: SanRule::EtcdPeer, local_etcd_only: true },
-    LeafSpec { name: "etcd-healthcheck-client", base: "etcd/healthcheck-client", ca: CaId::EtcdCa, cn: Cn::Fixed("kube-etcd-healthcheck-client"), orgs: &[], usages: CLIENT, sans: SanRule::None, local_etcd_only: true },
-    LeafSpec { name: "apiserver-etcd-client", base: "apiserver-etcd-client", ca: CaId::EtcdCa, cn: Cn::Fixed("kube-apiserver-etcd-client"), orgs: &[], usages: CLIENT, sans: SanRule::None, local_etcd_only: true },
+    LeafSpec {
+        name: "apiserver",
+        base: "apiserver",
+        ca: CaId::Ca,
+        cn: Cn::Fixed("kube-apiserver"),
+        orgs: &[],
+        usages: SERVER,
+        sans: SanRule::ApiServer,
+        local_etcd_only: false,
+    },
+    LeafSpec {
+        name: "apiserver-kubelet-client",
+        base: "apiserver-kubelet-client",
+        ca: CaId::Ca,
+        cn: Cn::Fixed("kube-apiserver-kubelet-client"),
+        orgs: &["kubeadm:cluster-admins"],
+        usages: CLIENT,
+        sans: SanRule::None,
+        local_etcd_only: false,
+    },
+    LeafSpec {
+        name: "front-proxy-client",
+        base: "front-proxy-client",
+        ca: CaId::FrontProxyCa,
+        cn: Cn::Fixed("front-proxy-client"),
+        orgs: &[],
+        usages: CLIENT,
+        sans: SanRule::None,
+        local_etcd_only: false,
+    },
+    LeafSpec {
+        name: "etcd-server",
+        base: "etcd/server",
+        ca: CaId::EtcdCa,
+        cn: Cn::NodeName,
+        orgs: &[],
+        usages: SERVER_CLIENT,
+        sans: SanRule::EtcdServer,
+        local_etcd_only: true,
+    },
+    LeafSpec {
+        name: "etcd-peer",
+        base: "etcd/peer",
+        ca: CaId::EtcdCa,
+        cn: Cn::NodeName,
+        orgs: &[],
+        usages: SERVER_CLIENT,
+        sans: SanRule::EtcdPeer,
+        local_etcd_only: true,
+    },
+    LeafSpec {
+        name: "etcd-healthcheck-client",
+        base: "etcd/healthcheck-client",
+        ca: CaId::EtcdCa,
+        cn: Cn::Fixed("kube-etcd-healthcheck-client"),
+        orgs: &[],
+        usages: CLIENT,
+        sans: SanRule::None,
+        local_etcd_only: true,
+    },
+    LeafSpec {
+        name: "apiserver-etcd-client",
+        base: "apiserver-etcd-client",
+        ca: CaId::EtcdCa,
+        cn: Cn::Fixed("kube-apiserver-etcd-client"),
+        orgs: &[],
+        usages: CLIENT,
+        sans: SanRule::None,
+        local_etcd_only: true,
+    },
 ];
 
 /// The five kubeconfigs.
 pub const KUBECONFIGS: [KubeconfigSpec; 5] = [
-    KubeconfigSpec { file: "admin.conf", cn: Cn::Fixed("kubernetes-admin"), orgs: &["kubeadm:cluster-admins"], server: Server::ControlPlane },
-    KubeconfigSpec { file: "super-admin.conf", cn: Cn::Fixed("kubernetes-super-admin"), orgs: &["system:masters"], server: Server::ControlPlane },
-    KubeconfigSpec { file: "controller-manager.conf", cn: Cn::Fixed("system:kube-controller-manager"), orgs: &[], server: Server::Local },
-    KubeconfigSpec { file: "scheduler.conf", cn: Cn::Fixed("system:kube-scheduler"), orgs: &[], server: Server::Local },
+    KubeconfigSpec {
+        file: "admin.conf",
+        cn: Cn::Fixed("kubernetes-admin"),
+        orgs: &["kubeadm:cluster-admins"],
+        server: Server::ControlPlane,
+    },
+    KubeconfigSpec {
+        file: "super-admin.conf",
+        cn: Cn::Fixed("kubernetes-super-admin"),
+        orgs: &["system:masters"],
+        server: Server::ControlPlane,
+    },
+    KubeconfigSpec {
+        file: "controller-manager.conf",
+        cn: Cn::Fixed("system:kube-controller-manager"),
+        orgs: &[],
+        server: Server::Local,
+    },
+    KubeconfigSpec {
+        file: "scheduler.conf",
+        cn: Cn::Fixed("system:kube-scheduler"),
+        orgs: &[],
+        server: Server::Local,
+    },
     // ControlPlaneKubeletLocalMode is on by default since 1.33: the kubelet talks to its own API server.
-    KubeconfigSpec { file: "kubelet.conf", cn: Cn::SystemNode, orgs: &["system:nodes"], server: Server::Local },
+    KubeconfigSpec {
+        file: "kubelet.conf",
+        cn: Cn::SystemNode,
+        orgs: &["system:nodes"],
+        server: Server::Local,
+    },
 ];

@@ -159,7 +159,11 @@ pub struct ClusterSpec {
 impl ClusterSpec {
     /// The key URI of a CA.
     pub fn ca_key(&self, id: CaId) -> &KeyUri {
-        self.ca_keys.iter().find(|(i, _)| *i == id).map(|(_, u)| u).unwrap_or(&self.ca_keys[0].1)
+        self.ca_keys
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, u)| u)
+            .unwrap_or(&self.ca_keys[0].1)
     }
 
     /// True with stacked etcd.
@@ -194,7 +198,10 @@ pub fn read_settings(file: Option<&Path>, flags: &Settings) -> Result<Settings, 
     let mut builder = config::Config::builder();
     if let Some(path) = file {
         if !path.is_file() {
-            return Err(ConfigError(format!("config file {}: not found", path.display())));
+            return Err(ConfigError(format!(
+                "config file {}: not found",
+                path.display()
+            )));
         }
         builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
     }
@@ -208,10 +215,16 @@ pub fn read_settings(file: Option<&Path>, flags: &Settings) -> Result<Settings, 
             .with_list_parse_key("cluster.etcd_peer_sans")
             .try_parsing(true),
     );
-    let built = builder.build().map_err(|e| ConfigError(format!("configuration: {e}")))?;
-    let mut s: Settings = built
-        .try_deserialize()
-        .map_err(|e| ConfigError(format!("configuration{}: {e}", file.map(|p| format!(" {}", p.display())).unwrap_or_default())))?;
+    let built = builder
+        .build()
+        .map_err(|e| ConfigError(format!("configuration: {e}")))?;
+    let mut s: Settings = built.try_deserialize().map_err(|e| {
+        ConfigError(format!(
+            "configuration{}: {e}",
+            file.map(|p| format!(" {}", p.display()))
+                .unwrap_or_default()
+        ))
+    })?;
     overlay(&mut s, flags);
     Ok(s)
 }
@@ -254,35 +267,65 @@ pub fn resolve(s: &Settings) -> Result<ClusterSpec, ConfigError> {
         None => KubeadmFacts::default(),
     };
     let c = &s.cluster;
-    let cert_dir = s.cert_dir.clone().or(k.certificates_dir).unwrap_or_else(|| PathBuf::from("/etc/kubernetes/pki"));
+    let cert_dir = s
+        .cert_dir
+        .clone()
+        .or(k.certificates_dir)
+        .unwrap_or_else(|| PathBuf::from("/etc/kubernetes/pki"));
     let kubeconfig_dir = s
         .kubeconfig_dir
         .clone()
         .or_else(|| cert_dir.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("/etc/kubernetes"));
 
-    let node_name = c.node_name.clone().or(k.node_name).unwrap_or_else(default_node_name);
+    let node_name = c
+        .node_name
+        .clone()
+        .or(k.node_name)
+        .unwrap_or_else(default_node_name);
     if node_name.is_empty() || !is_dns_subdomain(&node_name) {
-        return Err(ConfigError(format!("invalid node name {node_name:?}: must be a DNS-1123 subdomain")));
+        return Err(ConfigError(format!(
+            "invalid node name {node_name:?}: must be a DNS-1123 subdomain"
+        )));
     }
     let advertise_address = match c.advertise_address.clone().or(k.advertise_address) {
-        Some(text) => text
-            .parse::<IpAddr>()
-            .map_err(|_| ConfigError(format!("invalid advertise address {text:?}: not an IP address")))?,
+        Some(text) => text.parse::<IpAddr>().map_err(|_| {
+            ConfigError(format!(
+                "invalid advertise address {text:?}: not an IP address"
+            ))
+        })?,
         None => default_advertise_address(),
     };
     if advertise_address.is_unspecified() {
-        return Err(ConfigError(format!("invalid advertise address {advertise_address}: must not be unspecified")));
+        return Err(ConfigError(format!(
+            "invalid advertise address {advertise_address}: must not be unspecified"
+        )));
     }
     let bind_port = c.bind_port.or(k.bind_port).unwrap_or(6443);
-    let control_plane_endpoint = match c.control_plane_endpoint.clone().or(k.control_plane_endpoint) {
+    let control_plane_endpoint = match c
+        .control_plane_endpoint
+        .clone()
+        .or(k.control_plane_endpoint)
+    {
         Some(text) if !text.is_empty() => Some(parse_endpoint(&text)?),
         _ => None,
     };
-    let subnet_text = c.service_subnet.clone().or(k.service_subnet).unwrap_or_else(|| "10.96.0.0/12".into());
+    let subnet_text = c
+        .service_subnet
+        .clone()
+        .or(k.service_subnet)
+        .unwrap_or_else(|| "10.96.0.0/12".into());
     let service_vip = service_vip(&subnet_text)?;
-    let dns_domain = c.dns_domain.clone().or(k.dns_domain).unwrap_or_else(|| "cluster.local".into());
-    let algorithm_text = c.encryption_algorithm.clone().or(k.encryption_algorithm).unwrap_or_else(|| "RSA-2048".into());
+    let dns_domain = c
+        .dns_domain
+        .clone()
+        .or(k.dns_domain)
+        .unwrap_or_else(|| "cluster.local".into());
+    let algorithm_text = c
+        .encryption_algorithm
+        .clone()
+        .or(k.encryption_algorithm)
+        .unwrap_or_else(|| "RSA-2048".into());
     let algorithm = if algorithm_text.is_empty() {
         KeyAlgorithm::Rsa2048
     } else {
@@ -298,33 +341,64 @@ pub fn resolve(s: &Settings) -> Result<ClusterSpec, ConfigError> {
         }
         Ok(d)
     };
-    let cert_validity = period(c.certificate_validity.clone().or(k.certificate_validity), "8760h", "certificateValidityPeriod")?;
-    let ca_validity = period(c.ca_certificate_validity.clone().or(k.ca_certificate_validity), "87600h", "caCertificateValidityPeriod")?;
+    let cert_validity = period(
+        c.certificate_validity.clone().or(k.certificate_validity),
+        "8760h",
+        "certificateValidityPeriod",
+    )?;
+    let ca_validity = period(
+        c.ca_certificate_validity
+            .clone()
+            .or(k.ca_certificate_validity),
+        "87600h",
+        "caCertificateValidityPeriod",
+    )?;
     let etcd = match c.etcd.as_deref() {
         Some("external") => Etcd::External,
         Some("local") | None if !k.external_etcd || c.etcd.is_some() => Etcd::Local {
-            server_sans: c.etcd_server_sans.clone().or(k.etcd_server_sans).unwrap_or_default(),
-            peer_sans: c.etcd_peer_sans.clone().or(k.etcd_peer_sans).unwrap_or_default(),
+            server_sans: c
+                .etcd_server_sans
+                .clone()
+                .or(k.etcd_server_sans)
+                .unwrap_or_default(),
+            peer_sans: c
+                .etcd_peer_sans
+                .clone()
+                .or(k.etcd_peer_sans)
+                .unwrap_or_default(),
         },
         None => Etcd::External,
-        Some(other) => return Err(ConfigError(format!("cluster.etcd {other:?}: expected \"local\" or \"external\""))),
+        Some(other) => {
+            return Err(ConfigError(format!(
+                "cluster.etcd {other:?}: expected \"local\" or \"external\""
+            )));
+        }
     };
     let key = |v: &Option<String>, base: &str, what: &str| -> Result<KeyUri, ConfigError> {
         match v {
-            Some(text) => text.parse::<KeyUri>().map_err(|e| ConfigError(format!("keys.{what}: {e}"))),
+            Some(text) => text
+                .parse::<KeyUri>()
+                .map_err(|e| ConfigError(format!("keys.{what}: {e}"))),
             None => Ok(KeyUri::file(cert_dir.join(format!("{base}.key")))),
         }
     };
     let ca_keys = [
         (CaId::Ca, key(&s.keys.ca, "ca", "ca")?),
-        (CaId::FrontProxyCa, key(&s.keys.front_proxy_ca, "front-proxy-ca", "front-proxy-ca")?),
+        (
+            CaId::FrontProxyCa,
+            key(&s.keys.front_proxy_ca, "front-proxy-ca", "front-proxy-ca")?,
+        ),
         (CaId::EtcdCa, key(&s.keys.etcd_ca, "etcd/ca", "etcd-ca")?),
     ];
     let sa_key = key(&s.keys.sa, "sa", "sa")?;
     Ok(ClusterSpec {
         cert_dir,
         kubeconfig_dir,
-        cluster_name: c.name.clone().or(k.cluster_name).unwrap_or_else(|| "kubernetes".into()),
+        cluster_name: c
+            .name
+            .clone()
+            .or(k.cluster_name)
+            .unwrap_or_else(|| "kubernetes".into()),
         node_name,
         advertise_address,
         bind_port,
@@ -347,7 +421,8 @@ pub fn is_dns_subdomain(name: &str) -> bool {
         && name.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
@@ -360,7 +435,10 @@ pub fn parse_endpoint(text: &str) -> Result<Endpoint, ConfigError> {
         let (h, after) = rest.split_once(']').ok_or_else(|| bad("missing ']'"))?;
         let port = match after {
             "" => None,
-            p => Some(p.strip_prefix(':').ok_or_else(|| bad("expected :port after ']'"))?),
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(|| bad("expected :port after ']'"))?,
+            ),
         };
         (h, port)
     } else if text.matches(':').count() > 1 {
@@ -372,7 +450,12 @@ pub fn parse_endpoint(text: &str) -> Result<Endpoint, ConfigError> {
         }
     };
     let port = port
-        .map(|p| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| bad("port is not a number in 1-65535")))
+        .map(|p| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad("port is not a number in 1-65535"))
+        })
         .transpose()?;
     let host = if let Ok(ip) = host.parse::<IpAddr>() {
         Host::Ip(ip)
@@ -386,15 +469,19 @@ pub fn parse_endpoint(text: &str) -> Result<Endpoint, ConfigError> {
 
 fn service_vip(subnets: &str) -> Result<IpAddr, ConfigError> {
     let first = subnets.split(',').next().unwrap_or("").trim();
-    let net: ipnet::IpNet = first
-        .parse()
-        .map_err(|_| ConfigError(format!("invalid serviceSubnet {subnets:?}: expected a CIDR such as 10.96.0.0/12")))?;
+    let net: ipnet::IpNet = first.parse().map_err(|_| {
+        ConfigError(format!(
+            "invalid serviceSubnet {subnets:?}: expected a CIDR such as 10.96.0.0/12"
+        ))
+    })?;
     let vip = match net.network() {
         IpAddr::V4(a) => IpAddr::V4((u32::from(a).wrapping_add(1)).into()),
         IpAddr::V6(a) => IpAddr::V6((u128::from(a).wrapping_add(1)).into()),
     };
     if !net.contains(&vip) {
-        return Err(ConfigError(format!("invalid serviceSubnet {subnets:?}: too small for a service VIP")));
+        return Err(ConfigError(format!(
+            "invalid serviceSubnet {subnets:?}: too small for a service VIP"
+        )));
     }
     Ok(vip)
 }
@@ -423,9 +510,18 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        assert_eq!(parse_endpoint("k8s.example.com:6443").unwrap().port, Some(6443));
-        assert_eq!(parse_endpoint("10.0.0.1").unwrap().host, Host::Ip("10.0.0.1".parse().unwrap()));
-        assert_eq!(parse_endpoint("[fd00::1]:443").unwrap().host, Host::Ip("fd00::1".parse().unwrap()));
+        assert_eq!(
+            parse_endpoint("k8s.example.com:6443").unwrap().port,
+            Some(6443)
+        );
+        assert_eq!(
+            parse_endpoint("10.0.0.1").unwrap().host,
+            Host::Ip("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_endpoint("[fd00::1]:443").unwrap().host,
+            Host::Ip("fd00::1".parse().unwrap())
+        );
         for bad in ["k8s:abc", "bad_host!:6443", "[fd00::1", "host:0", ""] {
             assert!(parse_endpoint(bad).is_err(), "{bad}");
         }
@@ -434,7 +530,11 @@ mod tests {
     #[test]
     fn defaults_follow_kubeadm() {
         let s = Settings {
-            cluster: ClusterSettings { node_name: Some("cp1".into()), advertise_address: Some("10.0.0.10".into()), ..Default::default() },
+            cluster: ClusterSettings {
+                node_name: Some("cp1".into()),
+                advertise_address: Some("10.0.0.10".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let spec = resolve(&s).unwrap();
@@ -442,7 +542,10 @@ mod tests {
         assert_eq!(spec.algorithm, KeyAlgorithm::Rsa2048);
         assert_eq!(spec.cert_validity, Duration::from_secs(8760 * 3600));
         assert_eq!(spec.ca_validity, Duration::from_secs(87600 * 3600));
-        assert_eq!(spec.ca_key(CaId::EtcdCa), &KeyUri::file("/etc/kubernetes/pki/etcd/ca.key"));
+        assert_eq!(
+            spec.ca_key(CaId::EtcdCa),
+            &KeyUri::file("/etc/kubernetes/pki/etcd/ca.key")
+        );
         assert_eq!(spec.kubeconfig_dir, PathBuf::from("/etc/kubernetes"));
         assert_eq!(spec.control_plane_url(), "https://10.0.0.10:6443");
         assert!(spec.local_etcd());

@@ -17,7 +17,9 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
         }
         let value: u64 = rest[..digits].parse().map_err(|_| bad())?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let seconds_per: f64 = match &rest[..unit_len] {
             "h" => 3600.0,
             "m" => 60.0,
@@ -37,8 +39,14 @@ mod tests {
 
     #[test]
     fn parses_kubeadm_periods() {
-        assert_eq!(parse_go_duration("8760h"), Ok(Duration::from_secs(8760 * 3600)));
-        assert_eq!(parse_go_duration("87600h0m0s"), Ok(Duration::from_secs(87600 * 3600)));
+        assert_eq!(
+            parse_go_duration("8760h"),
+            Ok(Duration::from_secs(8760 * 3600))
+        );
+        assert_eq!(
+            parse_go_duration("87600h0m0s"),
+            Ok(Duration::from_secs(87600 * 3600))
+        );
         assert_eq!(parse_go_duration("1h30m"), Ok(Duration::from_secs(5400)));
         for bad in ["", "h", "10", "10d", "-1h", "1.5h"] {
             assert!(parse_go_duration(bad).is_err(), "{bad}");

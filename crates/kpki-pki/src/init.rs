@@ -18,7 +18,9 @@ use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use zeroize::Zeroizing;
 
-use crate::catalogue::{CAS, CaId, CaSpec, Cn, KUBECONFIGS, KubeconfigSpec, LEAVES, LeafSpec, Server};
+use crate::catalogue::{
+    CAS, CaId, CaSpec, Cn, KUBECONFIGS, KubeconfigSpec, LEAVES, LeafSpec, Server,
+};
 use crate::config::ClusterSpec;
 use crate::keystore::KeyStore;
 use crate::sans::{AltNames, alt_names};
@@ -60,9 +62,14 @@ fn refused(msg: impl Into<String>) -> PkiError {
 fn read_pem_cert(path: &Path) -> Result<Option<Vec<u8>>, PkiError> {
     match std::fs::read(path) {
         Ok(bytes) => {
-            let block = pem::parse(&bytes).map_err(|e| refused(format!("{}: not a PEM certificate ({e})", path.display())))?;
+            let block = pem::parse(&bytes)
+                .map_err(|e| refused(format!("{}: not a PEM certificate ({e})", path.display())))?;
             if block.tag() != "CERTIFICATE" {
-                return Err(refused(format!("{}: PEM block is {:?}, not CERTIFICATE", path.display(), block.tag())));
+                return Err(refused(format!(
+                    "{}: PEM block is {:?}, not CERTIFICATE",
+                    path.display(),
+                    block.tag()
+                )));
             }
             Ok(Some(block.into_contents()))
         }
@@ -72,7 +79,9 @@ fn read_pem_cert(path: &Path) -> Result<Option<Vec<u8>>, PkiError> {
 }
 
 fn parse_cert<'a>(path: &Path, der: &'a [u8]) -> Result<X509Certificate<'a>, PkiError> {
-    X509Certificate::from_der(der).map(|(_, c)| c).map_err(|e| refused(format!("{}: malformed certificate ({e})", path.display())))
+    X509Certificate::from_der(der)
+        .map(|(_, c)| c)
+        .map_err(|e| refused(format!("{}: malformed certificate ({e})", path.display())))
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -80,7 +89,10 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn pem_of(tag: &str, der: &[u8]) -> String {
-    pem::encode_config(&pem::Pem::new(tag, der.to_vec()), pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF))
+    pem::encode_config(
+        &pem::Pem::new(tag, der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 fn cn_of(cn: Cn, spec: &ClusterSpec) -> String {
@@ -106,9 +118,17 @@ enum LeafPlan {
 }
 
 /// Runs `kpki init` for `spec`; `progress` receives kubeadm-style lines.
-pub fn run(spec: &ClusterSpec, keys: &KeyStore, progress: &mut dyn FnMut(String)) -> Result<InitReport, PkiError> {
+pub fn run(
+    spec: &ClusterSpec,
+    keys: &KeyStore,
+    progress: &mut dyn FnMut(String),
+) -> Result<InitReport, PkiError> {
     let start = x509::whole_seconds(OffsetDateTime::now_utc());
-    let mut report = InitReport { cert_dir: spec.cert_dir.clone(), kubeconfig_dir: spec.kubeconfig_dir.clone(), files: Vec::new() };
+    let mut report = InitReport {
+        cert_dir: spec.cert_dir.clone(),
+        kubeconfig_dir: spec.kubeconfig_dir.clone(),
+        files: Vec::new(),
+    };
     let local_etcd = spec.local_etcd();
 
     // Phase one: read and check what exists; reach every configured token.
@@ -119,7 +139,8 @@ pub fn run(spec: &ClusterSpec, keys: &KeyStore, progress: &mut dyn FnMut(String)
     let ca_state = |id: CaId| cas.iter().find(|c| c.spec.id == id);
     let mut leaf_plans = Vec::new();
     for leaf in LEAVES.iter().filter(|l| local_etcd || !l.local_etcd_only) {
-        let ca = ca_state(leaf.ca).ok_or_else(|| refused(format!("{}: its CA is not configured", leaf.name)))?;
+        let ca = ca_state(leaf.ca)
+            .ok_or_else(|| refused(format!("{}: its CA is not configured", leaf.name)))?;
         let plan = inspect_leaf(spec, leaf, ca)?;
         leaf_plans.push((leaf, plan));
     }
@@ -138,13 +159,27 @@ pub fn run(spec: &ClusterSpec, keys: &KeyStore, progress: &mut dyn FnMut(String)
         },
     };
 
-    // Phase two: make what is missing.
-    progress(format!("[certs] Using certificateDir folder {:?}", spec.cert_dir.display().to_string()));
+    // Phase two: make what is missing, after clearing what a killed run left half-written.
+    for dir in [
+        spec.cert_dir.clone(),
+        spec.cert_dir.join("etcd"),
+        spec.kubeconfig_dir.clone(),
+    ] {
+        kpki_soft::atomic::remove_stale_temps(&dir)
+            .map_err(|e| PkiError::Io(format!("{}: {e}", dir.display())))?;
+    }
+    progress(format!(
+        "[certs] Using certificateDir folder {:?}",
+        spec.cert_dir.display().to_string()
+    ));
     for ca in cas.iter_mut() {
         ensure_ca(spec, keys, ca, start, &mut report, progress)?;
     }
 
-    let needed_keys = leaf_plans.iter().filter(|(_, p)| matches!(p, LeafPlan::Issue { key: None })).count()
+    let needed_keys = leaf_plans
+        .iter()
+        .filter(|(_, p)| matches!(p, LeafPlan::Issue { key: None }))
+        .count()
         + kubeconfig_plans.iter().filter(|(_, keep)| !*keep).count();
     let mut fresh = generate_keys(spec.algorithm, needed_keys)?.into_iter();
 
@@ -153,28 +188,56 @@ pub fn run(spec: &ClusterSpec, keys: &KeyStore, progress: &mut dyn FnMut(String)
         let key_path = spec.cert_dir.join(format!("{}.key", leaf.base));
         match plan {
             LeafPlan::Keep => {
-                progress(format!("[certs] Using existing {} certificate and key on disk", leaf.name));
+                progress(format!(
+                    "[certs] Using existing {} certificate and key on disk",
+                    leaf.name
+                ));
                 push_cert(&mut report, leaf.name, &crt, "kept")?;
             }
             LeafPlan::Issue { key } => {
-                let ca = cas.iter().find(|c| c.spec.id == leaf.ca).ok_or_else(|| refused("CA vanished"))?;
+                let ca = cas
+                    .iter()
+                    .find(|c| c.spec.id == leaf.ca)
+                    .ok_or_else(|| refused("CA vanished"))?;
                 let key = match key {
                     Some(k) => k,
                     None => {
-                        let (k, pem) = fresh.next().ok_or_else(|| refused("key generation came up short"))?;
-                        store::create(&key_path, pem.as_bytes(), PRIVATE_MODE).map_err(PkiError::Io)?;
+                        let (k, pem) = fresh
+                            .next()
+                            .ok_or_else(|| refused("key generation came up short"))?;
+                        store::create(&key_path, pem.as_bytes(), PRIVATE_MODE)
+                            .map_err(PkiError::Io)?;
                         Arc::new(k) as Arc<dyn Signer>
                     }
                 };
                 let sans = alt_names(spec, leaf.sans);
-                let profile = Profile { cn: cn_of(leaf.cn, spec), orgs: leaf.orgs.iter().map(|s| s.to_string()).collect(), usages: leaf.usages.to_vec(), sans: sans.clone() };
-                progress(format!("[certs] Generating {:?} certificate and key", leaf.name));
+                let profile = Profile {
+                    cn: cn_of(leaf.cn, spec),
+                    orgs: leaf.orgs.iter().map(|s| s.to_string()).collect(),
+                    usages: leaf.usages.to_vec(),
+                    sans: sans.clone(),
+                };
+                progress(format!(
+                    "[certs] Generating {:?} certificate and key",
+                    leaf.name
+                ));
                 if !sans.dns.is_empty() {
-                    progress(format!("[certs] {} serving cert is signed for DNS names {:?} and IPs {:?}", leaf.name, sans.dns, sans.ips.iter().map(|i| i.to_string()).collect::<Vec<_>>()));
+                    progress(format!(
+                        "[certs] {} serving cert is signed for DNS names {:?} and IPs {:?}",
+                        leaf.name,
+                        sans.dns,
+                        sans.ips.iter().map(|i| i.to_string()).collect::<Vec<_>>()
+                    ));
                 }
                 let pem = issue(ca, &profile, key.clone(), start, spec.cert_validity)?;
                 store::create(&crt, pem.as_bytes(), CERT_MODE).map_err(PkiError::Io)?;
-                report.files.push(FileReport { name: leaf.name.into(), kind: "key", path: key_path.display().to_string(), action: "generated", sha256: Some(spki::sha256_hex(key.public_key_spki())) });
+                report.files.push(FileReport {
+                    name: leaf.name.into(),
+                    kind: "key",
+                    path: key_path.display().to_string(),
+                    action: "generated",
+                    sha256: Some(spki::sha256_hex(key.public_key_spki())),
+                });
                 push_cert(&mut report, leaf.name, &crt, "generated")?;
             }
         }
@@ -182,41 +245,99 @@ pub fn run(spec: &ClusterSpec, keys: &KeyStore, progress: &mut dyn FnMut(String)
 
     ensure_sa(spec, keys, sa_existing, &mut report, progress)?;
 
-    progress(format!("[kubeconfig] Using kubeconfig folder {:?}", spec.kubeconfig_dir.display().to_string()));
-    let root = cas.iter().find(|c| c.spec.id == CaId::Ca).ok_or_else(|| refused("CA vanished"))?;
+    progress(format!(
+        "[kubeconfig] Using kubeconfig folder {:?}",
+        spec.kubeconfig_dir.display().to_string()
+    ));
+    let root = cas
+        .iter()
+        .find(|c| c.spec.id == CaId::Ca)
+        .ok_or_else(|| refused("CA vanished"))?;
     let ca_pem = pem_of("CERTIFICATE", root.cert.as_deref().unwrap_or_default());
     for (kc, keep) in kubeconfig_plans {
         let path = spec.kubeconfig_dir.join(kc.file);
         if keep {
-            progress(format!("[kubeconfig] Using existing kubeconfig file: {:?}", path.display().to_string()));
-            report.files.push(FileReport { name: kc.file.into(), kind: "kubeconfig", path: path.display().to_string(), action: "kept", sha256: None });
+            progress(format!(
+                "[kubeconfig] Using existing kubeconfig file: {:?}",
+                path.display().to_string()
+            ));
+            report.files.push(FileReport {
+                name: kc.file.into(),
+                kind: "kubeconfig",
+                path: path.display().to_string(),
+                action: "kept",
+                sha256: None,
+            });
             continue;
         }
-        let (key, key_pem) = fresh.next().ok_or_else(|| refused("key generation came up short"))?;
+        let (key, key_pem) = fresh
+            .next()
+            .ok_or_else(|| refused("key generation came up short"))?;
         let cn = cn_of(kc.cn, spec);
-        let profile = Profile { cn: cn.clone(), orgs: kc.orgs.iter().map(|s| s.to_string()).collect(), usages: vec![crate::catalogue::Usage::ClientAuth], sans: AltNames::default() };
+        let profile = Profile {
+            cn: cn.clone(),
+            orgs: kc.orgs.iter().map(|s| s.to_string()).collect(),
+            usages: vec![crate::catalogue::Usage::ClientAuth],
+            sans: AltNames::default(),
+        };
         let key_arc: Arc<dyn Signer> = Arc::new(key);
         let cert_pem = issue(root, &profile, key_arc, start, spec.cert_validity)?;
         let server = match kc.server {
             Server::ControlPlane => spec.control_plane_url(),
             Server::Local => spec.local_url(),
         };
-        let yaml = kubeconfig::render(&spec.cluster_name, &server, &ca_pem, &cn, &cert_pem, &key_pem).map_err(PkiError::Io)?;
-        progress(format!("[kubeconfig] Writing {:?} kubeconfig file", kc.file));
+        let yaml = kubeconfig::render(
+            &spec.cluster_name,
+            &server,
+            &ca_pem,
+            &cn,
+            &cert_pem,
+            &key_pem,
+        )
+        .map_err(PkiError::Io)?;
+        progress(format!(
+            "[kubeconfig] Writing {:?} kubeconfig file",
+            kc.file
+        ));
         store::create(&path, yaml.as_bytes(), PRIVATE_MODE).map_err(PkiError::Io)?;
-        let der = pem::parse(cert_pem.as_bytes()).map(|p| p.into_contents()).unwrap_or_default();
-        report.files.push(FileReport { name: kc.file.into(), kind: "kubeconfig", path: path.display().to_string(), action: "generated", sha256: Some(sha256_hex(&der)) });
+        let der = pem::parse(cert_pem.as_bytes())
+            .map(|p| p.into_contents())
+            .unwrap_or_default();
+        report.files.push(FileReport {
+            name: kc.file.into(),
+            kind: "kubeconfig",
+            path: path.display().to_string(),
+            action: "generated",
+            sha256: Some(sha256_hex(&der)),
+        });
     }
     Ok(report)
 }
 
-fn push_cert(report: &mut InitReport, name: &str, crt: &Path, action: &'static str) -> Result<(), PkiError> {
+fn push_cert(
+    report: &mut InitReport,
+    name: &str,
+    crt: &Path,
+    action: &'static str,
+) -> Result<(), PkiError> {
     let der = read_pem_cert(crt)?.unwrap_or_default();
-    report.files.push(FileReport { name: name.into(), kind: "certificate", path: crt.display().to_string(), action, sha256: Some(sha256_hex(&der)) });
+    report.files.push(FileReport {
+        name: name.into(),
+        kind: "certificate",
+        path: crt.display().to_string(),
+        action,
+        sha256: Some(sha256_hex(&der)),
+    });
     Ok(())
 }
 
-fn issue(ca: &CaState, profile: &Profile, key: Arc<dyn Signer>, start: OffsetDateTime, period: std::time::Duration) -> Result<String, PkiError> {
+fn issue(
+    ca: &CaState,
+    profile: &Profile,
+    key: Arc<dyn Signer>,
+    start: OffsetDateTime,
+    period: std::time::Duration,
+) -> Result<String, PkiError> {
     let (Some(cert), Some(ca_key)) = (&ca.cert, &ca.key) else {
         return Err(refused(format!(
             "cannot issue {:?}: the {} key {} is absent (external CA); provide the certificate or the key",
@@ -228,14 +349,24 @@ fn issue(ca: &CaState, profile: &Profile, key: Arc<dyn Signer>, start: OffsetDat
 }
 
 /// Generates `n` software keys on all cores.
-fn generate_keys(algorithm: KeyAlgorithm, n: usize) -> Result<Vec<(SoftKey, Zeroizing<String>)>, PkiError> {
-    let threads = std::thread::available_parallelism().map(|p| p.get()).unwrap_or(1).min(n.max(1));
+fn generate_keys(
+    algorithm: KeyAlgorithm,
+    n: usize,
+) -> Result<Vec<(SoftKey, Zeroizing<String>)>, PkiError> {
+    let threads = std::thread::available_parallelism()
+        .map(|p| p.get())
+        .unwrap_or(1)
+        .min(n.max(1));
     let mut out = Vec::with_capacity(n);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let count = n / threads + usize::from(t < n % threads);
-                scope.spawn(move || (0..count).map(|_| SoftKey::generate(KeyUri::file("memory"), algorithm)).collect::<Result<Vec<_>, _>>())
+                scope.spawn(move || {
+                    (0..count)
+                        .map(|_| SoftKey::generate(KeyUri::file("memory"), algorithm))
+                        .collect::<Result<Vec<_>, _>>()
+                })
             })
             .collect();
         for h in handles {
@@ -269,43 +400,88 @@ fn inspect_ca(spec: &ClusterSpec, keys: &KeyStore, ca: &CaSpec) -> Result<CaStat
         }
         if let Some(k) = &key {
             if parsed.public_key().raw != k.public_key_spki() {
-                return Err(refused(format!("{}: CA certificate does not match its key {}", crt.display(), key_uri)));
+                return Err(refused(format!(
+                    "{}: CA certificate does not match its key {}",
+                    crt.display(),
+                    key_uri
+                )));
             }
         } else if key_uri.is_pkcs11() {
-            return Err(refused(format!("{}: its key {key_uri} is not on the token", crt.display())));
+            return Err(refused(format!(
+                "{}: its key {key_uri} is not on the token",
+                crt.display()
+            )));
         }
     }
-    Ok(CaState { spec: *ca, cert, key, key_uri })
+    Ok(CaState {
+        spec: *ca,
+        cert,
+        key,
+        key_uri,
+    })
 }
 
-fn ensure_ca(spec: &ClusterSpec, keys: &KeyStore, ca: &mut CaState, start: OffsetDateTime, report: &mut InitReport, progress: &mut dyn FnMut(String)) -> Result<(), PkiError> {
+fn ensure_ca(
+    spec: &ClusterSpec,
+    keys: &KeyStore,
+    ca: &mut CaState,
+    start: OffsetDateTime,
+    report: &mut InitReport,
+    progress: &mut dyn FnMut(String),
+) -> Result<(), PkiError> {
     let crt = spec.cert_dir.join(format!("{}.crt", ca.spec.base));
     if ca.cert.is_some() {
-        let how = if ca.key.is_some() { "" } else { " (external CA: no key)" };
-        progress(format!("[certs] Using existing {} certificate authority{how}", ca.spec.name));
+        let how = if ca.key.is_some() {
+            ""
+        } else {
+            " (external CA: no key)"
+        };
+        progress(format!(
+            "[certs] Using existing {} certificate authority{how}",
+            ca.spec.name
+        ));
         push_cert(report, ca.spec.name, &crt, "kept")?;
         if let Some(k) = &ca.key {
-            report.files.push(FileReport { name: ca.spec.name.into(), kind: "key", path: ca.key_uri.to_string(), action: "kept", sha256: Some(spki::sha256_hex(k.public_key_spki())) });
+            report.files.push(FileReport {
+                name: ca.spec.name.into(),
+                kind: "key",
+                path: ca.key_uri.to_string(),
+                action: "kept",
+                sha256: Some(spki::sha256_hex(k.public_key_spki())),
+            });
         }
         return Ok(());
     }
     let (key, action) = match ca.key.take() {
         Some(k) => (k, "kept"),
         None => {
-            if let KeyUri::File(p) = &ca.key_uri {
-                if let Some(dir) = p.parent() {
-                    kpki_soft::atomic::create_dir_all(dir, store::DIR_MODE).map_err(|e| PkiError::Io(format!("{}: {e}", dir.display())))?;
-                }
+            // kubeadm's directories are 0755 (the software backend alone would make 0700).
+            if let Some(dir) = ca.key_uri.as_file().and_then(Path::parent) {
+                kpki_soft::atomic::create_dir_all(dir, store::DIR_MODE)
+                    .map_err(|e| PkiError::Io(format!("{}: {e}", dir.display())))?;
             }
             (keys.create(&ca.key_uri, spec.algorithm)?, "generated")
         }
     };
-    let where_ = if ca.key_uri.is_pkcs11() { format!(" (key on token: {})", ca.key_uri) } else { String::new() };
-    progress(format!("[certs] Generating {:?} certificate and key{where_}", ca.spec.name));
+    let where_ = if ca.key_uri.is_pkcs11() {
+        format!(" (key on token: {})", ca.key_uri)
+    } else {
+        String::new()
+    };
+    progress(format!(
+        "[certs] Generating {:?} certificate and key{where_}",
+        ca.spec.name
+    ));
     let params = x509::ca_params(ca.spec.cn, key.public_key_spki(), start, spec.ca_validity)?;
     let pem = x509::self_sign(params, Arc::clone(&key))?;
     store::create(&crt, pem.as_bytes(), CERT_MODE).map_err(PkiError::Io)?;
-    report.files.push(FileReport { name: ca.spec.name.into(), kind: "key", path: ca.key_uri.to_string(), action, sha256: Some(spki::sha256_hex(key.public_key_spki())) });
+    report.files.push(FileReport {
+        name: ca.spec.name.into(),
+        kind: "key",
+        path: ca.key_uri.to_string(),
+        action,
+        sha256: Some(spki::sha256_hex(key.public_key_spki())),
+    });
     push_cert(report, ca.spec.name, &crt, "generated")?;
     ca.cert = read_pem_cert(&crt)?;
     ca.key = Some(key);
@@ -316,23 +492,45 @@ fn inspect_leaf(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<Lea
     let crt = spec.cert_dir.join(format!("{}.crt", leaf.base));
     let key_path = spec.cert_dir.join(format!("{}.key", leaf.base));
     let cert = read_pem_cert(&crt)?;
-    let key: Option<Arc<dyn Signer>> = if key_path.exists() { Some(Arc::new(SoftBackend.open_file(&key_path)?)) } else { None };
+    let key: Option<Arc<dyn Signer>> = if key_path.exists() {
+        Some(Arc::new(SoftBackend.open_file(&key_path)?))
+    } else {
+        None
+    };
     let Some(der) = cert else {
         return Ok(LeafPlan::Issue { key });
     };
     let Some(key) = key else {
-        return Err(refused(format!("{}: certificate exists but its key {} is missing", crt.display(), key_path.display())));
+        return Err(refused(format!(
+            "{}: certificate exists but its key {} is missing",
+            crt.display(),
+            key_path.display()
+        )));
     };
     let parsed = parse_cert(&crt, &der)?;
     if parsed.public_key().raw != key.public_key_spki() {
-        return Err(refused(format!("{}: certificate does not match key {}", crt.display(), key_path.display())));
+        return Err(refused(format!(
+            "{}: certificate does not match key {}",
+            crt.display(),
+            key_path.display()
+        )));
     }
     let Some(ca_der) = &ca.cert else {
-        return Err(refused(format!("{}: exists but its CA {}.crt does not", crt.display(), ca.spec.base)));
+        return Err(refused(format!(
+            "{}: exists but its CA {}.crt does not",
+            crt.display(),
+            ca.spec.base
+        )));
     };
     let ca_cert = parse_cert(&crt, ca_der)?;
-    if parsed.verify_signature(Some(ca_cert.public_key())).is_err() || parsed.issuer() != ca_cert.subject() {
-        return Err(refused(format!("{}: not signed by {}.crt", crt.display(), ca.spec.base)));
+    if parsed.verify_signature(Some(ca_cert.public_key())).is_err()
+        || parsed.issuer() != ca_cert.subject()
+    {
+        return Err(refused(format!(
+            "{}: not signed by {}.crt",
+            crt.display(),
+            ca.spec.base
+        )));
     }
     let expected = alt_names(spec, leaf.sans);
     let (mut have_dns, mut have_ips) = (Vec::new(), Vec::new());
@@ -347,7 +545,10 @@ fn inspect_leaf(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<Lea
     }
     for d in &expected.dns {
         if !have_dns.contains(d) {
-            return Err(refused(format!("{}: lacks the required DNS SAN {d}", crt.display())));
+            return Err(refused(format!(
+                "{}: lacks the required DNS SAN {d}",
+                crt.display()
+            )));
         }
     }
     for ip in &expected.ips {
@@ -356,14 +557,21 @@ fn inspect_leaf(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<Lea
             std::net::IpAddr::V6(a) => a.octets().to_vec(),
         };
         if !have_ips.contains(&bytes) {
-            return Err(refused(format!("{}: lacks the required IP SAN {ip}", crt.display())));
+            return Err(refused(format!(
+                "{}: lacks the required IP SAN {ip}",
+                crt.display()
+            )));
         }
     }
     Ok(LeafPlan::Keep)
 }
 
 /// True when the kubeconfig exists and is valid (kept); refuses one whose CA differs.
-fn inspect_kubeconfig(spec: &ClusterSpec, kc: &KubeconfigSpec, ca: &CaState) -> Result<bool, PkiError> {
+fn inspect_kubeconfig(
+    spec: &ClusterSpec,
+    kc: &KubeconfigSpec,
+    ca: &CaState,
+) -> Result<bool, PkiError> {
     let path = spec.kubeconfig_dir.join(kc.file);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => Zeroizing::new(t),
@@ -371,16 +579,34 @@ fn inspect_kubeconfig(spec: &ClusterSpec, kc: &KubeconfigSpec, ca: &CaState) -> 
         Err(e) => return Err(refused(format!("{}: {e}", path.display()))),
     };
     let cfg = kubeconfig::parse(&text).map_err(|e| refused(format!("{}: {e}", path.display())))?;
-    let have = cfg.current_ca_pem().ok_or_else(|| refused(format!("{}: no certificate-authority-data in the current context", path.display())))?;
+    let have = cfg.current_ca_pem().ok_or_else(|| {
+        refused(format!(
+            "{}: no certificate-authority-data in the current context",
+            path.display()
+        ))
+    })?;
     let want = ca.cert.as_deref().map(|d| pem_of("CERTIFICATE", d));
     match want {
         Some(w) if w.trim() == have.trim() => Ok(true),
-        Some(_) => Err(refused(format!("{}: embeds a different CA than {}/ca.crt", path.display(), spec.cert_dir.display()))),
-        None => Err(refused(format!("{}: exists but ca.crt does not", path.display()))),
+        Some(_) => Err(refused(format!(
+            "{}: embeds a different CA than {}/ca.crt",
+            path.display(),
+            spec.cert_dir.display()
+        ))),
+        None => Err(refused(format!(
+            "{}: exists but ca.crt does not",
+            path.display()
+        ))),
     }
 }
 
-fn ensure_sa(spec: &ClusterSpec, keys: &KeyStore, existing: Option<Arc<dyn Signer>>, report: &mut InitReport, progress: &mut dyn FnMut(String)) -> Result<(), PkiError> {
+fn ensure_sa(
+    spec: &ClusterSpec,
+    keys: &KeyStore,
+    existing: Option<Arc<dyn Signer>>,
+    report: &mut InitReport,
+    progress: &mut dyn FnMut(String),
+) -> Result<(), PkiError> {
     let pub_path = spec.cert_dir.join("sa.pub");
     let (key, action) = match existing {
         Some(k) => {
@@ -392,17 +618,35 @@ fn ensure_sa(spec: &ClusterSpec, keys: &KeyStore, existing: Option<Arc<dyn Signe
             (keys.create(&spec.sa_key, spec.algorithm)?, "generated")
         }
     };
-    report.files.push(FileReport { name: "sa".into(), kind: "key", path: spec.sa_key.to_string(), action, sha256: Some(spki::sha256_hex(key.public_key_spki())) });
+    report.files.push(FileReport {
+        name: "sa".into(),
+        kind: "key",
+        path: spec.sa_key.to_string(),
+        action,
+        sha256: Some(spki::sha256_hex(key.public_key_spki())),
+    });
     let pem = pem_of("PUBLIC KEY", key.public_key_spki());
     let pub_action = match std::fs::read_to_string(&pub_path) {
         Ok(existing) if existing.trim() == pem.trim() => "kept",
-        Ok(_) => return Err(refused(format!("{}: does not match the service-account key {}", pub_path.display(), spec.sa_key))),
+        Ok(_) => {
+            return Err(refused(format!(
+                "{}: does not match the service-account key {}",
+                pub_path.display(),
+                spec.sa_key
+            )));
+        }
         Err(_) => {
             store::create(&pub_path, pem.as_bytes(), PRIVATE_MODE).map_err(PkiError::Io)?;
             "generated"
         }
     };
-    report.files.push(FileReport { name: "sa".into(), kind: "public-key", path: pub_path.display().to_string(), action: pub_action, sha256: Some(spki::sha256_hex(key.public_key_spki())) });
+    report.files.push(FileReport {
+        name: "sa".into(),
+        kind: "public-key",
+        path: pub_path.display().to_string(),
+        action: pub_action,
+        sha256: Some(spki::sha256_hex(key.public_key_spki())),
+    });
     Ok(())
 }
 

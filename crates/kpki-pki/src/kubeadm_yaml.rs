@@ -119,7 +119,8 @@ struct LocalEtcd {
 
 /// Reads the kubeadm configuration file at `path`.
 pub fn read(path: &Path) -> Result<KubeadmFacts, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("kubeadm config {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("kubeadm config {}: {e}", path.display())))?;
     parse(&text).map_err(|e| ConfigError(format!("kubeadm config {}: {e}", path.display())))
 }
 
@@ -128,29 +129,35 @@ pub fn parse(text: &str) -> Result<KubeadmFacts, String> {
     let mut facts = KubeadmFacts::default();
     let mut seen = false;
     for doc in serde_norway::Deserializer::from_str(text) {
-        let value = serde_norway::Value::deserialize(doc).map_err(|e| format!("malformed YAML: {e}"))?;
+        let value =
+            serde_norway::Value::deserialize(doc).map_err(|e| format!("malformed YAML: {e}"))?;
         if value.is_null() {
             continue;
         }
-        let header: Header = serde_norway::from_value(value.clone()).map_err(|e| format!("malformed document: {e}"))?;
+        let header: Header = serde_norway::from_value(value.clone())
+            .map_err(|e| format!("malformed document: {e}"))?;
         let api = header.api_version.unwrap_or_default();
         let kind = header.kind.unwrap_or_default();
         if !api.starts_with("kubeadm.k8s.io/") {
             continue;
         }
         if api != "kubeadm.k8s.io/v1beta4" && api != "kubeadm.k8s.io/v1beta3" {
-            return Err(format!("unsupported apiVersion {api:?} (expected kubeadm.k8s.io/v1beta4)"));
+            return Err(format!(
+                "unsupported apiVersion {api:?} (expected kubeadm.k8s.io/v1beta4)"
+            ));
         }
         match kind.as_str() {
             "InitConfiguration" => {
-                let c: InitConfiguration = serde_norway::from_value(value).map_err(|e| format!("InitConfiguration: {e}"))?;
+                let c: InitConfiguration = serde_norway::from_value(value)
+                    .map_err(|e| format!("InitConfiguration: {e}"))?;
                 facts.node_name = c.node_registration.name;
                 facts.advertise_address = c.local_api_endpoint.advertise_address;
                 facts.bind_port = c.local_api_endpoint.bind_port;
                 seen = true;
             }
             "ClusterConfiguration" => {
-                let c: ClusterConfiguration = serde_norway::from_value(value).map_err(|e| format!("ClusterConfiguration: {e}"))?;
+                let c: ClusterConfiguration = serde_norway::from_value(value)
+                    .map_err(|e| format!("ClusterConfiguration: {e}"))?;
                 facts.certificates_dir = c.certificates_dir;
                 facts.cluster_name = c.cluster_name;
                 facts.control_plane_endpoint = c.control_plane_endpoint;

@@ -97,22 +97,43 @@ pub struct User {
 }
 
 /// Builds the YAML of a kubeconfig with embedded credentials (a zeroizing buffer: it holds a key).
-pub fn render(cluster: &str, server: &str, ca_pem: &str, user: &str, cert_pem: &str, key_pem: &str) -> Result<Zeroizing<String>, String> {
+pub fn render(
+    cluster: &str,
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Zeroizing<String>, String> {
     let context = format!("{user}@{cluster}");
     let key_data = Zeroizing::new(STANDARD.encode(key_pem.as_bytes()));
     let cfg = Kubeconfig {
         api_version: "v1".into(),
         clusters: vec![NamedCluster {
-            cluster: Cluster { certificate_authority_data: Some(STANDARD.encode(ca_pem.as_bytes())), certificate_authority: None, server: server.into() },
+            cluster: Cluster {
+                certificate_authority_data: Some(STANDARD.encode(ca_pem.as_bytes())),
+                certificate_authority: None,
+                server: server.into(),
+            },
             name: cluster.into(),
         }],
-        contexts: vec![NamedContext { context: Context { cluster: cluster.into(), user: user.into() }, name: context.clone() }],
+        contexts: vec![NamedContext {
+            context: Context {
+                cluster: cluster.into(),
+                user: user.into(),
+            },
+            name: context.clone(),
+        }],
         current_context: context,
         kind: "Config".into(),
         preferences: serde_norway::Mapping::new(),
         users: vec![NamedUser {
             name: user.into(),
-            user: User { client_certificate_data: Some(STANDARD.encode(cert_pem.as_bytes())), client_key_data: Some(key_data.to_string()), ..Default::default() },
+            user: User {
+                client_certificate_data: Some(STANDARD.encode(cert_pem.as_bytes())),
+                client_key_data: Some(key_data.to_string()),
+                ..Default::default()
+            },
         }],
     };
     let text = serde_norway::to_string(&cfg).map_err(|e| format!("kubeconfig: {e}"))?;
@@ -128,13 +149,22 @@ pub fn parse(text: &str) -> Result<Kubeconfig, String> {
 impl Kubeconfig {
     /// The cluster of the current context.
     pub fn current_cluster(&self) -> Option<&Cluster> {
-        let ctx = self.contexts.iter().find(|c| c.name == self.current_context)?;
-        self.clusters.iter().find(|c| c.name == ctx.context.cluster).map(|c| &c.cluster)
+        let ctx = self
+            .contexts
+            .iter()
+            .find(|c| c.name == self.current_context)?;
+        self.clusters
+            .iter()
+            .find(|c| c.name == ctx.context.cluster)
+            .map(|c| &c.cluster)
     }
 
     /// The CA PEM of the current context's cluster (decoded `certificate-authority-data`).
     pub fn current_ca_pem(&self) -> Option<String> {
-        let data = self.current_cluster()?.certificate_authority_data.as_ref()?;
+        let data = self
+            .current_cluster()?
+            .certificate_authority_data
+            .as_ref()?;
         String::from_utf8(STANDARD.decode(data.trim()).ok()?).ok()
     }
 }

@@ -21,7 +21,9 @@ impl AltNames {
         for entry in extra {
             if let Ok(ip) = entry.parse::<IpAddr>() {
                 out.ips.push(ip);
-            } else if is_dns_subdomain(entry) || entry.strip_prefix("*.").is_some_and(is_dns_subdomain) {
+            } else if is_dns_subdomain(entry)
+                || entry.strip_prefix("*.").is_some_and(is_dns_subdomain)
+            {
                 out.dns.push(entry.clone());
             } else {
                 tracing::warn!(san = %entry, "ignoring SAN that is neither an IP address nor a DNS name");
@@ -67,7 +69,11 @@ pub fn alt_names(spec: &ClusterSpec, rule: SanRule) -> AltNames {
             };
             AltNames::new(
                 vec![spec.node_name.clone(), "localhost".into()],
-                vec![spec.advertise_address, IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)],
+                vec![
+                    spec.advertise_address,
+                    IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(Ipv6Addr::LOCALHOST),
+                ],
                 &extra,
             )
         }

@@ -25,5 +25,6 @@ pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         atomic::create_dir_all(dir, DIR_MODE).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    atomic::write(path, bytes, mode, Existing::Replace).map_err(|e| format!("{}: {e}", path.display()))
+    atomic::write(path, bytes, mode, Existing::Replace)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -8,8 +8,8 @@ use aws_lc_rs::digest;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use kpki_signer::{KeyError, RcgenSigner, Signer, spki};
 use rcgen::{
-    BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod,
-    KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyIdMethod, KeyUsagePurpose, SanType, SerialNumber,
 };
 use time::OffsetDateTime;
 
@@ -37,7 +37,8 @@ pub fn random_serial() -> Result<SerialNumber, KeyError> {
     let rng = SystemRandom::new();
     loop {
         let mut b = [0u8; 8];
-        rng.fill(&mut b).map_err(|_| KeyError::Crypto("no randomness for a serial".into()))?;
+        rng.fill(&mut b)
+            .map_err(|_| KeyError::Crypto("no randomness for a serial".into()))?;
         let v = u64::from_be_bytes(b) & 0x7fff_ffff_ffff_ffff;
         if v != 0 && v != 0x7fff_ffff_ffff_ffff {
             let bytes = v.to_be_bytes();
@@ -60,17 +61,31 @@ fn validity(p: &mut CertificateParams, start: OffsetDateTime, period: Duration) 
 /// The subject key identifier kubeadm's Go writes: SHA-1 of the subjectPublicKey bits.
 pub fn subject_key_id(spki_der: &[u8]) -> Result<Vec<u8>, KeyError> {
     let bits = spki::subject_public_key(spki_der)?;
-    Ok(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, &bits).as_ref().to_vec())
+    Ok(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, &bits)
+        .as_ref()
+        .to_vec())
 }
 
 /// Parameters of a self-signed CA certificate (`CN=<cn>`, DNS SAN = CN, SKID, CA:TRUE).
-pub fn ca_params(cn: &str, ca_spki: &[u8], start: OffsetDateTime, period: Duration) -> Result<CertificateParams, KeyError> {
+pub fn ca_params(
+    cn: &str,
+    ca_spki: &[u8],
+    start: OffsetDateTime,
+    period: Duration,
+) -> Result<CertificateParams, KeyError> {
     let mut p = CertificateParams::default();
     p.distinguished_name = rcgen::DistinguishedName::new();
     p.distinguished_name.push(DnType::CommonName, cn);
-    p.subject_alt_names = vec![SanType::DnsName(cn.try_into().map_err(|e| KeyError::Crypto(format!("CA name {cn:?}: {e}")))?)];
+    p.subject_alt_names =
+        vec![SanType::DnsName(cn.try_into().map_err(|e| {
+            KeyError::Crypto(format!("CA name {cn:?}: {e}"))
+        })?)];
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment, KeyUsagePurpose::KeyCertSign];
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+        KeyUsagePurpose::KeyCertSign,
+    ];
     p.key_identifier_method = KeyIdMethod::PreSpecified(subject_key_id(ca_spki)?);
     p.serial_number = Some(random_serial()?);
     validity(&mut p, start, period);
@@ -79,16 +94,25 @@ pub fn ca_params(cn: &str, ca_spki: &[u8], start: OffsetDateTime, period: Durati
 
 /// Parameters of a leaf: O then CN, KU digitalSignature+keyEncipherment, the profile's EKUs,
 /// BasicConstraints CA:FALSE (critical), AKID, no SKID.
-pub fn leaf_params(profile: &Profile, start: OffsetDateTime, period: Duration) -> Result<CertificateParams, KeyError> {
+pub fn leaf_params(
+    profile: &Profile,
+    start: OffsetDateTime,
+    period: Duration,
+) -> Result<CertificateParams, KeyError> {
     let mut p = CertificateParams::default();
     p.distinguished_name = rcgen::DistinguishedName::new();
     for o in &profile.orgs {
-        p.distinguished_name.push(DnType::OrganizationName, o.as_str());
+        p.distinguished_name
+            .push(DnType::OrganizationName, o.as_str());
     }
-    p.distinguished_name.push(DnType::CommonName, profile.cn.as_str());
+    p.distinguished_name
+        .push(DnType::CommonName, profile.cn.as_str());
     for name in &profile.sans.dns {
-        p.subject_alt_names
-            .push(SanType::DnsName(name.as_str().try_into().map_err(|e| KeyError::Crypto(format!("DNS SAN {name:?}: {e}")))?));
+        p.subject_alt_names.push(SanType::DnsName(
+            name.as_str()
+                .try_into()
+                .map_err(|e| KeyError::Crypto(format!("DNS SAN {name:?}: {e}")))?,
+        ));
     }
     for ip in &profile.sans.ips {
         p.subject_alt_names.push(SanType::IpAddress(*ip));
@@ -97,7 +121,10 @@ pub fn leaf_params(profile: &Profile, start: OffsetDateTime, period: Duration) -
     let mut bc = CustomExtension::from_oid_content(&[2, 5, 29, 19], vec![0x30, 0x00]);
     bc.set_criticality(true);
     p.custom_extensions.push(bc);
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     p.extended_key_usages = profile
         .usages
         .iter()
@@ -115,7 +142,10 @@ pub fn leaf_params(profile: &Profile, start: OffsetDateTime, period: Duration) -
 /// Self-signs a CA certificate with its key; returns the PEM.
 pub fn self_sign(params: CertificateParams, key: Arc<dyn Signer>) -> Result<String, KeyError> {
     let signer = RcgenSigner::new(key)?;
-    params.self_signed(&signer).map(|c| c.pem()).map_err(|e| signer.explain(e))
+    params
+        .self_signed(&signer)
+        .map(|c| c.pem())
+        .map_err(|e| signer.explain(e))
 }
 
 /// A CA that signs: its certificate (from disk) and its key on any backend.
@@ -127,14 +157,24 @@ pub struct CaSigner {
 impl CaSigner {
     /// A signer for the CA certificate `cert_der` whose key is `key`.
     pub fn new(cert_der: Vec<u8>, key: Arc<dyn Signer>) -> Result<CaSigner, KeyError> {
-        Ok(CaSigner { signer: RcgenSigner::new(key)?, issuer_der: cert_der })
+        Ok(CaSigner {
+            signer: RcgenSigner::new(key)?,
+            issuer_der: cert_der,
+        })
     }
 
     /// Issues a certificate for `subject_key` with `params`; returns the PEM.
-    pub fn issue(&self, params: CertificateParams, subject_key: Arc<dyn Signer>) -> Result<String, KeyError> {
+    pub fn issue(
+        &self,
+        params: CertificateParams,
+        subject_key: Arc<dyn Signer>,
+    ) -> Result<String, KeyError> {
         let issuer = Issuer::from_ca_cert_der(&self.issuer_der.as_slice().into(), &self.signer)
             .map_err(|e| KeyError::Crypto(format!("CA certificate: {e}")))?;
         let public = RcgenSigner::new(subject_key)?;
-        params.signed_by(&public, &issuer).map(|c| c.pem()).map_err(|e| self.signer.explain(e))
+        params
+            .signed_by(&public, &issuer)
+            .map(|c| c.pem())
+            .map_err(|e| self.signer.explain(e))
     }
 }

@@ -45,7 +45,10 @@ pub struct InitArgs {
 
 impl InitArgs {
     fn settings(&self) -> Result<Settings, String> {
-        let mut s = Settings { kubeadm_config: self.kubeadm_config.clone(), ..Default::default() };
+        let mut s = Settings {
+            kubeadm_config: self.kubeadm_config.clone(),
+            ..Default::default()
+        };
         if let Some(dir) = &self.dir {
             s.cert_dir = Some(dir.join("pki"));
             s.kubeconfig_dir = Some(dir.clone());
@@ -61,13 +64,19 @@ impl InitArgs {
         s.cluster.control_plane_endpoint = self.control_plane_endpoint.clone();
         s.cluster.encryption_algorithm = self.encryption_algorithm.clone();
         for entry in &self.keys {
-            let (name, uri) = entry.split_once('=').ok_or_else(|| format!("--key {entry:?}: expected NAME=URI"))?;
+            let (name, uri) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("--key {entry:?}: expected NAME=URI"))?;
             let slot = match name {
                 "ca" => &mut s.keys.ca,
                 "front-proxy-ca" => &mut s.keys.front_proxy_ca,
                 "etcd-ca" => &mut s.keys.etcd_ca,
                 "sa" => &mut s.keys.sa,
-                other => return Err(format!("--key {other:?}: expected ca, front-proxy-ca, etcd-ca or sa")),
+                other => {
+                    return Err(format!(
+                        "--key {other:?}: expected ca, front-proxy-ca, etcd-ca or sa"
+                    ));
+                }
             };
             *slot = Some(uri.to_string());
         }
@@ -78,7 +87,8 @@ impl InitArgs {
 /// Runs `kpki init`.
 pub fn run(args: InitArgs, format: Format) -> Result<(), String> {
     let flags = args.settings()?;
-    let settings = config::read_settings(args.config.as_deref(), &flags).map_err(|e| e.to_string())?;
+    let settings =
+        config::read_settings(args.config.as_deref(), &flags).map_err(|e| e.to_string())?;
     let spec = config::resolve(&settings).map_err(|e| e.to_string())?;
     let text = format == Format::Text;
     let mut progress = |line: String| {
@@ -86,7 +96,8 @@ pub fn run(args: InitArgs, format: Format) -> Result<(), String> {
             println!("{line}");
         }
     };
-    let report = kpki_pki::init::run(&spec, &KeyStore::default(), &mut progress).map_err(|e| e.to_string())?;
+    let report = kpki_pki::init::run(&spec, &KeyStore::default(), &mut progress)
+        .map_err(|e| e.to_string())?;
     match format {
         Format::Json => print_json(&report),
         Format::Text => {
