@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 pub use kpki_hsm_test as hsm;
 
+pub mod tls_server;
+
 /// The `kpki` binary of this build (target/<profile>/kpki).
 pub fn kpki_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
