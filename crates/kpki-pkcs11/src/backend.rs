@@ -127,8 +127,9 @@ impl KeyBackend for Pkcs11Backend {
 
     /// Lists every private key on the token the URI names.
     fn list(&self, uri: &KeyUri) -> Result<Vec<KeyInfo>> {
-        let uri = pkcs11_uri(uri)?.token_only();
-        let token = Token::get(&uri, self.pool_size)?;
+        let given = pkcs11_uri(uri)?;
+        let token = Token::get(given, self.pool_size)?;
+        let uri = given.token_only().without_pin_value();
         let lease = token.lease()?;
         let session = lease.session();
         let handles = session
@@ -163,7 +164,6 @@ impl KeyBackend for Pkcs11Backend {
                 }
             };
             let protection = read_protection(session, token.name(), h)?;
-            key_uri.pin = None;
             out.push(KeyInfo {
                 uri: KeyUri::Pkcs11(key_uri.clone()),
                 algorithm,

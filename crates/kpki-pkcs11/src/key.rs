@@ -271,11 +271,7 @@ impl Pkcs11Key {
         )?;
         let generation = lease.generation();
         drop(lease);
-        let mut display = uri.clone();
-        display.pin = match &uri.pin {
-            Some(kpki_signer::PinSource::File(p)) => Some(kpki_signer::PinSource::File(p.clone())),
-            _ => None,
-        };
+        let display = uri.without_pin_value();
         Ok(Pkcs11Key {
             token,
             uri: KeyUri::Pkcs11(display),

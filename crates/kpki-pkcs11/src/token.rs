@@ -391,6 +391,28 @@ impl Token {
         Ok(())
     }
 
+    /// One pass over the slots: `Ok(None)` when every token answered and none matches,
+    /// `Err` when a call failed (possibly transiently).
+    fn scan_slots(&self, ctx: &Pkcs11) -> std::result::Result<Option<Slot>, Error> {
+        for slot in ctx.get_slots_with_token()? {
+            let info = ctx.get_token_info(slot)?;
+            let label_ok = self
+                .selector
+                .label
+                .as_deref()
+                .is_none_or(|l| info.label().trim_end() == l);
+            let serial_ok = self
+                .selector
+                .serial
+                .as_deref()
+                .is_none_or(|s| info.serial_number().trim_end() == s);
+            if label_ok && serial_ok {
+                return Ok(Some(slot));
+            }
+        }
+        Ok(None)
+    }
+
     fn find_slot(&self, ctx: &Pkcs11) -> Result<Slot> {
         // SoftHSM's file store can transiently fail C_GetTokenInfo while another process
         // writes it; retry briefly before concluding the token is absent.
@@ -399,42 +421,13 @@ impl Token {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(40));
             }
-            let slots = match ctx.get_slots_with_token() {
-                Ok(s) => s,
-                Err(e) => {
-                    last = Some(e);
-                    continue;
+            match self.scan_slots(ctx) {
+                Ok(Some(slot)) => return Ok(slot),
+                Ok(None) => {
+                    last = None;
+                    break;
                 }
-            };
-            let mut transient = false;
-            for slot in slots {
-                match ctx.get_token_info(slot) {
-                    Ok(info) => {
-                        let label_ok = self
-                            .selector
-                            .label
-                            .as_deref()
-                            .is_none_or(|l| info.label().trim_end() == l);
-                        let serial_ok = self
-                            .selector
-                            .serial
-                            .as_deref()
-                            .is_none_or(|s| info.serial_number().trim_end() == s);
-                        if label_ok && serial_ok {
-                            return Ok(slot);
-                        }
-                    }
-                    Err(e) => {
-                        transient = true;
-                        last = Some(e);
-                    }
-                }
-            }
-            if !transient && last.is_none() {
-                break;
-            }
-            if !transient {
-                last = None;
+                Err(e) => last = Some(e),
             }
         }
         match last {

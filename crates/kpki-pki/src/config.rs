@@ -353,9 +353,20 @@ pub fn resolve(s: &Settings) -> Result<ClusterSpec, ConfigError> {
         "87600h",
         "caCertificateValidityPeriod",
     )?;
-    let etcd = match c.etcd.as_deref() {
-        Some("external") => Etcd::External,
-        Some("local") | None if !k.external_etcd || c.etcd.is_some() => Etcd::Local {
+    let external_etcd = match c.etcd.as_deref() {
+        Some("external") => true,
+        Some("local") => false,
+        None => k.external_etcd,
+        Some(other) => {
+            return Err(ConfigError(format!(
+                "cluster.etcd {other:?}: expected \"local\" or \"external\""
+            )));
+        }
+    };
+    let etcd = if external_etcd {
+        Etcd::External
+    } else {
+        Etcd::Local {
             server_sans: c
                 .etcd_server_sans
                 .clone()
@@ -366,12 +377,6 @@ pub fn resolve(s: &Settings) -> Result<ClusterSpec, ConfigError> {
                 .clone()
                 .or(k.etcd_peer_sans)
                 .unwrap_or_default(),
-        },
-        None => Etcd::External,
-        Some(other) => {
-            return Err(ConfigError(format!(
-                "cluster.etcd {other:?}: expected \"local\" or \"external\""
-            )));
         }
     };
     let key = |v: &Option<String>, base: &str, what: &str| -> Result<KeyUri, ConfigError> {

@@ -103,17 +103,46 @@ fn cn_of(cn: Cn, spec: &ClusterSpec) -> String {
     }
 }
 
-/// A CA after phase one: its certificate and, unless the key is absent, its signer.
+/// A CA after phase one: its certificate and key, if present; after its phase-two step,
+/// its issuer (certificate parsed once, key on its backend) unless the key is absent.
 struct CaState {
     spec: CaSpec,
     cert: Option<Vec<u8>>,
     key: Option<Arc<dyn Signer>>,
     key_uri: KeyUri,
+    signer: Option<CaSigner>,
+}
+
+impl CaState {
+    /// Issues a leaf certificate for `key`; refuses for a CA whose key is absent.
+    fn issue(
+        &self,
+        profile: &Profile,
+        key: Arc<dyn Signer>,
+        start: OffsetDateTime,
+        period: std::time::Duration,
+    ) -> Result<x509::Issued, PkiError> {
+        let signer = self.signer.as_ref().ok_or_else(|| {
+            refused(format!(
+                "cannot issue {:?}: the {} key {} is absent (external CA); provide the certificate or the key",
+                profile.cn, self.spec.name, self.key_uri
+            ))
+        })?;
+        Ok(signer.issue(x509::leaf_params(profile, start, period)?, key)?)
+    }
+}
+
+fn find_ca(cas: &[CaState], id: CaId) -> Result<&CaState, PkiError> {
+    cas.iter()
+        .find(|c| c.spec.id == id)
+        .ok_or_else(|| refused("CA not configured"))
 }
 
 /// A leaf after phase one.
 enum LeafPlan {
-    Keep,
+    /// Valid as it is (its certificate DER).
+    Keep { der: Vec<u8> },
+    /// To issue, reusing the key when one is on disk.
     Issue { key: Option<Arc<dyn Signer>> },
 }
 
@@ -136,15 +165,12 @@ pub fn run(
     for ca in CAS.iter().filter(|c| local_etcd || !c.local_etcd_only) {
         cas.push(inspect_ca(spec, keys, ca)?);
     }
-    let ca_state = |id: CaId| cas.iter().find(|c| c.spec.id == id);
     let mut leaf_plans = Vec::new();
     for leaf in LEAVES.iter().filter(|l| local_etcd || !l.local_etcd_only) {
-        let ca = ca_state(leaf.ca)
-            .ok_or_else(|| refused(format!("{}: its CA is not configured", leaf.name)))?;
-        let plan = inspect_leaf(spec, leaf, ca)?;
+        let plan = inspect_leaf(spec, leaf, find_ca(&cas, leaf.ca)?)?;
         leaf_plans.push((leaf, plan));
     }
-    let ca_root = ca_state(CaId::Ca).ok_or_else(|| refused("the cluster CA is not configured"))?;
+    let ca_root = find_ca(&cas, CaId::Ca)?;
     let mut kubeconfig_plans = Vec::new();
     for kc in KUBECONFIGS.iter() {
         kubeconfig_plans.push((kc, inspect_kubeconfig(spec, kc, ca_root)?));
@@ -176,29 +202,32 @@ pub fn run(
         ensure_ca(spec, keys, ca, start, &mut report, progress)?;
     }
 
-    let needed_keys = leaf_plans
+    let key_targets: Vec<KeyUri> = leaf_plans
         .iter()
         .filter(|(_, p)| matches!(p, LeafPlan::Issue { key: None }))
-        .count()
-        + kubeconfig_plans.iter().filter(|(_, keep)| !*keep).count();
-    let mut fresh = generate_keys(spec.algorithm, needed_keys)?.into_iter();
+        .map(|(leaf, _)| KeyUri::file(spec.cert_dir.join(format!("{}.key", leaf.base))))
+        .chain(
+            kubeconfig_plans
+                .iter()
+                .filter(|(_, keep)| !*keep)
+                .map(|(kc, _)| KeyUri::file(spec.kubeconfig_dir.join(kc.file))),
+        )
+        .collect();
+    let mut fresh = generate_keys(spec.algorithm, key_targets)?.into_iter();
 
     for (leaf, plan) in leaf_plans {
         let crt = spec.cert_dir.join(format!("{}.crt", leaf.base));
         let key_path = spec.cert_dir.join(format!("{}.key", leaf.base));
         match plan {
-            LeafPlan::Keep => {
+            LeafPlan::Keep { der } => {
                 progress(format!(
                     "[certs] Using existing {} certificate and key on disk",
                     leaf.name
                 ));
-                push_cert(&mut report, leaf.name, &crt, "kept")?;
+                push_cert(&mut report, leaf.name, &crt, "kept", &der);
             }
             LeafPlan::Issue { key } => {
-                let ca = cas
-                    .iter()
-                    .find(|c| c.spec.id == leaf.ca)
-                    .ok_or_else(|| refused("CA vanished"))?;
+                let ca = find_ca(&cas, leaf.ca)?;
                 let key = match key {
                     Some(k) => k,
                     None => {
@@ -229,8 +258,8 @@ pub fn run(
                         sans.ips.iter().map(|i| i.to_string()).collect::<Vec<_>>()
                     ));
                 }
-                let pem = issue(ca, &profile, key.clone(), start, spec.cert_validity)?;
-                store::create(&crt, pem.as_bytes(), CERT_MODE).map_err(PkiError::Io)?;
+                let cert = ca.issue(&profile, Arc::clone(&key), start, spec.cert_validity)?;
+                store::create(&crt, cert.pem.as_bytes(), CERT_MODE).map_err(PkiError::Io)?;
                 report.files.push(FileReport {
                     name: leaf.name.into(),
                     kind: "key",
@@ -238,7 +267,7 @@ pub fn run(
                     action: "generated",
                     sha256: Some(spki::sha256_hex(key.public_key_spki())),
                 });
-                push_cert(&mut report, leaf.name, &crt, "generated")?;
+                push_cert(&mut report, leaf.name, &crt, "generated", &cert.der);
             }
         }
     }
@@ -249,10 +278,7 @@ pub fn run(
         "[kubeconfig] Using kubeconfig folder {:?}",
         spec.kubeconfig_dir.display().to_string()
     ));
-    let root = cas
-        .iter()
-        .find(|c| c.spec.id == CaId::Ca)
-        .ok_or_else(|| refused("CA vanished"))?;
+    let root = find_ca(&cas, CaId::Ca)?;
     let ca_pem = pem_of("CERTIFICATE", root.cert.as_deref().unwrap_or_default());
     for (kc, keep) in kubeconfig_plans {
         let path = spec.kubeconfig_dir.join(kc.file);
@@ -280,8 +306,7 @@ pub fn run(
             usages: vec![crate::catalogue::Usage::ClientAuth],
             sans: AltNames::default(),
         };
-        let key_arc: Arc<dyn Signer> = Arc::new(key);
-        let cert_pem = issue(root, &profile, key_arc, start, spec.cert_validity)?;
+        let cert = root.issue(&profile, Arc::new(key), start, spec.cert_validity)?;
         let server = match kc.server {
             Server::ControlPlane => spec.control_plane_url(),
             Server::Local => spec.local_url(),
@@ -291,7 +316,7 @@ pub fn run(
             &server,
             &ca_pem,
             &cn,
-            &cert_pem,
+            &cert.pem,
             &key_pem,
         )
         .map_err(PkiError::Io)?;
@@ -300,59 +325,33 @@ pub fn run(
             kc.file
         ));
         store::create(&path, yaml.as_bytes(), PRIVATE_MODE).map_err(PkiError::Io)?;
-        let der = pem::parse(cert_pem.as_bytes())
-            .map(|p| p.into_contents())
-            .unwrap_or_default();
         report.files.push(FileReport {
             name: kc.file.into(),
             kind: "kubeconfig",
             path: path.display().to_string(),
             action: "generated",
-            sha256: Some(sha256_hex(&der)),
+            sha256: Some(sha256_hex(&cert.der)),
         });
     }
     Ok(report)
 }
 
-fn push_cert(
-    report: &mut InitReport,
-    name: &str,
-    crt: &Path,
-    action: &'static str,
-) -> Result<(), PkiError> {
-    let der = read_pem_cert(crt)?.unwrap_or_default();
+fn push_cert(report: &mut InitReport, name: &str, crt: &Path, action: &'static str, der: &[u8]) {
     report.files.push(FileReport {
         name: name.into(),
         kind: "certificate",
         path: crt.display().to_string(),
         action,
-        sha256: Some(sha256_hex(&der)),
+        sha256: Some(sha256_hex(der)),
     });
-    Ok(())
 }
 
-fn issue(
-    ca: &CaState,
-    profile: &Profile,
-    key: Arc<dyn Signer>,
-    start: OffsetDateTime,
-    period: std::time::Duration,
-) -> Result<String, PkiError> {
-    let (Some(cert), Some(ca_key)) = (&ca.cert, &ca.key) else {
-        return Err(refused(format!(
-            "cannot issue {:?}: the {} key {} is absent (external CA); provide the certificate or the key",
-            profile.cn, ca.spec.name, ca.key_uri
-        )));
-    };
-    let signer = CaSigner::new(cert.clone(), Arc::clone(ca_key))?;
-    Ok(signer.issue(x509::leaf_params(profile, start, period)?, key)?)
-}
-
-/// Generates `n` software keys on all cores.
+/// Generates one software key per target (where the key will live) on all cores, in order.
 fn generate_keys(
     algorithm: KeyAlgorithm,
-    n: usize,
+    targets: Vec<KeyUri>,
 ) -> Result<Vec<(SoftKey, Zeroizing<String>)>, PkiError> {
+    let n = targets.len();
     let threads = std::thread::available_parallelism()
         .map(|p| p.get())
         .unwrap_or(1)
@@ -361,10 +360,13 @@ fn generate_keys(
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let count = n / threads + usize::from(t < n % threads);
+                // Contiguous chunks keep the output in target order.
+                let per = n.div_ceil(threads);
+                let chunk: Vec<KeyUri> = targets.iter().skip(t * per).take(per).cloned().collect();
                 scope.spawn(move || {
-                    (0..count)
-                        .map(|_| SoftKey::generate(KeyUri::file("memory"), algorithm))
+                    chunk
+                        .into_iter()
+                        .map(|uri| SoftKey::generate(uri, algorithm))
                         .collect::<Result<Vec<_>, _>>()
                 })
             })
@@ -418,6 +420,7 @@ fn inspect_ca(spec: &ClusterSpec, keys: &KeyStore, ca: &CaSpec) -> Result<CaStat
         cert,
         key,
         key_uri,
+        signer: None,
     })
 }
 
@@ -440,8 +443,10 @@ fn ensure_ca(
             "[certs] Using existing {} certificate authority{how}",
             ca.spec.name
         ));
-        push_cert(report, ca.spec.name, &crt, "kept")?;
+        let der = ca.cert.as_deref().unwrap_or_default();
+        push_cert(report, ca.spec.name, &crt, "kept", der);
         if let Some(k) = &ca.key {
+            ca.signer = Some(CaSigner::new(der, Arc::clone(k))?);
             report.files.push(FileReport {
                 name: ca.spec.name.into(),
                 kind: "key",
@@ -473,8 +478,8 @@ fn ensure_ca(
         ca.spec.name
     ));
     let params = x509::ca_params(ca.spec.cn, key.public_key_spki(), start, spec.ca_validity)?;
-    let pem = x509::self_sign(params, Arc::clone(&key))?;
-    store::create(&crt, pem.as_bytes(), CERT_MODE).map_err(PkiError::Io)?;
+    let cert = x509::self_sign(params, Arc::clone(&key))?;
+    store::create(&crt, cert.pem.as_bytes(), CERT_MODE).map_err(PkiError::Io)?;
     report.files.push(FileReport {
         name: ca.spec.name.into(),
         kind: "key",
@@ -482,8 +487,9 @@ fn ensure_ca(
         action,
         sha256: Some(spki::sha256_hex(key.public_key_spki())),
     });
-    push_cert(report, ca.spec.name, &crt, "generated")?;
-    ca.cert = read_pem_cert(&crt)?;
+    push_cert(report, ca.spec.name, &crt, "generated", &cert.der);
+    ca.signer = Some(CaSigner::new(&cert.der, Arc::clone(&key))?);
+    ca.cert = Some(cert.der);
     ca.key = Some(key);
     Ok(())
 }
@@ -563,7 +569,7 @@ fn inspect_leaf(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<Lea
             )));
         }
     }
-    Ok(LeafPlan::Keep)
+    Ok(LeafPlan::Keep { der })
 }
 
 /// True when the kubeconfig exists and is valid (kept); refuses one whose CA differs.

@@ -139,42 +139,56 @@ pub fn leaf_params(
     Ok(p)
 }
 
-/// Self-signs a CA certificate with its key; returns the PEM.
-pub fn self_sign(params: CertificateParams, key: Arc<dyn Signer>) -> Result<String, KeyError> {
+/// An issued certificate in both encodings.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// DER.
+    pub der: Vec<u8>,
+    /// PEM (LF line endings).
+    pub pem: String,
+}
+
+impl From<rcgen::Certificate> for Issued {
+    fn from(c: rcgen::Certificate) -> Issued {
+        Issued {
+            pem: c.pem(),
+            der: c.der().to_vec(),
+        }
+    }
+}
+
+/// Self-signs a CA certificate with its key.
+pub fn self_sign(params: CertificateParams, key: Arc<dyn Signer>) -> Result<Issued, KeyError> {
     let signer = RcgenSigner::new(key)?;
     params
         .self_signed(&signer)
-        .map(|c| c.pem())
+        .map(Issued::from)
         .map_err(|e| signer.explain(e))
 }
 
-/// A CA that signs: its certificate (from disk) and its key on any backend.
+/// A CA that signs: its certificate (parsed once) and its key on any backend.
 pub struct CaSigner {
-    signer: RcgenSigner,
-    issuer_der: Vec<u8>,
+    issuer: Issuer<'static, RcgenSigner>,
 }
 
 impl CaSigner {
     /// A signer for the CA certificate `cert_der` whose key is `key`.
-    pub fn new(cert_der: Vec<u8>, key: Arc<dyn Signer>) -> Result<CaSigner, KeyError> {
-        Ok(CaSigner {
-            signer: RcgenSigner::new(key)?,
-            issuer_der: cert_der,
-        })
+    pub fn new(cert_der: &[u8], key: Arc<dyn Signer>) -> Result<CaSigner, KeyError> {
+        let issuer = Issuer::from_ca_cert_der(&cert_der.into(), RcgenSigner::new(key)?)
+            .map_err(|e| KeyError::Crypto(format!("CA certificate: {e}")))?;
+        Ok(CaSigner { issuer })
     }
 
-    /// Issues a certificate for `subject_key` with `params`; returns the PEM.
+    /// Issues a certificate for `subject_key` with `params`.
     pub fn issue(
         &self,
         params: CertificateParams,
         subject_key: Arc<dyn Signer>,
-    ) -> Result<String, KeyError> {
-        let issuer = Issuer::from_ca_cert_der(&self.issuer_der.as_slice().into(), &self.signer)
-            .map_err(|e| KeyError::Crypto(format!("CA certificate: {e}")))?;
+    ) -> Result<Issued, KeyError> {
         let public = RcgenSigner::new(subject_key)?;
         params
-            .signed_by(&public, &issuer)
-            .map(|c| c.pem())
-            .map_err(|e| self.signer.explain(e))
+            .signed_by(&public, &self.issuer)
+            .map(Issued::from)
+            .map_err(|e| self.issuer.key().explain(e))
     }
 }

@@ -76,6 +76,19 @@ impl Pkcs11Uri {
         }
     }
 
+    /// The same URI without an inline `pin-value` (a `pin-source` file path is kept): what a
+    /// key remembers and reports about where it came from.
+    pub fn without_pin_value(&self) -> Pkcs11Uri {
+        let pin = match &self.pin {
+            Some(PinSource::File(p)) => Some(PinSource::File(p.clone())),
+            _ => None,
+        };
+        Pkcs11Uri {
+            pin,
+            ..self.clone()
+        }
+    }
+
     /// A short description of the token for messages (`token "k8s"`, `serial 1234`).
     pub fn token_description(&self) -> String {
         match (&self.token, &self.serial, self.slot_id) {
