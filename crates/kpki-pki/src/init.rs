@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kpki_signer::{KeyAlgorithm, KeyError, KeyUri, Signer, spki};
 use kpki_soft::{SoftBackend, SoftKey};
@@ -198,14 +199,24 @@ pub fn run(
         "[certs] Using certificateDir folder {:?}",
         spec.cert_dir.display().to_string()
     ));
-    for ca in cas.iter_mut() {
-        ensure_ca(spec, keys, ca, start, &mut report, progress)?;
-    }
-
-    let key_targets: Vec<KeyUri> = leaf_plans
+    // Every key this run needs, made at once: software keys on all cores while the tokens
+    // generate theirs. Targets are listed in the order they are taken below.
+    let new_cas: Vec<bool> = cas
         .iter()
-        .filter(|(_, p)| matches!(p, LeafPlan::Issue { key: None }))
-        .map(|(leaf, _)| KeyUri::file(spec.cert_dir.join(format!("{}.key", leaf.base))))
+        .map(|c| c.cert.is_none() && c.key.is_none())
+        .collect();
+    let targets: Vec<KeyUri> = cas
+        .iter()
+        .zip(&new_cas)
+        .filter(|(_, new)| **new)
+        .map(|(c, _)| c.key_uri.clone())
+        .chain(sa_existing.is_none().then(|| spec.sa_key.clone()))
+        .chain(
+            leaf_plans
+                .iter()
+                .filter(|(_, p)| matches!(p, LeafPlan::Issue { key: None }))
+                .map(|(leaf, _)| KeyUri::file(spec.cert_dir.join(format!("{}.key", leaf.base)))),
+        )
         .chain(
             kubeconfig_plans
                 .iter()
@@ -213,7 +224,22 @@ pub fn run(
                 .map(|(kc, _)| KeyUri::file(spec.kubeconfig_dir.join(kc.file))),
         )
         .collect();
-    let mut fresh = generate_keys(spec.algorithm, key_targets)?.into_iter();
+    let mut fresh = create_keys(keys, spec.algorithm, targets)?.into_iter();
+    let mut next_key = || {
+        fresh
+            .next()
+            .ok_or_else(|| refused("key creation came up short"))
+    };
+
+    for (ca, new) in cas.iter_mut().zip(new_cas) {
+        let key = if new { Some(next_key()?) } else { None };
+        ensure_ca(spec, ca, key, start, &mut report, progress)?;
+    }
+    let sa_new = if sa_existing.is_none() {
+        Some(next_key()?)
+    } else {
+        None
+    };
 
     for (leaf, plan) in leaf_plans {
         let crt = spec.cert_dir.join(format!("{}.crt", leaf.base));
@@ -230,14 +256,7 @@ pub fn run(
                 let ca = find_ca(&cas, leaf.ca)?;
                 let key = match key {
                     Some(k) => k,
-                    None => {
-                        let (k, pem) = fresh
-                            .next()
-                            .ok_or_else(|| refused("key generation came up short"))?;
-                        store::create(&key_path, pem.as_bytes(), PRIVATE_MODE)
-                            .map_err(PkiError::Io)?;
-                        Arc::new(k) as Arc<dyn Signer>
-                    }
+                    None => next_key()?.persist()?,
                 };
                 let sans = alt_names(spec, leaf.sans);
                 let profile = Profile {
@@ -272,7 +291,7 @@ pub fn run(
         }
     }
 
-    ensure_sa(spec, keys, sa_existing, &mut report, progress)?;
+    ensure_sa(spec, sa_existing, sa_new, &mut report, progress)?;
 
     progress(format!(
         "[kubeconfig] Using kubeconfig folder {:?}",
@@ -296,9 +315,9 @@ pub fn run(
             });
             continue;
         }
-        let (key, key_pem) = fresh
-            .next()
-            .ok_or_else(|| refused("key generation came up short"))?;
+        let NewKey::Soft(key, key_pem) = next_key()? else {
+            return Err(refused("a kubeconfig key must be a software key"));
+        };
         let cn = cn_of(kc.cn, spec);
         let profile = Profile {
             cn: cn.clone(),
@@ -306,7 +325,7 @@ pub fn run(
             usages: vec![crate::catalogue::Usage::ClientAuth],
             sans: AltNames::default(),
         };
-        let cert = root.issue(&profile, Arc::new(key), start, spec.cert_validity)?;
+        let cert = root.issue(&profile, Arc::new(*key), start, spec.cert_validity)?;
         let server = match kc.server {
             Server::ControlPlane => spec.control_plane_url(),
             Server::Local => spec.local_url(),
@@ -346,41 +365,105 @@ fn push_cert(report: &mut InitReport, name: &str, crt: &Path, action: &'static s
     });
 }
 
-/// Generates one software key per target (where the key will live) on all cores, in order.
-fn generate_keys(
+/// A key made by this run, not yet stored.
+enum NewKey {
+    /// A software key with its PEM, written to its file by [`NewKey::persist`].
+    Soft(Box<SoftKey>, Zeroizing<String>),
+    /// A key already generated on its token.
+    Token(Arc<dyn Signer>),
+}
+
+impl NewKey {
+    /// Writes a software key to its file (0600, never replacing one) and returns the signer.
+    fn persist(self) -> Result<Arc<dyn Signer>, PkiError> {
+        match self {
+            NewKey::Token(k) => Ok(k),
+            NewKey::Soft(key, pem) => {
+                let path = key
+                    .uri()
+                    .as_file()
+                    .ok_or_else(|| refused("software key without a file"))?
+                    .to_path_buf();
+                store::create(&path, pem.as_bytes(), PRIVATE_MODE).map_err(PkiError::Io)?;
+                Ok(Arc::new(*key))
+            }
+        }
+    }
+}
+
+/// Creates one key per target, in target order: token keys on their tokens (one thread)
+/// while software keys are generated on every core, each worker taking the next target.
+fn create_keys(
+    keys: &KeyStore,
     algorithm: KeyAlgorithm,
     targets: Vec<KeyUri>,
-) -> Result<Vec<(SoftKey, Zeroizing<String>)>, PkiError> {
-    let n = targets.len();
-    let threads = std::thread::available_parallelism()
+) -> Result<Vec<NewKey>, PkiError> {
+    let soft: Vec<(usize, &KeyUri)> = targets
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| !u.is_pkcs11())
+        .collect();
+    let token: Vec<(usize, &KeyUri)> = targets
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| u.is_pkcs11())
+        .collect();
+    let next = AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism()
         .map(|p| p.get())
         .unwrap_or(1)
-        .min(n.max(1));
-    let mut out = Vec::with_capacity(n);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                // Contiguous chunks keep the output in target order.
-                let per = n.div_ceil(threads);
-                let chunk: Vec<KeyUri> = targets.iter().skip(t * per).take(per).cloned().collect();
-                scope.spawn(move || {
-                    chunk
-                        .into_iter()
-                        .map(|uri| SoftKey::generate(uri, algorithm))
-                        .collect::<Result<Vec<_>, _>>()
+        .min(soft.len())
+        .max(1);
+    let (token_keys, soft_keys) = std::thread::scope(|scope| {
+        // One thread per token key: a token's key generation is mostly waiting for its store.
+        let token_threads: Vec<_> = token
+            .iter()
+            .map(|(i, uri)| {
+                scope.spawn(move || keys.create(uri, algorithm).map(|k| (*i, NewKey::Token(k))))
+            })
+            .collect();
+        let soft_threads: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut made = Vec::new();
+                    while let Some((i, uri)) = soft.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let (key, pem) = SoftKey::generate((*uri).clone(), algorithm)?;
+                        made.push((*i, NewKey::Soft(Box::new(key), pem)));
+                    }
+                    Ok::<_, KeyError>(made)
                 })
             })
             .collect();
-        for h in handles {
-            match h.join() {
-                Ok(Ok(keys)) => out.extend(keys),
-                Ok(Err(e)) => return Err(PkiError::Key(e)),
-                Err(_) => return Err(refused("key generation thread panicked")),
-            }
+        let join_err = || refused("key generation thread panicked");
+        let mut token_keys = Vec::new();
+        for t in token_threads {
+            token_keys.push(t.join().map_err(|_| join_err())?);
         }
-        Ok(())
+        let mut soft_keys = Vec::new();
+        for t in soft_threads {
+            soft_keys.push(t.join().map_err(|_| join_err())?);
+        }
+        Ok::<_, PkiError>((token_keys, soft_keys))
     })?;
-    Ok(out)
+    let mut slots: Vec<Option<NewKey>> = (0..targets.len()).map(|_| None).collect();
+    for (i, key) in token_keys
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .chain(
+            soft_keys
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten(),
+        )
+    {
+        slots[i] = Some(key);
+    }
+    slots
+        .into_iter()
+        .map(|k| k.ok_or_else(|| refused("key creation came up short")))
+        .collect()
 }
 
 fn inspect_ca(spec: &ClusterSpec, keys: &KeyStore, ca: &CaSpec) -> Result<CaState, PkiError> {
@@ -426,8 +509,8 @@ fn inspect_ca(spec: &ClusterSpec, keys: &KeyStore, ca: &CaSpec) -> Result<CaStat
 
 fn ensure_ca(
     spec: &ClusterSpec,
-    keys: &KeyStore,
     ca: &mut CaState,
+    new_key: Option<NewKey>,
     start: OffsetDateTime,
     report: &mut InitReport,
     progress: &mut dyn FnMut(String),
@@ -457,15 +540,14 @@ fn ensure_ca(
         }
         return Ok(());
     }
-    let (key, action) = match ca.key.take() {
-        Some(k) => (k, "kept"),
-        None => {
-            // kubeadm's directories are 0755 (the software backend alone would make 0700).
-            if let Some(dir) = ca.key_uri.as_file().and_then(Path::parent) {
-                kpki_soft::atomic::create_dir_all(dir, store::DIR_MODE)
-                    .map_err(|e| PkiError::Io(format!("{}: {e}", dir.display())))?;
-            }
-            (keys.create(&ca.key_uri, spec.algorithm)?, "generated")
+    let (key, action) = match (ca.key.take(), new_key) {
+        (Some(k), _) => (k, "kept"),
+        (None, Some(new)) => (new.persist()?, "generated"),
+        (None, None) => {
+            return Err(refused(format!(
+                "{}: no key to sign the CA certificate with",
+                ca.spec.name
+            )));
         }
     };
     let where_ = if ca.key_uri.is_pkcs11() {
@@ -608,21 +690,22 @@ fn inspect_kubeconfig(
 
 fn ensure_sa(
     spec: &ClusterSpec,
-    keys: &KeyStore,
     existing: Option<Arc<dyn Signer>>,
+    new_key: Option<NewKey>,
     report: &mut InitReport,
     progress: &mut dyn FnMut(String),
 ) -> Result<(), PkiError> {
     let pub_path = spec.cert_dir.join("sa.pub");
-    let (key, action) = match existing {
-        Some(k) => {
+    let (key, action) = match (existing, new_key) {
+        (Some(k), _) => {
             progress("[certs] Using the existing \"sa\" key".into());
             (k, "kept")
         }
-        None => {
+        (None, Some(new)) => {
             progress("[certs] Generating \"sa\" key and public key".into());
-            (keys.create(&spec.sa_key, spec.algorithm)?, "generated")
+            (new.persist()?, "generated")
         }
+        (None, None) => return Err(refused("no service-account key")),
     };
     report.files.push(FileReport {
         name: "sa".into(),

@@ -33,11 +33,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // cryptoki logs every vendor mechanism it cannot name at ERROR; silence it unless asked.
+    let directives = std::env::var("KPKI_LOG").unwrap_or_else(|_| "warn".into());
+    let directives = if directives.contains("cryptoki") {
+        directives
+    } else {
+        format!("{directives},cryptoki=off")
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KPKI_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,cryptoki=off")),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::new(directives))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
