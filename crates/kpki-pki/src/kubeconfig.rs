@@ -159,6 +159,18 @@ impl Kubeconfig {
             .map(|c| &c.cluster)
     }
 
+    /// The user of the current context.
+    pub fn current_user(&self) -> Option<&User> {
+        let ctx = self
+            .contexts
+            .iter()
+            .find(|c| c.name == self.current_context)?;
+        self.users
+            .iter()
+            .find(|u| u.name == ctx.context.user)
+            .map(|u| &u.user)
+    }
+
     /// The CA PEM of the current context's cluster (decoded `certificate-authority-data`).
     pub fn current_ca_pem(&self) -> Option<String> {
         let data = self

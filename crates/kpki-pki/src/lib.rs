@@ -6,6 +6,7 @@
 pub mod catalogue;
 pub mod config;
 mod duration;
+pub mod expiration;
 pub mod init;
 pub mod keystore;
 pub mod kubeadm_yaml;

@@ -4,7 +4,7 @@ use clap::Subcommand;
 use kpki_pki::keystore::KeyStore;
 use kpki_signer::{KeyAlgorithm, KeyInfo, KeyUri};
 
-use crate::output::{Format, print_json};
+use crate::output::{Format, print_data};
 
 /// Key management commands.
 #[derive(Subcommand, Debug)]
@@ -38,44 +38,30 @@ pub fn run(cmd: KeysCommand, format: Format) -> Result<(), String> {
             let uri: KeyUri = uri.parse().map_err(|e| format!("{e}"))?;
             let signer = store.create(&uri, algorithm).map_err(|e| e.to_string())?;
             let info = store.describe(signer.uri()).map_err(|e| e.to_string())?;
-            match format {
-                Format::Json => print_json(&info),
-                Format::Text => {
-                    println!("[keys] Created {} key {}", info.algorithm, info.uri);
-                    print_info(&info);
-                    Ok(())
-                }
-            }
+            print_data(format, &info, || {
+                println!("[keys] Created {} key {}", info.algorithm, info.uri);
+                print_info(&info);
+            })
         }
         KeysCommand::List { uri } => {
             let uri: KeyUri = uri.parse().map_err(|e| format!("{e}"))?;
             let keys = store.list(&uri).map_err(|e| e.to_string())?;
-            match format {
-                Format::Json => print_json(&keys),
-                Format::Text => {
-                    println!("{:<12} {:<64} URI", "ALGORITHM", "SPKI SHA-256");
-                    for k in &keys {
-                        println!(
-                            "{:<12} {:<64} {}",
-                            k.algorithm.to_string(),
-                            k.spki_sha256,
-                            k.uri
-                        );
-                    }
-                    Ok(())
+            print_data(format, &keys, || {
+                println!("{:<12} {:<64} URI", "ALGORITHM", "SPKI SHA-256");
+                for k in &keys {
+                    println!(
+                        "{:<12} {:<64} {}",
+                        k.algorithm.to_string(),
+                        k.spki_sha256,
+                        k.uri
+                    );
                 }
-            }
+            })
         }
         KeysCommand::Show { uri } => {
             let uri: KeyUri = uri.parse().map_err(|e| format!("{e}"))?;
             let info = store.describe(&uri).map_err(|e| e.to_string())?;
-            match format {
-                Format::Json => print_json(&info),
-                Format::Text => {
-                    print_info(&info);
-                    Ok(())
-                }
-            }
+            print_data(format, &info, || print_info(&info))
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The `kpki` command: a thin CLI over `kpki-pki`. Exit codes: 0 success, 1 refusal or
 //! error (one line on stderr), 2 usage error.
 
+mod certs_cmd;
+mod cluster_args;
 mod init_cmd;
 mod keys;
 mod output;
@@ -26,6 +28,9 @@ struct Cli {
 enum Command {
     /// Write the kubeadm PKI and kubeconfigs, with CA keys on their configured backends.
     Init(init_cmd::InitArgs),
+    /// Certificate lifecycle: check-expiration.
+    #[command(subcommand)]
+    Certs(certs_cmd::CertsCommand),
     /// Manage keys on their backends (files or PKCS#11 tokens).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -46,11 +51,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Init(args) => init_cmd::run(args, cli.output),
-        Command::Keys(cmd) => keys::run(cmd, cli.output),
+        Command::Init(args) => init_cmd::run(args, cli.output).map(|()| ExitCode::SUCCESS),
+        Command::Certs(cmd) => certs_cmd::run(cmd, cli.output),
+        Command::Keys(cmd) => keys::run(cmd, cli.output).map(|()| ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // One line, whatever the underlying parser printed.
             let line: Vec<&str> = e.lines().map(str::trim).filter(|l| !l.is_empty()).collect();

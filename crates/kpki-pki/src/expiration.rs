@@ -1,0 +1,422 @@
+//! `certs check-expiration`: kubeadm's two tables (leaves and kubeconfigs, then CAs), the
+//! `CertificateExpirationInfo` (output.kubeadm.k8s.io/v1alpha3) shape, and the residual-time
+//! wording of apimachinery's `HumanDuration`.
+
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use kpki_signer::{KeyError, KeyUri};
+use serde::Serialize;
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::catalogue::{CAS, CaId, KUBECONFIGS, LEAVES};
+use crate::config::ClusterSpec;
+use crate::keystore::KeyStore;
+use crate::{PkiError, kubeconfig};
+
+/// One row of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// Catalogue name (`apiserver`, `admin.conf`, `ca`).
+    pub name: String,
+    /// NotAfter, or `None` when the file is missing.
+    pub not_after: Option<OffsetDateTime>,
+    /// The issuing CA (`None` for CA rows).
+    pub ca_name: Option<&'static str>,
+    /// True when kpki cannot sign with the CA's configured key (file absent, not on the token).
+    pub externally_managed: bool,
+}
+
+/// The two lists kubeadm reports, each sorted by name.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Leaf certificates and kubeconfig client certificates.
+    pub certificates: Vec<Row>,
+    /// CA certificates.
+    pub authorities: Vec<Row>,
+}
+
+fn not_after_of(der: &[u8], what: &Path) -> Result<OffsetDateTime, PkiError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| {
+        PkiError::Refused(format!("{}: malformed certificate ({e})", what.display()))
+    })?;
+    Ok(cert.validity().not_after.to_datetime())
+}
+
+fn cert_file_not_after(path: &Path) -> Result<Option<OffsetDateTime>, PkiError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(PkiError::Refused(format!("{}: {e}", path.display()))),
+    };
+    let block = pem::parse(&bytes).map_err(|e| {
+        PkiError::Refused(format!("{}: not a PEM certificate ({e})", path.display()))
+    })?;
+    not_after_of(block.contents(), path).map(Some)
+}
+
+fn kubeconfig_not_after(path: &Path) -> Result<Option<OffsetDateTime>, PkiError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => zeroize::Zeroizing::new(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(PkiError::Refused(format!("{}: {e}", path.display()))),
+    };
+    let cfg = kubeconfig::parse(&text)
+        .map_err(|e| PkiError::Refused(format!("{}: {e}", path.display())))?;
+    let user = cfg.current_user().ok_or_else(|| {
+        PkiError::Refused(format!(
+            "{}: no user in the current context",
+            path.display()
+        ))
+    })?;
+    let pem_bytes = match (&user.client_certificate_data, &user.client_certificate) {
+        (Some(data), _) => STANDARD.decode(data.trim()).map_err(|e| {
+            PkiError::Refused(format!(
+                "{}: client-certificate-data is not base64 ({e})",
+                path.display()
+            ))
+        })?,
+        (None, Some(file)) => {
+            std::fs::read(file).map_err(|e| PkiError::Refused(format!("{file}: {e}")))?
+        }
+        (None, None) => {
+            return Err(PkiError::Refused(format!(
+                "{}: no client certificate",
+                path.display()
+            )));
+        }
+    };
+    let block = pem::parse(&pem_bytes).map_err(|e| {
+        PkiError::Refused(format!(
+            "{}: client certificate is not PEM ({e})",
+            path.display()
+        ))
+    })?;
+    not_after_of(block.contents(), path).map(Some)
+}
+
+/// True when kpki cannot sign with the CA's configured key.
+fn externally_managed(keys: &KeyStore, uri: &KeyUri) -> Result<bool, PkiError> {
+    match uri {
+        KeyUri::File(p) => Ok(!p.exists()),
+        KeyUri::Pkcs11(_) => match keys.open(uri) {
+            Ok(_) => Ok(false),
+            Err(KeyError::NotFound(_)) => Ok(true),
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+/// Reads every certificate of the catalogue for `spec`.
+pub fn check(spec: &ClusterSpec, keys: &KeyStore) -> Result<Report, PkiError> {
+    let local_etcd = spec.local_etcd();
+    let mut external = Vec::new();
+    let mut authorities = Vec::new();
+    for ca in CAS.iter().filter(|c| local_etcd || !c.local_etcd_only) {
+        let ext = externally_managed(keys, spec.ca_key(ca.id))?;
+        external.push((ca.id, ext));
+        authorities.push(Row {
+            name: ca.name.to_string(),
+            not_after: cert_file_not_after(&spec.cert_dir.join(format!("{}.crt", ca.base)))?,
+            ca_name: None,
+            externally_managed: ext,
+        });
+    }
+    let ext_of = |id: CaId| {
+        external
+            .iter()
+            .find(|(i, _)| *i == id)
+            .is_some_and(|(_, e)| *e)
+    };
+    let ca_name = |id: CaId| CAS.iter().find(|c| c.id == id).map(|c| c.name);
+    let mut certificates = Vec::new();
+    for leaf in LEAVES.iter().filter(|l| local_etcd || !l.local_etcd_only) {
+        certificates.push(Row {
+            name: leaf.name.to_string(),
+            not_after: cert_file_not_after(&spec.cert_dir.join(format!("{}.crt", leaf.base)))?,
+            ca_name: ca_name(leaf.ca),
+            externally_managed: ext_of(leaf.ca),
+        });
+    }
+    // kubelet.conf is never listed: the kubelet rotates its own client certificate.
+    for kc in KUBECONFIGS.iter().filter(|k| k.file != "kubelet.conf") {
+        certificates.push(Row {
+            name: kc.file.to_string(),
+            not_after: kubeconfig_not_after(&spec.kubeconfig_dir.join(kc.file))?,
+            ca_name: ca_name(CaId::Ca),
+            externally_managed: ext_of(CaId::Ca),
+        });
+    }
+    certificates.sort_by(|a, b| a.name.cmp(&b.name));
+    authorities.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Report {
+        certificates,
+        authorities,
+    })
+}
+
+/// apimachinery's `HumanDuration` of a signed number of seconds (`<invalid>` below −1 s).
+pub fn human_duration(seconds: i64) -> String {
+    if seconds < -1 {
+        return "<invalid>".into();
+    }
+    if seconds < 0 {
+        return "0s".into();
+    }
+    if seconds < 120 {
+        return format!("{seconds}s");
+    }
+    let minutes = seconds / 60;
+    if minutes < 10 {
+        let s = seconds % 60;
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
+    }
+    if minutes < 180 {
+        return format!("{minutes}m");
+    }
+    let hours = seconds / 3600;
+    if hours < 8 {
+        let m = minutes % 60;
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
+    }
+    if hours < 48 {
+        return format!("{hours}h");
+    }
+    if hours < 24 * 8 {
+        let h = hours % 24;
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{h}h", hours / 24)
+        };
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{}d", hours / 24);
+    }
+    if hours < 24 * 365 * 8 {
+        let dy = (hours / 24) % 365;
+        return if dy == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{dy}d", hours / 24 / 365)
+        };
+    }
+    format!("{}y", hours / 24 / 365)
+}
+
+/// Lays out rows like Go's `tabwriter` with kubeadm's settings (minwidth 10, padding 3):
+/// every cell but the last of a line is padded to its column's width.
+pub fn tabulate(rows: &[Vec<String>]) -> String {
+    let columns = rows
+        .iter()
+        .map(|r| r.len().saturating_sub(1))
+        .max()
+        .unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter(|r| c + 1 < r.len())
+                .map(|r| r[c].chars().count() + 3)
+                .max()
+                .unwrap_or(0)
+                .max(10)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 < row.len() {
+                out.push_str(&format!("{cell:<width$}", width = widths[c]));
+            } else {
+                out.push_str(cell);
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn expires_text(t: OffsetDateTime) -> String {
+    let format =
+        time::macros::format_description!("[month repr:short] [day], [year] [hour]:[minute] UTC");
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&format)
+        .unwrap_or_default()
+}
+
+fn yes_no(b: bool) -> String {
+    format!("{:<8}", if b { "yes" } else { "no" })
+}
+
+/// The text kubeadm prints: the certificate table, an empty line, the CA table.
+pub fn render_text(report: &Report, now: OffsetDateTime) -> String {
+    let mut certs = vec![
+        [
+            "CERTIFICATE",
+            "EXPIRES",
+            "RESIDUAL TIME",
+            "CERTIFICATE AUTHORITY",
+            "EXTERNALLY MANAGED",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for r in &report.certificates {
+        certs.push(match r.not_after {
+            Some(t) => vec![
+                r.name.clone(),
+                expires_text(t),
+                human_duration((t - now).whole_seconds()),
+                r.ca_name.unwrap_or("").to_string(),
+                yes_no(r.externally_managed),
+            ],
+            None => vec![
+                format!("!MISSING! {}", r.name),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ],
+        });
+    }
+    let mut cas = vec![
+        [
+            "CERTIFICATE AUTHORITY",
+            "EXPIRES",
+            "RESIDUAL TIME",
+            "EXTERNALLY MANAGED",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for r in &report.authorities {
+        cas.push(match r.not_after {
+            Some(t) => vec![
+                r.name.clone(),
+                expires_text(t),
+                human_duration((t - now).whole_seconds()),
+                yes_no(r.externally_managed),
+            ],
+            None => vec![
+                format!("!MISSING! {}", r.name),
+                String::new(),
+                String::new(),
+                String::new(),
+            ],
+        });
+    }
+    format!("{}\n{}", tabulate(&certs), tabulate(&cas))
+}
+
+/// `CertificateExpirationInfo` as kubeadm's `-o json|yaml` prints it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpirationInfo {
+    /// `output.kubeadm.k8s.io/v1alpha3`.
+    pub api_version: &'static str,
+    /// `CertificateExpirationInfo`.
+    pub kind: &'static str,
+    /// Leaf and kubeconfig certificates.
+    pub certificates: Vec<ExpirationItem>,
+    /// CA certificates.
+    pub certificate_authorities: Vec<ExpirationItem>,
+}
+
+/// One certificate in [`ExpirationInfo`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpirationItem {
+    /// Name.
+    pub name: String,
+    /// NotAfter, RFC 3339 (null when missing).
+    pub expiration_date: Option<String>,
+    /// Seconds until NotAfter (negative once expired; 0 when missing).
+    pub residual_time: i64,
+    /// See [`Row::externally_managed`].
+    pub externally_managed: bool,
+    /// Issuing CA; omitted for CAs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_name: Option<&'static str>,
+    /// True when the file is missing.
+    pub missing: bool,
+}
+
+/// The report in kubeadm's structured shape.
+pub fn to_info(report: &Report, now: OffsetDateTime) -> ExpirationInfo {
+    let item = |r: &Row| ExpirationItem {
+        name: r.name.clone(),
+        expiration_date: r.not_after.and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        }),
+        residual_time: r.not_after.map(|t| (t - now).whole_seconds()).unwrap_or(0),
+        externally_managed: r.externally_managed,
+        ca_name: r.ca_name,
+        missing: r.not_after.is_none(),
+    };
+    ExpirationInfo {
+        api_version: "output.kubeadm.k8s.io/v1alpha3",
+        kind: "CertificateExpirationInfo",
+        certificates: report.certificates.iter().map(item).collect(),
+        certificate_authorities: report.authorities.iter().map(item).collect(),
+    }
+}
+
+/// True when any present certificate expires before `now + window` (or already has).
+pub fn expires_within(report: &Report, now: OffsetDateTime, window: std::time::Duration) -> bool {
+    report
+        .certificates
+        .iter()
+        .chain(&report.authorities)
+        .filter_map(|r| r.not_after)
+        .any(|t| t < now + window)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations_match_apimachinery() {
+        for (secs, want) in [
+            (-5, "<invalid>"),
+            (-1, "0s"),
+            (59, "59s"),
+            (150, "2m30s"),
+            (600, "10m"),
+            (5 * 3600 + 120, "5h2m"),
+            (20 * 3600, "20h"),
+            (99 * 3600 + 3599, "4d3h"),
+            (364 * 86400 + 86399, "364d"),
+            (3 * 365 * 86400 + 10 * 86400, "3y10d"),
+            (3649 * 86400, "9y"),
+        ] {
+            assert_eq!(human_duration(secs), want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn tabulate_pads_all_but_the_last_cell() {
+        let rows = vec![
+            vec!["A".to_string(), "BB".into(), "x".into()],
+            vec!["longer-name".into(), "".into(), "".into()],
+        ];
+        assert_eq!(
+            tabulate(&rows),
+            format!(
+                "{:<14}{:<10}x\n{:<14}{:<10}\n",
+                "A", "BB", "longer-name", ""
+            )
+        );
+    }
+}

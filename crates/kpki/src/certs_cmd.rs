@@ -1,0 +1,66 @@
+//! `kpki certs`: lifecycle of the node's certificates (`check-expiration`).
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use kpki_pki::expiration;
+use kpki_pki::keystore::KeyStore;
+use time::OffsetDateTime;
+
+use crate::cluster_args::ClusterArgs;
+use crate::output::{Format, print_data};
+
+/// Certificate lifecycle commands.
+#[derive(Subcommand, Debug)]
+pub enum CertsCommand {
+    /// Show when each certificate of the PKI expires (kubeadm's tables).
+    CheckExpiration {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Exit with status 3 when anything expires within this window (e.g. 30d, 720h).
+        #[arg(long, value_name = "DURATION")]
+        warn_within: Option<String>,
+    },
+}
+
+/// Exit status of `check-expiration --warn-within` when something expires inside the window.
+const EXPIRING: u8 = 3;
+
+fn parse_window(text: &str) -> Result<std::time::Duration, String> {
+    match text.strip_suffix('d') {
+        Some(days) => days
+            .parse::<u64>()
+            .map(|d| std::time::Duration::from_secs(d * 86400))
+            .map_err(|_| format!("--warn-within {text:?}: expected e.g. 30d or 720h")),
+        None => kpki_pki::parse_go_duration(text).map_err(|e| format!("--warn-within: {e}")),
+    }
+}
+
+/// Runs a `kpki certs` command; returns the process exit code.
+pub fn run(cmd: CertsCommand, format: Format) -> Result<ExitCode, String> {
+    match cmd {
+        CertsCommand::CheckExpiration {
+            cluster,
+            warn_within,
+        } => {
+            let window = warn_within.as_deref().map(parse_window).transpose()?;
+            let spec = cluster.spec()?;
+            let now = OffsetDateTime::now_utc();
+            let report =
+                expiration::check(&spec, &KeyStore::default()).map_err(|e| e.to_string())?;
+            print_data(format, &expiration::to_info(&report, now), || {
+                print!("{}", expiration::render_text(&report, now))
+            })?;
+            match window {
+                Some(w) if expiration::expires_within(&report, now, w) => {
+                    eprintln!(
+                        "kpki: warning: certificates expire within {}",
+                        warn_within.unwrap_or_default()
+                    );
+                    Ok(ExitCode::from(EXPIRING))
+                }
+                _ => Ok(ExitCode::SUCCESS),
+            }
+        }
+    }
+}
