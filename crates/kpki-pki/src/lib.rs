@@ -8,6 +8,7 @@ pub mod config;
 mod duration;
 pub mod expiration;
 pub mod init;
+pub mod inspect;
 pub mod keystore;
 pub mod kubeadm_yaml;
 pub mod kubeconfig;

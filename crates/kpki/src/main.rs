@@ -31,6 +31,11 @@ enum Command {
     /// Certificate lifecycle: check-expiration.
     #[command(subcommand)]
     Certs(certs_cmd::CertsCommand),
+    /// Describe a certificate, bundle, CSR, kubeconfig, key file or public key (never key material).
+    Inspect {
+        /// The file.
+        file: std::path::PathBuf,
+    },
     /// Manage keys on their backends (files or PKCS#11 tokens).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -53,6 +58,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init(args) => init_cmd::run(args, cli.output).map(|()| ExitCode::SUCCESS),
         Command::Certs(cmd) => certs_cmd::run(cmd, cli.output),
+        Command::Inspect { file } => kpki_pki::inspect::inspect(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|items| {
+                output::print_data(cli.output, &items, || {
+                    print!("{}", kpki_pki::inspect::render_text(&items))
+                })
+            })
+            .map(|()| ExitCode::SUCCESS),
         Command::Keys(cmd) => keys::run(cmd, cli.output).map(|()| ExitCode::SUCCESS),
     };
     match result {
