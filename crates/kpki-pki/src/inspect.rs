@@ -408,10 +408,11 @@ pub fn inspect(path: &Path) -> Result<Vec<Item>, PkiError> {
     if let Ok(info) = request_info(&bytes) {
         return Ok(vec![Item::CertificateRequest(info)]);
     }
-    if let Ok(text) = std::str::from_utf8(&bytes) {
-        if let Ok(items) = kubeconfig_items(text) {
-            return Ok(items);
-        }
+    if let Some(items) = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|t| kubeconfig_items(t).ok())
+    {
+        return Ok(items);
     }
     Err(bad(
         "not a certificate, certificate request, key or kubeconfig (PEM or DER)".into(),
