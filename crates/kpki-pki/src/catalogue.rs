@@ -80,6 +80,10 @@ pub struct LeafSpec {
     pub sans: SanRule,
     /// Only with local (stacked) etcd.
     pub local_etcd_only: bool,
+    /// kubeadm's long name (what `certs renew` prints).
+    pub long_name: &'static str,
+    /// Components to restart after renewing it.
+    pub restart: &'static [&'static str],
 }
 
 /// Which API server URL a kubeconfig points at.
@@ -102,6 +106,10 @@ pub struct KubeconfigSpec {
     pub orgs: &'static [&'static str],
     /// Which server URL.
     pub server: Server,
+    /// kubeadm's long name (what `certs renew` prints).
+    pub long_name: &'static str,
+    /// Components to restart after renewing it (none for users' kubeconfigs).
+    pub restart: &'static [&'static str],
 }
 
 /// The three CAs.
@@ -129,6 +137,9 @@ pub const CAS: [CaSpec; 3] = [
     },
 ];
 
+const API: &[&str] = &["kube-apiserver"];
+const ETCD: &[&str] = &["etcd"];
+
 const SERVER: &[Usage] = &[Usage::ServerAuth];
 const CLIENT: &[Usage] = &[Usage::ClientAuth];
 const SERVER_CLIENT: &[Usage] = &[Usage::ServerAuth, Usage::ClientAuth];
@@ -144,6 +155,8 @@ pub const LEAVES: [LeafSpec; 7] = [
         usages: SERVER,
         sans: SanRule::ApiServer,
         local_etcd_only: false,
+        long_name: "certificate for serving the Kubernetes API",
+        restart: API,
     },
     LeafSpec {
         name: "apiserver-kubelet-client",
@@ -154,6 +167,8 @@ pub const LEAVES: [LeafSpec; 7] = [
         usages: CLIENT,
         sans: SanRule::None,
         local_etcd_only: false,
+        long_name: "certificate for the API server to connect to kubelet",
+        restart: API,
     },
     LeafSpec {
         name: "front-proxy-client",
@@ -164,6 +179,8 @@ pub const LEAVES: [LeafSpec; 7] = [
         usages: CLIENT,
         sans: SanRule::None,
         local_etcd_only: false,
+        long_name: "certificate for the front proxy client",
+        restart: API,
     },
     LeafSpec {
         name: "etcd-server",
@@ -174,6 +191,8 @@ pub const LEAVES: [LeafSpec; 7] = [
         usages: SERVER_CLIENT,
         sans: SanRule::EtcdServer,
         local_etcd_only: true,
+        long_name: "certificate for serving etcd",
+        restart: ETCD,
     },
     LeafSpec {
         name: "etcd-peer",
@@ -184,6 +203,8 @@ pub const LEAVES: [LeafSpec; 7] = [
         usages: SERVER_CLIENT,
         sans: SanRule::EtcdPeer,
         local_etcd_only: true,
+        long_name: "certificate for etcd nodes to communicate with each other",
+        restart: ETCD,
     },
     LeafSpec {
         name: "etcd-healthcheck-client",
@@ -194,6 +215,8 @@ pub const LEAVES: [LeafSpec; 7] = [
         usages: CLIENT,
         sans: SanRule::None,
         local_etcd_only: true,
+        long_name: "certificate for liveness probes to healthcheck etcd",
+        restart: ETCD,
     },
     LeafSpec {
         name: "apiserver-etcd-client",
@@ -204,6 +227,8 @@ pub const LEAVES: [LeafSpec; 7] = [
         usages: CLIENT,
         sans: SanRule::None,
         local_etcd_only: true,
+        long_name: "certificate the apiserver uses to access etcd",
+        restart: API,
     },
 ];
 
@@ -214,24 +239,32 @@ pub const KUBECONFIGS: [KubeconfigSpec; 5] = [
         cn: Cn::Fixed("kubernetes-admin"),
         orgs: &["kubeadm:cluster-admins"],
         server: Server::ControlPlane,
+        long_name: "certificate embedded in the kubeconfig file for the admin to use and for kubeadm itself",
+        restart: &[],
     },
     KubeconfigSpec {
         file: "super-admin.conf",
         cn: Cn::Fixed("kubernetes-super-admin"),
         orgs: &["system:masters"],
         server: Server::ControlPlane,
+        long_name: "certificate embedded in the kubeconfig file for the super-admin",
+        restart: &[],
     },
     KubeconfigSpec {
         file: "controller-manager.conf",
         cn: Cn::Fixed("system:kube-controller-manager"),
         orgs: &[],
         server: Server::Local,
+        long_name: "certificate embedded in the kubeconfig file for the controller manager to use",
+        restart: &["kube-controller-manager"],
     },
     KubeconfigSpec {
         file: "scheduler.conf",
         cn: Cn::Fixed("system:kube-scheduler"),
         orgs: &[],
         server: Server::Local,
+        long_name: "certificate embedded in the kubeconfig file for the scheduler manager to use",
+        restart: &["kube-scheduler"],
     },
     // ControlPlaneKubeletLocalMode is on by default since 1.33: the kubelet talks to its own API server.
     KubeconfigSpec {
@@ -239,5 +272,7 @@ pub const KUBECONFIGS: [KubeconfigSpec; 5] = [
         cn: Cn::SystemNode,
         orgs: &["system:nodes"],
         server: Server::Local,
+        long_name: "certificate embedded in the kubeconfig file for the kubelet to use",
+        restart: &["kubelet"],
     },
 ];

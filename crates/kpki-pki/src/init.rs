@@ -10,10 +10,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kpki_signer::{KeyAlgorithm, KeyError, KeyUri, Signer, spki};
-use kpki_soft::{SoftBackend, SoftKey};
+use kpki_signer::{KeyError, KeyUri, Signer, spki};
+use kpki_soft::SoftBackend;
 use serde::Serialize;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
@@ -23,6 +22,7 @@ use crate::catalogue::{
     CAS, CaId, CaSpec, Cn, KUBECONFIGS, KubeconfigSpec, LEAVES, LeafSpec, Server,
 };
 use crate::config::ClusterSpec;
+use crate::keygen::{NewKey, create_keys};
 use crate::keystore::KeyStore;
 use crate::sans::{AltNames, alt_names};
 use crate::store::{self, CERT_MODE, PRIVATE_MODE};
@@ -160,6 +160,11 @@ pub fn run(
         files: Vec::new(),
     };
     let local_etcd = spec.local_etcd();
+
+    // A renewal killed half-way left staged pairs: finish them before judging any pair.
+    for dir in [spec.cert_dir.clone(), spec.cert_dir.join("etcd")] {
+        crate::pair::recover(&dir).map_err(PkiError::Io)?;
+    }
 
     // Phase one: read and check what exists; reach every configured token.
     let mut cas: Vec<CaState> = Vec::new();
@@ -363,107 +368,6 @@ fn push_cert(report: &mut InitReport, name: &str, crt: &Path, action: &'static s
         action,
         sha256: Some(sha256_hex(der)),
     });
-}
-
-/// A key made by this run, not yet stored.
-enum NewKey {
-    /// A software key with its PEM, written to its file by [`NewKey::persist`].
-    Soft(Box<SoftKey>, Zeroizing<String>),
-    /// A key already generated on its token.
-    Token(Arc<dyn Signer>),
-}
-
-impl NewKey {
-    /// Writes a software key to its file (0600, never replacing one) and returns the signer.
-    fn persist(self) -> Result<Arc<dyn Signer>, PkiError> {
-        match self {
-            NewKey::Token(k) => Ok(k),
-            NewKey::Soft(key, pem) => {
-                let path = key
-                    .uri()
-                    .as_file()
-                    .ok_or_else(|| refused("software key without a file"))?
-                    .to_path_buf();
-                store::create(&path, pem.as_bytes(), PRIVATE_MODE).map_err(PkiError::Io)?;
-                Ok(Arc::new(*key))
-            }
-        }
-    }
-}
-
-/// Creates one key per target, in target order: token keys on their tokens (one thread)
-/// while software keys are generated on every core, each worker taking the next target.
-fn create_keys(
-    keys: &KeyStore,
-    algorithm: KeyAlgorithm,
-    targets: Vec<KeyUri>,
-) -> Result<Vec<NewKey>, PkiError> {
-    let soft: Vec<(usize, &KeyUri)> = targets
-        .iter()
-        .enumerate()
-        .filter(|(_, u)| !u.is_pkcs11())
-        .collect();
-    let token: Vec<(usize, &KeyUri)> = targets
-        .iter()
-        .enumerate()
-        .filter(|(_, u)| u.is_pkcs11())
-        .collect();
-    let next = AtomicUsize::new(0);
-    let workers = std::thread::available_parallelism()
-        .map(|p| p.get())
-        .unwrap_or(1)
-        .min(soft.len())
-        .max(1);
-    let (token_keys, soft_keys) = std::thread::scope(|scope| {
-        // One thread per token key: a token's key generation is mostly waiting for its store.
-        let token_threads: Vec<_> = token
-            .iter()
-            .map(|(i, uri)| {
-                scope.spawn(move || keys.create(uri, algorithm).map(|k| (*i, NewKey::Token(k))))
-            })
-            .collect();
-        let soft_threads: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut made = Vec::new();
-                    while let Some((i, uri)) = soft.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        let (key, pem) = SoftKey::generate((*uri).clone(), algorithm)?;
-                        made.push((*i, NewKey::Soft(Box::new(key), pem)));
-                    }
-                    Ok::<_, KeyError>(made)
-                })
-            })
-            .collect();
-        let join_err = || refused("key generation thread panicked");
-        let mut token_keys = Vec::new();
-        for t in token_threads {
-            token_keys.push(t.join().map_err(|_| join_err())?);
-        }
-        let mut soft_keys = Vec::new();
-        for t in soft_threads {
-            soft_keys.push(t.join().map_err(|_| join_err())?);
-        }
-        Ok::<_, PkiError>((token_keys, soft_keys))
-    })?;
-    let mut slots: Vec<Option<NewKey>> = (0..targets.len()).map(|_| None).collect();
-    for (i, key) in token_keys
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .chain(
-            soft_keys
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .flatten(),
-        )
-    {
-        slots[i] = Some(key);
-    }
-    slots
-        .into_iter()
-        .map(|k| k.ok_or_else(|| refused("key creation came up short")))
-        .collect()
 }
 
 fn inspect_ca(spec: &ClusterSpec, keys: &KeyStore, ca: &CaSpec) -> Result<CaState, PkiError> {

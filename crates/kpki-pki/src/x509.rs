@@ -99,6 +99,14 @@ pub fn leaf_params(
     start: OffsetDateTime,
     period: Duration,
 ) -> Result<CertificateParams, KeyError> {
+    if profile.orgs.len() > 1 {
+        // rcgen 0.14 keeps one value per attribute type; refuse rather than drop groups.
+        return Err(KeyError::Unsupported(format!(
+            "subject of {:?} has {} O values; kpki issues at most one",
+            profile.cn,
+            profile.orgs.len()
+        )));
+    }
     let mut p = CertificateParams::default();
     p.distinguished_name = rcgen::DistinguishedName::new();
     for o in &profile.orgs {

@@ -1,4 +1,4 @@
-//! `kpki certs`: lifecycle of the node's certificates (`check-expiration`).
+//! `kpki certs`: lifecycle of the node's certificates (`check-expiration`, `renew`).
 
 use std::process::ExitCode;
 
@@ -20,6 +20,15 @@ pub enum CertsCommand {
         /// Exit with status 3 when anything expires within this window (e.g. 30d, 720h).
         #[arg(long, value_name = "DURATION")]
         warn_within: Option<String>,
+    },
+    /// Renew a certificate (kubeadm's names) or `all`, signed by its CA on its backend.
+    Renew {
+        /// apiserver, apiserver-kubelet-client, front-proxy-client, etcd-server, etcd-peer,
+        /// etcd-healthcheck-client, apiserver-etcd-client, admin.conf, super-admin.conf,
+        /// controller-manager.conf, scheduler.conf, or all.
+        name: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
 }
 
@@ -61,6 +70,30 @@ pub fn run(cmd: CertsCommand, format: Format) -> Result<ExitCode, String> {
                 }
                 _ => Ok(ExitCode::SUCCESS),
             }
+        }
+        CertsCommand::Renew { name, cluster } => {
+            let spec = cluster.spec()?;
+            let text = format == Format::Text;
+            let mut progress = |line: String| {
+                if text {
+                    println!("{line}");
+                }
+            };
+            let report = kpki_pki::renew::renew(&spec, &KeyStore::default(), &name, &mut progress)
+                .map_err(|e| e.to_string())?;
+            print_data(format, &report, || {
+                if name == "all" {
+                    println!(
+                        "\nDone renewing certificates. You must restart the kube-apiserver, kube-controller-manager, kube-scheduler and etcd, so that they can use the new certificates."
+                    );
+                } else if !report.restart.is_empty() {
+                    println!(
+                        "\nYou must restart {} so that it can use the new certificate.",
+                        report.restart.join(", ")
+                    );
+                }
+            })?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -1,0 +1,118 @@
+//! Making many keys at once: software keys generated on every core while token keys are
+//! generated on their tokens, each returned with where it will live.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kpki_signer::{KeyAlgorithm, KeyError, KeyUri, Signer};
+use kpki_soft::SoftKey;
+use zeroize::Zeroizing;
+
+use crate::PkiError;
+use crate::keystore::KeyStore;
+use crate::store::{self, PRIVATE_MODE};
+
+fn refused(msg: &str) -> PkiError {
+    PkiError::Refused(msg.to_string())
+}
+
+/// A key made by this run, not yet stored.
+pub(crate) enum NewKey {
+    /// A software key with its PEM, written to its file by [`NewKey::persist`].
+    Soft(Box<SoftKey>, Zeroizing<String>),
+    /// A key already generated on its token.
+    Token(Arc<dyn Signer>),
+}
+
+impl NewKey {
+    /// Writes a software key to its file (0600, never replacing one) and returns the signer.
+    pub(crate) fn persist(self) -> Result<Arc<dyn Signer>, PkiError> {
+        match self {
+            NewKey::Token(k) => Ok(k),
+            NewKey::Soft(key, pem) => {
+                let path = key
+                    .uri()
+                    .as_file()
+                    .ok_or_else(|| refused("software key without a file"))?
+                    .to_path_buf();
+                store::create(&path, pem.as_bytes(), PRIVATE_MODE).map_err(PkiError::Io)?;
+                Ok(Arc::new(*key))
+            }
+        }
+    }
+}
+
+/// Creates one key per target, in target order: token keys on their tokens (one thread)
+/// while software keys are generated on every core, each worker taking the next target.
+pub(crate) fn create_keys(
+    keys: &KeyStore,
+    algorithm: KeyAlgorithm,
+    targets: Vec<KeyUri>,
+) -> Result<Vec<NewKey>, PkiError> {
+    let soft: Vec<(usize, &KeyUri)> = targets
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| !u.is_pkcs11())
+        .collect();
+    let token: Vec<(usize, &KeyUri)> = targets
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| u.is_pkcs11())
+        .collect();
+    let next = AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism()
+        .map(|p| p.get())
+        .unwrap_or(1)
+        .min(soft.len())
+        .max(1);
+    let (token_keys, soft_keys) = std::thread::scope(|scope| {
+        // One thread per token key: a token's key generation is mostly waiting for its store.
+        let token_threads: Vec<_> = token
+            .iter()
+            .map(|(i, uri)| {
+                scope.spawn(move || keys.create(uri, algorithm).map(|k| (*i, NewKey::Token(k))))
+            })
+            .collect();
+        let soft_threads: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut made = Vec::new();
+                    while let Some((i, uri)) = soft.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let (key, pem) = SoftKey::generate((*uri).clone(), algorithm)?;
+                        made.push((*i, NewKey::Soft(Box::new(key), pem)));
+                    }
+                    Ok::<_, KeyError>(made)
+                })
+            })
+            .collect();
+        let join_err = || refused("key generation thread panicked");
+        let mut token_keys = Vec::new();
+        for t in token_threads {
+            token_keys.push(t.join().map_err(|_| join_err())?);
+        }
+        let mut soft_keys = Vec::new();
+        for t in soft_threads {
+            soft_keys.push(t.join().map_err(|_| join_err())?);
+        }
+        Ok::<_, PkiError>((token_keys, soft_keys))
+    })?;
+    let mut slots: Vec<Option<NewKey>> = (0..targets.len()).map(|_| None).collect();
+    for (i, key) in token_keys
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .chain(
+            soft_keys
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten(),
+        )
+    {
+        slots[i] = Some(key);
+    }
+    slots
+        .into_iter()
+        .map(|k| k.ok_or_else(|| refused("key creation came up short")))
+        .collect()
+}

@@ -1,0 +1,376 @@
+//! `certs renew <name>|all`: kubeadm's renewal (keep CN, O, DNS and IP SANs and EKUs; new key
+//! of the configured algorithm; validity from this run's start), signed by each CA on its
+//! configured backend — token-held CAs included. Pairs are replaced through [`crate::pair`];
+//! kubeconfigs get new embedded client credentials with everything else preserved.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use kpki_signer::{KeyError, KeyUri, Signer};
+use serde::Serialize;
+use serde_norway::Value;
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use zeroize::Zeroizing;
+
+use crate::catalogue::{CAS, CaId, KUBECONFIGS, LEAVES, Usage};
+use crate::config::ClusterSpec;
+use crate::keygen::{NewKey, create_keys};
+use crate::keystore::KeyStore;
+use crate::sans::AltNames;
+use crate::x509::{self, CaSigner, Profile};
+use crate::{PkiError, pair, store};
+
+/// What `renew` did.
+#[derive(Debug, Default, Serialize)]
+pub struct RenewReport {
+    /// Names renewed.
+    pub renewed: Vec<String>,
+    /// Names whose file is missing.
+    pub missing: Vec<String>,
+    /// Names whose CA key is absent (external CA).
+    pub external: Vec<String>,
+    /// Components to restart so they use the new certificates.
+    pub restart: Vec<&'static str>,
+}
+
+/// Every name `renew` accepts besides `all`, in kubeadm's order.
+pub fn names(spec: &ClusterSpec) -> Vec<&'static str> {
+    let local = spec.local_etcd();
+    let mut v: Vec<&'static str> = LEAVES
+        .iter()
+        .filter(|l| local || !l.local_etcd_only)
+        .map(|l| l.name)
+        .collect();
+    v.extend(
+        KUBECONFIGS
+            .iter()
+            .filter(|k| k.file != "kubelet.conf")
+            .map(|k| k.file),
+    );
+    v.sort();
+    v
+}
+
+enum Target {
+    Leaf {
+        key: PathBuf,
+        crt: PathBuf,
+    },
+    Kubeconfig {
+        path: PathBuf,
+        doc: Zeroizing<String>,
+    },
+}
+
+struct Job {
+    name: &'static str,
+    long_name: &'static str,
+    restart: &'static [&'static str],
+    ca: CaId,
+    profile: Profile,
+    target: Target,
+}
+
+fn refused(msg: impl Into<String>) -> PkiError {
+    PkiError::Refused(msg.into())
+}
+
+/// The renewal profile of an existing certificate: CN, O, DNS/IP SANs and EKUs.
+fn profile_of(der: &[u8], what: &Path) -> Result<Profile, PkiError> {
+    let bad = |p: String| refused(format!("{}: {p}", what.display()));
+    let (_, c) =
+        X509Certificate::from_der(der).map_err(|e| bad(format!("malformed certificate ({e})")))?;
+    let cn = c
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let orgs = c
+        .subject()
+        .iter_organization()
+        .filter_map(|a| a.as_str().ok().map(String::from))
+        .collect();
+    let mut dns = Vec::new();
+    let mut ips = Vec::new();
+    if let Ok(Some(san)) = c.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                GeneralName::DNSName(d) => dns.push(d.to_string()),
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => ips.extend(<[u8; 4]>::try_from(*b).ok().map(IpAddr::from)),
+                    16 => ips.extend(<[u8; 16]>::try_from(*b).ok().map(IpAddr::from)),
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    dns.sort();
+    dns.dedup();
+    let mut usages = Vec::new();
+    if let Ok(Some(eku)) = c.extended_key_usage() {
+        if eku.value.server_auth {
+            usages.push(Usage::ServerAuth);
+        }
+        if eku.value.client_auth {
+            usages.push(Usage::ClientAuth);
+        }
+    }
+    Ok(Profile {
+        cn,
+        orgs,
+        usages,
+        sans: AltNames { dns, ips },
+    })
+}
+
+fn pem_contents(bytes: &[u8], what: &Path) -> Result<Vec<u8>, PkiError> {
+    let blocks = pem::parse_many(bytes)
+        .map_err(|e| refused(format!("{}: not PEM ({e})", what.display())))?;
+    match blocks.as_slice() {
+        [one] if one.tag() == "CERTIFICATE" => Ok(one.contents().to_vec()),
+        _ => Err(refused(format!(
+            "{}: expected exactly one CERTIFICATE block",
+            what.display()
+        ))),
+    }
+}
+
+/// The current context's user entry of a kubeconfig document, as a mutable YAML mapping.
+fn current_user(doc: &mut Value) -> Option<&mut serde_norway::Mapping> {
+    let current = doc.get("current-context")?.as_str()?.to_string();
+    let user = doc
+        .get("contexts")?
+        .as_sequence()?
+        .iter()
+        .find(|c| c.get("name").and_then(Value::as_str) == Some(current.as_str()))?
+        .get("context")?
+        .get("user")?
+        .as_str()?
+        .to_string();
+    doc.get_mut("users")?
+        .as_sequence_mut()?
+        .iter_mut()
+        .find(|u| u.get("name").and_then(Value::as_str) == Some(user.as_str()))?
+        .get_mut("user")?
+        .as_mapping_mut()
+}
+
+fn ca_signer(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<Option<CaSigner>, PkiError> {
+    let ca = CAS
+        .iter()
+        .find(|c| c.id == id)
+        .ok_or_else(|| refused("unknown CA"))?;
+    let crt = spec.cert_dir.join(format!("{}.crt", ca.base));
+    let bytes = std::fs::read(&crt).map_err(|e| refused(format!("{}: {e}", crt.display())))?;
+    let der = pem_contents(&bytes, &crt)?;
+    let uri = spec.ca_key(id);
+    let key: Arc<dyn Signer> = match uri {
+        KeyUri::File(p) if !p.exists() => return Ok(None),
+        uri => match keys.open(uri) {
+            Ok(k) => k,
+            Err(KeyError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let (_, parsed) =
+        X509Certificate::from_der(&der).map_err(|e| refused(format!("{}: {e}", crt.display())))?;
+    if parsed.public_key().raw != key.public_key_spki() {
+        return Err(refused(format!(
+            "{}: does not match its key {uri}",
+            crt.display()
+        )));
+    }
+    Ok(Some(CaSigner::new(&der, key)?))
+}
+
+/// Renews `which` (a name from [`names`] or `all`).
+pub fn renew(
+    spec: &ClusterSpec,
+    keys: &KeyStore,
+    which: &str,
+    progress: &mut dyn FnMut(String),
+) -> Result<RenewReport, PkiError> {
+    let all = names(spec);
+    if which != "all" && !all.contains(&which) {
+        return Err(refused(format!(
+            "unknown certificate name {which:?}: expected all or one of {}",
+            all.join(", ")
+        )));
+    }
+    let selected = |n: &str| which == "all" || which == n;
+    for dir in [spec.cert_dir.clone(), spec.cert_dir.join("etcd")] {
+        for crt in pair::recover(&dir).map_err(PkiError::Io)? {
+            progress(format!(
+                "[renew] Completed the interrupted renewal of {}",
+                crt.display()
+            ));
+        }
+    }
+    let start = x509::whole_seconds(OffsetDateTime::now_utc());
+    let mut report = RenewReport::default();
+    let mut jobs = Vec::new();
+    let local = spec.local_etcd();
+    for leaf in LEAVES
+        .iter()
+        .filter(|l| (local || !l.local_etcd_only) && selected(l.name))
+    {
+        let crt = spec.cert_dir.join(format!("{}.crt", leaf.base));
+        let key = spec.cert_dir.join(format!("{}.key", leaf.base));
+        let Ok(bytes) = std::fs::read(&crt) else {
+            progress(format!("MISSING! {}", leaf.long_name));
+            report.missing.push(leaf.name.into());
+            continue;
+        };
+        let profile = profile_of(&pem_contents(&bytes, &crt)?, &crt)?;
+        jobs.push(Job {
+            name: leaf.name,
+            long_name: leaf.long_name,
+            restart: leaf.restart,
+            ca: leaf.ca,
+            profile,
+            target: Target::Leaf { key, crt },
+        });
+    }
+    for kc in KUBECONFIGS
+        .iter()
+        .filter(|k| k.file != "kubelet.conf" && selected(k.file))
+    {
+        let path = spec.kubeconfig_dir.join(kc.file);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            progress(format!("MISSING! {}", kc.long_name));
+            report.missing.push(kc.file.into());
+            continue;
+        };
+        let doc = Zeroizing::new(text);
+        let mut value: Value = serde_norway::from_str(&doc)
+            .map_err(|e| refused(format!("{}: not a kubeconfig ({e})", path.display())))?;
+        let user = current_user(&mut value).ok_or_else(|| {
+            refused(format!(
+                "{}: no user in the current context",
+                path.display()
+            ))
+        })?;
+        let data = user
+            .get("client-certificate-data")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                refused(format!(
+                    "{}: the current user has no embedded client-certificate-data",
+                    path.display()
+                ))
+            })?;
+        let pem_bytes = STANDARD.decode(data.trim()).map_err(|e| {
+            refused(format!(
+                "{}: client-certificate-data is not base64 ({e})",
+                path.display()
+            ))
+        })?;
+        let profile = profile_of(&pem_contents(&pem_bytes, &path)?, &path)?;
+        jobs.push(Job {
+            name: kc.file,
+            long_name: kc.long_name,
+            restart: kc.restart,
+            ca: CaId::Ca,
+            profile,
+            target: Target::Kubeconfig { path, doc },
+        });
+    }
+
+    let mut signers: HashMap<CaId, Option<CaSigner>> = HashMap::new();
+    for id in [CaId::Ca, CaId::FrontProxyCa, CaId::EtcdCa] {
+        if jobs.iter().any(|j| j.ca == id) {
+            signers.insert(id, ca_signer(spec, keys, id)?);
+        }
+    }
+    jobs.retain(|j| {
+        let external = matches!(signers.get(&j.ca), Some(None));
+        if external {
+            let ca = CAS
+                .iter()
+                .find(|c| c.id == j.ca)
+                .map(|c| c.name)
+                .unwrap_or("ca");
+            progress(format!(
+                "Detected external {ca}, {} can't be renewed",
+                j.long_name
+            ));
+            report.external.push(j.name.into());
+        }
+        !external
+    });
+
+    let targets = jobs
+        .iter()
+        .map(|j| match &j.target {
+            Target::Leaf { key, .. } => KeyUri::file(key),
+            Target::Kubeconfig { path, .. } => KeyUri::file(path),
+        })
+        .collect();
+    let fresh = create_keys(keys, spec.algorithm, targets)?;
+    for (job, new) in jobs.into_iter().zip(fresh) {
+        let NewKey::Soft(key, key_pem) = new else {
+            return Err(refused("renewed keys are software keys"));
+        };
+        let signer = signers
+            .get(&job.ca)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| refused("CA signer missing"))?;
+        let cert = signer.issue(
+            x509::leaf_params(&job.profile, start, spec.cert_validity)?,
+            Arc::new(*key),
+        )?;
+        match job.target {
+            Target::Leaf { key, crt } => {
+                pair::replace(&key, key_pem.as_bytes(), &crt, cert.pem.as_bytes())
+                    .map_err(PkiError::Io)?
+            }
+            Target::Kubeconfig { path, doc } => {
+                let mut value: Value = serde_norway::from_str(&doc)
+                    .map_err(|e| refused(format!("{}: {e}", path.display())))?;
+                let user = current_user(&mut value)
+                    .ok_or_else(|| refused(format!("{}: no current user", path.display())))?;
+                user.insert(
+                    "client-certificate-data".into(),
+                    STANDARD.encode(cert.pem.as_bytes()).into(),
+                );
+                user.insert(
+                    "client-key-data".into(),
+                    Zeroizing::new(STANDARD.encode(key_pem.as_bytes()))
+                        .as_str()
+                        .into(),
+                );
+                let text = Zeroizing::new(
+                    serde_norway::to_string(&value)
+                        .map_err(|e| refused(format!("{}: {e}", path.display())))?,
+                );
+                store::replace(&path, text.as_bytes(), store::PRIVATE_MODE)
+                    .map_err(PkiError::Io)?;
+            }
+        }
+        progress(format!("{} renewed", job.long_name));
+        report.renewed.push(job.name.into());
+        for r in job.restart {
+            if !report.restart.contains(r) {
+                report.restart.push(r);
+            }
+        }
+    }
+    let order = [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "etcd",
+    ];
+    report
+        .restart
+        .sort_by_key(|c| order.iter().position(|o| o == c).unwrap_or(order.len()));
+    Ok(report)
+}
