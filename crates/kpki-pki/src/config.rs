@@ -35,6 +35,8 @@ pub struct Settings {
     /// Key URIs per CA (and `sa`).
     #[serde(default)]
     pub keys: KeySettings,
+    /// Which CA (`ca`, `front-proxy-ca`, `etcd-ca`) signs each CSR signerName.
+    pub signers: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `[cluster]`: the facts kubeadm's config carries.
@@ -69,6 +71,8 @@ pub struct ClusterSettings {
     pub certificate_validity: Option<String>,
     /// `caCertificateValidityPeriod` (Go duration).
     pub ca_certificate_validity: Option<String>,
+    /// Longest validity `kpki sign` grants (kube-controller-manager's `--cluster-signing-duration`).
+    pub signing_duration: Option<String>,
 }
 
 /// `[keys]`: where each CA key (and the service-account key) lives.
@@ -154,6 +158,10 @@ pub struct ClusterSpec {
     pub ca_keys: [(CaId, KeyUri); 3],
     /// Service-account key URI.
     pub sa_key: KeyUri,
+    /// CSR signerName → the CA that signs it.
+    pub signer_cas: std::collections::BTreeMap<String, CaId>,
+    /// Longest validity of certificates signed from CSRs.
+    pub signing_duration: Duration,
 }
 
 impl ClusterSpec {
@@ -258,6 +266,8 @@ fn overlay(s: &mut Settings, f: &Settings) {
     take!(keys.front_proxy_ca);
     take!(keys.etcd_ca);
     take!(keys.sa);
+    take!(signers);
+    take!(cluster.signing_duration);
 }
 
 /// Resolves settings (plus the kubeadm YAML they name) into a [`ClusterSpec`].
@@ -396,6 +406,32 @@ pub fn resolve(s: &Settings) -> Result<ClusterSpec, ConfigError> {
         (CaId::EtcdCa, key(&s.keys.etcd_ca, "etcd/ca", "etcd-ca")?),
     ];
     let sa_key = key(&s.keys.sa, "sa", "sa")?;
+    let mut signer_cas: std::collections::BTreeMap<String, CaId> = [
+        "kubernetes.io/kube-apiserver-client",
+        "kubernetes.io/kube-apiserver-client-kubelet",
+        "kubernetes.io/kubelet-serving",
+    ]
+    .into_iter()
+    .map(|n| (n.to_string(), CaId::Ca))
+    .collect();
+    for (name, ca) in s.signers.iter().flatten() {
+        let id = match ca.as_str() {
+            "ca" => CaId::Ca,
+            "front-proxy-ca" => CaId::FrontProxyCa,
+            "etcd-ca" => CaId::EtcdCa,
+            other => {
+                return Err(ConfigError(format!(
+                    "signers.{name:?} = {other:?}: expected ca, front-proxy-ca or etcd-ca"
+                )));
+            }
+        };
+        signer_cas.insert(name.clone(), id);
+    }
+    let signing_duration = period(
+        c.signing_duration.clone(),
+        "8760h",
+        "cluster.signing_duration",
+    )?;
     Ok(ClusterSpec {
         cert_dir,
         kubeconfig_dir,
@@ -417,6 +453,8 @@ pub fn resolve(s: &Settings) -> Result<ClusterSpec, ConfigError> {
         ca_validity,
         ca_keys,
         sa_key,
+        signer_cas,
+        signing_duration,
     })
 }
 

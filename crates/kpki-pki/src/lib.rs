@@ -3,8 +3,11 @@
 //! issuance through any key backend ([`x509`]), kubeconfigs ([`kubeconfig`]), atomic
 //! storage ([`store`]), key backend selection ([`keystore`]) and `kpki init` ([`init`]).
 
+pub mod authority;
 pub mod catalogue;
 pub mod config;
+pub mod csr;
+pub mod csr_object;
 mod duration;
 pub mod expiration;
 pub mod init;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use kpki_signer::{KeyError, KeyUri, Signer};
+use kpki_signer::KeyUri;
 use serde::Serialize;
 use serde_norway::Value;
 use time::OffsetDateTime;
@@ -131,18 +131,6 @@ fn profile_of(der: &[u8], what: &Path) -> Result<Profile, PkiError> {
     })
 }
 
-fn pem_contents(bytes: &[u8], what: &Path) -> Result<Vec<u8>, PkiError> {
-    let blocks = pem::parse_many(bytes)
-        .map_err(|e| refused(format!("{}: not PEM ({e})", what.display())))?;
-    match blocks.as_slice() {
-        [one] if one.tag() == "CERTIFICATE" => Ok(one.contents().to_vec()),
-        _ => Err(refused(format!(
-            "{}: expected exactly one CERTIFICATE block",
-            what.display()
-        ))),
-    }
-}
-
 /// The current context's user entry of a kubeconfig document, as a mutable YAML mapping.
 fn current_user(doc: &mut Value) -> Option<&mut serde_norway::Mapping> {
     let current = doc.get("current-context")?.as_str()?.to_string();
@@ -161,34 +149,6 @@ fn current_user(doc: &mut Value) -> Option<&mut serde_norway::Mapping> {
         .find(|u| u.get("name").and_then(Value::as_str) == Some(user.as_str()))?
         .get_mut("user")?
         .as_mapping_mut()
-}
-
-fn ca_signer(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<Option<CaSigner>, PkiError> {
-    let ca = CAS
-        .iter()
-        .find(|c| c.id == id)
-        .ok_or_else(|| refused("unknown CA"))?;
-    let crt = spec.cert_dir.join(format!("{}.crt", ca.base));
-    let bytes = std::fs::read(&crt).map_err(|e| refused(format!("{}: {e}", crt.display())))?;
-    let der = pem_contents(&bytes, &crt)?;
-    let uri = spec.ca_key(id);
-    let key: Arc<dyn Signer> = match uri {
-        KeyUri::File(p) if !p.exists() => return Ok(None),
-        uri => match keys.open(uri) {
-            Ok(k) => k,
-            Err(KeyError::NotFound(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        },
-    };
-    let (_, parsed) =
-        X509Certificate::from_der(&der).map_err(|e| refused(format!("{}: {e}", crt.display())))?;
-    if parsed.public_key().raw != key.public_key_spki() {
-        return Err(refused(format!(
-            "{}: does not match its key {uri}",
-            crt.display()
-        )));
-    }
-    Ok(Some(CaSigner::new(&der, key)?))
 }
 
 /// Renews `which` (a name from [`names`] or `all`).
@@ -224,12 +184,12 @@ pub fn renew(
     {
         let crt = spec.cert_dir.join(format!("{}.crt", leaf.base));
         let key = spec.cert_dir.join(format!("{}.key", leaf.base));
-        let Ok(bytes) = std::fs::read(&crt) else {
+        if !crt.exists() {
             progress(format!("MISSING! {}", leaf.long_name));
             report.missing.push(leaf.name.into());
             continue;
-        };
-        let profile = profile_of(&pem_contents(&bytes, &crt)?, &crt)?;
+        }
+        let profile = profile_of(&crate::authority::read_cert(&crt)?, &crt)?;
         jobs.push(Job {
             name: leaf.name,
             long_name: leaf.long_name,
@@ -273,7 +233,13 @@ pub fn renew(
                 path.display()
             ))
         })?;
-        let profile = profile_of(&pem_contents(&pem_bytes, &path)?, &path)?;
+        let block = pem::parse(&pem_bytes).map_err(|e| {
+            refused(format!(
+                "{}: client certificate is not PEM ({e})",
+                path.display()
+            ))
+        })?;
+        let profile = profile_of(block.contents(), &path)?;
         jobs.push(Job {
             name: kc.file,
             long_name: kc.long_name,
@@ -287,7 +253,10 @@ pub fn renew(
     let mut signers: HashMap<CaId, Option<CaSigner>> = HashMap::new();
     for id in [CaId::Ca, CaId::FrontProxyCa, CaId::EtcdCa] {
         if jobs.iter().any(|j| j.ca == id) {
-            signers.insert(id, ca_signer(spec, keys, id)?);
+            signers.insert(
+                id,
+                crate::authority::open(spec, keys, id)?.map(|ca| ca.signer),
+            );
         }
     }
     jobs.retain(|j| {

@@ -125,10 +125,7 @@ pub fn leaf_params(
     for ip in &profile.sans.ips {
         p.subject_alt_names.push(SanType::IpAddress(*ip));
     }
-    p.is_ca = IsCa::NoCa;
-    let mut bc = CustomExtension::from_oid_content(&[2, 5, 29, 19], vec![0x30, 0x00]);
-    bc.set_criticality(true);
-    p.custom_extensions.push(bc);
+    mark_leaf(&mut p);
     p.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
@@ -141,10 +138,30 @@ pub fn leaf_params(
             Usage::ClientAuth => ExtendedKeyUsagePurpose::ClientAuth,
         })
         .collect();
-    p.use_authority_key_identifier_extension = true;
     p.serial_number = Some(random_serial()?);
     validity(&mut p, start, period);
     Ok(p)
+}
+
+/// Makes `p` a leaf as Go writes them: BasicConstraints CA:FALSE (critical, present), no
+/// SKID, an AKID naming the issuer's key.
+pub fn mark_leaf(p: &mut CertificateParams) {
+    p.is_ca = IsCa::NoCa;
+    let mut bc = CustomExtension::from_oid_content(&[2, 5, 29, 19], vec![0x30, 0x00]);
+    bc.set_criticality(true);
+    p.custom_extensions.push(bc);
+    p.use_authority_key_identifier_extension = true;
+}
+
+/// A random positive 128-bit serial, as the Kubernetes CSR signer issues.
+pub fn random_serial_128() -> Result<SerialNumber, KeyError> {
+    let mut b = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| KeyError::Crypto("no randomness for a serial".into()))?;
+    b[0] &= 0x7f;
+    b[0] |= 0x01; // positive and never zero
+    Ok(SerialNumber::from_slice(&b))
 }
 
 /// An issued certificate in both encodings.
@@ -185,6 +202,18 @@ impl CaSigner {
         let issuer = Issuer::from_ca_cert_der(&cert_der.into(), RcgenSigner::new(key)?)
             .map_err(|e| KeyError::Crypto(format!("CA certificate: {e}")))?;
         Ok(CaSigner { issuer })
+    }
+
+    /// Issues a certificate for the public key `public` with `params`.
+    pub fn issue_with(
+        &self,
+        params: CertificateParams,
+        public: &impl rcgen::PublicKeyData,
+    ) -> Result<Issued, KeyError> {
+        params
+            .signed_by(public, &self.issuer)
+            .map(Issued::from)
+            .map_err(|e| self.issuer.key().explain(e))
     }
 
     /// Issues a certificate for `subject_key` with `params`.

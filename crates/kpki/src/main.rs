@@ -6,6 +6,7 @@ mod cluster_args;
 mod init_cmd;
 mod keys;
 mod output;
+mod sign_cmd;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,8 @@ enum Command {
     /// Certificate lifecycle: check-expiration.
     #[command(subcommand)]
     Certs(certs_cmd::CertsCommand),
+    /// Sign a CSR (PEM or CertificateSigningRequest object) under the Kubernetes signer rules.
+    Sign(sign_cmd::SignArgs),
     /// Describe a certificate, bundle, CSR, kubeconfig, key file or public key (never key material).
     Inspect {
         /// The file.
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init(args) => init_cmd::run(args, cli.output).map(|()| ExitCode::SUCCESS),
         Command::Certs(cmd) => certs_cmd::run(cmd, cli.output),
+        Command::Sign(args) => sign_cmd::run(args, cli.output).map(|()| ExitCode::SUCCESS),
         Command::Inspect { file } => kpki_pki::inspect::inspect(&file)
             .map_err(|e| e.to_string())
             .and_then(|items| {

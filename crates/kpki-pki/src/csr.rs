@@ -1,0 +1,413 @@
+//! Signing PKCS#10 requests the way the Kubernetes CSR signers do (reference §6): proof of
+//! possession, the built-in signerNames' rules, usages from the signer and `spec.usages`,
+//! validity from `expirationSeconds` clipped to the CA, subject and SANs from the request,
+//! every other requested extension dropped, and the public key taken from the request's
+//! SubjectPublicKeyInfo (never from its signature algorithm).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose,
+    KeyUsagePurpose, SanType,
+};
+use time::OffsetDateTime;
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::public_key::PublicKey;
+
+use crate::PkiError;
+use crate::x509::{self, CaSigner, Issued};
+
+/// `kubernetes.io/kube-apiserver-client`.
+pub const KUBE_APISERVER_CLIENT: &str = "kubernetes.io/kube-apiserver-client";
+/// `kubernetes.io/kube-apiserver-client-kubelet`.
+pub const KUBE_APISERVER_CLIENT_KUBELET: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+/// `kubernetes.io/kubelet-serving`.
+pub const KUBELET_SERVING: &str = "kubernetes.io/kubelet-serving";
+/// `kubernetes.io/legacy-unknown` (not requestable through certificates.k8s.io/v1).
+pub const LEGACY_UNKNOWN: &str = "kubernetes.io/legacy-unknown";
+
+/// The smallest `expirationSeconds` Kubernetes accepts.
+pub const MIN_EXPIRATION_SECONDS: i64 = 600;
+
+/// A signing request with the fields of a CertificateSigningRequest's spec.
+#[derive(Debug, Clone)]
+pub struct SignRequest {
+    /// DER PKCS#10.
+    pub csr_der: Vec<u8>,
+    /// `spec.signerName`.
+    pub signer_name: String,
+    /// `spec.usages` (Kubernetes words); empty means the signer's defaults.
+    pub usages: Vec<String>,
+    /// `spec.expirationSeconds`.
+    pub expiration_seconds: Option<i64>,
+    /// Allow `O=system:masters` for kube-apiserver-client (refused by default).
+    pub allow_system_masters: bool,
+}
+
+/// The CA that signs and the longest validity it grants.
+pub struct Authority<'a> {
+    /// The CA's issuer.
+    pub signer: &'a CaSigner,
+    /// The CA certificate (DER), for its NotAfter.
+    pub ca_der: &'a [u8],
+    /// `--cluster-signing-duration`.
+    pub max_validity: Duration,
+}
+
+fn refused(msg: impl Into<String>) -> PkiError {
+    PkiError::Refused(msg.into())
+}
+
+struct Requested {
+    subject: DistinguishedName,
+    orgs: Vec<String>,
+    cn: String,
+    dns: Vec<String>,
+    ips: Vec<IpAddr>,
+    emails: Vec<String>,
+    uris: Vec<String>,
+}
+
+fn dn_type(oid: &str) -> Option<DnType> {
+    Some(match oid {
+        "2.5.4.3" => DnType::CommonName,
+        "2.5.4.10" => DnType::OrganizationName,
+        "2.5.4.11" => DnType::OrganizationalUnitName,
+        "2.5.4.6" => DnType::CountryName,
+        "2.5.4.8" => DnType::StateOrProvinceName,
+        "2.5.4.7" => DnType::LocalityName,
+        _ => return None,
+    })
+}
+
+fn parse_request(csr: &X509CertificationRequest<'_>) -> Result<Requested, PkiError> {
+    let mut subject = DistinguishedName::new();
+    let mut seen: Vec<String> = Vec::new();
+    let (mut cn, mut orgs) = (String::new(), Vec::new());
+    for rdn in csr.certification_request_info.subject.iter() {
+        for attr in rdn.iter() {
+            let oid = attr.attr_type().to_id_string();
+            let value = attr
+                .as_str()
+                .map_err(|_| refused(format!("subject attribute {oid} is not a string")))?;
+            let ty = dn_type(&oid)
+                .ok_or_else(|| refused(format!("subject attribute {oid} is not supported")))?;
+            if seen.contains(&oid) {
+                return Err(refused(format!(
+                    "subject has more than one {} value; kpki issues one value per attribute",
+                    if oid == "2.5.4.10" {
+                        "O (group)"
+                    } else {
+                        oid.as_str()
+                    }
+                )));
+            }
+            seen.push(oid.clone());
+            match oid.as_str() {
+                "2.5.4.3" => cn = value.to_string(),
+                "2.5.4.10" => orgs.push(value.to_string()),
+                _ => {}
+            }
+            subject.push(ty, DnValue::Utf8String(value.to_string()));
+        }
+    }
+    let mut req = Requested {
+        subject,
+        orgs,
+        cn,
+        dns: vec![],
+        ips: vec![],
+        emails: vec![],
+        uris: vec![],
+    };
+    if let Some(exts) = csr.requested_extensions() {
+        for ext in exts {
+            // Only SANs are honoured; key usages, basic constraints and the rest are dropped.
+            if let ParsedExtension::SubjectAlternativeName(san) = ext {
+                for n in &san.general_names {
+                    match n {
+                        GeneralName::DNSName(d) => req.dns.push(d.to_string()),
+                        GeneralName::RFC822Name(e) => req.emails.push(e.to_string()),
+                        GeneralName::URI(u) => req.uris.push(u.to_string()),
+                        GeneralName::IPAddress(b) => match b.len() {
+                            4 => req
+                                .ips
+                                .extend(<[u8; 4]>::try_from(*b).ok().map(IpAddr::from)),
+                            16 => req
+                                .ips
+                                .extend(<[u8; 16]>::try_from(*b).ok().map(IpAddr::from)),
+                            _ => return Err(refused("malformed IP address SAN")),
+                        },
+                        other => return Err(refused(format!("unsupported SAN type {other:?}"))),
+                    }
+                }
+            }
+        }
+    }
+    Ok(req)
+}
+
+/// Checks the key the request carries: RSA ≥ 2048, EC P-256/P-384, or Ed25519.
+fn check_key(csr: &X509CertificationRequest<'_>) -> Result<(), PkiError> {
+    let spki = &csr.certification_request_info.subject_pki;
+    match spki.parsed() {
+        Ok(PublicKey::RSA(rsa)) if rsa.key_size() >= 2048 => Ok(()),
+        Ok(PublicKey::RSA(rsa)) => Err(refused(format!(
+            "unsupported key size RSA-{} (at least 2048 bits)",
+            rsa.key_size()
+        ))),
+        Ok(PublicKey::EC(_)) => {
+            let params = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|o| o.to_id_string());
+            match params.as_deref() {
+                Some("1.2.840.10045.3.1.7") | Some("1.3.132.0.34") => Ok(()),
+                other => Err(refused(format!(
+                    "unsupported EC curve {}",
+                    other.unwrap_or("(none)")
+                ))),
+            }
+        }
+        _ if spki.algorithm.algorithm.to_id_string() == "1.3.101.112" => Ok(()),
+        _ => Err(refused(format!(
+            "unsupported public key algorithm {}",
+            spki.algorithm.algorithm.to_id_string()
+        ))),
+    }
+}
+
+/// Usages of a request: the signer's defaults when none are asked, then the signer's rules.
+fn usages_for(signer_name: &str, asked: &[String]) -> Result<Vec<String>, PkiError> {
+    let default: &[&str] = match signer_name {
+        KUBELET_SERVING => &["digital signature", "key encipherment", "server auth"],
+        _ => &["digital signature", "key encipherment", "client auth"],
+    };
+    let mut usages: Vec<String> = if asked.is_empty() {
+        default.iter().map(|s| s.to_string()).collect()
+    } else {
+        asked.to_vec()
+    };
+    usages.sort();
+    usages.dedup();
+    let set: Vec<&str> = usages.iter().map(String::as_str).collect();
+    let exact = |options: &[&[&str]]| {
+        options.iter().any(|o| {
+            let mut o = o.to_vec();
+            o.sort_unstable();
+            o == set
+        })
+    };
+    let (allowed, rule) = match signer_name {
+        KUBE_APISERVER_CLIENT => (
+            set.contains(&"client auth")
+                && set
+                    .iter()
+                    .all(|u| ["client auth", "digital signature", "key encipherment"].contains(u)),
+            "requires \"client auth\" and allows only \"digital signature\" and \"key encipherment\" besides",
+        ),
+        KUBE_APISERVER_CLIENT_KUBELET => (
+            exact(&[
+                &["digital signature", "key encipherment", "client auth"],
+                &["digital signature", "client auth"],
+            ]),
+            "requires exactly digital signature, (key encipherment,) client auth",
+        ),
+        KUBELET_SERVING => (
+            exact(&[
+                &["digital signature", "key encipherment", "server auth"],
+                &["digital signature", "server auth"],
+            ]),
+            "requires exactly digital signature, (key encipherment,) server auth",
+        ),
+        _ => (true, ""),
+    };
+    if !allowed {
+        return Err(refused(format!("{signer_name} {rule}; got {set:?}")));
+    }
+    Ok(usages)
+}
+
+fn apply_usages(p: &mut CertificateParams, usages: &[String]) -> Result<(), PkiError> {
+    for u in usages {
+        match u.as_str() {
+            "digital signature" => p.key_usages.push(KeyUsagePurpose::DigitalSignature),
+            "content commitment" => p.key_usages.push(KeyUsagePurpose::ContentCommitment),
+            "key encipherment" => p.key_usages.push(KeyUsagePurpose::KeyEncipherment),
+            "key agreement" => p.key_usages.push(KeyUsagePurpose::KeyAgreement),
+            "data encipherment" => p.key_usages.push(KeyUsagePurpose::DataEncipherment),
+            "server auth" => p
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth),
+            "client auth" => p
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ClientAuth),
+            "code signing" => p
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::CodeSigning),
+            "email protection" => p
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::EmailProtection),
+            "timestamping" => p
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::TimeStamping),
+            "ocsp signing" => p
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::OcspSigning),
+            "any" => p.extended_key_usages.push(ExtendedKeyUsagePurpose::Any),
+            "cert sign" | "crl sign" => {
+                return Err(refused(format!("usage {u:?} would make a CA; refused")));
+            }
+            other => return Err(refused(format!("unsupported usage {other:?}"))),
+        }
+    }
+    Ok(())
+}
+
+fn check_subject(
+    signer_name: &str,
+    req: &Requested,
+    allow_system_masters: bool,
+) -> Result<(), PkiError> {
+    let node_rules = |what: &str| -> Result<(), PkiError> {
+        if req.orgs != ["system:nodes"] {
+            return Err(refused(format!(
+                "{what} requires O exactly [\"system:nodes\"]; got {:?}",
+                req.orgs
+            )));
+        }
+        if !req.cn.starts_with("system:node:") || req.cn.len() == "system:node:".len() {
+            return Err(refused(format!(
+                "{what} requires CN system:node:<name>; got {:?}",
+                req.cn
+            )));
+        }
+        Ok(())
+    };
+    let has_sans =
+        !(req.dns.is_empty() && req.ips.is_empty() && req.emails.is_empty() && req.uris.is_empty());
+    match signer_name {
+        KUBE_APISERVER_CLIENT
+            if req.orgs.iter().any(|o| o == "system:masters") && !allow_system_masters =>
+        {
+            Err(refused(
+                "O=system:masters is refused (it bypasses RBAC); pass --allow-system-masters to issue it anyway",
+            ))
+        }
+        KUBE_APISERVER_CLIENT_KUBELET => {
+            node_rules(signer_name)?;
+            if has_sans {
+                return Err(refused(format!(
+                    "{signer_name} allows no subject alternative names"
+                )));
+            }
+            Ok(())
+        }
+        KUBELET_SERVING => {
+            node_rules(signer_name)?;
+            if req.dns.is_empty() && req.ips.is_empty() {
+                return Err(refused(format!(
+                    "{signer_name} requires at least one DNS or IP subject alternative name"
+                )));
+            }
+            if !req.emails.is_empty() || !req.uris.is_empty() {
+                return Err(refused(format!(
+                    "{signer_name} forbids email and URI subject alternative names"
+                )));
+            }
+            Ok(())
+        }
+        LEGACY_UNKNOWN => Err(refused(format!(
+            "{LEGACY_UNKNOWN} cannot be requested through certificates.k8s.io/v1"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Signs `request` with `authority` at time `now` under the signer rules.
+pub fn sign(
+    request: &SignRequest,
+    authority: &Authority<'_>,
+    now: OffsetDateTime,
+) -> Result<Issued, PkiError> {
+    let (rest, csr) = X509CertificationRequest::from_der(&request.csr_der)
+        .map_err(|e| refused(format!("malformed certificate request ({e})")))?;
+    if !rest.is_empty() {
+        return Err(refused("trailing bytes after the certificate request"));
+    }
+    check_key(&csr)?;
+    csr.verify_signature().map_err(|_| {
+        refused("the request's signature does not verify (no proof of possession of its key)")
+    })?;
+    let req = parse_request(&csr)?;
+    check_subject(&request.signer_name, &req, request.allow_system_masters)?;
+    let usages = usages_for(&request.signer_name, &request.usages)?;
+
+    let (_, ca) = X509Certificate::from_der(authority.ca_der)
+        .map_err(|e| refused(format!("CA certificate: {e}")))?;
+    let ca_not_after = ca.validity().not_after.to_datetime();
+    if ca_not_after <= now {
+        return Err(refused("the CA certificate has expired; it cannot sign"));
+    }
+    let mut ttl = authority.max_validity;
+    if let Some(secs) = request.expiration_seconds {
+        if secs < MIN_EXPIRATION_SECONDS {
+            return Err(refused(format!(
+                "expirationSeconds {secs} is below the minimum of {MIN_EXPIRATION_SECONDS}"
+            )));
+        }
+        ttl = ttl.min(Duration::from_secs(secs.unsigned_abs()));
+    }
+    let now = x509::whole_seconds(now);
+    let mut not_after = if ttl >= Duration::from_secs(8 * 3600) {
+        now + ttl - x509::BACKDATE
+    } else {
+        now + ttl
+    };
+    if not_after > ca_not_after {
+        not_after = ca_not_after;
+    }
+
+    let mut p = CertificateParams::default();
+    p.distinguished_name = req.subject;
+    for d in &req.dns {
+        p.subject_alt_names.push(SanType::DnsName(
+            d.as_str()
+                .try_into()
+                .map_err(|e| refused(format!("DNS SAN {d:?}: {e}")))?,
+        ));
+    }
+    for ip in &req.ips {
+        p.subject_alt_names.push(SanType::IpAddress(*ip));
+    }
+    for e in &req.emails {
+        p.subject_alt_names.push(SanType::Rfc822Name(
+            e.as_str()
+                .try_into()
+                .map_err(|err| refused(format!("email SAN {e:?}: {err}")))?,
+        ));
+    }
+    for u in &req.uris {
+        p.subject_alt_names.push(SanType::URI(
+            u.as_str()
+                .try_into()
+                .map_err(|err| refused(format!("URI SAN {u:?}: {err}")))?,
+        ));
+    }
+    apply_usages(&mut p, &usages)?;
+    x509::mark_leaf(&mut p);
+    p.serial_number = Some(x509::random_serial_128()?);
+    p.not_before = now - x509::BACKDATE;
+    p.not_after = not_after;
+    // The key comes from the request's SubjectPublicKeyInfo (curve included), not from its
+    // signature algorithm: a P-384 key signed with SHA-256 stays a P-384 key.
+    let public =
+        rcgen::SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw)
+            .map_err(|e| refused(format!("request public key: {e}")))?;
+    Ok(authority.signer.issue_with(p, &public)?)
+}

@@ -1,0 +1,92 @@
+//! The `certificates.k8s.io/v1` CertificateSigningRequest object (k8s-openapi types): read
+//! one in YAML or JSON, and hand it back approved with `status.certificate` set.
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestCondition, CertificateSigningRequestStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::PkiError;
+use crate::csr::SignRequest;
+
+/// What `kpki sign` was given.
+pub enum Input {
+    /// A PEM PKCS#10 request (DER inside).
+    Pem(Vec<u8>),
+    /// A CertificateSigningRequest object.
+    Object(Box<CertificateSigningRequest>),
+}
+
+fn refused(msg: impl Into<String>) -> PkiError {
+    PkiError::Refused(msg.into())
+}
+
+fn pem_request(bytes: &[u8]) -> Result<Vec<u8>, PkiError> {
+    let block =
+        pem::parse(bytes).map_err(|e| refused(format!("not a PEM certificate request ({e})")))?;
+    match block.tag() {
+        "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST" => Ok(block.into_contents()),
+        other => Err(refused(format!(
+            "PEM block is {other:?}, not CERTIFICATE REQUEST"
+        ))),
+    }
+}
+
+/// Reads a PEM request or a CertificateSigningRequest object (YAML or JSON).
+pub fn read(bytes: &[u8]) -> Result<Input, PkiError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| refused("input is neither PEM nor a YAML/JSON object (binary data)"))?;
+    if text.trim_start().starts_with("-----BEGIN") {
+        return pem_request(bytes).map(Input::Pem);
+    }
+    let object: CertificateSigningRequest = serde_norway::from_str(text)
+        .map_err(|e| refused(format!("not a CertificateSigningRequest object: {e}")))?;
+    if object.metadata.name.is_none() && object.metadata.generate_name.is_none() {
+        return Err(refused("CertificateSigningRequest has no metadata.name"));
+    }
+    Ok(Input::Object(Box::new(object)))
+}
+
+/// The signing request an object asks for (`--signer-name` may override the object's).
+pub fn request_of(
+    object: &CertificateSigningRequest,
+    signer_override: Option<&str>,
+) -> Result<SignRequest, PkiError> {
+    let csr_der = pem_request(&object.spec.request.0)?;
+    Ok(SignRequest {
+        csr_der,
+        signer_name: signer_override
+            .map(str::to_string)
+            .unwrap_or_else(|| object.spec.signer_name.clone()),
+        usages: object.spec.usages.clone().unwrap_or_default(),
+        expiration_seconds: object.spec.expiration_seconds.map(i64::from),
+        allow_system_masters: false,
+    })
+}
+
+/// Marks the object approved and stores the issued certificate PEM in `status.certificate`.
+pub fn approve(
+    object: &mut CertificateSigningRequest,
+    certificate_pem: &str,
+) -> Result<(), PkiError> {
+    let secs = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = k8s_openapi::jiff::Timestamp::from_second(secs)
+        .map_err(|e| refused(format!("clock: {e}")))?;
+    let status = object
+        .status
+        .get_or_insert_with(CertificateSigningRequestStatus::default);
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    if !conditions.iter().any(|c| c.type_ == "Approved") {
+        conditions.push(CertificateSigningRequestCondition {
+            type_: "Approved".into(),
+            status: "True".into(),
+            reason: Some("KpkiApprove".into()),
+            message: Some("approved and signed by kpki".into()),
+            last_update_time: Some(Time(now)),
+            last_transition_time: Some(Time(now)),
+        });
+    }
+    status.certificate = Some(ByteString(certificate_pem.as_bytes().to_vec()));
+    Ok(())
+}
