@@ -66,11 +66,27 @@ pub(crate) fn create_keys(
         .min(soft.len())
         .max(1);
     let (token_keys, soft_keys) = std::thread::scope(|scope| {
-        // One thread per token key: a token's key generation is mostly waiting for its store.
-        let token_threads: Vec<_> = token
-            .iter()
-            .map(|(i, uri)| {
-                scope.spawn(move || keys.create(uri, algorithm).map(|k| (*i, NewKey::Token(k))))
+        // One thread per token; keys on the same token are made one after another (SoftHSM's
+        // store fails concurrent key generation on one token with CKR_GENERAL_ERROR).
+        let mut per_token: Vec<(String, Vec<(usize, &KeyUri)>)> = Vec::new();
+        for (i, uri) in &token {
+            let name = match uri {
+                KeyUri::Pkcs11(u) => u.token_only().without_pin_value().to_string(),
+                KeyUri::File(_) => String::new(),
+            };
+            match per_token.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, list)) => list.push((*i, *uri)),
+                None => per_token.push((name, vec![(*i, *uri)])),
+            }
+        }
+        let token_threads: Vec<_> = per_token
+            .into_iter()
+            .map(|(_, list)| {
+                scope.spawn(move || {
+                    list.into_iter()
+                        .map(|(i, uri)| keys.create(uri, algorithm).map(|k| (i, NewKey::Token(k))))
+                        .collect::<Result<Vec<_>, _>>()
+                })
             })
             .collect();
         let soft_threads: Vec<_> = (0..workers)
@@ -101,6 +117,7 @@ pub(crate) fn create_keys(
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
+        .flatten()
         .chain(
             soft_keys
                 .into_iter()
