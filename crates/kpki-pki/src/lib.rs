@@ -16,6 +16,7 @@ mod keygen;
 pub mod keystore;
 pub mod kubeadm_yaml;
 pub mod kubeconfig;
+pub mod onboard;
 pub mod pair;
 pub mod renew;
 pub mod sans;

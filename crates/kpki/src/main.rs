@@ -5,6 +5,7 @@ mod certs_cmd;
 mod cluster_args;
 mod init_cmd;
 mod keys;
+mod kubeconfig_cmd;
 mod output;
 mod sign_cmd;
 
@@ -34,6 +35,12 @@ enum Command {
     Certs(certs_cmd::CertsCommand),
     /// Sign a CSR (PEM or CertificateSigningRequest object) under the Kubernetes signer rules.
     Sign(sign_cmd::SignArgs),
+    /// Kubeconfigs for users and components.
+    #[command(subcommand)]
+    Kubeconfig(kubeconfig_cmd::KubeconfigCommand),
+    /// Worker node credentials.
+    #[command(subcommand)]
+    Node(kubeconfig_cmd::NodeCommand),
     /// Describe a certificate, bundle, CSR, kubeconfig, key file or public key (never key material).
     Inspect {
         /// The file.
@@ -62,6 +69,8 @@ fn main() -> ExitCode {
         Command::Init(args) => init_cmd::run(args, cli.output).map(|()| ExitCode::SUCCESS),
         Command::Certs(cmd) => certs_cmd::run(cmd, cli.output),
         Command::Sign(args) => sign_cmd::run(args, cli.output).map(|()| ExitCode::SUCCESS),
+        Command::Kubeconfig(cmd) => kubeconfig_cmd::run_kubeconfig(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Node(cmd) => kubeconfig_cmd::run_node(cmd, cli.output).map(|()| ExitCode::SUCCESS),
         Command::Inspect { file } => kpki_pki::inspect::inspect(&file)
             .map_err(|e| e.to_string())
             .and_then(|items| {
