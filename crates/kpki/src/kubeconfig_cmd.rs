@@ -2,7 +2,7 @@
 //! and worker nodes, signed by the cluster CA on its backend.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use kpki_pki::keystore::KeyStore;
@@ -89,14 +89,12 @@ fn parse_rbac(text: &str) -> Result<(String, Option<String>), String> {
     ))
 }
 
-fn write_new(path: &PathBuf, bytes: &[u8]) -> Result<(), String> {
-    store::create(path, bytes, store::PRIVATE_MODE).map_err(|e| {
-        if path.exists() {
-            format!("{}: already exists; refusing to overwrite", path.display())
-        } else {
-            e
-        }
-    })
+/// Writes a new file (never replacing one), naming an existing file in the error.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    if path.exists() {
+        return Err(format!("{}: already exists; refusing to overwrite", path.display()));
+    }
+    store::create(path, bytes, mode)
 }
 
 /// Runs a `kpki kubeconfig` command.
@@ -147,16 +145,12 @@ pub fn run_kubeconfig(cmd: KubeconfigCommand) -> Result<(), String> {
             )
             .map_err(|e| e.to_string())?;
             match &out {
-                Some(path) => write_new(path, kubeconfig.as_bytes())?,
+                Some(path) => write_new(path, kubeconfig.as_bytes(), store::PRIVATE_MODE)?,
                 None => print!("{}", kubeconfig.as_str()),
             }
             if let (Some(path), Some(m)) = (rbac_path, manifest) {
-                store::create(&path, m.as_bytes(), store::CERT_MODE).map_err(|e| {
-                    if path.exists() {
-                        format!("{}: already exists; refusing to overwrite", path.display())
-                    } else {
-                        e
-                    }
+                write_new(&path, m.as_bytes(), store::CERT_MODE)?;
+            }
                 })?;
             }
             Ok(())
@@ -166,7 +160,7 @@ pub fn run_kubeconfig(cmd: KubeconfigCommand) -> Result<(), String> {
             let kubeconfig = onboard::component_kubeconfig(&spec, &KeyStore::default(), &name)
                 .map_err(|e| e.to_string())?;
             let path = out.unwrap_or_else(|| spec.kubeconfig_dir.join(format!("{name}.conf")));
-            write_new(&path, kubeconfig.as_bytes())?;
+            write_new(&path, kubeconfig.as_bytes(), store::PRIVATE_MODE)?;
             println!("[kubeconfig] Wrote {:?}", path.display().to_string());
             Ok(())
         }
