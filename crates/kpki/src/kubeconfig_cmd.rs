@@ -92,7 +92,10 @@ fn parse_rbac(text: &str) -> Result<(String, Option<String>), String> {
 /// Writes a new file (never replacing one), naming an existing file in the error.
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
     if path.exists() {
-        return Err(format!("{}: already exists; refusing to overwrite", path.display()));
+        return Err(format!(
+            "{}: already exists; refusing to overwrite",
+            path.display()
+        ));
     }
     store::create(path, bytes, mode)
 }
@@ -150,8 +153,6 @@ pub fn run_kubeconfig(cmd: KubeconfigCommand) -> Result<(), String> {
             }
             if let (Some(path), Some(m)) = (rbac_path, manifest) {
                 write_new(&path, m.as_bytes(), store::CERT_MODE)?;
-            }
-                })?;
             }
             Ok(())
         }
