@@ -105,13 +105,39 @@ pub fn render(
     cert_pem: &str,
     key_pem: &str,
 ) -> Result<Zeroizing<String>, String> {
+    build(cluster, server, Some(ca_pem), user, Some(cert_pem), key_pem)
+}
+
+/// A partial kubeconfig as `kubeadm certs generate-csr` writes it: empty CA data and client
+/// certificate, only the client key.
+pub fn render_partial(
+    cluster: &str,
+    server: &str,
+    user: &str,
+    key_pem: &str,
+) -> Result<Zeroizing<String>, String> {
+    build(cluster, server, None, user, None, key_pem)
+}
+
+fn build(
+    cluster: &str,
+    server: &str,
+    ca_pem: Option<&str>,
+    user: &str,
+    cert_pem: Option<&str>,
+    key_pem: &str,
+) -> Result<Zeroizing<String>, String> {
     let context = format!("{user}@{cluster}");
     let key_data = Zeroizing::new(STANDARD.encode(key_pem.as_bytes()));
     let cfg = Kubeconfig {
         api_version: "v1".into(),
         clusters: vec![NamedCluster {
             cluster: Cluster {
-                certificate_authority_data: Some(STANDARD.encode(ca_pem.as_bytes())),
+                certificate_authority_data: Some(
+                    ca_pem
+                        .map(|p| STANDARD.encode(p.as_bytes()))
+                        .unwrap_or_default(),
+                ),
                 certificate_authority: None,
                 server: server.into(),
             },
@@ -130,7 +156,11 @@ pub fn render(
         users: vec![NamedUser {
             name: user.into(),
             user: User {
-                client_certificate_data: Some(STANDARD.encode(cert_pem.as_bytes())),
+                client_certificate_data: Some(
+                    cert_pem
+                        .map(|p| STANDARD.encode(p.as_bytes()))
+                        .unwrap_or_default(),
+                ),
                 client_key_data: Some(key_data.to_string()),
                 ..Default::default()
             },

@@ -10,6 +10,7 @@ pub mod csr;
 pub mod csr_object;
 mod duration;
 pub mod expiration;
+pub mod gencsr;
 pub mod init;
 pub mod inspect;
 mod keygen;

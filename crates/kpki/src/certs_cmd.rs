@@ -1,4 +1,5 @@
-//! `kpki certs`: lifecycle of the node's certificates (`check-expiration`, `renew`).
+//! `kpki certs`: lifecycle of the node's certificates (`check-expiration`, `generate-csr`,
+//! `renew`).
 
 use std::process::ExitCode;
 
@@ -20,6 +21,11 @@ pub enum CertsCommand {
         /// Exit with status 3 when anything expires within this window (e.g. 30d, 720h).
         #[arg(long, value_name = "DURATION")]
         warn_within: Option<String>,
+    },
+    /// Write keys and CSRs for every leaf and kubeconfig, for signing by an external CA.
+    GenerateCsr {
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Renew a certificate (kubeadm's names) or `all`, signed by its CA on its backend.
     Renew {
@@ -70,6 +76,21 @@ pub fn run(cmd: CertsCommand, format: Format) -> Result<ExitCode, String> {
                 }
                 _ => Ok(ExitCode::SUCCESS),
             }
+        }
+        CertsCommand::GenerateCsr { cluster } => {
+            let spec = cluster.spec()?;
+            let written = kpki_pki::gencsr::generate(&spec).map_err(|e| e.to_string())?;
+            print_data(format, &written, || {
+                for w in &written {
+                    println!(
+                        "[certs] Generated key {:?} and CSR {:?} for {}",
+                        w.key.display().to_string(),
+                        w.csr.display().to_string(),
+                        w.name
+                    );
+                }
+            })?;
+            Ok(ExitCode::SUCCESS)
         }
         CertsCommand::Renew { name, cluster } => {
             let spec = cluster.spec()?;

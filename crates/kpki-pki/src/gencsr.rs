@@ -1,0 +1,151 @@
+//! `certs generate-csr`: kubeadm's external-CA preparation — a key and a CSR for every leaf
+//! (etcd's included) and, for the five kubeconfigs, a partial kubeconfig holding only the
+//! client key plus a CSR beside it. CSRs carry the subject and SANs of the catalogue and
+//! nothing else; the CA adds usages and validity when it signs. Nothing is overwritten.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kpki_signer::{KeyUri, RcgenSigner, Signer};
+use kpki_soft::SoftKey;
+use rcgen::{CertificateParams, DnType, SanType};
+use serde::Serialize;
+
+use crate::catalogue::{Cn, KUBECONFIGS, LEAVES, Server};
+use crate::config::ClusterSpec;
+use crate::sans::{AltNames, alt_names};
+use crate::{PkiError, kubeconfig, store};
+
+/// Mode of directories holding CSRs (kubeadm creates them 0700).
+const CSR_DIR_MODE: u32 = 0o700;
+
+/// A file `generate-csr` wrote.
+#[derive(Debug, Serialize)]
+pub struct Written {
+    /// Catalogue name.
+    pub name: String,
+    /// The key file (or partial kubeconfig).
+    pub key: PathBuf,
+    /// The CSR file.
+    pub csr: PathBuf,
+}
+
+fn cn_of(cn: Cn, spec: &ClusterSpec) -> String {
+    match cn {
+        Cn::Fixed(s) => s.to_string(),
+        Cn::NodeName => spec.node_name.clone(),
+        Cn::SystemNode => format!("system:node:{}", spec.node_name),
+    }
+}
+
+fn request_pem(
+    key: &Arc<dyn Signer>,
+    cn: &str,
+    orgs: &[&str],
+    sans: &AltNames,
+) -> Result<String, PkiError> {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    for o in orgs {
+        p.distinguished_name.push(DnType::OrganizationName, *o);
+    }
+    p.distinguished_name.push(DnType::CommonName, cn);
+    for d in &sans.dns {
+        p.subject_alt_names.push(SanType::DnsName(
+            d.as_str()
+                .try_into()
+                .map_err(|e| PkiError::Refused(format!("DNS SAN {d:?}: {e}")))?,
+        ));
+    }
+    for ip in &sans.ips {
+        p.subject_alt_names.push(SanType::IpAddress(*ip));
+    }
+    let signer = RcgenSigner::new(Arc::clone(key))?;
+    let csr = p
+        .serialize_request(&signer)
+        .map_err(|e| signer.explain(e))?;
+    csr.pem()
+        .map_err(|e| PkiError::Refused(format!("CSR encoding: {e}")))
+}
+
+/// Writes keys, partial kubeconfigs and CSRs; refuses before writing if any target exists.
+pub fn generate(spec: &ClusterSpec) -> Result<Vec<Written>, PkiError> {
+    let leaves: Vec<_> = LEAVES
+        .iter()
+        .map(|l| {
+            (
+                l,
+                spec.cert_dir.join(format!("{}.key", l.base)),
+                spec.cert_dir.join(format!("{}.csr", l.base)),
+            )
+        })
+        .collect();
+    let kubeconfigs: Vec<_> = KUBECONFIGS
+        .iter()
+        .map(|k| {
+            (
+                k,
+                spec.kubeconfig_dir.join(k.file),
+                spec.kubeconfig_dir.join(format!("{}.csr", k.file)),
+            )
+        })
+        .collect();
+    for path in leaves
+        .iter()
+        .flat_map(|(_, k, c)| [k, c])
+        .chain(kubeconfigs.iter().flat_map(|(_, k, c)| [k, c]))
+    {
+        if path.exists() {
+            return Err(PkiError::Refused(format!(
+                "{}: file already exists",
+                path.display()
+            )));
+        }
+    }
+    let mut out = Vec::new();
+    for (leaf, key_path, csr_path) in leaves {
+        let (key, pem) = SoftKey::generate(KeyUri::file(&key_path), spec.algorithm)?;
+        let key: Arc<dyn Signer> = Arc::new(key);
+        let csr = request_pem(
+            &key,
+            &cn_of(leaf.cn, spec),
+            leaf.orgs,
+            &alt_names(spec, leaf.sans),
+        )?;
+        if let Some(dir) = csr_path.parent() {
+            kpki_soft::atomic::create_dir_all(dir, CSR_DIR_MODE)
+                .map_err(|e| PkiError::Io(format!("{}: {e}", dir.display())))?;
+        }
+        store::create(&key_path, pem.as_bytes(), store::PRIVATE_MODE).map_err(PkiError::Io)?;
+        store::create(&csr_path, csr.as_bytes(), store::PRIVATE_MODE).map_err(PkiError::Io)?;
+        out.push(Written {
+            name: leaf.name.into(),
+            key: key_path,
+            csr: csr_path,
+        });
+    }
+    for (kc, path, csr_path) in kubeconfigs {
+        let (key, pem) = SoftKey::generate(KeyUri::file(&path), spec.algorithm)?;
+        let key: Arc<dyn Signer> = Arc::new(key);
+        let cn = cn_of(kc.cn, spec);
+        let csr = request_pem(&key, &cn, kc.orgs, &AltNames::default())?;
+        let server = match kc.server {
+            Server::ControlPlane => spec.control_plane_url(),
+            Server::Local => spec.local_url(),
+        };
+        let partial = kubeconfig::render_partial(&spec.cluster_name, &server, &cn, &pem)
+            .map_err(PkiError::Io)?;
+        if let Some(dir) = csr_path.parent() {
+            kpki_soft::atomic::create_dir_all(dir, CSR_DIR_MODE)
+                .map_err(|e| PkiError::Io(format!("{}: {e}", dir.display())))?;
+        }
+        store::create(&path, partial.as_bytes(), store::PRIVATE_MODE).map_err(PkiError::Io)?;
+        store::create(&csr_path, csr.as_bytes(), store::PRIVATE_MODE).map_err(PkiError::Io)?;
+        out.push(Written {
+            name: kc.file.into(),
+            key: path,
+            csr: csr_path,
+        });
+    }
+    Ok(out)
+}
