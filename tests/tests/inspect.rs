@@ -402,7 +402,82 @@ fn no_command_prints_key_material() {
             ));
         }
     }
+    // The lifecycle commands: renew, generate-csr, sign, node add, kubeconfig user --out / component.
+    for o in ["text", "json", "yaml"] {
+        outputs.push((
+            format!("renew {o}"),
+            kpki(&[
+                "certs",
+                "renew",
+                "all",
+                "--dir",
+                root.to_str().unwrap(),
+                "-o",
+                o,
+            ]),
+        ));
+    }
+    let g = dir.path().join("g");
+    outputs.push((
+        "generate-csr".into(),
+        kpki(&["certs", "generate-csr", "--dir", g.to_str().unwrap()]),
+    ));
+    let csr = g.join("pki/apiserver-kubelet-client.csr");
+    for o in ["text", "json"] {
+        outputs.push((
+            format!("sign {o}"),
+            kpki(&[
+                "sign",
+                csr.to_str().unwrap(),
+                "--dir",
+                root.to_str().unwrap(),
+                "-o",
+                o,
+            ]),
+        ));
+    }
+    outputs.push((
+        "node add".into(),
+        kpki(&[
+            "node",
+            "add",
+            "w1",
+            "--address",
+            "10.0.0.31",
+            "--dir",
+            root.to_str().unwrap(),
+        ]),
+    ));
+    outputs.push((
+        "kubeconfig component".into(),
+        kpki(&[
+            "kubeconfig",
+            "component",
+            "kube-proxy",
+            "--dir",
+            root.to_str().unwrap(),
+        ]),
+    ));
+    let jane = dir.path().join("jane.conf");
+    outputs.push((
+        "kubeconfig user --out".into(),
+        kpki(&[
+            "kubeconfig",
+            "user",
+            "--client-name",
+            "jane",
+            "--out",
+            jane.to_str().unwrap(),
+            "--dir",
+            root.to_str().unwrap(),
+        ]),
+    ));
+    for (what, out) in &outputs {
+        assert!(out.status.success(), "{what}: {:?}", text(out));
+    }
     let mut secret_lines = secrets(&root);
+    secret_lines.extend(secrets(&g));
+    secret_lines.extend(secrets(dir.path()));
     for o in ["text", "json", "yaml"] {
         secret_lines.extend(secrets(&dir.path().join(format!("n-{o}"))));
     }
