@@ -84,3 +84,22 @@ pub fn openssl_verify_signature(
     ]);
     out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Verified OK")
 }
+
+/// Starts `kpki` with `args` and SIGKILLs it after a random delay below `max_ms`; returns the
+/// delay (for failure messages).
+pub fn kill_kpki_at_random(args: &[String], max_ms: u64) -> u64 {
+    use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+    let mut child = Command::new(kpki_bin())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start kpki");
+    let mut b = [0u8; 8];
+    SystemRandom::new().fill(&mut b).expect("randomness");
+    let delay = u64::from_be_bytes(b) % max_ms;
+    std::thread::sleep(std::time::Duration::from_millis(delay));
+    let _ = child.kill();
+    let _ = child.wait();
+    delay
+}

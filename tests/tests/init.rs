@@ -648,9 +648,7 @@ fn init_bad_input_writes_nothing() {
 
 #[test]
 fn init_killed_at_random_points_is_completed_by_the_next_run() {
-    use aws_lc_rs::rand::{SecureRandom, SystemRandom};
     let token = hsm::token();
-    let rng = SystemRandom::new();
     let dir = tempfile::tempdir().unwrap();
     for trial in 0..20 {
         let root = dir.path().join(format!("trial-{trial}"));
@@ -675,18 +673,7 @@ fn init_killed_at_random_points_is_completed_by_the_next_run() {
             "10.0.0.10".into(),
         ];
         args.extend(extra.iter().cloned());
-        let mut child = std::process::Command::new(kpki_e2e::kpki_bin())
-            .args(&args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut b = [0u8; 2];
-        rng.fill(&mut b).unwrap();
-        let delay = u64::from(u16::from_be_bytes(b)) % 1500;
-        std::thread::sleep(std::time::Duration::from_millis(delay));
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
+        let delay = kpki_e2e::kill_kpki_at_random(&args, 1500);
         let out = init(&root, "cp1", "10.0.0.10", &extra);
         assert!(
             out.status.success(),

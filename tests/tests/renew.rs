@@ -335,13 +335,11 @@ fn renew_refusals_missing_and_external() {
 
 #[test]
 fn renew_killed_at_random_points_never_leaves_a_mismatched_pair() {
-    use aws_lc_rs::rand::{SecureRandom, SystemRandom};
     let token = hsm::token();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("n");
     let keys = init(&root, &token, "RSA-2048", "k");
     let pki = root.join("pki");
-    let rng = SystemRandom::new();
     for trial in 0..20 {
         let mut args: Vec<String> = [
             "certs",
@@ -358,18 +356,7 @@ fn renew_killed_at_random_points_never_leaves_a_mismatched_pair() {
         .map(|s| s.to_string())
         .collect();
         args.extend(keys.iter().cloned());
-        let mut child = std::process::Command::new(kpki_e2e::kpki_bin())
-            .args(&args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut b = [0u8; 2];
-        rng.fill(&mut b).unwrap();
-        let delay = u64::from(u16::from_be_bytes(b)) % 1500;
-        std::thread::sleep(std::time::Duration::from_millis(delay));
-        let _ = child.kill();
-        let _ = child.wait();
+        let delay = kpki_e2e::kill_kpki_at_random(&args, 1500);
         let out = renew_all(&root, &keys);
         assert!(
             out.status.success(),

@@ -33,6 +33,17 @@ pub enum Cn {
     SystemNode,
 }
 
+impl Cn {
+    /// The CN on the node named `node`.
+    pub fn for_node(self, node: &str) -> String {
+        match self {
+            Cn::Fixed(s) => s.to_string(),
+            Cn::NodeName => node.to_string(),
+            Cn::SystemNode => format!("system:node:{node}"),
+        }
+    }
+}
+
 /// Which SAN rule of the reference (§1.3) applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SanRule {

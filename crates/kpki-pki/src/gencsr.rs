@@ -11,7 +11,7 @@ use kpki_soft::SoftKey;
 use rcgen::{CertificateParams, DnType, SanType};
 use serde::Serialize;
 
-use crate::catalogue::{Cn, KUBECONFIGS, LEAVES, Server};
+use crate::catalogue::{KUBECONFIGS, LEAVES, Server};
 use crate::config::ClusterSpec;
 use crate::sans::{AltNames, alt_names};
 use crate::{PkiError, kubeconfig, store};
@@ -28,14 +28,6 @@ pub struct Written {
     pub key: PathBuf,
     /// The CSR file.
     pub csr: PathBuf,
-}
-
-fn cn_of(cn: Cn, spec: &ClusterSpec) -> String {
-    match cn {
-        Cn::Fixed(s) => s.to_string(),
-        Cn::NodeName => spec.node_name.clone(),
-        Cn::SystemNode => format!("system:node:{}", spec.node_name),
-    }
 }
 
 fn request_pem(
@@ -108,7 +100,7 @@ pub fn generate(spec: &ClusterSpec) -> Result<Vec<Written>, PkiError> {
         let key: Arc<dyn Signer> = Arc::new(key);
         let csr = request_pem(
             &key,
-            &cn_of(leaf.cn, spec),
+            &leaf.cn.for_node(&spec.node_name),
             leaf.orgs,
             &alt_names(spec, leaf.sans),
         )?;
@@ -127,7 +119,7 @@ pub fn generate(spec: &ClusterSpec) -> Result<Vec<Written>, PkiError> {
     for (kc, path, csr_path) in kubeconfigs {
         let (key, pem) = SoftKey::generate(KeyUri::file(&path), spec.algorithm)?;
         let key: Arc<dyn Signer> = Arc::new(key);
-        let cn = cn_of(kc.cn, spec);
+        let cn = kc.cn.for_node(&spec.node_name);
         let csr = request_pem(&key, &cn, kc.orgs, &AltNames::default())?;
         let server = match kc.server {
             Server::ControlPlane => spec.control_plane_url(),

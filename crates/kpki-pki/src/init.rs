@@ -18,9 +18,7 @@ use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use zeroize::Zeroizing;
 
-use crate::catalogue::{
-    CAS, CaId, CaSpec, Cn, KUBECONFIGS, KubeconfigSpec, LEAVES, LeafSpec, Server,
-};
+use crate::catalogue::{CAS, CaId, CaSpec, KUBECONFIGS, KubeconfigSpec, LEAVES, LeafSpec, Server};
 use crate::config::ClusterSpec;
 use crate::keygen::{NewKey, create_keys};
 use crate::keystore::KeyStore;
@@ -94,14 +92,6 @@ fn pem_of(tag: &str, der: &[u8]) -> String {
         &pem::Pem::new(tag, der.to_vec()),
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
     )
-}
-
-fn cn_of(cn: Cn, spec: &ClusterSpec) -> String {
-    match cn {
-        Cn::Fixed(s) => s.to_string(),
-        Cn::NodeName => spec.node_name.clone(),
-        Cn::SystemNode => format!("system:node:{}", spec.node_name),
-    }
 }
 
 /// A CA after phase one: its certificate and key, if present; after its phase-two step,
@@ -265,7 +255,7 @@ pub fn run(
                 };
                 let sans = alt_names(spec, leaf.sans);
                 let profile = Profile {
-                    cn: cn_of(leaf.cn, spec),
+                    cn: leaf.cn.for_node(&spec.node_name),
                     orgs: leaf.orgs.iter().map(|s| s.to_string()).collect(),
                     usages: leaf.usages.to_vec(),
                     sans: sans.clone(),
@@ -323,7 +313,7 @@ pub fn run(
         let NewKey::Soft(key, key_pem) = next_key()? else {
             return Err(refused("a kubeconfig key must be a software key"));
         };
-        let cn = cn_of(kc.cn, spec);
+        let cn = kc.cn.for_node(&spec.node_name);
         let profile = Profile {
             cn: cn.clone(),
             orgs: kc.orgs.iter().map(|s| s.to_string()).collect(),
