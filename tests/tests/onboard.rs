@@ -135,6 +135,32 @@ fn users_components_and_nodes_authenticate_as_expected() {
         ("User", "jane")
     );
 
+    // A user in two groups: both O values reach the server, in order.
+    let sam = dir.path().join("sam.conf");
+    let mut args = vec![
+        "kubeconfig",
+        "user",
+        "--client-name",
+        "sam",
+        "--org",
+        "dev",
+        "--org",
+        "ops",
+        "--out",
+        sam.to_str().unwrap(),
+    ];
+    args.extend(base);
+    let out = kpki(&args);
+    assert!(out.status.success(), "{:?}", text(&out));
+    expect_identity(
+        &server,
+        &sam,
+        Identity {
+            user: "sam".into(),
+            groups: vec!["dev".into(), "ops".into()],
+        },
+    );
+
     // A user on stdout with a cluster-wide binding.
     let rbac = dir.path().join("ops-rbac.yaml");
     let mut args = vec![

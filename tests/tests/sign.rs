@@ -543,3 +543,17 @@ fn base64_encode(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+#[test]
+fn a_subject_with_several_groups_keeps_every_value_in_order() {
+    let f = fixture();
+    for kind in ["rsa2048", "p256"] {
+        let name = format!("groups-{kind}");
+        let c = csr(&f.dir, kind, "/CN=sam/O=dev/O=ops/OU=team", &[], &name);
+        let t = issued(&f, &sign(&f, &c, &[]), "sslclient", &name);
+        assert!(
+            t.contains("Subject: CN = sam, O = dev, O = ops, OU = team"),
+            "{t}"
+        );
+    }
+}

@@ -7,10 +7,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use rcgen::{
-    CertificateParams, DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose,
-    KeyUsagePurpose, SanType,
-};
+use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType};
 use time::OffsetDateTime;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
@@ -18,6 +15,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
 use crate::PkiError;
+use crate::subject::{Attr, Subject};
 use crate::x509::{self, CaSigner, Issued};
 
 /// `kubernetes.io/kube-apiserver-client`.
@@ -62,7 +60,7 @@ fn refused(msg: impl Into<String>) -> PkiError {
 }
 
 struct Requested {
-    subject: DistinguishedName,
+    subject: Subject,
     orgs: Vec<String>,
     cn: String,
     dns: Vec<String>,
@@ -71,49 +69,28 @@ struct Requested {
     uris: Vec<String>,
 }
 
-fn dn_type(oid: &str) -> Option<DnType> {
-    Some(match oid {
-        "2.5.4.3" => DnType::CommonName,
-        "2.5.4.10" => DnType::OrganizationName,
-        "2.5.4.11" => DnType::OrganizationalUnitName,
-        "2.5.4.6" => DnType::CountryName,
-        "2.5.4.8" => DnType::StateOrProvinceName,
-        "2.5.4.7" => DnType::LocalityName,
-        _ => return None,
-    })
-}
-
 fn parse_request(csr: &X509CertificationRequest<'_>) -> Result<Requested, PkiError> {
-    let mut subject = DistinguishedName::new();
-    let mut seen: Vec<String> = Vec::new();
-    let (mut cn, mut orgs) = (String::new(), Vec::new());
+    let mut subject = Subject::default();
     for rdn in csr.certification_request_info.subject.iter() {
         for attr in rdn.iter() {
             let oid = attr.attr_type().to_id_string();
             let value = attr
                 .as_str()
                 .map_err(|_| refused(format!("subject attribute {oid} is not a string")))?;
-            let ty = dn_type(&oid)
+            let ty = Attr::from_oid(&oid)
                 .ok_or_else(|| refused(format!("subject attribute {oid} is not supported")))?;
-            if seen.contains(&oid) {
-                return Err(refused(format!(
-                    "subject has more than one {} value; kpki issues one value per attribute",
-                    if oid == "2.5.4.10" {
-                        "O (group)"
-                    } else {
-                        oid.as_str()
-                    }
-                )));
-            }
-            seen.push(oid.clone());
-            match oid.as_str() {
-                "2.5.4.3" => cn = value.to_string(),
-                "2.5.4.10" => orgs.push(value.to_string()),
-                _ => {}
-            }
-            subject.push(ty, DnValue::Utf8String(value.to_string()));
+            subject.push(ty, value);
         }
     }
+    let cn = subject
+        .values(Attr::CommonName)
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let orgs = subject
+        .values(Attr::Organization)
+        .map(str::to_string)
+        .collect();
     let mut req = Requested {
         subject,
         orgs,
@@ -374,7 +351,6 @@ pub fn sign(
     }
 
     let mut p = CertificateParams::default();
-    p.distinguished_name = req.subject;
     for d in &req.dns {
         p.subject_alt_names.push(SanType::DnsName(
             d.as_str()
@@ -409,5 +385,7 @@ pub fn sign(
     let public =
         rcgen::SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw)
             .map_err(|e| refused(format!("request public key: {e}")))?;
-    Ok(authority.signer.issue_with(p, &public)?)
+    Ok(authority
+        .signer
+        .issue_with(x509::Draft::new(p, req.subject), &public)?)
 }

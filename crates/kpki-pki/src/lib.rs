@@ -22,6 +22,7 @@ pub mod pair;
 pub mod renew;
 pub mod sans;
 pub mod store;
+pub mod subject;
 pub mod x509;
 
 pub use duration::parse_go_duration;

@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 
 use crate::catalogue::Usage;
 use crate::sans::AltNames;
+use crate::subject::{self, Subject};
 
 /// kubeadm back-dates NotBefore by five minutes.
 pub const BACKDATE: Duration = Duration::from_secs(5 * 60);
@@ -92,29 +93,32 @@ pub fn ca_params(
     Ok(p)
 }
 
-/// Parameters of a leaf: O then CN, KU digitalSignature+keyEncipherment, the profile's EKUs,
-/// BasicConstraints CA:FALSE (critical), AKID, no SKID.
+/// What to issue: rcgen's parameters and the full subject (which may hold several values of
+/// one attribute, which rcgen cannot).
+#[derive(Debug)]
+pub struct Draft {
+    /// Extensions, validity, serial; the DN holds the subject's first value of each attribute.
+    pub params: CertificateParams,
+    /// The subject the certificate carries.
+    pub subject: Subject,
+}
+
+impl Draft {
+    /// A draft whose DN is set from `subject`.
+    pub fn new(mut params: CertificateParams, subject: Subject) -> Draft {
+        params.distinguished_name = subject.to_rcgen();
+        Draft { params, subject }
+    }
+}
+
+/// Parameters of a leaf: O values then CN, KU digitalSignature+keyEncipherment, the profile's
+/// EKUs, BasicConstraints CA:FALSE (critical), AKID, no SKID.
 pub fn leaf_params(
     profile: &Profile,
     start: OffsetDateTime,
     period: Duration,
-) -> Result<CertificateParams, KeyError> {
-    if profile.orgs.len() > 1 {
-        // rcgen 0.14 keeps one value per attribute type; refuse rather than drop groups.
-        return Err(KeyError::Unsupported(format!(
-            "subject of {:?} has {} O values; kpki issues at most one",
-            profile.cn,
-            profile.orgs.len()
-        )));
-    }
+) -> Result<Draft, KeyError> {
     let mut p = CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    for o in &profile.orgs {
-        p.distinguished_name
-            .push(DnType::OrganizationName, o.as_str());
-    }
-    p.distinguished_name
-        .push(DnType::CommonName, profile.cn.as_str());
     for name in &profile.sans.dns {
         p.subject_alt_names.push(SanType::DnsName(
             name.as_str()
@@ -140,7 +144,10 @@ pub fn leaf_params(
         .collect();
     p.serial_number = Some(random_serial()?);
     validity(&mut p, start, period);
-    Ok(p)
+    Ok(Draft::new(
+        p,
+        Subject::groups_then_name(&profile.orgs, &profile.cn),
+    ))
 }
 
 /// Makes `p` a leaf as Go writes them: BasicConstraints CA:FALSE (critical, present), no
@@ -204,28 +211,39 @@ impl CaSigner {
         Ok(CaSigner { issuer })
     }
 
-    /// Issues a certificate for the public key `public` with `params`.
+    /// Issues a certificate for the public key `public` from `draft`.
     pub fn issue_with(
         &self,
-        params: CertificateParams,
+        draft: Draft,
         public: &impl rcgen::PublicKeyData,
     ) -> Result<Issued, KeyError> {
-        params
+        let cert = draft
+            .params
             .signed_by(public, &self.issuer)
-            .map(Issued::from)
-            .map_err(|e| self.issuer.key().explain(e))
+            .map_err(|e| self.issuer.key().explain(e))?;
+        self.finish(cert, &draft.subject)
     }
 
-    /// Issues a certificate for `subject_key` with `params`.
-    pub fn issue(
-        &self,
-        params: CertificateParams,
-        subject_key: Arc<dyn Signer>,
-    ) -> Result<Issued, KeyError> {
+    /// Issues a certificate for `subject_key` from `draft`.
+    pub fn issue(&self, draft: Draft, subject_key: Arc<dyn Signer>) -> Result<Issued, KeyError> {
         let public = RcgenSigner::new(subject_key)?;
-        params
-            .signed_by(&public, &self.issuer)
-            .map(Issued::from)
-            .map_err(|e| self.issuer.key().explain(e))
+        self.issue_with(draft, &public)
+    }
+
+    /// rcgen keeps one value per attribute: a subject with several is written into the TBS
+    /// afterwards and the certificate signed again.
+    fn finish(&self, cert: rcgen::Certificate, subject: &Subject) -> Result<Issued, KeyError> {
+        if !subject.is_multi_valued() {
+            return Ok(Issued::from(cert));
+        }
+        let parts = subject::replace_subject(cert.der(), subject)?;
+        let signature = rcgen::SigningKey::sign(self.issuer.key(), &parts.tbs)
+            .map_err(|e| self.issuer.key().explain(e))?;
+        let der = parts.assemble(&signature)?;
+        let pem = pem::encode_config(
+            &pem::Pem::new("CERTIFICATE", der.clone()),
+            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+        );
+        Ok(Issued { der, pem })
     }
 }

@@ -1,0 +1,230 @@
+//! Certificate subjects as ordered attribute lists, one RDN per value as Go's `pkix.Name`
+//! writes them, so a user in several groups gets several O values.
+
+use der::asn1::{Any, PrintableStringRef, Utf8StringRef};
+use der::{Decode, Encode, Tagged};
+use kpki_signer::KeyError;
+use rcgen::{DistinguishedName, DnType, DnValue};
+use x509_cert::attr::AttributeTypeAndValue;
+use x509_cert::name::{RdnSequence, RelativeDistinguishedName};
+
+/// A subject attribute kpki issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attr {
+    /// CN.
+    CommonName,
+    /// O (a Kubernetes group).
+    Organization,
+    /// OU.
+    OrganizationalUnit,
+    /// C.
+    Country,
+    /// ST.
+    State,
+    /// L.
+    Locality,
+}
+
+/// Each attribute with its OID and short name.
+const ATTRIBUTES: &[(Attr, &str, &str)] = &[
+    (Attr::CommonName, "2.5.4.3", "CN"),
+    (Attr::Organization, "2.5.4.10", "O"),
+    (Attr::OrganizationalUnit, "2.5.4.11", "OU"),
+    (Attr::Country, "2.5.4.6", "C"),
+    (Attr::State, "2.5.4.8", "ST"),
+    (Attr::Locality, "2.5.4.7", "L"),
+];
+
+impl Attr {
+    /// The attribute with dotted OID `oid`, if kpki issues it.
+    pub fn from_oid(oid: &str) -> Option<Attr> {
+        ATTRIBUTES.iter().find(|a| a.1 == oid).map(|a| a.0)
+    }
+
+    fn entry(self) -> &'static (Attr, &'static str, &'static str) {
+        // Every variant has a row; the fallback is the CN row and is never reached.
+        ATTRIBUTES
+            .iter()
+            .find(|a| a.0 == self)
+            .unwrap_or(&ATTRIBUTES[0])
+    }
+
+    /// Dotted OID.
+    pub fn oid(self) -> &'static str {
+        self.entry().1
+    }
+
+    /// Short name (`CN`, `O`, ...).
+    pub fn short_name(self) -> &'static str {
+        self.entry().2
+    }
+
+    fn dn_type(self) -> DnType {
+        match self {
+            Attr::CommonName => DnType::CommonName,
+            Attr::Organization => DnType::OrganizationName,
+            Attr::OrganizationalUnit => DnType::OrganizationalUnitName,
+            Attr::Country => DnType::CountryName,
+            Attr::State => DnType::StateOrProvinceName,
+            Attr::Locality => DnType::LocalityName,
+        }
+    }
+}
+
+/// An ordered subject; several values of one attribute are kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subject {
+    attrs: Vec<(Attr, String)>,
+}
+
+impl Subject {
+    /// Kubernetes' usual subject: one O per group, then CN.
+    pub fn groups_then_name(groups: &[String], cn: &str) -> Subject {
+        let mut s = Subject::default();
+        for g in groups {
+            s.push(Attr::Organization, g.clone());
+        }
+        s.push(Attr::CommonName, cn);
+        s
+    }
+
+    /// Appends one attribute value (its own RDN).
+    pub fn push(&mut self, attr: Attr, value: impl Into<String>) {
+        self.attrs.push((attr, value.into()));
+    }
+
+    /// Every value of `attr`, in order.
+    pub fn values(&self, attr: Attr) -> impl Iterator<Item = &str> {
+        self.attrs
+            .iter()
+            .filter(move |(a, _)| *a == attr)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// True when some attribute has more than one value.
+    pub fn is_multi_valued(&self) -> bool {
+        self.attrs
+            .iter()
+            .enumerate()
+            .any(|(i, (a, _))| self.attrs[..i].iter().any(|(b, _)| b == a))
+    }
+
+    /// The subject as rcgen holds it: the first value of each attribute.
+    pub(crate) fn to_rcgen(&self) -> DistinguishedName {
+        let mut dn = DistinguishedName::new();
+        for (i, (attr, value)) in self.attrs.iter().enumerate() {
+            if self.attrs[..i].iter().any(|(b, _)| b == attr) {
+                continue;
+            }
+            let v = match attr {
+                Attr::Country => rcgen::string::PrintableString::try_from(value.as_str())
+                    .map(DnValue::PrintableString)
+                    .unwrap_or_else(|_| DnValue::Utf8String(value.clone())),
+                _ => DnValue::Utf8String(value.clone()),
+            };
+            dn.push(attr.dn_type(), v);
+        }
+        dn
+    }
+
+    /// The DER `Name`: one single-valued RDN per attribute, in order.
+    pub(crate) fn to_der(&self) -> Result<Vec<u8>, KeyError> {
+        let bad = |e: der::Error| KeyError::Crypto(format!("encoding the subject: {e}"));
+        let mut rdns = RdnSequence::default();
+        for (attr, value) in &self.attrs {
+            let oid = der::oid::ObjectIdentifier::new(attr.oid())
+                .map_err(|e| KeyError::Crypto(format!("OID {}: {e}", attr.oid())))?;
+            let printable = match attr {
+                Attr::Country => PrintableStringRef::new(value).ok(),
+                _ => None,
+            };
+            let value = match printable {
+                Some(p) => Any::encode_from(&p),
+                None => Any::encode_from(&Utf8StringRef::new(value).map_err(bad)?),
+            }
+            .map_err(bad)?;
+            let rdn =
+                RelativeDistinguishedName::try_from(vec![AttributeTypeAndValue { oid, value }])
+                    .map_err(bad)?;
+            rdns.push(rdn);
+        }
+        rdns.to_der().map_err(bad)
+    }
+
+    /// `O=a, O=b, CN=c` for messages.
+    pub fn display(&self) -> String {
+        self.attrs
+            .iter()
+            .map(|(a, v)| format!("{}={v}", a.short_name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Replaces the subject of the DER certificate `cert` with `subject`; returns the new TBS
+/// (to be signed) and a closure-free assembly step via [`assemble`].
+pub(crate) fn replace_subject(cert: &[u8], subject: &Subject) -> Result<Parts, KeyError> {
+    let bad = |e: der::Error| KeyError::Crypto(format!("rewriting the subject: {e}"));
+    let outer = Vec::<Any>::from_der(cert).map_err(bad)?;
+    let [tbs, algorithm, _signature] = <[Any; 3]>::try_from(outer)
+        .map_err(|_| KeyError::Crypto("rewriting the subject: not a certificate".into()))?;
+    let mut fields = Vec::<Any>::from_der(&tbs.to_der().map_err(bad)?).map_err(bad)?;
+    // v3 TBS: [0] version, serial, signature, issuer, validity, subject, spki, [3] extensions.
+    if fields.len() < 7 || !fields[0].tag().is_context_specific() {
+        return Err(KeyError::Crypto(
+            "rewriting the subject: not a v3 certificate".into(),
+        ));
+    }
+    fields[5] = Any::from_der(&subject.to_der()?).map_err(bad)?;
+    Ok(Parts {
+        tbs: fields.to_der().map_err(bad)?,
+        algorithm,
+    })
+}
+
+/// A certificate taken apart for re-signing.
+pub(crate) struct Parts {
+    /// The DER TBSCertificate to sign.
+    pub tbs: Vec<u8>,
+    algorithm: Any,
+}
+
+impl Parts {
+    /// The DER certificate: TBS, the unchanged signature algorithm, `signature`.
+    pub fn assemble(self, signature: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let bad = |e: der::Error| KeyError::Crypto(format!("rewriting the subject: {e}"));
+        let sig = der::asn1::BitString::from_bytes(signature).map_err(bad)?;
+        let parts = vec![
+            Any::from_der(&self.tbs).map_err(bad)?,
+            self.algorithm,
+            Any::encode_from(&sig).map_err(bad)?,
+        ];
+        parts.to_der().map_err(bad)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_every_group_in_order() {
+        let s = Subject::groups_then_name(&["a".into(), "b".into()], "jane");
+        assert!(s.is_multi_valued());
+        assert_eq!(s.values(Attr::Organization).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(s.display(), "O=a, O=b, CN=jane");
+        let dn = s.to_rcgen();
+        assert_eq!(dn.iter().count(), 2);
+        let der = s.to_der().unwrap();
+        let (_, name) =
+            <x509_parser::x509::X509Name as x509_parser::prelude::FromDer<_>>::from_der(&der)
+                .unwrap();
+        assert_eq!(name.to_string(), "O=a, O=b, CN=jane");
+    }
+
+    #[test]
+    fn single_values_are_not_multi_valued() {
+        let s = Subject::groups_then_name(&["system:nodes".into()], "system:node:n1");
+        assert!(!s.is_multi_valued());
+    }
+}
