@@ -7,6 +7,9 @@ use std::process::{Command, Output};
 
 pub use kpki_hsm_test as hsm;
 
+pub mod load;
+pub mod p11kit;
+pub mod serve;
 pub mod tls_server;
 
 /// The `kpki` binary of this build (target/<profile>/kpki).

@@ -4,64 +4,17 @@
 #![allow(unsafe_code)] // `set_var` of P11_KIT_SERVER_ADDRESS before the client module loads.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use kpki_e2e::hsm;
+use kpki_e2e::p11kit::{self, start_server, stop_server};
 use kpki_pkcs11::Pkcs11Backend;
 use kpki_signer::{KeyAlgorithm, KeyBackend, spki};
 
-const CLIENT_MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
-
-fn start_server(socket: &Path, token_label: &str) -> Child {
-    let _ = std::fs::remove_file(socket);
-    let child = Command::new("p11-kit")
-        .args([
-            "server",
-            "-f",
-            "-n",
-            socket.to_str().unwrap(),
-            "--provider",
-            hsm::SOFTHSM_MODULE,
-            &format!("pkcs11:token={token_label}"),
-        ])
-        .env("SOFTHSM2_CONF", hsm::softhsm().conf())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("start p11-kit server");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "p11-kit server did not create {}",
-            socket.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
-
-/// Stops the server and the per-connection processes it spawned (its process group).
-fn stop_server(mut server: Child) {
-    let status = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", server.id())])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill p11-kit server group");
-    server.wait().unwrap();
-}
-
 #[test]
 fn remote_token_survives_server_restart() {
-    hsm::require_tool("p11-kit");
-    assert!(
-        Path::new(CLIENT_MODULE).exists(),
-        "{CLIENT_MODULE} not found: run scripts/setup (apt-get install p11-kit-modules)"
-    );
+    p11kit::require();
     let token = hsm::token();
     let dir = tempfile::tempdir().unwrap();
     let socket: PathBuf = dir.path().join("p11-kit.sock");
@@ -74,11 +27,7 @@ fn remote_token_survives_server_restart() {
         )
     };
 
-    let uri = format!(
-        "pkcs11:token={};object=remote-ca?module-path={CLIENT_MODULE}&pin-source=file:{}",
-        token.label,
-        token.pin_file.display()
-    );
+    let uri = p11kit::key_uri(&token, "remote-ca");
     let backend = Pkcs11Backend::default();
     let key = backend
         .create(&uri.parse().unwrap(), KeyAlgorithm::EcdsaP256)

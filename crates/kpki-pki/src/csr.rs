@@ -55,21 +55,128 @@ pub struct Authority<'a> {
     pub max_validity: Duration,
 }
 
-fn refused(msg: impl Into<String>) -> PkiError {
-    PkiError::Refused(msg.into())
+/// Why a request was refused; [`Refusal::code`] is a stable word for APIs and audit lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a well-formed PKCS#10 request, or a subject/SAN kpki cannot carry.
+    Malformed,
+    /// The request's key type or size is not accepted.
+    UnsupportedKey,
+    /// The request's own signature does not verify.
+    ProofOfPossession,
+    /// A built-in signer's subject or SAN rule.
+    SignerRule,
+    /// `O=system:masters` asked of kube-apiserver-client.
+    SystemMasters,
+    /// The usages asked are not allowed.
+    Usage,
+    /// The validity asked is not allowed.
+    Validity,
+    /// The CA can no longer sign.
+    CaExpired,
 }
 
-struct Requested {
-    subject: Subject,
-    orgs: Vec<String>,
-    cn: String,
-    dns: Vec<String>,
-    ips: Vec<IpAddr>,
-    emails: Vec<String>,
-    uris: Vec<String>,
+impl Refusal {
+    /// Stable code: `malformed_csr`, `unsupported_key`, `proof_of_possession`, `signer_rule`,
+    /// `system_masters`, `usage`, `validity`, `ca_expired`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::Malformed => "malformed_csr",
+            Refusal::UnsupportedKey => "unsupported_key",
+            Refusal::ProofOfPossession => "proof_of_possession",
+            Refusal::SignerRule => "signer_rule",
+            Refusal::SystemMasters => "system_masters",
+            Refusal::Usage => "usage",
+            Refusal::Validity => "validity",
+            Refusal::CaExpired => "ca_expired",
+        }
+    }
 }
 
-fn parse_request(csr: &X509CertificationRequest<'_>) -> Result<Requested, PkiError> {
+/// A refused request: why, and one line saying so.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct CsrError {
+    /// The kind of refusal.
+    pub refusal: Refusal,
+    /// One line naming the problem.
+    pub message: String,
+}
+
+/// A request refused, or the CA's key failing.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The request was refused.
+    #[error(transparent)]
+    Refused(#[from] CsrError),
+    /// The CA's key could not sign.
+    #[error(transparent)]
+    Key(#[from] kpki_signer::KeyError),
+}
+
+impl From<CsrError> for PkiError {
+    fn from(e: CsrError) -> PkiError {
+        PkiError::Refused(e.message)
+    }
+}
+
+impl From<SignError> for PkiError {
+    fn from(e: SignError) -> PkiError {
+        match e {
+            SignError::Refused(r) => r.into(),
+            SignError::Key(k) => PkiError::Key(k),
+        }
+    }
+}
+
+fn refusal(refusal: Refusal, msg: impl Into<String>) -> CsrError {
+    CsrError {
+        refusal,
+        message: msg.into(),
+    }
+}
+
+fn refused(msg: impl Into<String>) -> CsrError {
+    refusal(Refusal::Malformed, msg)
+}
+
+/// What a request asks for, once parsed, proven and checked against its signer's rules.
+#[derive(Debug, Clone)]
+pub struct Examined {
+    /// The subject, every value in order.
+    pub subject: Subject,
+    /// O values (groups).
+    pub orgs: Vec<String>,
+    /// CN (empty when absent).
+    pub cn: String,
+    /// DNS SANs.
+    pub dns: Vec<String>,
+    /// IP SANs.
+    pub ips: Vec<IpAddr>,
+    /// Email SANs.
+    pub emails: Vec<String>,
+    /// URI SANs.
+    pub uris: Vec<String>,
+    /// The request's key, e.g. `RSA-2048`, `ECDSA-P256`, `Ed25519`.
+    pub key: String,
+    /// Usages (Kubernetes words) after the signer's defaults and rules.
+    pub usages: Vec<String>,
+    /// The request's SubjectPublicKeyInfo (DER).
+    pub spki_der: Vec<u8>,
+}
+
+impl Examined {
+    /// SANs as `DNS:…`, `IP:…`, `email:…`, `URI:…`.
+    pub fn san_strings(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.dns.iter().map(|d| format!("DNS:{d}")).collect();
+        v.extend(self.ips.iter().map(|i| format!("IP:{i}")));
+        v.extend(self.emails.iter().map(|e| format!("email:{e}")));
+        v.extend(self.uris.iter().map(|u| format!("URI:{u}")));
+        v
+    }
+}
+
+fn parse_request(csr: &X509CertificationRequest<'_>) -> Result<Examined, CsrError> {
     let mut subject = Subject::default();
     for rdn in csr.certification_request_info.subject.iter() {
         for attr in rdn.iter() {
@@ -91,7 +198,7 @@ fn parse_request(csr: &X509CertificationRequest<'_>) -> Result<Requested, PkiErr
         .values(Attr::Organization)
         .map(str::to_string)
         .collect();
-    let mut req = Requested {
+    let mut req = Examined {
         subject,
         orgs,
         cn,
@@ -99,6 +206,9 @@ fn parse_request(csr: &X509CertificationRequest<'_>) -> Result<Requested, PkiErr
         ips: vec![],
         emails: vec![],
         uris: vec![],
+        key: String::new(),
+        usages: vec![],
+        spki_der: csr.certification_request_info.subject_pki.raw.to_vec(),
     };
     if let Some(exts) = csr.requested_extensions() {
         for ext in exts {
@@ -127,12 +237,13 @@ fn parse_request(csr: &X509CertificationRequest<'_>) -> Result<Requested, PkiErr
     Ok(req)
 }
 
-/// Checks the key the request carries: RSA ≥ 2048, EC P-256/P-384, or Ed25519.
-fn check_key(csr: &X509CertificationRequest<'_>) -> Result<(), PkiError> {
+/// Checks the key the request carries (RSA ≥ 2048, EC P-256/P-384, or Ed25519) and names it.
+fn check_key(csr: &X509CertificationRequest<'_>) -> Result<String, CsrError> {
+    let bad = |msg: String| refusal(Refusal::UnsupportedKey, msg);
     let spki = &csr.certification_request_info.subject_pki;
     match spki.parsed() {
-        Ok(PublicKey::RSA(rsa)) if rsa.key_size() >= 2048 => Ok(()),
-        Ok(PublicKey::RSA(rsa)) => Err(refused(format!(
+        Ok(PublicKey::RSA(rsa)) if rsa.key_size() >= 2048 => Ok(format!("RSA-{}", rsa.key_size())),
+        Ok(PublicKey::RSA(rsa)) => Err(bad(format!(
             "unsupported key size RSA-{} (at least 2048 bits)",
             rsa.key_size()
         ))),
@@ -144,15 +255,16 @@ fn check_key(csr: &X509CertificationRequest<'_>) -> Result<(), PkiError> {
                 .and_then(|p| p.as_oid().ok())
                 .map(|o| o.to_id_string());
             match params.as_deref() {
-                Some("1.2.840.10045.3.1.7") | Some("1.3.132.0.34") => Ok(()),
-                other => Err(refused(format!(
+                Some("1.2.840.10045.3.1.7") => Ok("ECDSA-P256".into()),
+                Some("1.3.132.0.34") => Ok("ECDSA-P384".into()),
+                other => Err(bad(format!(
                     "unsupported EC curve {}",
                     other.unwrap_or("(none)")
                 ))),
             }
         }
-        _ if spki.algorithm.algorithm.to_id_string() == "1.3.101.112" => Ok(()),
-        _ => Err(refused(format!(
+        _ if spki.algorithm.algorithm.to_id_string() == "1.3.101.112" => Ok("Ed25519".into()),
+        _ => Err(bad(format!(
             "unsupported public key algorithm {}",
             spki.algorithm.algorithm.to_id_string()
         ))),
@@ -160,7 +272,7 @@ fn check_key(csr: &X509CertificationRequest<'_>) -> Result<(), PkiError> {
 }
 
 /// Usages of a request: the signer's defaults when none are asked, then the signer's rules.
-fn usages_for(signer_name: &str, asked: &[String]) -> Result<Vec<String>, PkiError> {
+fn usages_for(signer_name: &str, asked: &[String]) -> Result<Vec<String>, CsrError> {
     let default: &[&str] = match signer_name {
         KUBELET_SERVING => &["digital signature", "key encipherment", "server auth"],
         _ => &["digital signature", "key encipherment", "client auth"],
@@ -205,12 +317,15 @@ fn usages_for(signer_name: &str, asked: &[String]) -> Result<Vec<String>, PkiErr
         _ => (true, ""),
     };
     if !allowed {
-        return Err(refused(format!("{signer_name} {rule}; got {set:?}")));
+        return Err(refusal(
+            Refusal::Usage,
+            format!("{signer_name} {rule}; got {set:?}"),
+        ));
     }
     Ok(usages)
 }
 
-fn apply_usages(p: &mut CertificateParams, usages: &[String]) -> Result<(), PkiError> {
+fn apply_usages(p: &mut CertificateParams, usages: &[String]) -> Result<(), CsrError> {
     for u in usages {
         match u.as_str() {
             "digital signature" => p.key_usages.push(KeyUsagePurpose::DigitalSignature),
@@ -238,9 +353,17 @@ fn apply_usages(p: &mut CertificateParams, usages: &[String]) -> Result<(), PkiE
                 .push(ExtendedKeyUsagePurpose::OcspSigning),
             "any" => p.extended_key_usages.push(ExtendedKeyUsagePurpose::Any),
             "cert sign" | "crl sign" => {
-                return Err(refused(format!("usage {u:?} would make a CA; refused")));
+                return Err(refusal(
+                    Refusal::Usage,
+                    format!("usage {u:?} would make a CA; refused"),
+                ));
             }
-            other => return Err(refused(format!("unsupported usage {other:?}"))),
+            other => {
+                return Err(refusal(
+                    Refusal::Usage,
+                    format!("unsupported usage {other:?}"),
+                ));
+            }
         }
     }
     Ok(())
@@ -248,18 +371,19 @@ fn apply_usages(p: &mut CertificateParams, usages: &[String]) -> Result<(), PkiE
 
 fn check_subject(
     signer_name: &str,
-    req: &Requested,
+    req: &Examined,
     allow_system_masters: bool,
-) -> Result<(), PkiError> {
-    let node_rules = |what: &str| -> Result<(), PkiError> {
+) -> Result<(), CsrError> {
+    let rule = |msg: String| refusal(Refusal::SignerRule, msg);
+    let node_rules = |what: &str| -> Result<(), CsrError> {
         if req.orgs != ["system:nodes"] {
-            return Err(refused(format!(
+            return Err(rule(format!(
                 "{what} requires O exactly [\"system:nodes\"]; got {:?}",
                 req.orgs
             )));
         }
         if !req.cn.starts_with("system:node:") || req.cn.len() == "system:node:".len() {
-            return Err(refused(format!(
+            return Err(rule(format!(
                 "{what} requires CN system:node:<name>; got {:?}",
                 req.cn
             )));
@@ -272,14 +396,15 @@ fn check_subject(
         KUBE_APISERVER_CLIENT
             if req.orgs.iter().any(|o| o == "system:masters") && !allow_system_masters =>
         {
-            Err(refused(
+            Err(refusal(
+                Refusal::SystemMasters,
                 "O=system:masters is refused (it bypasses RBAC); pass --allow-system-masters to issue it anyway",
             ))
         }
         KUBE_APISERVER_CLIENT_KUBELET => {
             node_rules(signer_name)?;
             if has_sans {
-                return Err(refused(format!(
+                return Err(rule(format!(
                     "{signer_name} allows no subject alternative names"
                 )));
             }
@@ -288,22 +413,80 @@ fn check_subject(
         KUBELET_SERVING => {
             node_rules(signer_name)?;
             if req.dns.is_empty() && req.ips.is_empty() {
-                return Err(refused(format!(
+                return Err(rule(format!(
                     "{signer_name} requires at least one DNS or IP subject alternative name"
                 )));
             }
             if !req.emails.is_empty() || !req.uris.is_empty() {
-                return Err(refused(format!(
+                return Err(rule(format!(
                     "{signer_name} forbids email and URI subject alternative names"
                 )));
             }
             Ok(())
         }
-        LEGACY_UNKNOWN => Err(refused(format!(
+        LEGACY_UNKNOWN => Err(rule(format!(
             "{LEGACY_UNKNOWN} cannot be requested through certificates.k8s.io/v1"
         ))),
         _ => Ok(()),
     }
+}
+
+/// Parses `request`, checks its key, its proof of possession and its signer's rules.
+pub fn examine(request: &SignRequest) -> Result<Examined, CsrError> {
+    let (rest, csr) = X509CertificationRequest::from_der(&request.csr_der)
+        .map_err(|e| refused(format!("malformed certificate request ({e})")))?;
+    if !rest.is_empty() {
+        return Err(refused("trailing bytes after the certificate request"));
+    }
+    let key = check_key(&csr)?;
+    csr.verify_signature().map_err(|_| {
+        refusal(
+            Refusal::ProofOfPossession,
+            "the request's signature does not verify (no proof of possession of its key)",
+        )
+    })?;
+    let mut req = parse_request(&csr)?;
+    req.key = key;
+    check_subject(&request.signer_name, &req, request.allow_system_masters)?;
+    req.usages = usages_for(&request.signer_name, &request.usages)?;
+    Ok(req)
+}
+
+/// The NotAfter a request gets: `expirationSeconds` (≥ 600) or the authority's maximum,
+/// back-dated like the Kubernetes signer, clipped to the CA's NotAfter.
+pub fn not_after(
+    request: &SignRequest,
+    authority: &Authority<'_>,
+    now: OffsetDateTime,
+) -> Result<OffsetDateTime, CsrError> {
+    let (_, ca) = X509Certificate::from_der(authority.ca_der)
+        .map_err(|e| refusal(Refusal::CaExpired, format!("CA certificate: {e}")))?;
+    let ca_not_after = ca.validity().not_after.to_datetime();
+    if ca_not_after <= now {
+        return Err(refusal(
+            Refusal::CaExpired,
+            "the CA certificate has expired; it cannot sign",
+        ));
+    }
+    let mut ttl = authority.max_validity;
+    if let Some(secs) = request.expiration_seconds {
+        if secs < MIN_EXPIRATION_SECONDS {
+            return Err(refusal(
+                Refusal::Validity,
+                format!(
+                    "expirationSeconds {secs} is below the minimum of {MIN_EXPIRATION_SECONDS}"
+                ),
+            ));
+        }
+        ttl = ttl.min(Duration::from_secs(secs.unsigned_abs()));
+    }
+    let now = x509::whole_seconds(now);
+    let not_after = if ttl >= Duration::from_secs(8 * 3600) {
+        now + ttl - x509::BACKDATE
+    } else {
+        now + ttl
+    };
+    Ok(not_after.min(ca_not_after))
 }
 
 /// Signs `request` with `authority` at time `now` under the signer rules.
@@ -312,44 +495,19 @@ pub fn sign(
     authority: &Authority<'_>,
     now: OffsetDateTime,
 ) -> Result<Issued, PkiError> {
-    let (rest, csr) = X509CertificationRequest::from_der(&request.csr_der)
-        .map_err(|e| refused(format!("malformed certificate request ({e})")))?;
-    if !rest.is_empty() {
-        return Err(refused("trailing bytes after the certificate request"));
-    }
-    check_key(&csr)?;
-    csr.verify_signature().map_err(|_| {
-        refused("the request's signature does not verify (no proof of possession of its key)")
-    })?;
-    let req = parse_request(&csr)?;
-    check_subject(&request.signer_name, &req, request.allow_system_masters)?;
-    let usages = usages_for(&request.signer_name, &request.usages)?;
+    let examined = examine(request)?;
+    let not_after = not_after(request, authority, now)?;
+    Ok(issue(&examined, authority, now, not_after)?)
+}
 
-    let (_, ca) = X509Certificate::from_der(authority.ca_der)
-        .map_err(|e| refused(format!("CA certificate: {e}")))?;
-    let ca_not_after = ca.validity().not_after.to_datetime();
-    if ca_not_after <= now {
-        return Err(refused("the CA certificate has expired; it cannot sign"));
-    }
-    let mut ttl = authority.max_validity;
-    if let Some(secs) = request.expiration_seconds {
-        if secs < MIN_EXPIRATION_SECONDS {
-            return Err(refused(format!(
-                "expirationSeconds {secs} is below the minimum of {MIN_EXPIRATION_SECONDS}"
-            )));
-        }
-        ttl = ttl.min(Duration::from_secs(secs.unsigned_abs()));
-    }
+/// Issues the certificate for an examined request, valid from `now` − 5 min to `not_after`.
+pub fn issue(
+    req: &Examined,
+    authority: &Authority<'_>,
+    now: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<Issued, SignError> {
     let now = x509::whole_seconds(now);
-    let mut not_after = if ttl >= Duration::from_secs(8 * 3600) {
-        now + ttl - x509::BACKDATE
-    } else {
-        now + ttl
-    };
-    if not_after > ca_not_after {
-        not_after = ca_not_after;
-    }
-
     let mut p = CertificateParams::default();
     for d in &req.dns {
         p.subject_alt_names.push(SanType::DnsName(
@@ -375,17 +533,16 @@ pub fn sign(
                 .map_err(|err| refused(format!("URI SAN {u:?}: {err}")))?,
         ));
     }
-    apply_usages(&mut p, &usages)?;
+    apply_usages(&mut p, &req.usages)?;
     x509::mark_leaf(&mut p);
     p.serial_number = Some(x509::random_serial_128()?);
     p.not_before = now - x509::BACKDATE;
     p.not_after = not_after;
     // The key comes from the request's SubjectPublicKeyInfo (curve included), not from its
     // signature algorithm: a P-384 key signed with SHA-256 stays a P-384 key.
-    let public =
-        rcgen::SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw)
-            .map_err(|e| refused(format!("request public key: {e}")))?;
+    let public = rcgen::SubjectPublicKeyInfo::from_der(&req.spki_der)
+        .map_err(|e| refused(format!("request public key: {e}")))?;
     Ok(authority
         .signer
-        .issue_with(x509::Draft::new(p, req.subject), &public)?)
+        .issue_with(x509::Draft::new(p, req.subject.clone()), &public)?)
 }

@@ -1,12 +1,14 @@
 //! The `kpki` command: a thin CLI over `kpki-pki`. Exit codes: 0 success, 1 refusal or
 //! error (one line on stderr), 2 usage error.
 
+mod audit_cmd;
 mod certs_cmd;
 mod cluster_args;
 mod init_cmd;
 mod keys;
 mod kubeconfig_cmd;
 mod output;
+mod serve_cmd;
 mod sign_cmd;
 
 use std::process::ExitCode;
@@ -49,22 +51,35 @@ enum Command {
     /// Manage keys on their backends (files or PKCS#11 tokens).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// The signing daemon's audit log.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
+    /// Run the signing daemon (mTLS API, policy, audit, metrics).
+    Serve(serve_cmd::ServeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // cryptoki logs every vendor mechanism it cannot name at ERROR; silence it unless asked.
-    let directives = std::env::var("KPKI_LOG").unwrap_or_else(|_| "warn".into());
+    let (default_level, json) = match &cli.command {
+        Command::Serve(a) => ("info", a.log_format == serve_cmd::LogFormat::Json),
+        _ => ("warn", false),
+    };
+    let directives = std::env::var("KPKI_LOG").unwrap_or_else(|_| default_level.into());
     let directives = if directives.contains("cryptoki") {
         directives
     } else {
         format!("{directives},cryptoki=off")
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(directives))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let result = match cli.command {
         Command::Init(args) => init_cmd::run(args, cli.output).map(|()| ExitCode::SUCCESS),
         Command::Certs(cmd) => certs_cmd::run(cmd, cli.output),
@@ -80,6 +95,8 @@ fn main() -> ExitCode {
             })
             .map(|()| ExitCode::SUCCESS),
         Command::Keys(cmd) => keys::run(cmd, cli.output).map(|()| ExitCode::SUCCESS),
+        Command::Audit(cmd) => audit_cmd::run(cmd, cli.output).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve_cmd::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

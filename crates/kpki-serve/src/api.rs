@@ -1,0 +1,351 @@
+//! The HTTP API: `POST /v1/sign`, `GET /v1/ca`, cfssl's `POST /api/v1/cfssl/sign` and
+//! `/info`, and `/healthz`, `/readyz`, `/metrics`. JSON in and out; errors carry a stable
+//! code.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::app::App;
+use crate::issue::{self, Answer, Ask, Context, Failure};
+use crate::policy::Caller;
+
+/// The connection a request arrived on: the verified caller and its address.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    /// Identity from the client certificate.
+    pub caller: Caller,
+    /// Remote address.
+    pub remote: SocketAddr,
+}
+
+/// `POST /v1/sign` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignBody {
+    csr: String,
+    signer_name: Option<String>,
+    profile: Option<String>,
+    expiration_seconds: Option<i64>,
+    #[serde(default)]
+    usages: Vec<String>,
+}
+
+/// `POST /v1/sign` answer.
+#[derive(Debug, Serialize)]
+struct SignReply {
+    certificate: String,
+    chain: Vec<String>,
+    serial: String,
+    not_after: String,
+}
+
+/// `POST /api/v1/cfssl/sign` body (fields cfssl sends and kpki does not use are ignored).
+#[derive(Debug, Deserialize)]
+struct CfsslSignBody {
+    certificate_request: String,
+    #[serde(default)]
+    hosts: Option<Vec<String>>,
+    #[serde(default)]
+    hostname: Option<String>,
+    #[serde(default)]
+    subject: Option<serde_json::Value>,
+    #[serde(default)]
+    profile: Option<String>,
+}
+
+/// `POST /api/v1/cfssl/info` body.
+#[derive(Debug, Default, Deserialize)]
+struct CfsslInfoBody {
+    #[serde(default)]
+    profile: Option<String>,
+}
+
+/// The mTLS API and the operations endpoints.
+pub fn router(app: Arc<App>, max_body: usize) -> Router {
+    Router::new()
+        .route("/v1/sign", post(v1_sign))
+        .route("/v1/ca", get(v1_ca))
+        .route("/api/v1/cfssl/sign", post(cfssl_sign))
+        .route("/api/v1/cfssl/info", post(cfssl_info))
+        .merge(ops_router())
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(app)
+}
+
+/// `/healthz`, `/readyz`, `/metrics` alone (the plain-HTTP operations listener).
+pub fn ops_router() -> Router<Arc<App>> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+fn error_json(f: &Failure) -> Response {
+    let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        Json(json!({ "error": { "code": f.code, "message": f.message } })),
+    )
+        .into_response()
+}
+
+fn body_failure(r: &BytesRejection) -> Failure {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Failure::new(
+            413,
+            "request_too_large",
+            "the request body exceeds the size limit",
+        )
+    } else {
+        Failure::new(400, "bad_request", format!("unreadable request body: {r}"))
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Failure> {
+    serde_json::from_slice(body)
+        .map_err(|e| Failure::new(400, "bad_request", format!("invalid JSON request: {e}")))
+}
+
+async fn v1_sign(
+    State(app): State<Arc<App>>,
+    Extension(conn): Extension<Conn>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let raw = body.as_ref().map(|b| b.to_vec()).unwrap_or_default();
+    let ask = body
+        .map_err(|r| body_failure(&r))
+        .and_then(|b| parse::<SignBody>(&b))
+        .and_then(|b| {
+            let signer = b.signer_name.or(b.profile).ok_or_else(|| {
+                Failure::new(400, "bad_request", "signer_name (or profile) is required")
+            })?;
+            Ok(Ask {
+                csr_pem: b.csr,
+                signer,
+                expiration_seconds: b.expiration_seconds,
+                usages: b.usages,
+            })
+        });
+    let ctx = Context {
+        caller: &conn.caller,
+        remote: conn.remote,
+        endpoint: "/v1/sign",
+        body: &raw,
+    };
+    match issue::issue(&app, ctx, ask).await {
+        Ok(Answer {
+            certificate,
+            chain,
+            serial,
+            not_after,
+        }) => Json(SignReply {
+            certificate,
+            chain,
+            serial,
+            not_after,
+        })
+        .into_response(),
+        Err(f) => error_json(&f),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CaQuery {
+    signer: Option<String>,
+}
+
+async fn v1_ca(State(app): State<Arc<App>>, Query(q): Query<CaQuery>) -> Response {
+    let state = app.state();
+    if let Some(signer) = q.signer {
+        return match state.ca_for(&signer) {
+            Some(ca) => {
+                Json(json!({ "signer": signer, "certificate": ca.cert_pem })).into_response()
+            }
+            None => error_json(&Failure::new(
+                404,
+                "unknown_signer",
+                format!("no CA is configured for signer {signer:?}"),
+            )),
+        };
+    }
+    let mut names: Vec<String> = state.config.signers.keys().cloned().collect();
+    if state.cas.contains_key("ca") {
+        names.extend(
+            [
+                kpki_pki::csr::KUBE_APISERVER_CLIENT,
+                kpki_pki::csr::KUBE_APISERVER_CLIENT_KUBELET,
+                kpki_pki::csr::KUBELET_SERVING,
+            ]
+            .map(String::from),
+        );
+    }
+    let signers: BTreeMap<String, String> = names
+        .into_iter()
+        .filter_map(|n| state.ca_for(&n).map(|ca| (n, ca.cert_pem.clone())))
+        .collect();
+    Json(json!({ "signers": signers })).into_response()
+}
+
+/// cfssl's error categories: CSR problems 9000, policy 5000, the CA's key 2000, other 7000.
+fn cfssl_code(f: &Failure) -> u32 {
+    match (f.status, f.code) {
+        (_, "malformed_csr" | "unsupported_key" | "proof_of_possession") => 9000,
+        (403, _) => 5000,
+        (503, _) | (_, "signing_failed") => 2000,
+        _ => 7000,
+    }
+}
+
+fn cfssl_reply(result: Result<serde_json::Value, Failure>) -> Response {
+    match result {
+        Ok(v) => Json(json!({ "success": true, "result": v, "errors": [], "messages": [] }))
+            .into_response(),
+        Err(f) => {
+            let status =
+                StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (
+                status,
+                Json(json!({
+                    "success": false,
+                    "result": null,
+                    "errors": [{ "code": cfssl_code(&f), "message": format!("{}: {}", f.code, f.message) }],
+                    "messages": [],
+                })),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn cfssl_sign(
+    State(app): State<Arc<App>>,
+    Extension(conn): Extension<Conn>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let raw = body.as_ref().map(|b| b.to_vec()).unwrap_or_default();
+    let default_profile = app.state().config.cfssl.default_profile.clone();
+    let ask = body
+        .map_err(|r| body_failure(&r))
+        .and_then(|b| parse::<CfsslSignBody>(&b))
+        .and_then(|b| {
+            let hosts = b.hosts.unwrap_or_default();
+            if !hosts.is_empty() || b.hostname.is_some_and(|h| !h.is_empty()) {
+                return Err(Failure::new(
+                    400,
+                    "hosts_not_supported",
+                    "hosts overrides are not supported; put the SANs in the CSR",
+                ));
+            }
+            if b.subject.as_ref().is_some_and(|s| !s.is_null()) {
+                return Err(Failure::new(
+                    400,
+                    "subject_not_supported",
+                    "subject overrides are not supported; the subject comes from the CSR",
+                ));
+            }
+            Ok(Ask {
+                csr_pem: b.certificate_request,
+                signer: b
+                    .profile
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or(default_profile),
+                expiration_seconds: None,
+                usages: vec![],
+            })
+        });
+    let ctx = Context {
+        caller: &conn.caller,
+        remote: conn.remote,
+        endpoint: "/api/v1/cfssl/sign",
+        body: &raw,
+    };
+    cfssl_reply(
+        issue::issue(&app, ctx, ask)
+            .await
+            .map(|a| json!({ "certificate": a.certificate })),
+    )
+}
+
+async fn cfssl_info(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let state = app.state();
+    let result = body
+        .map_err(|r| body_failure(&r))
+        .and_then(|b| {
+            if b.iter().all(u8::is_ascii_whitespace) {
+                Ok(CfsslInfoBody::default())
+            } else {
+                parse::<CfsslInfoBody>(&b)
+            }
+        })
+        .and_then(|b| {
+            let profile = b
+                .profile
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| state.config.cfssl.default_profile.clone());
+            let ca = state.ca_for(&profile).ok_or_else(|| {
+                Failure::new(
+                    404,
+                    "unknown_signer",
+                    format!("no CA is configured for profile {profile:?}"),
+                )
+            })?;
+            let usages = state
+                .config
+                .signers
+                .get(&profile)
+                .map(|s| s.usages.clone())
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| {
+                    let eku = if profile == kpki_pki::csr::KUBELET_SERVING {
+                        "server auth"
+                    } else {
+                        "client auth"
+                    };
+                    vec![
+                        "digital signature".into(),
+                        "key encipherment".into(),
+                        eku.into(),
+                    ]
+                });
+            Ok(json!({
+                "certificate": ca.cert_pem,
+                "usages": usages,
+                "expiry": format!("{}h", ca.max_validity.as_secs() / 3600),
+            }))
+        });
+    cfssl_reply(result)
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", app.not_ready_reason()),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,1178 @@
+//! The signing daemon's audit trail: an append-only, hash-chained JSON Lines file.
+//!
+//! # Line format
+//!
+//! One JSON object per line, UTF-8, each line ended by a single LF. The fields come in this
+//! order: `seq`, `prev`, the fields of a [`Record`], and `hash` last:
+//!
+//! ```text
+//! {"seq":2,"prev":"5d41…","time":"2026-11-22T10:00:00Z","event":"decision","caller":{"cn":"jane","orgs":["dev"]},"decision":"allow","serial":"1f","hash":"9a0b…"}
+//! ```
+//!
+//! - `seq`: 1 on the first line of the file, then one more on every line. A restarted daemon
+//!   continues the sequence of the file it reopens.
+//! - `prev`: lowercase hex SHA-256 of the previous line's exact bytes (without its LF); 64 zeros
+//!   on the first line.
+//! - `hash`: lowercase hex SHA-256 of the line's own exact bytes with the value of `hash`
+//!   emptied, i.e. of the line as it reads with `"hash":""`. Because `hash` is always the last
+//!   field, the hashed bytes are found textually (the line minus its final 64 hex digits), with
+//!   no dependence on how a JSON library would re-encode the object.
+//!
+//! A daemon's run starts with an `open` record ([`AuditLog::open`]) and, on a clean shutdown,
+//! ends with a `close` record ([`AuditLog::close`]); in between come `decision` records.
+//!
+//! # What [`verify`] detects
+//!
+//! It reads the file from the start and reports the first line at which it stops being a
+//! well-formed chain:
+//!
+//! - A changed line, the first and the last included, fails its own `hash`: the error names
+//!   the changed line, whatever the change (a value, a field, white space).
+//! - A removed line, or lines out of order, break `seq` at the first line out of place: the
+//!   error names the position of the missing or displaced line. A file whose first lines are
+//!   missing fails at line 1 (`seq` is not 1 or `prev` is not zero).
+//! - A line changed and then given a fresh `hash` fails at the next line, whose `prev` no longer
+//!   matches.
+//! - A removed last line: the log of a daemon that shut down cleanly ends with a `close` record,
+//!   so a log that ends otherwise fails at its last line. The same error reports a daemon that
+//!   crashed, or a log cut short. [`VerifyOptions::allow_open`] accepts a log without its
+//!   `close` record, for the log of a running daemon; removing its last lines goes undetected.
+//! - Structure: the first line is an `open` record, a `close` record is followed by nothing or
+//!   by the `open` record of the next run, a `decision` record carries a decision.
+//!
+//! # What it does not detect
+//!
+//! The hashes carry no secret: whoever can write the file can rewrite it from any line onwards
+//! with freshly computed hashes, or cut it after any `close` record. The chain makes the log
+//! tamper-evident against accidental damage and against edits that do not recompute it. To
+//! hold a deliberate forger to account, keep a copy of a recent line's `hash` somewhere the
+//! forger cannot write (ship the lines to a log collector as they are written, or record the
+//! `hash` of the `close` record, [`AppendedLine::hash`], at shutdown): a rewritten log cannot
+//! reproduce it.
+//!
+//! # Writing
+//!
+//! The file is opened with `O_APPEND` and created with mode 0600 if missing. Lines are written
+//! under a mutex, each with a single `write_all` of the whole line and its LF, so concurrent
+//! callers produce one consistent chain. With [`SyncMode::Flush`] (the default) a line has
+//! reached the kernel when [`AuditLog::append`] returns: it survives a crash of the daemon, not
+//! of the machine. [`SyncMode::Fsync`] also waits for `fdatasync`. [`AuditLog::open`] checks
+//! the last line of an existing file (JSON, `hash`, `seq` equal to the line count, final LF)
+//! and refuses to extend a damaged log; `kpki audit verify` checks the whole file.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use aws_lc_rs::digest::{self, SHA256};
+use serde::{Deserialize, Serialize};
+use time::{OffsetDateTime, UtcOffset};
+
+/// `prev` of the first line of a file: 64 zeros.
+const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Length of a lowercase hex SHA-256.
+const HEX_LEN: usize = 64;
+
+/// What precedes the hash value at the end of every line.
+const HASH_KEY: &[u8] = b",\"hash\":\"";
+
+/// What follows the hash value: the end of the string and of the object.
+const LINE_END: &[u8] = b"\"}";
+
+/// What a line's record is about.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Event {
+    /// The daemon started and opened the log.
+    Open,
+    /// The daemon decided on a request.
+    Decision,
+    /// The daemon shut down cleanly and closed the log.
+    Close,
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Event::Open => "open",
+            Event::Decision => "decision",
+            Event::Close => "close",
+        })
+    }
+}
+
+/// The outcome of a request.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// The request was granted (a certificate was issued).
+    Allow,
+    /// The request was refused by policy or for lack of authorization.
+    Deny,
+    /// The request failed for another reason (malformed input, signer failure).
+    Error,
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+            Decision::Error => "error",
+        })
+    }
+}
+
+/// The authenticated client of a request, from its TLS client certificate.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The client certificate's subject common name.
+    pub cn: String,
+    /// The client certificate's subject organizations, in certificate order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orgs: Vec<String>,
+}
+
+/// One audit record: the fields of a line after `seq` and `prev`. Absent fields are left out of
+/// the line.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// When the event happened: RFC 3339 in UTC, whole seconds, e.g. `2026-11-22T10:00:00Z`.
+    pub time: String,
+    /// What the record is about.
+    pub event: Event,
+    /// The authenticated client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<Caller>,
+    /// The client's socket address, e.g. `10.0.0.7:51234`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+    /// The API endpoint, e.g. `/v1/sign`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Lowercase hex SHA-256 of the request body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_sha256: Option<String>,
+    /// The signer the request named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer_name: Option<String>,
+    /// The requested subject, e.g. `O=dev, CN=jane`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The requested subject alternative names, e.g. `DNS:a.example`, `IP:10.0.0.1`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sans: Vec<String>,
+    /// The outcome, on `decision` records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+    /// A stable error code when the request was not allowed, e.g. `policy_denied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// A human-readable reason for the outcome or event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The issued certificate's serial number, lowercase hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// The issued certificate's notAfter, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    /// The URI of the CA key that signed (never carries a PIN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_uri: Option<String>,
+}
+
+impl Record {
+    /// A record of `event` at the current time, with every other field empty.
+    pub fn new(event: Event) -> Record {
+        Record {
+            time: rfc3339(OffsetDateTime::now_utc()),
+            event,
+            caller: None,
+            remote: None,
+            endpoint: None,
+            request_sha256: None,
+            signer_name: None,
+            subject: None,
+            sans: Vec::new(),
+            decision: None,
+            code: None,
+            reason: None,
+            serial: None,
+            not_after: None,
+            key_uri: None,
+        }
+    }
+}
+
+/// `t` in RFC 3339 in UTC with whole seconds, e.g. `2026-11-22T10:00:00Z`.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.to_offset(UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// How far a line is pushed before [`AuditLog::append`] returns.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Written to the kernel: survives a crash of the daemon, not of the machine.
+    #[default]
+    Flush,
+    /// Written and `fdatasync`ed: survives a crash of the machine.
+    Fsync,
+}
+
+/// The line an append wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendedLine {
+    /// The line's `seq`.
+    pub seq: u64,
+    /// Lowercase hex SHA-256 of the line's bytes: the next line's `prev`.
+    pub hash: String,
+}
+
+/// Why the audit log cannot be opened or written. Messages are one line and name the file.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The file cannot be opened or created.
+    #[error("audit log {}: cannot open: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The path exists and is not a regular file.
+    #[error("audit log {}: not a regular file", path.display())]
+    NotAFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The existing file cannot be read.
+    #[error("audit log {}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The existing file's last line does not continue a chain; it is not extended.
+    #[error(
+        "audit log {}: line {line}: {problem}; refusing to extend a damaged log (check it with `kpki audit verify`)",
+        path.display()
+    )]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// The damaged line (1-based).
+        line: u64,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A record cannot be encoded as JSON.
+    #[error("audit log {}: cannot encode a record: {source}", path.display())]
+    Encode {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// Writing a line failed; the file still ends with the previous complete line.
+    #[error("audit log {}: write failed: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Syncing a written line to disk failed.
+    #[error("audit log {}: sync to disk failed: {source}", path.display())]
+    Sync {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The log was closed; nothing more is appended.
+    #[error("audit log {}: already closed", path.display())]
+    Closed {
+        /// The file.
+        path: PathBuf,
+    },
+    /// An earlier write or sync failed and left the end of the file unknown.
+    #[error(
+        "audit log {}: an earlier write failed and the end of the file is unknown; check it with `kpki audit verify` and restart",
+        path.display()
+    )]
+    Failed {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// The daemon's audit log: appends hash-chained lines to one file. Shared by reference (e.g.
+/// in an `Arc`) between tasks and threads.
+#[derive(Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+    sync: SyncMode,
+    state: Mutex<State>,
+}
+
+/// The writer's position in the chain.
+#[derive(Debug)]
+struct State {
+    file: File,
+    /// `seq` of the last line in the file (0 for an empty file).
+    seq: u64,
+    /// Hex SHA-256 of the last line in the file (zeros for an empty file).
+    prev: String,
+    /// Length of the file up to and including the last complete line.
+    len: u64,
+    /// A `close` record was written.
+    closed: bool,
+    /// A write or sync failed and left the file's end unknown.
+    failed: bool,
+}
+
+impl AuditLog {
+    /// Opens the log at `path`, creating it with mode 0600 if missing, continues the chain of
+    /// its last line and appends an `open` record. Refuses a file whose last line is not a
+    /// complete audit line with the `seq` of its position.
+    pub fn open(path: &Path, sync: SyncMode) -> Result<AuditLog, AuditError> {
+        let open_err = |source| AuditError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let (file, created) = match OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(file) => (file, true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
+                OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(open_err)?,
+                false,
+            ),
+            Err(e) => return Err(open_err(e)),
+        };
+        let read_err = |source| AuditError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        if !file.metadata().map_err(read_err)?.is_file() {
+            return Err(AuditError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        }
+        if created && sync == SyncMode::Fsync {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|source| AuditError::Sync {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+        }
+
+        let (count, last) = last_line(&file).map_err(read_err)?;
+        let mut open = Record::new(Event::Open);
+        let (seq, prev) = if count == 0 {
+            (0, ZERO_HASH.to_string())
+        } else {
+            let damaged = |problem: String| AuditError::Damaged {
+                path: path.to_path_buf(),
+                line: count,
+                problem,
+            };
+            let Some(line) = last.strip_suffix(b"\n") else {
+                return Err(damaged(NO_NEWLINE.to_string()));
+            };
+            let parsed = check_line(line).map_err(damaged)?;
+            if parsed.seq != count {
+                return Err(damaged(seq_problem(parsed.seq, count)));
+            }
+            if parsed.record.event != Event::Close {
+                open.reason = Some(format!(
+                    "the previous run left no close record (last line {count})"
+                ));
+            }
+            (parsed.seq, sha256_hex(line))
+        };
+        let len = file.metadata().map_err(read_err)?.len();
+        let log = AuditLog {
+            path: path.to_path_buf(),
+            sync,
+            state: Mutex::new(State {
+                file,
+                seq,
+                prev,
+                len,
+                closed: false,
+                failed: false,
+            }),
+        };
+        log.append(open)?;
+        Ok(log)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `record` as the next line of the chain. A `close` record closes the log.
+    pub fn append(&self, record: Record) -> Result<AppendedLine, AuditError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.closed {
+            return Err(AuditError::Closed {
+                path: self.path.clone(),
+            });
+        }
+        if state.failed {
+            return Err(AuditError::Failed {
+                path: self.path.clone(),
+            });
+        }
+        let seq = state.seq + 1;
+        let mut line =
+            encode_line(seq, &state.prev, &record).map_err(|source| AuditError::Encode {
+                path: self.path.clone(),
+                source,
+            })?;
+        let hash = sha256_hex(&line);
+        line.push(b'\n');
+        if let Err(source) = state.file.write_all(&line) {
+            // Cut a partly written line so that the file still ends on a complete one.
+            let len = state.len;
+            if state.file.set_len(len).is_err() {
+                state.failed = true;
+            }
+            return Err(AuditError::Write {
+                path: self.path.clone(),
+                source,
+            });
+        }
+        state.len += line.len() as u64;
+        state.seq = seq;
+        state.prev.clone_from(&hash);
+        if record.event == Event::Close {
+            state.closed = true;
+        }
+        if self.sync == SyncMode::Fsync
+            && let Err(source) = state.file.sync_data()
+        {
+            // After a failed fdatasync the kernel may have dropped the line: stop here.
+            state.failed = true;
+            return Err(AuditError::Sync {
+                path: self.path.clone(),
+                source,
+            });
+        }
+        Ok(AppendedLine { seq, hash })
+    }
+
+    /// Appends the `close` record of a clean shutdown; later appends fail.
+    pub fn close(&self) -> Result<AppendedLine, AuditError> {
+        self.append(Record::new(Event::Close))
+    }
+}
+
+/// The number of lines of `file` and its last line (with its LF, if any).
+fn last_line(file: &File) -> io::Result<(u64, Vec<u8>)> {
+    let mut reader = BufReader::new(file);
+    let mut count = 0;
+    let mut line = Vec::new();
+    let mut last = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok((count, last));
+        }
+        count += 1;
+        std::mem::swap(&mut line, &mut last);
+    }
+}
+
+/// The bytes of line `seq` (without LF) carrying `record` after `prev`.
+fn encode_line(seq: u64, prev: &str, record: &Record) -> Result<Vec<u8>, serde_json::Error> {
+    #[derive(Serialize)]
+    struct LineOut<'a> {
+        seq: u64,
+        prev: &'a str,
+        #[serde(flatten)]
+        record: &'a Record,
+        hash: &'a str,
+    }
+    let mut line = serde_json::to_vec(&LineOut {
+        seq,
+        prev,
+        record,
+        hash: "",
+    })?;
+    // The line ends with `,"hash":""}`: the digest goes between the quotes.
+    let own = sha256_hex(&line);
+    let at = line.len().saturating_sub(LINE_END.len());
+    line.splice(at..at, own.bytes());
+    Ok(line)
+}
+
+/// A line as read back.
+#[derive(Deserialize)]
+struct LineIn {
+    seq: u64,
+    prev: String,
+    #[serde(flatten)]
+    record: Record,
+}
+
+/// Parses one line (without LF) and checks its own `hash`.
+fn check_line(line: &[u8]) -> Result<LineIn, String> {
+    if line.is_empty() {
+        return Err("empty line".into());
+    }
+    let parsed: LineIn = serde_json::from_slice(line).map_err(|e| describe_json_error(&e))?;
+    let Some((head, stated)) = split_hash(line) else {
+        return Err(
+            "the line does not end with its \"hash\" field (the line was changed, or is not an audit record)"
+                .into(),
+        );
+    };
+    let mut ctx = digest::Context::new(&SHA256);
+    ctx.update(head);
+    ctx.update(LINE_END);
+    if hex::encode(ctx.finish()).as_bytes() != stated {
+        return Err("the line does not match its \"hash\" (the line was changed)".into());
+    }
+    Ok(parsed)
+}
+
+/// Splits a line into the bytes before the hash value (ending in `"hash":"`) and the value.
+fn split_hash(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let body = line.strip_suffix(LINE_END)?;
+    let (head, hash) = body.split_at_checked(body.len().checked_sub(HEX_LEN)?)?;
+    head.ends_with(HASH_KEY).then_some((head, hash))
+}
+
+/// A serde_json error without its "at line 1 column N" (every audit line is one JSON line).
+fn describe_json_error(e: &serde_json::Error) -> String {
+    match e.classify() {
+        serde_json::error::Category::Data => {
+            let text = e.to_string();
+            let text = text.rfind(" at line ").map_or(&text[..], |i| &text[..i]);
+            format!("not an audit record: {text}")
+        }
+        _ => format!(
+            "not valid JSON at column {} (the line was changed or cut short)",
+            e.column()
+        ),
+    }
+}
+
+const NO_NEWLINE: &str = "the line has no LF at its end (the line was cut short)";
+
+fn seq_problem(found: u64, expected: u64) -> String {
+    if expected == 1 {
+        format!(
+            "seq {found} where 1 was expected (the file starts mid-chain: its first lines are missing)"
+        )
+    } else {
+        format!("seq {found} where {expected} was expected (a line is missing or out of order)")
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(digest::digest(&SHA256, data))
+}
+
+/// What [`verify`] accepts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Accept a log that does not end with a `close` record: the log of a running daemon.
+    pub allow_open: bool,
+}
+
+/// A verified log.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// Lines in the file.
+    pub lines: u64,
+    /// `decision` records.
+    pub decisions: u64,
+    /// `decision` records with decision `allow`.
+    pub allowed: u64,
+    /// The file ends with a `close` record.
+    pub closed: bool,
+    /// Lowercase hex SHA-256 of the last line: compare it with a copy kept elsewhere.
+    pub head: String,
+}
+
+/// Why a log fails verification: the first line at fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyError {
+    /// The line (1-based); 0 when the file as a whole cannot be read.
+    pub line: u64,
+    /// What is wrong, in one line.
+    pub problem: String,
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            f.write_str(&self.problem)
+        } else {
+            write!(f, "line {}: {}", self.line, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+/// Verifies the whole log at `path`: every line's JSON and own `hash`, consecutive `seq` from
+/// 1, every `prev`, the order of `open` and `close` records, and (unless
+/// [`VerifyOptions::allow_open`]) a final `close` record.
+pub fn verify(path: &Path, options: VerifyOptions) -> Result<Verified, VerifyError> {
+    let fail = |line: u64, problem: String| VerifyError { line, problem };
+    let file = File::open(path).map_err(|e| fail(0, format!("cannot open: {e}")))?;
+    let mut reader = BufReader::new(file);
+    let mut buf = Vec::new();
+    let mut n: u64 = 0;
+    let mut prev = ZERO_HASH.to_string();
+    let mut last_event: Option<Event> = None;
+    let (mut decisions, mut allowed) = (0, 0);
+    loop {
+        buf.clear();
+        let read = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| fail(n + 1, format!("cannot read: {e}")))?;
+        if read == 0 {
+            break;
+        }
+        n += 1;
+        let Some(line) = buf.strip_suffix(b"\n") else {
+            return Err(fail(n, NO_NEWLINE.into()));
+        };
+        let parsed = check_line(line).map_err(|p| fail(n, p))?;
+        if parsed.seq != n {
+            return Err(fail(n, seq_problem(parsed.seq, n)));
+        }
+        if parsed.prev != prev {
+            return Err(fail(
+                n,
+                if n == 1 {
+                    "prev is not 64 zeros (the file starts mid-chain: its first lines are missing)"
+                        .into()
+                } else {
+                    format!(
+                        "prev does not match the hash of line {} (line {} was changed or removed)",
+                        n - 1,
+                        n - 1
+                    )
+                },
+            ));
+        }
+        let event = parsed.record.event;
+        match last_event {
+            None if event != Event::Open => {
+                return Err(fail(
+                    n,
+                    format!("the log starts with a {event} record instead of open"),
+                ));
+            }
+            Some(Event::Close) if event != Event::Open => {
+                return Err(fail(
+                    n,
+                    format!(
+                        "a {event} record follows the close record of line {}",
+                        n - 1
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        if event == Event::Decision {
+            decisions += 1;
+            match parsed.record.decision {
+                Some(Decision::Allow) => allowed += 1,
+                Some(_) => {}
+                None => return Err(fail(n, "a decision record without a decision".into())),
+            }
+        }
+        prev = sha256_hex(line);
+        last_event = Some(event);
+    }
+    if n == 0 {
+        return Err(fail(1, "missing: the file is empty".into()));
+    }
+    let closed = last_event == Some(Event::Close);
+    if !closed && !options.allow_open {
+        return Err(fail(
+            n,
+            "the log ends without a close record (truncated, or the daemon did not shut down cleanly)"
+                .into(),
+        ));
+    }
+    Ok(Verified {
+        lines: n,
+        decisions,
+        allowed,
+        closed,
+        head: prev,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    /// A fresh directory under the system temporary directory, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "kpki-audit-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        fn file(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn decision(i: u64) -> Record {
+        let allow = !i.is_multiple_of(3);
+        Record {
+            caller: Some(Caller {
+                cn: format!("user-{i}"),
+                orgs: vec!["dev".into()],
+            }),
+            remote: Some("10.0.0.7:51234".into()),
+            endpoint: Some("/v1/sign".into()),
+            request_sha256: Some(sha256_hex(&i.to_be_bytes())),
+            signer_name: Some("kubernetes.io/kube-apiserver-client".into()),
+            subject: Some(format!("O=dev, CN=user-{i}")),
+            sans: vec!["DNS:a.example".into(), "IP:10.0.0.1".into()],
+            decision: Some(if allow {
+                Decision::Allow
+            } else {
+                Decision::Deny
+            }),
+            code: (!allow).then(|| "policy_denied".into()),
+            reason: (!allow).then(|| "organization dev may not request IP SANs".into()),
+            serial: allow.then(|| format!("{i:x}")),
+            not_after: allow.then(|| "2026-11-23T10:00:00Z".into()),
+            key_uri: Some("pkcs11:token=kpki;object=ca".into()),
+            ..Record::new(Event::Decision)
+        }
+    }
+
+    /// A closed log with `decisions` decision records: `decisions + 2` lines.
+    fn write_log(path: &Path, decisions: u64) {
+        let log = AuditLog::open(path, SyncMode::Flush).unwrap();
+        for i in 0..decisions {
+            log.append(decision(i)).unwrap();
+        }
+        log.close().unwrap();
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn write_lines(path: &Path, lines: &[String]) {
+        let mut text = lines.join("\n");
+        text.push('\n');
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn verify_err(path: &Path) -> VerifyError {
+        verify(path, VerifyOptions::default()).unwrap_err()
+    }
+
+    /// `line` with its `hash` recomputed over its (edited) content.
+    fn rehash(line: &str) -> String {
+        let (head, _) = split_hash(line.as_bytes()).unwrap();
+        let mut body = head.to_vec();
+        body.extend_from_slice(LINE_END);
+        let own = sha256_hex(&body);
+        format!("{}{own}\"}}", String::from_utf8(head.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn audit_log_is_send_and_sync() {
+        fn shared<T: Send + Sync>() {}
+        shared::<AuditLog>();
+    }
+
+    #[test]
+    fn audit_chain_verifies() {
+        let dir = TempDir::new();
+        let path = dir.file("audit.log");
+        write_log(&path, 6);
+        let v = verify(&path, VerifyOptions::default()).unwrap();
+        assert_eq!(v.lines, 8);
+        assert_eq!(v.decisions, 6);
+        assert_eq!(v.allowed, 4);
+        assert!(v.closed);
+        let all = lines(&path);
+        assert_eq!(v.head, sha256_hex(all[7].as_bytes()));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+
+        // Field order and format.
+        assert!(
+            all[0].starts_with(&format!("{{\"seq\":1,\"prev\":\"{ZERO_HASH}\",\"time\":\"")),
+            "{}",
+            all[0]
+        );
+        assert!(all[0].contains("\"event\":\"open\""), "{}", all[0]);
+        assert!(all[7].contains("\"event\":\"close\""), "{}", all[7]);
+        let second = &all[1];
+        assert!(
+            second.starts_with(&format!(
+                "{{\"seq\":2,\"prev\":\"{}\",",
+                sha256_hex(all[0].as_bytes())
+            )),
+            "{second}"
+        );
+        // Absent fields and empty lists are left out; time has whole seconds in UTC.
+        assert!(!all[0].contains("null"), "{}", all[0]);
+        assert!(!all[0].contains("sans"), "{}", all[0]);
+        let value: serde_json::Value = serde_json::from_str(&all[0]).unwrap();
+        let time = value["time"].as_str().unwrap();
+        assert_eq!(time.len(), 20, "{time}");
+        assert!(time.ends_with('Z'), "{time}");
+        // Every line ends with its own hash.
+        for line in &all {
+            let (_, hash) = split_hash(line.as_bytes()).unwrap();
+            assert_eq!(hash.len(), 64);
+            check_line(line.as_bytes()).unwrap();
+        }
+        // Records round-trip.
+        let parsed: LineIn = serde_json::from_str(&all[2]).unwrap();
+        assert_eq!(parsed.seq, 3);
+        let mut expected = decision(1);
+        expected.time = parsed.record.time.clone();
+        assert_eq!(parsed.record, expected);
+    }
+
+    #[test]
+    fn audit_deleting_any_line_fails_at_that_line() {
+        let dir = TempDir::new();
+        let path = dir.file("audit.log");
+        write_log(&path, 5);
+        let all = lines(&path);
+        assert_eq!(all.len(), 7);
+
+        // First line: the file starts at seq 2.
+        let mut cut = all.clone();
+        cut.remove(0);
+        write_lines(&path, &cut);
+        let e = verify_err(&path);
+        assert_eq!(e.line, 1, "{e}");
+        assert!(e.problem.contains("seq 2 where 1 was expected"), "{e}");
+
+        // A middle line (line 4): the next line sits at its place.
+        let mut cut = all.clone();
+        cut.remove(3);
+        write_lines(&path, &cut);
+        let e = verify_err(&path);
+        assert_eq!(e.line, 4, "{e}");
+        assert_eq!(
+            e.to_string(),
+            "line 4: seq 5 where 4 was expected (a line is missing or out of order)"
+        );
+
+        // The last line (close): the log ends at line 6 without a close record.
+        let mut cut = all.clone();
+        cut.pop();
+        write_lines(&path, &cut);
+        let e = verify_err(&path);
+        assert_eq!(e.line, 6, "{e}");
+        assert!(
+            e.problem
+                .contains("the log ends without a close record (truncated"),
+            "{e}"
+        );
+
+        // Everything: line 1 is missing.
+        std::fs::write(&path, "").unwrap();
+        let e = verify_err(&path);
+        assert_eq!(e.line, 1, "{e}");
+        let e = verify(&path, VerifyOptions { allow_open: true }).unwrap_err();
+        assert_eq!(e.line, 1, "{e}");
+    }
+
+    #[test]
+    fn audit_editing_any_line_fails_at_that_line() {
+        let dir = TempDir::new();
+        let path = dir.file("audit.log");
+        write_log(&path, 5);
+        let all = lines(&path);
+        let last = all.len() - 1;
+
+        let edits: [(usize, &str, &str); 5] = [
+            (0, "\"event\":\"open\"", "\"event\":\"open\" "),
+            (1, "\"decision\":\"deny\"", "\"decision\":\"allow\""),
+            (2, "\"decision\":\"allow\"", "\"decision\":\"deny\""),
+            (3, "\"seq\":4", "\"seq\":4.0"),
+            (
+                last,
+                "\"event\":\"close\"",
+                "\"event\":\"close\",\"reason\":\"x\"",
+            ),
+        ];
+        for (i, from, to) in edits {
+            assert!(all[i].contains(from), "{from} not in {}", all[i]);
+            let mut edited = all.clone();
+            edited[i] = all[i].replacen(from, to, 1);
+            write_lines(&path, &edited);
+            let e = verify_err(&path);
+            assert_eq!(e.line, i as u64 + 1, "{from} -> {to}: {e}");
+            let e = verify(&path, VerifyOptions { allow_open: true }).unwrap_err();
+            assert_eq!(e.line, i as u64 + 1, "{from} -> {to}: {e}");
+        }
+
+        // A changed value on the first line.
+        let mut edited = all.clone();
+        edited[0] = all[0].replacen("\"time\":\"2", "\"time\":\"1", 1);
+        write_lines(&path, &edited);
+        let e = verify_err(&path);
+        assert_eq!(
+            e.to_string(),
+            "line 1: the line does not match its \"hash\" (the line was changed)"
+        );
+
+        // A line changed and re-hashed fails at the next line.
+        let mut edited = all.clone();
+        edited[2] = rehash(&all[2].replacen("\"decision\":\"allow\"", "\"decision\":\"deny\"", 1));
+        check_line(edited[2].as_bytes()).unwrap();
+        write_lines(&path, &edited);
+        let e = verify_err(&path);
+        assert_eq!(
+            e.to_string(),
+            "line 4: prev does not match the hash of line 3 (line 3 was changed or removed)"
+        );
+
+        // A broken line, and a last line cut short.
+        let mut edited = all.clone();
+        edited[1] = all[1][..all[1].len() / 2].to_string();
+        write_lines(&path, &edited);
+        let e = verify_err(&path);
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.problem.starts_with("not valid JSON"), "{e}");
+        let mut text = all.join("\n");
+        text.push('\n');
+        std::fs::write(&path, &text[..text.len() - 1]).unwrap();
+        let e = verify_err(&path);
+        assert_eq!(e.line, all.len() as u64, "{e}");
+        assert!(e.problem.contains("no LF"), "{e}");
+    }
+
+    #[test]
+    fn audit_swapped_lines_fail() {
+        let dir = TempDir::new();
+        let path = dir.file("audit.log");
+        write_log(&path, 5);
+        let mut all = lines(&path);
+        all.swap(2, 3);
+        write_lines(&path, &all);
+        let e = verify_err(&path);
+        assert_eq!(
+            e.to_string(),
+            "line 3: seq 4 where 3 was expected (a line is missing or out of order)"
+        );
+    }
+
+    #[test]
+    fn audit_reopened_log_continues_the_chain() {
+        let dir = TempDir::new();
+        let path = dir.file("audit.log");
+        write_log(&path, 2); // lines 1-4
+        write_log(&path, 3); // lines 5-9
+        let all = lines(&path);
+        assert_eq!(all.len(), 9);
+        let fifth: serde_json::Value = serde_json::from_str(&all[4]).unwrap();
+        assert_eq!(fifth["seq"], 5);
+        assert_eq!(fifth["event"], "open");
+        assert_eq!(fifth["prev"], sha256_hex(all[3].as_bytes()));
+        assert!(fifth.get("reason").is_none(), "{fifth}");
+        let v = verify(&path, VerifyOptions::default()).unwrap();
+        assert_eq!((v.lines, v.decisions, v.closed), (9, 5, true));
+
+        // A close record is followed by the open record of the next run, or by nothing.
+        let mut after_close: Vec<String> = all[..4].to_vec();
+        let next = encode_line(5, &sha256_hex(all[3].as_bytes()), &decision(9)).unwrap();
+        after_close.push(String::from_utf8(next).unwrap());
+        write_lines(&path, &after_close);
+        let e = verify(&path, VerifyOptions { allow_open: true }).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 5: a decision record follows the close record of line 4"
+        );
+    }
+
+    #[test]
+    fn audit_log_without_close_fails_unless_allow_open() {
+        let dir = TempDir::new();
+        let path = dir.file("audit.log");
+        let log = AuditLog::open(&path, SyncMode::Fsync).unwrap();
+        log.append(decision(1)).unwrap();
+        log.append(decision(3)).unwrap();
+        drop(log); // as if the daemon crashed
+
+        let e = verify_err(&path);
+        assert_eq!(
+            e.to_string(),
+            "line 3: the log ends without a close record (truncated, or the daemon did not shut down cleanly)"
+        );
+        let v = verify(&path, VerifyOptions { allow_open: true }).unwrap();
+        assert_eq!(
+            (v.lines, v.decisions, v.allowed, v.closed),
+            (3, 2, 1, false)
+        );
+
+        // The next run records the unclean end and continues.
+        let log = AuditLog::open(&path, SyncMode::Flush).unwrap();
+        let closed = log.close().unwrap();
+        assert_eq!(closed.seq, 5);
+        assert!(matches!(
+            log.append(decision(4)),
+            Err(AuditError::Closed { .. })
+        ));
+        let all = lines(&path);
+        let fourth: serde_json::Value = serde_json::from_str(&all[3]).unwrap();
+        assert_eq!(
+            fourth["reason"],
+            "the previous run left no close record (last line 3)"
+        );
+        let v = verify(&path, VerifyOptions::default()).unwrap();
+        assert_eq!((v.lines, v.closed), (5, true));
+        assert_eq!(v.head, closed.hash);
+    }
+
+    #[test]
+    fn audit_open_refuses_a_damaged_log() {
+        let dir = TempDir::new();
+        let path = dir.file("audit.log");
+        write_log(&path, 2);
+        let all = lines(&path);
+
+        let mut text = all.join("\n");
+        text.push_str("\n{\"seq\":5,\"prev\":\"x\"");
+        std::fs::write(&path, &text).unwrap();
+        let e = AuditLog::open(&path, SyncMode::Flush).unwrap_err();
+        assert!(matches!(e, AuditError::Damaged { line: 5, .. }), "{e}");
+        assert!(
+            e.to_string().starts_with(&format!(
+                "audit log {}: line 5: the line has no LF",
+                path.display()
+            )),
+            "{e}"
+        );
+
+        text.push('\n');
+        std::fs::write(&path, &text).unwrap();
+        let e = AuditLog::open(&path, SyncMode::Flush).unwrap_err();
+        assert!(matches!(e, AuditError::Damaged { line: 5, .. }), "{e}");
+
+        // A removed line shows as a seq that differs from the line count.
+        let mut cut = all.clone();
+        cut.remove(1);
+        write_lines(&path, &cut);
+        let e = AuditLog::open(&path, SyncMode::Flush).unwrap_err();
+        assert!(matches!(e, AuditError::Damaged { line: 3, .. }), "{e}");
+        assert!(e.to_string().contains("seq 4 where 3 was expected"), "{e}");
+
+        // The file was left as it was.
+        assert_eq!(lines(&path), cut);
+    }
+
+    #[test]
+    fn audit_concurrent_appends_form_one_chain() {
+        let dir = TempDir::new();
+        let path = dir.file("audit.log");
+        let log = Arc::new(AuditLog::open(&path, SyncMode::Flush).unwrap());
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    (0..1000u64)
+                        .map(|i| log.append(decision(t * 1000 + i)).unwrap().seq)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut seqs: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        log.close().unwrap();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (2..=8001).collect::<Vec<_>>());
+        let v = verify(&path, VerifyOptions::default()).unwrap();
+        assert_eq!((v.lines, v.decisions, v.closed), (8002, 8000, true));
+    }
+
+    #[test]
+    fn audit_verify_reports_unreadable_files() {
+        let dir = TempDir::new();
+        let e = verify(&dir.file("missing.log"), VerifyOptions::default()).unwrap_err();
+        assert_eq!(e.line, 0);
+        assert!(e.to_string().starts_with("cannot open: "), "{e}");
+        let e = AuditLog::open(&dir.0, SyncMode::Flush).unwrap_err();
+        assert!(e.to_string().starts_with("audit log "), "{e}");
+    }
+
+    #[test]
+    fn audit_time_is_rfc3339_utc_seconds() {
+        let t = OffsetDateTime::from_unix_timestamp(1_795_341_600).unwrap();
+        assert_eq!(rfc3339(t), "2026-11-22T10:00:00Z");
+        let t = t.to_offset(UtcOffset::from_hms(2, 0, 0).unwrap());
+        assert_eq!(rfc3339(t), "2026-11-22T10:00:00Z");
+    }
+}

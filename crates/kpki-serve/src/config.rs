@@ -1,0 +1,276 @@
+//! The daemon's configuration file (TOML): listener, CAs, signer names, policy rules, audit.
+//! Unknown keys are errors; every value is checked at load so a bad file never starts (or,
+//! on SIGHUP, never replaces a good one).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// The HTTPS listener.
+    pub listen: Listen,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// CAs by name (`ca`, `front-proxy-ca`, or any name): certificate and key URI.
+    pub cas: BTreeMap<String, CaConfig>,
+    /// Signer names (and cfssl profiles) by name: which CA signs them.
+    #[serde(default)]
+    pub signers: BTreeMap<String, SignerConfig>,
+    /// Policy rules, tried in order; a request is allowed when one rule allows it.
+    #[serde(default)]
+    pub policy: Vec<RuleConfig>,
+    /// The audit trail.
+    pub audit: AuditConfig,
+    /// Signing and HSM health.
+    #[serde(default)]
+    pub signing: SigningConfig,
+    /// cfssl-compatible endpoints.
+    #[serde(default)]
+    pub cfssl: CfsslConfig,
+}
+
+/// The HTTPS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Address and port, e.g. `0.0.0.0:8443`.
+    pub address: SocketAddr,
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Server private key (PEM file, mode 0600).
+    pub key: PathBuf,
+    /// CA certificates that client certificates must chain to (PEM files).
+    pub client_cas: Vec<PathBuf>,
+    /// Optional plain-HTTP listener for `/healthz`, `/readyz` and `/metrics` only (probes
+    /// and scrapers that hold no client certificate).
+    #[serde(default)]
+    pub ops_address: Option<SocketAddr>,
+}
+
+/// Request limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest time a request may take (Go duration).
+    pub request_timeout: String,
+    /// Grace period for in-flight requests on SIGTERM (Go duration).
+    pub shutdown_grace: String,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_body_bytes: 64 * 1024,
+            request_timeout: "30s".into(),
+            shutdown_grace: "30s".into(),
+        }
+    }
+}
+
+/// One CA.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfig {
+    /// The CA certificate (PEM).
+    pub cert: PathBuf,
+    /// The CA key URI (`pkcs11:…` or `file:…`).
+    pub key: String,
+    /// Longest validity this CA grants (Go duration; default 8760h).
+    #[serde(default = "default_max_validity")]
+    pub max_validity: String,
+}
+
+fn default_max_validity() -> String {
+    "8760h".into()
+}
+
+/// A signer name or cfssl profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignerConfig {
+    /// The CA (a key of `[cas]`) that signs for it.
+    pub ca: String,
+    /// Usages (Kubernetes words) when a request names none; default: the signer's own.
+    #[serde(default)]
+    pub usages: Vec<String>,
+}
+
+/// Which callers a rule is for: CN pattern and/or any of some O values.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerMatch {
+    /// Regular expression the caller's CN must match entirely.
+    pub cn: Option<String>,
+    /// The caller must carry at least one of these O values.
+    #[serde(default)]
+    pub orgs: Vec<String>,
+}
+
+/// One policy rule: who may request what.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Name used in audit lines and logs.
+    pub name: String,
+    /// Callers the rule applies to.
+    pub callers: CallerMatch,
+    /// Signer names / profiles the rule allows.
+    pub signers: Vec<String>,
+    /// Regular expression the requested CN must match entirely (default: any).
+    pub cn: Option<String>,
+    /// O values a request may carry (default: none). `system:masters` only when listed.
+    #[serde(default)]
+    pub orgs: Vec<String>,
+    /// Allowed DNS SANs: a name equal to a suffix without its leading dot, or ending in it.
+    #[serde(default)]
+    pub dns_suffixes: Vec<String>,
+    /// Allowed IP SANs (CIDRs).
+    #[serde(default)]
+    pub ip_ranges: Vec<String>,
+    /// Allowed URI SAN prefixes.
+    #[serde(default)]
+    pub uri_prefixes: Vec<String>,
+    /// Longest validity a request may ask for (Go duration; default 24h).
+    #[serde(default = "default_rule_validity")]
+    pub max_validity: String,
+    /// Key types a request may carry: `RSA` (any size ≥ 2048), `RSA-2048`, `RSA-3072`,
+    /// `RSA-4096`, `ECDSA-P256`, `ECDSA-P384`, `Ed25519` (default: all).
+    #[serde(default)]
+    pub key_types: Vec<String>,
+}
+
+fn default_rule_validity() -> String {
+    "24h".into()
+}
+
+/// Where and how the audit trail is written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The log file (JSON lines, hash-chained).
+    pub path: PathBuf,
+    /// `true`: fdatasync each line before answering; `false`: write to the kernel only.
+    #[serde(default)]
+    pub fsync: bool,
+}
+
+/// Signing concurrency and HSM health checks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningConfig {
+    /// PKCS#11 sessions per token.
+    pub pool_size: usize,
+    /// How often each CA key is probed for readiness (Go duration).
+    pub probe_interval: String,
+}
+
+impl Default for SigningConfig {
+    fn default() -> SigningConfig {
+        SigningConfig {
+            pool_size: 4,
+            probe_interval: "500ms".into(),
+        }
+    }
+}
+
+/// cfssl-compatible endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CfsslConfig {
+    /// The signer used when a cfssl request names no profile.
+    pub default_profile: String,
+}
+
+impl Default for CfsslConfig {
+    fn default() -> CfsslConfig {
+        CfsslConfig {
+            default_profile: kpki_pki::csr::KUBE_APISERVER_CLIENT.into(),
+        }
+    }
+}
+
+/// A configuration error: one line naming the file and the problem.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl ServeConfig {
+    /// Reads and parses `path` (unknown keys are errors).
+    pub fn load(path: &Path) -> Result<ServeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("config {}: {e}", path.display())))?;
+        ServeConfig::parse(&text)
+            .map_err(|e| ConfigError(format!("config {}: {}", path.display(), e.0)))
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<ServeConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(one_line(&e.to_string())))
+    }
+
+    /// The CA that signs `signer` (a signer name or profile); `kubernetes.io/*` signers
+    /// default to `ca`.
+    pub fn ca_for(&self, signer: &str) -> Option<&str> {
+        match self.signers.get(signer) {
+            Some(s) => Some(s.ca.as_str()),
+            None if signer.starts_with("kubernetes.io/") && self.cas.contains_key("ca") => {
+                Some("ca")
+            }
+            None => None,
+        }
+    }
+}
+
+/// Parses a Go duration, naming the setting on error.
+pub fn duration(what: &str, text: &str) -> Result<Duration, ConfigError> {
+    kpki_pki::parse_go_duration(text).map_err(|e| ConfigError(format!("{what}: {e}")))
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[listen]
+address = "127.0.0.1:8443"
+cert = "/tmp/s.crt"
+key = "/tmp/s.key"
+client_cas = ["/tmp/ca.crt"]
+
+[cas.ca]
+cert = "/etc/kubernetes/pki/ca.crt"
+key = "file:/etc/kubernetes/pki/ca.key"
+
+[audit]
+path = "/var/log/kpki/audit.jsonl"
+"#;
+
+    #[test]
+    fn minimal_config_parses_with_defaults() {
+        let c = ServeConfig::parse(MINIMAL).unwrap();
+        assert_eq!(c.limits.max_body_bytes, 65536);
+        assert_eq!(c.ca_for("kubernetes.io/kubelet-serving"), Some("ca"));
+        assert_eq!(c.ca_for("example.com/x"), None);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let text = MINIMAL.replace("[audit]", "[audit]\nfsink = true");
+        let e = ServeConfig::parse(&text).unwrap_err().0;
+        assert!(e.contains("unknown field `fsink`"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+}

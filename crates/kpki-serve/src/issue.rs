@@ -1,0 +1,401 @@
+//! One issuance, whatever the endpoint: find the CA, examine the request (proof of
+//! possession, Kubernetes signer rules), apply the policy, sign off the async runtime behind
+//! the key's session gate, write the audit line, and only then answer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::digest;
+use kpki_pki::csr::{self, Authority, Examined, Refusal, SignError, SignRequest};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::app::App;
+use crate::audit::{self, Decision, Event, Record};
+use crate::policy::Caller;
+use crate::state::Ca;
+
+/// What a caller asks for.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    /// PEM PKCS#10 request.
+    pub csr_pem: String,
+    /// Signer name or profile.
+    pub signer: String,
+    /// Requested validity in seconds.
+    pub expiration_seconds: Option<i64>,
+    /// Requested usages (Kubernetes words); empty: the signer's.
+    pub usages: Vec<String>,
+}
+
+/// Who asks, from where, through which endpoint, with which body.
+pub struct Context<'a> {
+    /// The caller's identity.
+    pub caller: &'a Caller,
+    /// Remote address.
+    pub remote: SocketAddr,
+    /// API path.
+    pub endpoint: &'static str,
+    /// The raw request body (for its digest).
+    pub body: &'a [u8],
+}
+
+/// An issued certificate.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Certificate PEM.
+    pub certificate: String,
+    /// The issuing CA's certificate PEM.
+    pub chain: Vec<String>,
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// NotAfter, RFC 3339.
+    pub not_after: String,
+}
+
+/// A refused or failed request: HTTP status, stable code, one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// HTTP status.
+    pub status: u16,
+    /// Stable error code.
+    pub code: &'static str,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with `status`, `code` and `message`.
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn decision(&self) -> Decision {
+        if self.status >= 500 {
+            Decision::Error
+        } else {
+            Decision::Deny
+        }
+    }
+}
+
+fn refusal_status(r: Refusal) -> u16 {
+    match r {
+        Refusal::Malformed
+        | Refusal::UnsupportedKey
+        | Refusal::ProofOfPossession
+        | Refusal::Validity => 400,
+        Refusal::SignerRule | Refusal::SystemMasters | Refusal::Usage => 403,
+        Refusal::CaExpired => 503,
+    }
+}
+
+/// Hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(digest::digest(&digest::SHA256, bytes))
+}
+
+fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc())
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Issues what `ask` asks for `ctx.caller`; a request that could not even be read arrives
+/// as `Err` and is audited like any other decision.
+pub async fn issue(
+    app: &Arc<App>,
+    ctx: Context<'_>,
+    ask: Result<Ask, Failure>,
+) -> Result<Answer, Failure> {
+    let start = Instant::now();
+    let state = app.state();
+    let signer = ask.as_ref().map(|a| a.signer.clone()).unwrap_or_default();
+    let ca = state.ca_for(&signer).cloned();
+    let (examined, result) = match (ask, ca.clone()) {
+        (Err(f), _) => (None, Err(f)),
+        (Ok(ask), None) => (
+            None,
+            Err(Failure::new(
+                400,
+                "unknown_signer",
+                format!("no CA is configured for signer {:?}", ask.signer),
+            )),
+        ),
+        (Ok(_), Some(_)) if !app.is_ready() => (
+            None,
+            Err(Failure::new(
+                503,
+                "hsm_unavailable",
+                format!("CA key unavailable: {}", app.not_ready_reason()),
+            )),
+        ),
+        (Ok(ask), Some(ca)) => sign_blocking(app, &state, ca, ctx.caller.clone(), ask).await,
+    };
+    let mut record = Record {
+        time: now_rfc3339(),
+        event: Event::Decision,
+        caller: Some(audit::Caller {
+            cn: ctx.caller.cn.clone(),
+            orgs: ctx.caller.orgs.clone(),
+        }),
+        remote: Some(ctx.remote.to_string()),
+        endpoint: Some(ctx.endpoint.to_string()),
+        request_sha256: Some(sha256_hex(ctx.body)),
+        signer_name: Some(signer.clone()).filter(|s| !s.is_empty()),
+        subject: examined.as_ref().map(|e| e.subject.display()),
+        sans: examined
+            .as_ref()
+            .map(Examined::san_strings)
+            .unwrap_or_default(),
+        decision: None,
+        code: None,
+        reason: None,
+        serial: None,
+        not_after: None,
+        key_uri: ca.as_ref().map(|c| c.key_uri.clone()),
+    };
+    match &result {
+        Ok(a) => {
+            record.decision = Some(Decision::Allow);
+            record.serial = Some(a.serial.clone());
+            record.not_after = Some(a.not_after.clone());
+        }
+        Err(f) => {
+            record.decision = Some(f.decision());
+            record.code = Some(f.code.to_string());
+            record.reason = Some(f.message.clone());
+        }
+    }
+    let result = match app.audit.append(record) {
+        Ok(_) => result,
+        Err(e) => {
+            tracing::error!(error = %e, "audit write failed; answer withheld");
+            Err(Failure::new(
+                500,
+                "audit_failed",
+                "the audit trail could not be written; nothing was issued",
+            ))
+        }
+    };
+    match &result {
+        Ok(_) => {
+            app.metrics.count(ctx.endpoint, &signer, "allow", "");
+            app.metrics
+                .issuance_seconds
+                .observe(start.elapsed().as_secs_f64());
+        }
+        Err(f) => app.metrics.count(
+            ctx.endpoint,
+            &signer,
+            if f.status >= 500 { "error" } else { "deny" },
+            f.code,
+        ),
+    }
+    result
+}
+
+type Outcome = (Option<Examined>, Result<Answer, Failure>);
+
+async fn sign_blocking(
+    app: &Arc<App>,
+    state: &Arc<crate::state::State>,
+    ca: Arc<Ca>,
+    caller: Caller,
+    ask: Ask,
+) -> Outcome {
+    let csr_der = match pem::parse(ask.csr_pem.as_bytes()) {
+        Ok(p) if p.tag() == "CERTIFICATE REQUEST" || p.tag() == "NEW CERTIFICATE REQUEST" => {
+            p.into_contents()
+        }
+        Ok(p) => {
+            return (
+                None,
+                Err(Failure::new(
+                    400,
+                    "malformed_csr",
+                    format!("expected a CERTIFICATE REQUEST PEM block, got {}", p.tag()),
+                )),
+            );
+        }
+        Err(e) => {
+            return (
+                None,
+                Err(Failure::new(
+                    400,
+                    "malformed_csr",
+                    format!("the request is not PEM ({e})"),
+                )),
+            );
+        }
+    };
+    // Wait for a session of the CA's key without holding a blocking thread; give up after
+    // the request timeout rather than queueing without bound.
+    let _permit = match ca.key.concurrency_gate() {
+        Some(gate) => match tokio::time::timeout(state.request_timeout, gate.acquire()).await {
+            Ok(Ok(p)) => Some(p),
+            Ok(Err(_)) => {
+                return (
+                    None,
+                    Err(Failure::new(503, "shutting_down", "the daemon is stopping")),
+                );
+            }
+            Err(_) => {
+                return (
+                    None,
+                    Err(Failure::new(
+                        503,
+                        "busy",
+                        "no signing session became free within the request timeout",
+                    )),
+                );
+            }
+        },
+        None => None,
+    };
+    let state = Arc::clone(state);
+    let usages = if ask.usages.is_empty() {
+        state
+            .config
+            .signers
+            .get(&ask.signer)
+            .map(|s| s.usages.clone())
+            .unwrap_or_default()
+    } else {
+        ask.usages.clone()
+    };
+    let request = SignRequest {
+        csr_der,
+        signer_name: ask.signer.clone(),
+        usages,
+        expiration_seconds: ask.expiration_seconds,
+        // The policy decides about system:masters (only where a rule lists it).
+        allow_system_masters: true,
+    };
+    let signing_ca = Arc::clone(&ca);
+    let job = tokio::task::spawn_blocking(move || {
+        decide_and_sign(&state, &signing_ca, &caller, &request)
+    });
+    let outcome = match job.await {
+        Ok(o) => o,
+        Err(e) => (
+            None,
+            Err(Failure::new(
+                500,
+                "internal",
+                format!("signing task failed: {e}"),
+            )),
+        ),
+    };
+    if let Err(f) = &outcome.1
+        && f.code == "hsm_unavailable"
+    {
+        app.set_ready(false, &f.message);
+    }
+    outcome
+}
+
+fn decide_and_sign(
+    state: &crate::state::State,
+    ca: &Ca,
+    caller: &Caller,
+    request: &SignRequest,
+) -> Outcome {
+    let examined = match csr::examine(request) {
+        Ok(e) => e,
+        Err(e) => {
+            return (
+                None,
+                Err(Failure::new(
+                    refusal_status(e.refusal),
+                    e.refusal.code(),
+                    e.message,
+                )),
+            );
+        }
+    };
+    let asked = request
+        .expiration_seconds
+        .map(|s| Duration::from_secs(s.max(0).unsigned_abs()));
+    let grant = match state
+        .policy
+        .decide(caller, &request.signer_name, &examined, asked)
+    {
+        Ok(g) => g,
+        Err(d) => return (Some(examined), Err(Failure::new(403, d.code, d.reason))),
+    };
+    let authority = Authority {
+        signer: &ca.signer,
+        ca_der: &ca.cert_der,
+        max_validity: ca.max_validity.min(grant.max_validity),
+    };
+    let now = OffsetDateTime::now_utc();
+    let result = csr::not_after(request, &authority, now)
+        .map_err(SignError::from)
+        .and_then(|not_after| csr::issue(&examined, &authority, now, not_after));
+    let issued = match result {
+        Ok(i) => i,
+        Err(SignError::Refused(e)) => {
+            return (
+                Some(examined),
+                Err(Failure::new(
+                    refusal_status(e.refusal),
+                    e.refusal.code(),
+                    e.message,
+                )),
+            );
+        }
+        Err(SignError::Key(e)) if e.is_unavailable() => {
+            return (
+                Some(examined),
+                Err(Failure::new(
+                    503,
+                    "hsm_unavailable",
+                    format!("CA {:?}: {e}", ca.name),
+                )),
+            );
+        }
+        Err(SignError::Key(e)) => {
+            return (
+                Some(examined),
+                Err(Failure::new(
+                    500,
+                    "signing_failed",
+                    format!("CA {:?}: {e}", ca.name),
+                )),
+            );
+        }
+    };
+    let answer = match X509Certificate::from_der(&issued.der) {
+        Ok((_, c)) => Answer {
+            serial: hex::encode(c.raw_serial()),
+            not_after: c
+                .validity()
+                .not_after
+                .to_datetime()
+                .format(&Rfc3339)
+                .unwrap_or_default(),
+            certificate: issued.pem,
+            chain: vec![ca.cert_pem.clone()],
+        },
+        Err(e) => {
+            return (
+                Some(examined),
+                Err(Failure::new(
+                    500,
+                    "internal",
+                    format!("issued certificate does not parse: {e}"),
+                )),
+            );
+        }
+    };
+    (Some(examined), Ok(answer))
+}

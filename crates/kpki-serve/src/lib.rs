@@ -1,0 +1,17 @@
+//! `kpki serve`: the signing daemon. An mTLS HTTPS API (its own and cfssl's) issues
+//! certificates with CA keys on their backends (PKCS#11 tokens or files) under a
+//! Kubernetes-aware policy, writes a hash-chained audit trail, exports Prometheus metrics,
+//! reloads on SIGHUP, drains on SIGTERM and rides out HSM outages.
+
+pub mod api;
+pub mod app;
+pub mod audit;
+pub mod config;
+pub mod issue;
+pub mod metrics;
+pub mod policy;
+pub mod server;
+pub mod state;
+pub mod tls;
+
+pub use server::serve;

@@ -1,0 +1,196 @@
+//! Prometheus metrics of the daemon and a signer wrapper that measures every CA signature
+//! (latency, errors, signatures in flight).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Instant;
+
+use kpki_signer::{KeyAlgorithm, KeyUri, Signer};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a request counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// API path.
+    pub endpoint: String,
+    /// Signer name or profile (empty when none).
+    pub signer: String,
+    /// `allow`, `deny` or `error`.
+    pub outcome: String,
+    /// Error code (empty when allowed).
+    pub code: String,
+}
+
+/// Labels of per-CA metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CaLabels {
+    /// CA name.
+    pub ca: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs … ~1.6 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// Every metric the daemon exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by endpoint, signer, outcome and code.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Whole issuance latency (parse, policy, sign, audit), seconds.
+    pub issuance_seconds: Histogram,
+    /// CA signature latency per CA, seconds.
+    pub hsm_sign_seconds: Family<CaLabels, Histogram, fn() -> Histogram>,
+    /// CA signature failures per CA.
+    pub hsm_sign_errors: Family<CaLabels, Counter>,
+    /// CA signatures in flight per CA (sessions in use on a token).
+    pub hsm_in_use: Family<CaLabels, Gauge>,
+    /// 1 when every CA key is usable.
+    pub ready: Gauge,
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("kpki");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "API requests by endpoint, signer, outcome and code",
+            requests.clone(),
+        );
+        let issuance_seconds = latency_histogram();
+        registry.register(
+            "issuance_seconds",
+            "Latency of a certificate issuance (parse, policy, sign, audit)",
+            issuance_seconds.clone(),
+        );
+        let hsm_sign_seconds =
+            Family::<CaLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
+        registry.register(
+            "hsm_sign_seconds",
+            "Latency of one CA signature on its key backend",
+            hsm_sign_seconds.clone(),
+        );
+        let hsm_sign_errors = Family::<CaLabels, Counter>::default();
+        registry.register(
+            "hsm_sign_errors",
+            "CA signatures that failed",
+            hsm_sign_errors.clone(),
+        );
+        let hsm_in_use = Family::<CaLabels, Gauge>::default();
+        registry.register(
+            "hsm_sessions_in_use",
+            "CA signatures in flight (token sessions in use)",
+            hsm_in_use.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register("ready", "1 when every CA key is usable", ready.clone());
+        Arc::new(Metrics {
+            registry,
+            requests,
+            issuance_seconds,
+            hsm_sign_seconds,
+            hsm_sign_errors,
+            hsm_in_use,
+            ready,
+        })
+    }
+
+    /// Counts one request.
+    pub fn count(&self, endpoint: &str, signer: &str, outcome: &str, code: &str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.into(),
+                signer: signer.into(),
+                outcome: outcome.into(),
+                code: code.into(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// A CA key whose signatures are measured.
+#[derive(Debug)]
+pub struct MeteredSigner {
+    inner: Arc<dyn Signer>,
+    labels: CaLabels,
+    metrics: Arc<MetricsHandle>,
+    in_flight: AtomicI64,
+}
+
+/// The metric families a [`MeteredSigner`] writes to.
+pub struct MetricsHandle(pub Arc<Metrics>);
+
+impl std::fmt::Debug for MetricsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl MeteredSigner {
+    /// Wraps CA `ca`'s key.
+    pub fn wrap(inner: Arc<dyn Signer>, ca: &str, metrics: &Arc<Metrics>) -> Arc<dyn Signer> {
+        Arc::new(MeteredSigner {
+            inner,
+            labels: CaLabels { ca: ca.into() },
+            metrics: Arc::new(MetricsHandle(Arc::clone(metrics))),
+            in_flight: AtomicI64::new(0),
+        })
+    }
+}
+
+impl Signer for MeteredSigner {
+    fn algorithm(&self) -> KeyAlgorithm {
+        self.inner.algorithm()
+    }
+
+    fn public_key_spki(&self) -> &[u8] {
+        self.inner.public_key_spki()
+    }
+
+    fn uri(&self) -> &KeyUri {
+        self.inner.uri()
+    }
+
+    fn sign(&self, message: &[u8]) -> kpki_signer::Result<Vec<u8>> {
+        let m = &self.metrics.0;
+        let gauge = m.hsm_in_use.get_or_create(&self.labels);
+        gauge.set(self.in_flight.fetch_add(1, Ordering::Relaxed) + 1);
+        let start = Instant::now();
+        let result = self.inner.sign(message);
+        m.hsm_sign_seconds
+            .get_or_create(&self.labels)
+            .observe(start.elapsed().as_secs_f64());
+        if result.is_err() {
+            m.hsm_sign_errors.get_or_create(&self.labels).inc();
+        }
+        gauge.set(self.in_flight.fetch_sub(1, Ordering::Relaxed) - 1);
+        result
+    }
+
+    fn concurrency_gate(&self) -> Option<&tokio::sync::Semaphore> {
+        self.inner.concurrency_gate()
+    }
+
+    fn is_available(&self) -> bool {
+        self.inner.is_available()
+    }
+}

@@ -1,0 +1,153 @@
+//! What a configuration file turns into: the TLS server config, the compiled policy and the
+//! CAs with their keys opened. Built whole, then swapped in, so a reload is all or nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kpki_pki::keystore::KeyStore;
+use kpki_pki::x509::CaSigner;
+use kpki_signer::{KeyUri, Signer};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::config::{self, ConfigError, ServeConfig};
+use crate::metrics::{MeteredSigner, Metrics};
+use crate::policy::Policy;
+use crate::tls;
+
+/// One CA ready to sign.
+pub struct Ca {
+    /// Its name in `[cas]`.
+    pub name: String,
+    /// Certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// Certificate, PEM.
+    pub cert_pem: String,
+    /// The issuer (key behind a metering wrapper).
+    pub signer: CaSigner,
+    /// The key, for readiness probes.
+    pub key: Arc<dyn Signer>,
+    /// The key URI as printed (never a PIN value).
+    pub key_uri: String,
+    /// Longest validity it grants.
+    pub max_validity: Duration,
+}
+
+/// Everything a request needs, from one configuration.
+pub struct State {
+    /// The configuration it was built from.
+    pub config: ServeConfig,
+    /// rustls server configuration.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Compiled policy.
+    pub policy: Policy,
+    /// CAs by name.
+    pub cas: BTreeMap<String, Arc<Ca>>,
+    /// Request timeout.
+    pub request_timeout: Duration,
+    /// SIGTERM grace period.
+    pub shutdown_grace: Duration,
+    /// Readiness probe period.
+    pub probe_interval: Duration,
+}
+
+impl State {
+    /// Builds the state for `config`: reads certificates, opens keys, compiles rules.
+    pub fn build(
+        config: ServeConfig,
+        keys: &KeyStore,
+        metrics: &Arc<Metrics>,
+    ) -> Result<State, ConfigError> {
+        let policy = Policy::compile(&config.policy)?;
+        let tls = tls::server_config(&config.listen)?;
+        let mut cas = BTreeMap::new();
+        for (name, c) in &config.cas {
+            cas.insert(name.clone(), Arc::new(open_ca(name, c, keys, metrics)?));
+        }
+        for (signer, s) in &config.signers {
+            if !cas.contains_key(&s.ca) {
+                return Err(ConfigError(format!(
+                    "signer {signer:?}: unknown CA {:?} (not in [cas])",
+                    s.ca
+                )));
+            }
+        }
+        if config.ca_for(&config.cfssl.default_profile).is_none() {
+            return Err(ConfigError(format!(
+                "cfssl.default_profile {:?} has no CA",
+                config.cfssl.default_profile
+            )));
+        }
+        Ok(State {
+            request_timeout: config::duration(
+                "limits.request_timeout",
+                &config.limits.request_timeout,
+            )?,
+            shutdown_grace: config::duration(
+                "limits.shutdown_grace",
+                &config.limits.shutdown_grace,
+            )?,
+            probe_interval: config::duration(
+                "signing.probe_interval",
+                &config.signing.probe_interval,
+            )?,
+            config,
+            tls,
+            policy,
+            cas,
+        })
+    }
+
+    /// The CA that signs for `signer`.
+    pub fn ca_for(&self, signer: &str) -> Option<&Arc<Ca>> {
+        self.config.ca_for(signer).and_then(|n| self.cas.get(n))
+    }
+}
+
+fn open_ca(
+    name: &str,
+    c: &config::CaConfig,
+    keys: &KeyStore,
+    metrics: &Arc<Metrics>,
+) -> Result<Ca, ConfigError> {
+    let what = format!("CA {name:?}");
+    let uri: KeyUri = c
+        .key
+        .parse()
+        .map_err(|e| ConfigError(format!("{what}: key {}", e)))?;
+    let cert_der =
+        kpki_pki::authority::read_cert(&c.cert).map_err(|e| ConfigError(format!("{what}: {e}")))?;
+    let key = keys
+        .open(&uri)
+        .map_err(|e| ConfigError(format!("{what}: {e}")))?;
+    let (_, parsed) = X509Certificate::from_der(&cert_der)
+        .map_err(|e| ConfigError(format!("{what}: {}: {e}", c.cert.display())))?;
+    if parsed.public_key().raw != key.public_key_spki() {
+        return Err(ConfigError(format!(
+            "{what}: {} does not match its key {uri}",
+            c.cert.display()
+        )));
+    }
+    if !parsed.is_ca() {
+        return Err(ConfigError(format!(
+            "{what}: {} is not a CA certificate",
+            c.cert.display()
+        )));
+    }
+    let key = MeteredSigner::wrap(key, name, metrics);
+    let signer = CaSigner::new(&cert_der, Arc::clone(&key))
+        .map_err(|e| ConfigError(format!("{what}: {e}")))?;
+    let cert_pem = pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", cert_der.clone()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    );
+    Ok(Ca {
+        name: name.into(),
+        cert_pem,
+        cert_der,
+        signer,
+        key_uri: uri.to_string(),
+        key,
+        max_validity: config::duration(&format!("{what}: max_validity"), &c.max_validity)?,
+    })
+}

@@ -1,0 +1,34 @@
+//! `kpki serve`: runs the signing daemon (see `kpki-serve`) on a multi-threaded runtime.
+
+use std::path::PathBuf;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `kpki serve` flags.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The daemon's configuration file (TOML).
+    #[arg(long, short = 'c', env = "KPKI_SERVE_CONFIG")]
+    pub config: PathBuf,
+    /// Log line format (level from KPKI_LOG, default info).
+    #[arg(long, value_enum, default_value_t)]
+    pub log_format: LogFormat,
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub fn run(args: ServeArgs) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("kpki-serve")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(kpki_serve::serve(args.config))
+}
