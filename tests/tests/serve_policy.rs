@@ -464,6 +464,18 @@ fn cases() -> Vec<Case> {
         )
     });
     v.push(Case {
+        name: "usage outside the mesh signer's list",
+        usages: &["digital signature", "code signing"],
+        ..case(
+            "",
+            "mesh-1",
+            MESH,
+            Body::Csr("p256", "/CN=api", &[]),
+            403,
+            "usage",
+        )
+    });
+    v.push(Case {
         name: "server usage on the client signer",
         usages: &["digital signature", "server auth"],
         ..case(
@@ -770,4 +782,89 @@ async fn sighup_reloads_policy_and_keeps_the_old_one_when_the_new_file_is_bad() 
         "{}",
         daemon.log_text()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_and_closes_the_audit_trail() {
+    let f = ServeFixture::new("ECDSA-P256", POLICY);
+    let mut daemon = f.start();
+    let csr = openssl_csr(f.dir.path(), "drain", "p256", "/CN=jane/O=dev", &[]);
+    let body = json!({ "csr": csr, "signer_name": KAC }).to_string();
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let target = f.target(f.identity("onboarder", None));
+        let body = body.clone();
+        workers.push(tokio::spawn(async move {
+            let mut conn = Connection::connect(&target).await.unwrap();
+            let mut ok = 0u64;
+            // Until the daemon closes the connection: every answer is a certificate.
+            while let Ok(reply) = conn.post("/v1/sign", body.clone().into_bytes()).await {
+                assert_eq!(
+                    reply.status,
+                    200,
+                    "{}",
+                    String::from_utf8_lossy(&reply.body)
+                );
+                ok += 1;
+            }
+            ok
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let status = tokio::task::block_in_place(|| daemon.terminate());
+    assert!(status.success(), "{status}: {}", daemon.log_text());
+    let mut answered = 0;
+    for w in workers {
+        answered += w.await.unwrap();
+    }
+    // Nothing was cut off mid-answer: the daemon answered exactly what it audited as issued.
+    let lines = f.audit_lines();
+    let allowed = lines.iter().filter(|l| l["decision"] == "allow").count() as u64;
+    assert!(answered > 0);
+    assert_eq!(allowed, answered, "audited issuances vs answers received");
+    assert_eq!(lines.last().unwrap()["event"], "close");
+    let out = kpki_e2e::kpki(&["audit", "verify", f.audit.to_str().unwrap()]);
+    assert!(out.status.success(), "{:?}", text(&out));
+}
+
+#[test]
+fn unknown_config_keys_and_bad_values_stop_start_up_with_one_line() {
+    let f = ServeFixture::new("ECDSA-P256", POLICY);
+    let good = std::fs::read_to_string(&f.config).unwrap();
+    for (bad, expect) in [
+        (
+            good.replace("[audit]", "[audit]\nfsink = true"),
+            "unknown field `fsink`",
+        ),
+        (
+            good.replace(r#"cn = "[a-z][a-z0-9-]*""#, r#"cn = "[a-z""#),
+            "invalid pattern",
+        ),
+        (
+            good.replace(
+                r#"ip_ranges = ["10.0.0.0/8"]"#,
+                r#"ip_ranges = ["10.0.0.0/33"]"#,
+            ),
+            "ip range",
+        ),
+        (
+            good.replace(r#"max_validity = "24h""#, r#"max_validity = "a day""#),
+            "max_validity",
+        ),
+        (
+            good.replace(&f.ca_key_uri, "pkcs11:token=absent;object=x"),
+            "CA \"ca\"",
+        ),
+    ] {
+        std::fs::write(&f.config, bad).unwrap();
+        let out = kpki_e2e::kpki(&["serve", "--config", f.config.to_str().unwrap()]);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("kpki: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(errors[0].contains(expect), "expected {expect:?}: {stderr}");
+    }
 }

@@ -262,13 +262,33 @@ async fn sign_blocking(
         None => None,
     };
     let state = Arc::clone(state);
+    // A signer's configured usages are its default and the most a request may ask.
+    let configured = state
+        .config
+        .signers
+        .get(&ask.signer)
+        .map(|s| s.usages.clone())
+        .unwrap_or_default();
+    if let Some(u) = ask
+        .usages
+        .iter()
+        .find(|u| !configured.is_empty() && !configured.contains(u))
+    {
+        return (
+            None,
+            Err(Failure::new(
+                403,
+                Refusal::Usage.code(),
+                format!(
+                    "usage {u:?} is not allowed for signer {:?} (allowed: {})",
+                    ask.signer,
+                    configured.join(", ")
+                ),
+            )),
+        );
+    }
     let usages = if ask.usages.is_empty() {
-        state
-            .config
-            .signers
-            .get(&ask.signer)
-            .map(|s| s.usages.clone())
-            .unwrap_or_default()
+        configured
     } else {
         ask.usages.clone()
     };
