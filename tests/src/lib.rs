@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 
 pub use kpki_hsm_test as hsm;
 
+pub mod jwt_client;
 pub mod load;
 pub mod p11kit;
 pub mod serve;

@@ -15,11 +15,12 @@ use crate::state::State;
 /// Shared by every connection and request.
 pub struct App {
     state: RwLock<Arc<State>>,
-    /// The audit trail.
-    pub audit: AuditLog,
+    /// The audit trail (with the HTTPS listener).
+    pub audit: Option<AuditLog>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     ready: AtomicBool,
+    jwt_ready: AtomicBool,
     not_ready_reason: Mutex<String>,
     keys: KeyStore,
     config_path: PathBuf,
@@ -30,7 +31,7 @@ impl App {
     pub fn new(
         config_path: PathBuf,
         state: State,
-        audit: AuditLog,
+        audit: Option<AuditLog>,
         metrics: Arc<Metrics>,
         keys: KeyStore,
     ) -> App {
@@ -40,6 +41,7 @@ impl App {
             audit,
             metrics,
             ready: AtomicBool::new(true),
+            jwt_ready: AtomicBool::new(true),
             not_ready_reason: Mutex::new(String::new()),
             keys,
             config_path,
@@ -58,16 +60,27 @@ impl App {
     pub fn reload(&self) -> Result<(), ConfigError> {
         let config = ServeConfig::load(&self.config_path)?;
         let old = self.state();
-        if config.audit.path != old.config.audit.path
-            || config.listen.address != old.config.listen.address
+        let address = |c: &ServeConfig| c.listen.as_ref().map(|l| l.address);
+        let audit = |c: &ServeConfig| c.audit.as_ref().map(|a| a.path.clone());
+        let socket = |c: &ServeConfig| c.jwt.as_ref().map(|j| j.socket.clone());
+        if address(&config) != address(&old.config)
+            || audit(&config) != audit(&old.config)
+            || socket(&config) != socket(&old.config)
         {
             return Err(ConfigError(format!(
-                "config {}: audit.path and listen.address need a restart",
+                "config {}: listen.address, audit.path and jwt.socket need a restart",
                 self.config_path.display()
             )));
         }
-        let new = State::build(config, &self.keys, &self.metrics)
+        let mut new = State::build(config, &self.keys, &self.metrics)
             .map_err(|e| ConfigError(format!("config {}: {e}", self.config_path.display())))?;
+        // data_timestamp changes only when the token key set does.
+        if let (Some(old_keys), Some(new_keys)) = (old.jwt.as_ref(), new.jwt.as_mut())
+            && old_keys.same_key_set(new_keys)
+            && let Some(k) = Arc::get_mut(new_keys)
+        {
+            k.data_timestamp = old_keys.data_timestamp;
+        }
         match self.state.write() {
             Ok(mut s) => *s = Arc::new(new),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(new),
@@ -78,6 +91,22 @@ impl App {
     /// True when every CA key answered its last probe.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// True when the token signing key answered its last probe.
+    pub fn is_jwt_ready(&self) -> bool {
+        self.jwt_ready.load(Ordering::Acquire)
+    }
+
+    /// Records the token signing key's availability; logs transitions.
+    pub fn set_jwt_ready(&self, ready: bool) {
+        if self.jwt_ready.swap(ready, Ordering::AcqRel) != ready {
+            if ready {
+                tracing::info!("token signing key usable again");
+            } else {
+                tracing::warn!("token signing key unavailable");
+            }
+        }
     }
 
     /// Why the daemon is not ready (empty when it is).

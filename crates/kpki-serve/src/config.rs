@@ -13,12 +13,14 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeConfig {
-    /// The HTTPS listener.
-    pub listen: Listen,
+    /// The HTTPS listener (required unless the daemon runs with `--jwt-only`).
+    #[serde(default)]
+    pub listen: Option<Listen>,
     /// Request limits.
     #[serde(default)]
     pub limits: Limits,
     /// CAs by name (`ca`, `front-proxy-ca`, or any name): certificate and key URI.
+    #[serde(default)]
     pub cas: BTreeMap<String, CaConfig>,
     /// Signer names (and cfssl profiles) by name: which CA signs them.
     #[serde(default)]
@@ -26,14 +28,76 @@ pub struct ServeConfig {
     /// Policy rules, tried in order; a request is allowed when one rule allows it.
     #[serde(default)]
     pub policy: Vec<RuleConfig>,
-    /// The audit trail.
-    pub audit: AuditConfig,
+    /// The audit trail (required with the HTTPS listener).
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
     /// Signing and HSM health.
     #[serde(default)]
     pub signing: SigningConfig,
     /// cfssl-compatible endpoints.
     #[serde(default)]
     pub cfssl: CfsslConfig,
+    /// The service-account token signer for kube-apiserver (ExternalJWTSigner).
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+}
+
+/// The ExternalJWTSigner gRPC service on a unix socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// The unix socket kube-apiserver's `--service-account-signing-endpoint` names.
+    pub socket: PathBuf,
+    /// Owner (uid) of the socket file; default: the daemon's user. Mode is always 0600.
+    pub socket_uid: Option<u32>,
+    /// Peer uids allowed to call (checked with SO_PEERCRED); empty: any peer that can open
+    /// the socket.
+    #[serde(default)]
+    pub allowed_uids: Vec<u32>,
+    /// The key that signs tokens (URI).
+    pub signing_key: String,
+    /// Keys that only verify (earlier signing keys, the cluster's old `sa.pub`).
+    #[serde(default)]
+    pub verify_keys: Vec<VerifyKey>,
+    /// `max_token_expiration_seconds` answered by `Metadata` (Go duration, ≥ 10m; default 24h).
+    #[serde(default = "default_max_token_expiration")]
+    pub max_token_expiration: String,
+    /// `refresh_hint_seconds` answered by `FetchKeys` (Go duration; default 5m).
+    #[serde(default = "default_refresh_hint")]
+    pub refresh_hint: String,
+    /// Largest claims segment accepted, in bytes (base64url text; default 65536).
+    #[serde(default = "default_max_claims_bytes")]
+    pub max_claims_bytes: usize,
+}
+
+fn default_max_token_expiration() -> String {
+    "24h".into()
+}
+
+fn default_refresh_hint() -> String {
+    "5m".into()
+}
+
+fn default_max_claims_bytes() -> usize {
+    64 * 1024
+}
+
+/// A verify-only token key: a key URI or a PEM public key file (`sa.pub`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyKey {
+    /// Key URI (its public key is listed).
+    pub key: Option<String>,
+    /// PEM `PUBLIC KEY` file.
+    pub public_key: Option<PathBuf>,
+    /// Leave it out of kube-apiserver's OIDC discovery document (default true: a
+    /// verify-only key is kept for tokens already issued).
+    #[serde(default = "default_true")]
+    pub exclude_from_oidc_discovery: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// The HTTPS listener.

@@ -1,13 +1,15 @@
 //! `kpki serve`: the signing daemon. An mTLS HTTPS API (its own and cfssl's) issues
 //! certificates with CA keys on their backends (PKCS#11 tokens or files) under a
 //! Kubernetes-aware policy, writes a hash-chained audit trail, exports Prometheus metrics,
-//! reloads on SIGHUP, drains on SIGTERM and rides out HSM outages.
+//! reloads on SIGHUP, drains on SIGTERM and rides out HSM outages. With `[jwt]` it also
+//! signs kube-apiserver's service-account tokens (ExternalJWTSigner over a unix socket).
 
 pub mod api;
 pub mod app;
 pub mod audit;
 pub mod config;
 pub mod issue;
+pub mod jwt;
 pub mod metrics;
 pub mod policy;
 pub mod server;

@@ -21,6 +21,7 @@ use crate::api::{self, Conn};
 use crate::app::App;
 use crate::audit::{AuditLog, SyncMode};
 use crate::config::ServeConfig;
+use crate::jwt;
 use crate::metrics::Metrics;
 use crate::state::State;
 use crate::tls;
@@ -28,29 +29,48 @@ use crate::tls;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Runs the daemon for the configuration file `config_path` until SIGTERM or SIGINT.
-pub async fn serve(config_path: PathBuf) -> Result<(), String> {
+/// Runs the daemon for the configuration file `config_path` until SIGTERM or SIGINT: the
+/// HTTPS API and, with `[jwt]`, the token signer; with `jwt_only` the token signer alone.
+pub async fn serve(config_path: PathBuf, jwt_only: bool) -> Result<(), String> {
     let config = ServeConfig::load(&config_path).map_err(|e| e.to_string())?;
+    let in_config = |e: String| format!("config {}: {e}", config_path.display());
+    if jwt_only && config.jwt.is_none() {
+        return Err(in_config("--jwt-only needs a [jwt] section".into()));
+    }
+    if !jwt_only && (config.listen.is_none() || config.audit.is_none()) {
+        return Err(in_config(
+            "[listen] and [audit] are required (or run the token signer alone with --jwt-only)"
+                .into(),
+        ));
+    }
     let metrics = Metrics::new();
     let keys = KeyStore::with_pool_size(config.signing.pool_size.max(1));
-    let state = State::build(config, &keys, &metrics)
-        .map_err(|e| format!("config {}: {e}", config_path.display()))?;
-    let sync = if state.config.audit.fsync {
-        SyncMode::Fsync
-    } else {
-        SyncMode::Flush
+    let state = State::build(config, &keys, &metrics).map_err(|e| in_config(e.to_string()))?;
+    let https = match (&state.config.listen, &state.config.audit, jwt_only) {
+        (Some(listen), Some(audit), false) => {
+            let sync = if audit.fsync {
+                SyncMode::Fsync
+            } else {
+                SyncMode::Flush
+            };
+            let log = AuditLog::open(&audit.path, sync).map_err(|e| e.to_string())?;
+            let listener = TcpListener::bind(listen.address)
+                .await
+                .map_err(|e| format!("listen.address {}: {e}", listen.address))?;
+            Some((listener, log))
+        }
+        _ => None,
     };
-    let audit = AuditLog::open(&state.config.audit.path, sync).map_err(|e| e.to_string())?;
-    let address = state.config.listen.address;
-    let listener = TcpListener::bind(address)
-        .await
-        .map_err(|e| format!("listen.address {address}: {e}"))?;
-    let ops = match state.config.listen.ops_address {
+    let ops = match state.config.listen.as_ref().and_then(|l| l.ops_address) {
         Some(a) => Some(
             TcpListener::bind(a)
                 .await
                 .map_err(|e| format!("listen.ops_address {a}: {e}"))?,
         ),
+        None => None,
+    };
+    let jwt_socket = match &state.config.jwt {
+        Some(j) => Some((jwt::socket::bind(j)?, j.socket.clone())),
         None => None,
     };
     let signals = (
@@ -61,17 +81,20 @@ pub async fn serve(config_path: PathBuf) -> Result<(), String> {
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = signals else {
         return Err("cannot install signal handlers".into());
     };
+    let (listener, audit) = match https {
+        Some((l, a)) => (Some(l), Some(a)),
+        None => (None, None),
+    };
     let app = Arc::new(App::new(config_path, state, audit, metrics, keys));
-    tracing::info!(%address, cas = app.state().cas.len(), "kpki serve listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.changed().await;
+    };
     if let Some(ops) = ops {
         let router = api::ops_router().with_state(Arc::clone(&app));
-        let mut stop = stop_rx.clone();
+        let shutdown = stopped(stop_rx.clone());
         tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.changed().await;
-            };
             if let Err(e) = axum::serve(ops, router)
                 .with_graceful_shutdown(shutdown)
                 .await
@@ -80,12 +103,23 @@ pub async fn serve(config_path: PathBuf) -> Result<(), String> {
             }
         });
     }
+    let jwt_task = jwt_socket.map(|(listener, path)| {
+        tracing::info!(socket = %path.display(), "token signer listening");
+        let app = Arc::clone(&app);
+        let shutdown = stopped(stop_rx.clone());
+        tokio::spawn(async move { jwt::socket::serve(app, listener, &path, shutdown).await })
+    });
     tokio::spawn(probe_loop(Arc::clone(&app), stop_rx));
 
     let graceful = GracefulShutdown::new();
+    if let Some(l) = &listener
+        && let Ok(address) = l.local_addr()
+    {
+        tracing::info!(%address, cas = app.state().cas.len(), "kpki serve listening");
+    }
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = accept(listener.as_ref()) => match accepted {
                 Ok((tcp, remote)) => {
                     tokio::spawn(connection(Arc::clone(&app), tcp, remote, graceful.watcher()));
                 }
@@ -115,14 +149,34 @@ pub async fn serve(config_path: PathBuf) -> Result<(), String> {
     {
         tracing::warn!("grace period over; closing the remaining connections");
     }
-    app.audit.close().map_err(|e| e.to_string())?;
+    if let Some(task) = jwt_task {
+        match tokio::time::timeout(grace, task).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "token signer failed"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("token signer did not stop within the grace period"),
+        }
+    }
+    if let Some(log) = &app.audit {
+        log.close().map_err(|e| e.to_string())?;
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
+/// The next connection of the HTTPS listener, or never without one.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn connection(app: Arc<App>, tcp: TcpStream, remote: SocketAddr, watcher: Watcher) {
     let state = app.state();
-    let acceptor = TlsAcceptor::from(Arc::clone(&state.tls));
+    let Some(tls) = state.tls.clone() else {
+        return;
+    };
+    let acceptor = TlsAcceptor::from(tls);
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -169,17 +223,28 @@ async fn probe_loop(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>)
         }
         let mut down = None;
         for ca in state.cas.values() {
-            let key = Arc::clone(&ca.key);
-            let probe = tokio::task::spawn_blocking(move || key.is_available());
-            let ok = matches!(
-                tokio::time::timeout(PROBE_TIMEOUT, probe).await,
-                Ok(Ok(true))
-            );
-            if !ok {
+            if !probe(&ca.key).await {
                 down = Some(format!("CA {:?}: key {} unavailable", ca.name, ca.key_uri));
                 break;
             }
         }
+        if let Some(jwt) = &state.jwt {
+            let ok = probe(&jwt.signing).await;
+            app.set_jwt_ready(ok);
+            if !ok && down.is_none() {
+                down = Some(format!("token signing key {} unavailable", jwt.signing_uri));
+            }
+        }
         app.set_ready(down.is_none(), down.as_deref().unwrap_or(""));
     }
+}
+
+/// Whether `key` answers, within [`PROBE_TIMEOUT`], off the async runtime.
+async fn probe(key: &Arc<dyn kpki_signer::Signer>) -> bool {
+    let key = Arc::clone(key);
+    let probe = tokio::task::spawn_blocking(move || key.is_available());
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, probe).await,
+        Ok(Ok(true))
+    )
 }

@@ -11,6 +11,7 @@ use kpki_signer::{KeyUri, Signer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::config::{self, ConfigError, ServeConfig};
+use crate::jwt::keys::JwtKeys;
 use crate::metrics::{MeteredSigner, Metrics};
 use crate::policy::Policy;
 use crate::tls;
@@ -37,12 +38,14 @@ pub struct Ca {
 pub struct State {
     /// The configuration it was built from.
     pub config: ServeConfig,
-    /// rustls server configuration.
-    pub tls: Arc<rustls::ServerConfig>,
+    /// rustls server configuration (with the HTTPS listener).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Compiled policy.
     pub policy: Policy,
     /// CAs by name.
     pub cas: BTreeMap<String, Arc<Ca>>,
+    /// The token signer's keys (with `[jwt]`).
+    pub jwt: Option<Arc<JwtKeys>>,
     /// Request timeout.
     pub request_timeout: Duration,
     /// SIGTERM grace period.
@@ -59,7 +62,7 @@ impl State {
         metrics: &Arc<Metrics>,
     ) -> Result<State, ConfigError> {
         let policy = Policy::compile(&config.policy)?;
-        let tls = tls::server_config(&config.listen)?;
+        let tls = config.listen.as_ref().map(tls::server_config).transpose()?;
         let mut cas = BTreeMap::new();
         for (name, c) in &config.cas {
             cas.insert(name.clone(), Arc::new(open_ca(name, c, keys, metrics)?));
@@ -72,7 +75,7 @@ impl State {
                 )));
             }
         }
-        if config.ca_for(&config.cfssl.default_profile).is_none() {
+        if config.listen.is_some() && config.ca_for(&config.cfssl.default_profile).is_none() {
             return Err(ConfigError(format!(
                 "cfssl.default_profile {:?} has no CA",
                 config.cfssl.default_profile
@@ -91,6 +94,11 @@ impl State {
                 "signing.probe_interval",
                 &config.signing.probe_interval,
             )?,
+            jwt: config
+                .jwt
+                .as_ref()
+                .map(|j| JwtKeys::build(j, keys).map(Arc::new))
+                .transpose()?,
             config,
             tls,
             policy,

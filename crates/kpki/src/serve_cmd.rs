@@ -18,6 +18,10 @@ pub struct ServeArgs {
     /// The daemon's configuration file (TOML).
     #[arg(long, short = 'c', env = "KPKI_SERVE_CONFIG")]
     pub config: PathBuf,
+    /// Run only the service-account token signer (`[jwt]`), no HTTPS API: for
+    /// control-plane nodes that need nothing else.
+    #[arg(long)]
+    pub jwt_only: bool,
     /// Log line format (level from KPKI_LOG, default info).
     #[arg(long, value_enum, default_value_t)]
     pub log_format: LogFormat,
@@ -30,5 +34,5 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         .thread_name("kpki-serve")
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(kpki_serve::serve(args.config))
+    runtime.block_on(kpki_serve::serve(args.config, args.jwt_only))
 }

@@ -1,0 +1,160 @@
+//! The ExternalJWTSigner RPCs, served identically in packages `v1` (kube-apiserver 1.34+) and
+//! `v1alpha1` (1.32–1.33): `Sign` checks the claims and signs `header.claims` with the
+//! current key off the async runtime; `FetchKeys` and `Metadata` answer from memory.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use kpki_signer::{AsyncSign, KeyAlgorithm, spki};
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+
+use crate::app::App;
+use crate::jwt::keys::JwtKeys;
+use crate::jwt::proto;
+
+/// The service behind both packages.
+#[derive(Clone)]
+pub struct JwtService {
+    app: Arc<App>,
+}
+
+impl JwtService {
+    /// The service of the daemon `app`.
+    pub fn new(app: Arc<App>) -> JwtService {
+        JwtService { app }
+    }
+
+    fn keys(&self) -> Result<Arc<JwtKeys>, Status> {
+        self.app
+            .state()
+            .jwt
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("no [jwt] section is configured"))
+    }
+
+    /// Refuses callers whose uid is not allowed (SO_PEERCRED of the socket connection).
+    fn check_peer<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let state = self.app.state();
+        let allowed = state
+            .config
+            .jwt
+            .as_ref()
+            .map(|j| j.allowed_uids.clone())
+            .unwrap_or_default();
+        if allowed.is_empty() {
+            return Ok(());
+        }
+        let uid = request
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|i| i.peer_cred)
+            .map(|c| c.uid());
+        match uid {
+            Some(uid) if allowed.contains(&uid) => Ok(()),
+            Some(uid) => Err(Status::permission_denied(format!(
+                "peer uid {uid} may not use this signer (allowed uids: {allowed:?})"
+            ))),
+            None => Err(Status::permission_denied(
+                "the peer's credentials are unknown; refusing",
+            )),
+        }
+    }
+
+    /// Signs `claims` (the base64url JSON payload): (base64url header, base64url signature).
+    pub async fn sign_claims(&self, claims: &str) -> Result<(String, String), Status> {
+        let keys = self.keys()?;
+        if claims.len() > keys.max_claims_bytes {
+            return Err(Status::invalid_argument(format!(
+                "claims are {} bytes; the limit is {}",
+                claims.len(),
+                keys.max_claims_bytes
+            )));
+        }
+        let json = URL_SAFE_NO_PAD.decode(claims).map_err(|e| {
+            Status::invalid_argument(format!("claims are not unpadded base64url: {e}"))
+        })?;
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&json)
+            .map_err(|e| Status::invalid_argument(format!("claims are not a JSON object: {e}")))?;
+        if !self.app.is_jwt_ready() {
+            return Err(Status::unavailable(format!(
+                "token signing key unavailable: {}",
+                keys.signing_uri
+            )));
+        }
+        let mut message = String::with_capacity(keys.header.len() + 1 + claims.len());
+        message.push_str(&keys.header);
+        message.push('.');
+        message.push_str(claims);
+        let signature = match keys.signing.sign_async(message.into_bytes()).await {
+            Ok(s) => s,
+            Err(e) if e.is_unavailable() => {
+                self.app.set_jwt_ready(false);
+                return Err(Status::unavailable(e.to_string()));
+            }
+            Err(e) => return Err(Status::internal(e.to_string())),
+        };
+        let raw = match keys.signing.algorithm() {
+            KeyAlgorithm::EcdsaP256 => spki::ecdsa_der_to_raw(&signature, 32),
+            KeyAlgorithm::EcdsaP384 => spki::ecdsa_der_to_raw(&signature, 48),
+            _ => Ok(signature),
+        }
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok((keys.header.clone(), URL_SAFE_NO_PAD.encode(raw)))
+    }
+}
+
+macro_rules! external_jwt_signer {
+    ($pkg:ident) => {
+        #[tonic::async_trait]
+        impl proto::$pkg::external_jwt_signer_server::ExternalJwtSigner for JwtService {
+            async fn sign(
+                &self,
+                request: Request<proto::$pkg::SignJwtRequest>,
+            ) -> Result<Response<proto::$pkg::SignJwtResponse>, Status> {
+                self.check_peer(&request)?;
+                let (header, signature) = self.sign_claims(&request.get_ref().claims).await?;
+                Ok(Response::new(proto::$pkg::SignJwtResponse {
+                    header,
+                    signature,
+                }))
+            }
+
+            async fn fetch_keys(
+                &self,
+                request: Request<proto::$pkg::FetchKeysRequest>,
+            ) -> Result<Response<proto::$pkg::FetchKeysResponse>, Status> {
+                self.check_peer(&request)?;
+                let keys = self.keys()?;
+                Ok(Response::new(proto::$pkg::FetchKeysResponse {
+                    keys: keys
+                        .keys
+                        .iter()
+                        .map(|k| proto::$pkg::Key {
+                            key_id: k.kid.clone(),
+                            key: k.spki_der.clone(),
+                            exclude_from_oidc_discovery: k.exclude_from_oidc_discovery,
+                        })
+                        .collect(),
+                    data_timestamp: Some(prost_types::Timestamp::from(keys.data_timestamp)),
+                    refresh_hint_seconds: keys.refresh_hint_seconds,
+                }))
+            }
+
+            async fn metadata(
+                &self,
+                request: Request<proto::$pkg::MetadataRequest>,
+            ) -> Result<Response<proto::$pkg::MetadataResponse>, Status> {
+                self.check_peer(&request)?;
+                let keys = self.keys()?;
+                Ok(Response::new(proto::$pkg::MetadataResponse {
+                    max_token_expiration_seconds: keys.max_token_expiration_seconds,
+                }))
+            }
+        }
+    };
+}
+
+external_jwt_signer!(v1);
+external_jwt_signer!(v1alpha1);
