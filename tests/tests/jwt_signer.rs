@@ -546,3 +546,126 @@ async fn token_outage_fails_fast_keeps_keys_and_recovers() {
     }
     stop_server(server.take().unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sa_key_migrates_to_the_token_and_old_tokens_keep_their_kid() {
+    let token = hsm::token();
+    let dir = tempfile::tempdir().unwrap();
+    // A cluster made the kubeadm way: sa.key in a file.
+    let root = dir.path().join("k8s");
+    let out = kpki(&[
+        "init",
+        "--dir",
+        root.to_str().unwrap(),
+        "--node-name",
+        "cp1",
+        "--advertise-address",
+        "127.0.0.1",
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let (sa_key, sa_pub) = (root.join("pki/sa.key"), root.join("pki/sa.pub"));
+    let sa_der = pem::parse(std::fs::read(&sa_pub).unwrap())
+        .unwrap()
+        .into_contents();
+    let uri = token.key_uri("sa");
+
+    // Without the confirmation flag: refused, one line, nothing on the token.
+    let out = kpki(&["keys", "import", &uri, "--from", sa_key.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--i-understand-the-key-existed-outside-the-token"),
+        "{stderr}"
+    );
+    let listed = kpki(&["keys", "list", &token.token_uri(), "-o", "json"]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&listed.stdout).unwrap(),
+        json!([])
+    );
+
+    // With it: the token holds the key, sensitive and never readable again.
+    let out = kpki(&[
+        "keys",
+        "import",
+        &uri,
+        "--from",
+        sa_key.to_str().unwrap(),
+        "--i-understand-the-key-existed-outside-the-token",
+        "-o",
+        "json",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("Destroy"),
+        "{stderr}"
+    );
+    let info: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(info["protection"]["sensitive"], true);
+    assert_eq!(info["protection"]["extractable"], false);
+    assert_eq!(
+        info["protection"]["never_extractable"], false,
+        "the token must not claim it was never extractable"
+    );
+    // A second import of the same label is refused.
+    let out = kpki(&[
+        "keys",
+        "import",
+        &uri,
+        "--from",
+        sa_key.to_str().unwrap(),
+        "--i-understand-the-key-existed-outside-the-token",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+
+    // The token key signs; its kid is the one kube-apiserver gave sa.key's tokens.
+    let signer = Signer::start(dir.path(), &config(dir.path(), &uri, "")).await;
+    let mut c = signer.v1().await.unwrap();
+    let keys = c
+        .fetch_keys(proto::v1::FetchKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(keys.keys[0].key, sa_der);
+    assert_eq!(keys.keys[0].key_id, expected_kid(&sa_der));
+    let (claims_b64, _) = claims("migrated");
+    let r = c
+        .sign(proto::v1::SignJwtRequest {
+            claims: claims_b64.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    verify_jwt(
+        &format!("{}.{claims_b64}.{}", r.header, r.signature),
+        &sa_der,
+        Algorithm::RS256,
+    );
+
+    // A new cluster with sa on the token from the start: only sa.pub is written.
+    let fresh = dir.path().join("fresh");
+    let sa_uri = token.key_uri("sa-fresh");
+    let out = kpki(&[
+        "init",
+        "--dir",
+        fresh.to_str().unwrap(),
+        "--node-name",
+        "cp1",
+        "--advertise-address",
+        "127.0.0.1",
+        "--key",
+        &format!("sa={sa_uri}"),
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(!fresh.join("pki/sa.key").exists());
+    let pub_der = pem::parse(std::fs::read(fresh.join("pki/sa.pub")).unwrap())
+        .unwrap()
+        .into_contents();
+    let shown: Value =
+        serde_json::from_slice(&kpki(&["keys", "show", &sa_uri, "-o", "json"]).stdout).unwrap();
+    assert_eq!(
+        shown["spki_sha256"].as_str().unwrap(),
+        kpki_signer::spki::sha256_hex(&pub_der)
+    );
+}

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use kpki_signer::{
-    KeyAlgorithm, KeyBackend, KeyError, KeyInfo, KeyUri, Pkcs11Uri, Result, Signer, spki,
+    KeyAlgorithm, KeyBackend, KeyError, KeyInfo, KeyMaterial, KeyUri, Pkcs11Uri, Result, Signer,
+    spki,
 };
 
 use crate::errors::op_error;
 use crate::key::{Pkcs11Key, find_one, object_template, read_protection, read_public_key};
-use crate::keygen;
 use crate::token::{DEFAULT_POOL_SIZE, Token};
+use crate::{import, keygen};
 
 /// The PKCS#11 backend. Tokens and their sessions are shared process-wide; this value only
 /// carries the pool size used when a token is first opened.
@@ -48,6 +49,49 @@ impl Pkcs11Backend {
 
     /// Generates a key pair on the token; refuses if a private key with that label or id exists.
     pub fn create_key(&self, uri: &Pkcs11Uri, algorithm: KeyAlgorithm) -> Result<Pkcs11Key> {
+        self.new_key(uri, |session, token, label, id| {
+            let (mechanism, public, private) = keygen::templates(algorithm, label, id);
+            session
+                .generate_key_pair(&mechanism, &public, &private)
+                .map_err(|e| op_error(token, "C_GenerateKeyPair", &e))?;
+            Ok(())
+        })
+    }
+
+    /// Creates a key pair on the token from existing `material` (sensitive, non-extractable,
+    /// sign-only); refuses if a private key with that label or id exists. The token marks it
+    /// as not generated there (CKA_ALWAYS_SENSITIVE/CKA_NEVER_EXTRACTABLE false).
+    pub fn import_key(&self, uri: &Pkcs11Uri, material: &KeyMaterial) -> Result<Pkcs11Key> {
+        let key = self.new_key(uri, |session, token, label, id| {
+            let (public, mut private) = import::templates(material, label, id)?;
+            let created = session
+                .create_object(&private)
+                .map_err(|e| op_error(token, "C_CreateObject (private key)", &e));
+            import::wipe(&mut private);
+            let private_handle = created?;
+            if let Err(e) = session.create_object(&public) {
+                let _ = session.destroy_object(private_handle);
+                return Err(op_error(token, "C_CreateObject (public key)", &e));
+            }
+            Ok(())
+        })?;
+        if key.algorithm() != material.algorithm() {
+            return Err(KeyError::Crypto(format!(
+                "imported key reads back as {}, not {}",
+                key.algorithm(),
+                material.algorithm()
+            )));
+        }
+        Ok(key)
+    }
+
+    /// Makes a new key (label `object=`, id `id=` or random) with `make`, after checking that
+    /// no private key has that label or id; opens it.
+    fn new_key(
+        &self,
+        uri: &Pkcs11Uri,
+        make: impl FnOnce(&cryptoki::session::Session, &str, &str, &[u8]) -> Result<()>,
+    ) -> Result<Pkcs11Key> {
         let label = uri.object.clone().ok_or_else(|| KeyError::InvalidUri {
             uri: uri.to_string(),
             problem: "a new key needs object= (its label)".into(),
@@ -84,11 +128,7 @@ impl Pkcs11Backend {
                     )));
                 }
             }
-            let (mechanism, public, private) = keygen::templates(algorithm, &label, &id);
-            session
-                .generate_key_pair(&mechanism, &public, &private)
-                .map_err(|e| op_error(token.name(), "C_GenerateKeyPair", &e))?;
-            Ok(())
+            make(session, token.name(), &label, &id)
         })?;
         let mut named = uri.clone();
         named.id = Some(id);

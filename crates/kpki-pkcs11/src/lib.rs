@@ -10,6 +10,7 @@
 mod backend;
 pub mod context;
 mod errors;
+mod import;
 pub mod key;
 mod keygen;
 pub mod token;

@@ -7,6 +7,7 @@
 
 mod algorithm;
 mod error;
+mod material;
 mod rcgen_adapter;
 pub mod spki;
 mod traits;
@@ -14,6 +15,7 @@ mod uri;
 
 pub use algorithm::KeyAlgorithm;
 pub use error::{KeyError, Result};
+pub use material::KeyMaterial;
 pub use rcgen_adapter::RcgenSigner;
 pub use traits::{AsyncSign, KeyBackend, KeyInfo, KeyProtection, Signer};
 pub use uri::{KeyUri, PinSource, Pkcs11Uri};

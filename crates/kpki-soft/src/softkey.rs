@@ -37,7 +37,7 @@ impl fmt::Debug for SoftKey {
     }
 }
 
-fn ec_signing(algorithm: KeyAlgorithm) -> Option<&'static EcdsaSigningAlgorithm> {
+pub(crate) fn ec_signing(algorithm: KeyAlgorithm) -> Option<&'static EcdsaSigningAlgorithm> {
     match algorithm {
         KeyAlgorithm::EcdsaP256 => Some(&ECDSA_P256_SHA256_ASN1_SIGNING),
         KeyAlgorithm::EcdsaP384 => Some(&ECDSA_P384_SHA384_ASN1_SIGNING),

@@ -27,6 +27,19 @@ pub enum KeysCommand {
         /// The key.
         uri: String,
     },
+    /// Copy an existing key file onto a token once (e.g. the cluster's `sa.key` before the
+    /// token signs service-account tokens): created sensitive, non-extractable, sign-only.
+    /// The file's key was exposed on disk; destroy the file afterwards.
+    Import {
+        /// Where the key goes (`pkcs11:token=..;object=..`).
+        uri: String,
+        /// The PEM key file (PKCS#1, SEC1 or PKCS#8; mode 0600).
+        #[arg(long)]
+        from: std::path::PathBuf,
+        /// Required: acknowledges that this key existed outside the token.
+        #[arg(long = "i-understand-the-key-existed-outside-the-token")]
+        confirmed: bool,
+    },
 }
 
 /// Runs a `kpki keys` command.
@@ -56,6 +69,59 @@ pub fn run(cmd: KeysCommand, format: Format) -> Result<(), String> {
                         k.uri
                     );
                 }
+            })
+        }
+        KeysCommand::Import {
+            uri,
+            from,
+            confirmed,
+        } => {
+            let uri: KeyUri = uri.parse().map_err(|e| format!("{e}"))?;
+            let KeyUri::Pkcs11(p11) = &uri else {
+                return Err(format!(
+                    "{uri}: keys are imported onto tokens (pkcs11: URIs)"
+                ));
+            };
+            if !confirmed {
+                return Err(format!(
+                    "importing {} copies a key that existed outside the token; pass --i-understand-the-key-existed-outside-the-token",
+                    from.display()
+                ));
+            }
+            let material = kpki_soft::read_key_material(&from).map_err(|e| e.to_string())?;
+            let key = kpki_pkcs11::Pkcs11Backend::default()
+                .import_key(p11, &material)
+                .map_err(|e| e.to_string())?;
+            drop(material);
+            // Prove the token holds the file's private key: sign and verify with its public key.
+            let file_key = kpki_pki::keystore::KeyStore::default()
+                .open(&KeyUri::File(from.clone()))
+                .map_err(|e| e.to_string())?;
+            if file_key.public_key_spki() != kpki_signer::Signer::public_key_spki(&key) {
+                return Err(format!(
+                    "{uri}: the imported public key differs from {}",
+                    from.display()
+                ));
+            }
+            let probe = b"kpki import check";
+            let sig = kpki_signer::Signer::sign(&key, probe).map_err(|e| e.to_string())?;
+            kpki_signer::spki::verify(file_key.public_key_spki(), probe, &sig).map_err(|e| {
+                format!(
+                    "{uri}: the imported key does not sign like {}: {e}",
+                    from.display()
+                )
+            })?;
+            let info = store
+                .describe(kpki_signer::Signer::uri(&key))
+                .map_err(|e| e.to_string())?;
+            eprintln!(
+                "kpki: warning: {} was imported; it existed outside the token (never-extractable: false). Destroy {} and its copies.",
+                info.uri,
+                from.display()
+            );
+            print_data(format, &info, || {
+                println!("[keys] Imported {} key {}", info.algorithm, info.uri);
+                print_info(&info);
             })
         }
         KeysCommand::Show { uri } => {
