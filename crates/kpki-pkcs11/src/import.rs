@@ -7,38 +7,18 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use kpki_signer::{KeyError, KeyMaterial, Result};
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::keygen;
+
 /// Public and private object templates for `material`.
 pub(crate) fn templates(
     material: &KeyMaterial,
     label: &str,
     id: &[u8],
 ) -> Result<(Vec<Attribute>, Vec<Attribute>)> {
-    let mut public = vec![
-        Attribute::Class(ObjectClass::PUBLIC_KEY),
-        Attribute::Token(true),
-        Attribute::Private(false),
-        Attribute::Verify(true),
-        Attribute::Encrypt(false),
-        Attribute::Wrap(false),
-        Attribute::VerifyRecover(false),
-        Attribute::Derive(false),
-        Attribute::Label(label.as_bytes().to_vec()),
-        Attribute::Id(id.to_vec()),
-    ];
-    let mut private = vec![
-        Attribute::Class(ObjectClass::PRIVATE_KEY),
-        Attribute::Token(true),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Sign(true),
-        Attribute::SignRecover(false),
-        Attribute::Decrypt(false),
-        Attribute::Unwrap(false),
-        Attribute::Derive(false),
-        Attribute::Label(label.as_bytes().to_vec()),
-        Attribute::Id(id.to_vec()),
-    ];
+    let mut public = vec![Attribute::Class(ObjectClass::PUBLIC_KEY)];
+    public.extend(keygen::public_base(label, id));
+    let mut private = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
+    private.extend(keygen::private_base(label, id));
     match material {
         KeyMaterial::Rsa { pkcs1_der, .. } => {
             let p = rsa_parts(pkcs1_der)?;

@@ -5,13 +5,9 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::Attribute;
 use kpki_signer::KeyAlgorithm;
 
-/// The mechanism and the public and private templates for a new key pair.
-pub(crate) fn templates(
-    algorithm: KeyAlgorithm,
-    label: &str,
-    id: &[u8],
-) -> (Mechanism<'static>, Vec<Attribute>, Vec<Attribute>) {
-    let mut public = vec![
+/// Attributes every public key object of kpki carries: on the token, public, verify-only.
+pub(crate) fn public_base(label: &str, id: &[u8]) -> Vec<Attribute> {
+    vec![
         Attribute::Token(true),
         Attribute::Private(false),
         Attribute::Verify(true),
@@ -21,8 +17,13 @@ pub(crate) fn templates(
         Attribute::Derive(false),
         Attribute::Label(label.as_bytes().to_vec()),
         Attribute::Id(id.to_vec()),
-    ];
-    let private = vec![
+    ]
+}
+
+/// Attributes every private key object of kpki carries: on the token, private, sensitive,
+/// never extractable, sign-only.
+pub(crate) fn private_base(label: &str, id: &[u8]) -> Vec<Attribute> {
+    vec![
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Sensitive(true),
@@ -34,7 +35,17 @@ pub(crate) fn templates(
         Attribute::Derive(false),
         Attribute::Label(label.as_bytes().to_vec()),
         Attribute::Id(id.to_vec()),
-    ];
+    ]
+}
+
+/// The mechanism and the public and private templates for a new key pair.
+pub(crate) fn templates(
+    algorithm: KeyAlgorithm,
+    label: &str,
+    id: &[u8],
+) -> (Mechanism<'static>, Vec<Attribute>, Vec<Attribute>) {
+    let mut public = public_base(label, id);
+    let private = private_base(label, id);
     let mechanism = match (algorithm.rsa_bits(), algorithm.ec_params_der()) {
         (Some(bits), _) => {
             public.push(Attribute::ModulusBits((bits as u64).into()));
