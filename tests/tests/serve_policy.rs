@@ -868,3 +868,80 @@ fn unknown_config_keys_and_bad_values_stop_start_up_with_one_line() {
         assert!(errors[0].contains(expect), "expected {expect:?}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_token_serve_the_same_clients() {
+    let f = ServeFixture::new("ECDSA-P256", POLICY);
+    let _first = f.start();
+    // A second instance: same CA key on the same token, same policy, its own port and audit.
+    let addr2: std::net::SocketAddr = format!("127.0.0.1:{}", kpki_e2e::serve::free_port())
+        .parse()
+        .unwrap();
+    let ops2: std::net::SocketAddr = format!("127.0.0.1:{}", kpki_e2e::serve::free_port())
+        .parse()
+        .unwrap();
+    let audit2 = f.dir.path().join("audit-2.jsonl");
+    let config2 = f.dir.path().join("serve-2.toml");
+    let config_text = std::fs::read_to_string(&f.config)
+        .unwrap()
+        .replace(&f.addr.to_string(), &addr2.to_string())
+        .replace(&f.ops_addr.to_string(), &ops2.to_string())
+        .replace(f.audit.to_str().unwrap(), audit2.to_str().unwrap());
+    std::fs::write(&config2, config_text).unwrap();
+    let mut second = std::process::Command::new(kpki_e2e::kpki_bin())
+        .args(["serve", "--config", config2.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !matches!(ops_get(ops2, "/readyz"), Some((200, _))) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "second instance not ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let identity = f.identity("onboarder", None);
+    let mut one = Connection::connect(&f.target(identity.clone()))
+        .await
+        .unwrap();
+    let mut target2 = f.target(identity);
+    target2.addr = addr2;
+    let mut two = Connection::connect(&target2).await.unwrap();
+    let mut serials = std::collections::HashSet::new();
+    for i in 0..20 {
+        let csr = openssl_csr(
+            f.dir.path(),
+            &format!("r{i}"),
+            "p256",
+            "/CN=jane/O=dev",
+            &[],
+        );
+        let body = json!({ "csr": csr, "signer_name": KAC }).to_string();
+        let conn = if i % 2 == 0 { &mut one } else { &mut two };
+        let (status, reply) = post(conn, body).await;
+        assert_eq!(status, 200, "{reply}");
+        assert!(serials.insert(reply["serial"].as_str().unwrap().to_string()));
+        let cert = f.dir.path().join(format!("r{i}.crt"));
+        std::fs::write(&cert, reply["certificate"].as_str().unwrap()).unwrap();
+        let v = openssl(&[
+            "verify",
+            "-CAfile",
+            f.ca_cert.to_str().unwrap(),
+            cert.to_str().unwrap(),
+        ]);
+        assert!(v.status.success(), "{:?}", text(&v));
+    }
+    // Each instance audited its own half.
+    let count = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"decision\":\"allow\""))
+            .count()
+    };
+    assert_eq!((count(&f.audit), count(&audit2)), (10, 10));
+    let _ = second.kill();
+    let _ = second.wait();
+}
