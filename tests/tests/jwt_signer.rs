@@ -669,3 +669,67 @@ async fn sa_key_migrates_to_the_token_and_old_tokens_keep_their_kid() {
         kpki_signer::spki::sha256_hex(&pub_der)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_signer_runs_inside_the_https_daemon_too() {
+    let token = hsm::token();
+    let sa = token.key_uri("sa-inside");
+    create_key(&sa, "ECDSA-P256");
+    let work = tempfile::tempdir().unwrap();
+    let socket = work.path().join("jwt.sock");
+    let policy = format!(
+        r#"
+[[policy]]
+name = "users"
+callers = {{ cn = "onboarder" }}
+signers = ["kubernetes.io/kube-apiserver-client"]
+
+[jwt]
+socket = "{}"
+signing_key = "{sa}"
+"#,
+        socket.display()
+    );
+    let f = kpki_e2e::serve::ServeFixture::new("ECDSA-P256", &policy);
+    let _daemon = f.start();
+    // gRPC on the socket…
+    let mut c = V1Client::new(jwt_client::channel(&socket).await.unwrap());
+    let keys = c
+        .fetch_keys(proto::v1::FetchKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let (claims_b64, _) = claims("inside");
+    let r = c
+        .sign(proto::v1::SignJwtRequest {
+            claims: claims_b64.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    verify_jwt(
+        &format!("{}.{claims_b64}.{}", r.header, r.signature),
+        &keys.keys[0].key,
+        Algorithm::ES256,
+    );
+    // …and certificates over mTLS from the same process.
+    let csr = kpki_e2e::serve::openssl_csr(f.dir.path(), "u", "p256", "/CN=jane", &[]);
+    let mut conn = kpki_e2e::load::Connection::connect(&f.target(f.identity("onboarder", None)))
+        .await
+        .unwrap();
+    let reply = conn
+        .post(
+            "/v1/sign",
+            json!({ "csr": csr, "signer_name": "kubernetes.io/kube-apiserver-client" })
+                .to_string()
+                .into_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+}
