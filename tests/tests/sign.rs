@@ -557,3 +557,24 @@ fn a_subject_with_several_groups_keeps_every_value_in_order() {
         );
     }
 }
+
+#[test]
+fn a_subject_with_two_cns_is_refused() {
+    let f = fixture();
+    let c = csr(
+        &f.dir,
+        "p256",
+        "/O=system:nodes/CN=system:node:a/CN=system:node:victim",
+        &[],
+        "two-cn",
+    );
+    let out = sign(
+        &f,
+        &c,
+        &[
+            "--signer-name",
+            "kubernetes.io/kube-apiserver-client-kubelet",
+        ],
+    );
+    refused(&out, "more than one CN");
+}

@@ -60,8 +60,15 @@ impl Pkcs11Backend {
 
     /// Creates a key pair on the token from existing `material` (sensitive, non-extractable,
     /// sign-only); refuses if a private key with that label or id exists. The token marks it
-    /// as not generated there (CKA_ALWAYS_SENSITIVE/CKA_NEVER_EXTRACTABLE false).
-    pub fn import_key(&self, uri: &Pkcs11Uri, material: &KeyMaterial) -> Result<Pkcs11Key> {
+    /// as not generated there (CKA_ALWAYS_SENSITIVE/CKA_NEVER_EXTRACTABLE false). The new key
+    /// must read back with `expected_spki` and sign verifiably with it; otherwise both objects
+    /// are destroyed again.
+    pub fn import_key(
+        &self,
+        uri: &Pkcs11Uri,
+        material: &KeyMaterial,
+        expected_spki: &[u8],
+    ) -> Result<Pkcs11Key> {
         let key = self.new_key(uri, |session, token, label, id| {
             let (public, mut private) = import::templates(material, label, id)?;
             let created = session
@@ -75,12 +82,33 @@ impl Pkcs11Backend {
             }
             Ok(())
         })?;
-        if key.algorithm() != material.algorithm() {
-            return Err(KeyError::Crypto(format!(
-                "imported key reads back as {}, not {}",
-                key.algorithm(),
-                material.algorithm()
-            )));
+        let check = || -> Result<()> {
+            if key.public_key_spki() != expected_spki {
+                return Err(KeyError::Crypto(
+                    "the imported key reads back with another public key".into(),
+                ));
+            }
+            let probe = b"kpki import check";
+            let signature = key.sign(probe)?;
+            spki::verify(expected_spki, probe, &signature)
+        };
+        if let Err(e) = check() {
+            let KeyUri::Pkcs11(named) = key.uri() else {
+                return Err(e);
+            };
+            let token = Token::get(named, self.pool_size)?;
+            let id = named.id.clone().unwrap_or_default();
+            let _ = token.with_rw_session(|session| {
+                for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+                    let template = object_template(class, None, Some(&id));
+                    if let Ok(Some(h)) = find_one(session, token.name(), &template, "imported key")
+                    {
+                        let _ = session.destroy_object(h);
+                    }
+                }
+                Ok(())
+            });
+            return Err(KeyError::Crypto(format!("import undone: {e}")));
         }
         Ok(key)
     }

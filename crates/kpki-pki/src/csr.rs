@@ -189,11 +189,18 @@ fn parse_request(csr: &X509CertificationRequest<'_>) -> Result<Examined, CsrErro
             subject.push(ty, value);
         }
     }
-    let cn = subject
+    // One CN at most: Go (kube-apiserver, kubelet) takes the last one, so a second CN would
+    // let the rules check one name while the certificate authenticates another.
+    let cns: Vec<String> = subject
         .values(Attr::CommonName)
-        .next()
-        .unwrap_or_default()
-        .to_string();
+        .map(str::to_string)
+        .collect();
+    if cns.len() > 1 {
+        return Err(refused(
+            "subject has more than one CN; a certificate names one user",
+        ));
+    }
+    let cn = cns.into_iter().next().unwrap_or_default();
     let orgs = subject
         .values(Attr::Organization)
         .map(str::to_string)

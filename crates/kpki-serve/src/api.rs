@@ -122,7 +122,7 @@ async fn v1_sign(
     Extension(conn): Extension<Conn>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let raw = body.as_ref().map(|b| b.to_vec()).unwrap_or_default();
+    let body_sha256 = issue::sha256_hex(body.as_deref().unwrap_or_default());
     let ask = body
         .map_err(|r| body_failure(&r))
         .and_then(|b| parse::<SignBody>(&b))
@@ -138,12 +138,12 @@ async fn v1_sign(
             })
         });
     let ctx = Context {
-        caller: &conn.caller,
+        caller: conn.caller,
         remote: conn.remote,
         endpoint: "/v1/sign",
-        body: &raw,
+        body_sha256,
     };
-    match issue::issue(&app, ctx, ask).await {
+    match issue::issue(app, ctx, ask).await {
         Ok(Answer {
             certificate,
             chain,
@@ -233,7 +233,7 @@ async fn cfssl_sign(
     Extension(conn): Extension<Conn>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let raw = body.as_ref().map(|b| b.to_vec()).unwrap_or_default();
+    let body_sha256 = issue::sha256_hex(body.as_deref().unwrap_or_default());
     let default_profile = app.state().config.cfssl.default_profile.clone();
     let ask = body
         .map_err(|r| body_failure(&r))
@@ -265,13 +265,13 @@ async fn cfssl_sign(
             })
         });
     let ctx = Context {
-        caller: &conn.caller,
+        caller: conn.caller,
         remote: conn.remote,
         endpoint: "/api/v1/cfssl/sign",
-        body: &raw,
+        body_sha256,
     };
     cfssl_reply(
-        issue::issue(&app, ctx, ask)
+        issue::issue(app, ctx, ask)
             .await
             .map(|a| json!({ "certificate": a.certificate })),
     )

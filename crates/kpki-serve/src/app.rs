@@ -21,7 +21,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     ready: AtomicBool,
     jwt_ready: AtomicBool,
-    not_ready_reason: Mutex<String>,
+    /// Why CA keys, and why the token key, are unavailable.
+    reasons: Mutex<(String, String)>,
     keys: KeyStore,
     config_path: PathBuf,
 }
@@ -42,7 +43,7 @@ impl App {
             metrics,
             ready: AtomicBool::new(true),
             jwt_ready: AtomicBool::new(true),
-            not_ready_reason: Mutex::new(String::new()),
+            reasons: Mutex::new((String::new(), String::new())),
             keys,
             config_path,
         }
@@ -62,13 +63,13 @@ impl App {
         let old = self.state();
         let address = |c: &ServeConfig| c.listen.as_ref().map(|l| l.address);
         let audit = |c: &ServeConfig| c.audit.as_ref().map(|a| a.path.clone());
-        let socket = |c: &ServeConfig| c.jwt.as_ref().map(|j| j.socket.clone());
+        let socket = |c: &ServeConfig| c.jwt.as_ref().map(|j| (j.socket.clone(), j.socket_uid));
         if address(&config) != address(&old.config)
             || audit(&config) != audit(&old.config)
             || socket(&config) != socket(&old.config)
         {
             return Err(ConfigError(format!(
-                "config {}: listen.address, audit.path and jwt.socket need a restart",
+                "config {}: listen.address, audit.path, jwt.socket and jwt.socket_uid need a restart",
                 self.config_path.display()
             )));
         }
@@ -88,8 +89,13 @@ impl App {
         Ok(())
     }
 
-    /// True when every CA key answered its last probe.
+    /// True when the CA keys and the token signing key are usable (`/readyz`).
     pub fn is_ready(&self) -> bool {
+        self.cas_ready() && self.is_jwt_ready()
+    }
+
+    /// True when every CA key answered its last probe (issuance is attempted).
+    pub fn cas_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
 
@@ -98,42 +104,55 @@ impl App {
         self.jwt_ready.load(Ordering::Acquire)
     }
 
-    /// Records the token signing key's availability; logs transitions.
-    pub fn set_jwt_ready(&self, ready: bool) {
-        if self.jwt_ready.swap(ready, Ordering::AcqRel) != ready {
-            if ready {
-                tracing::info!("token signing key usable again");
-            } else {
-                tracing::warn!("token signing key unavailable");
-            }
-        }
-    }
-
     /// Why the daemon is not ready (empty when it is).
     pub fn not_ready_reason(&self) -> String {
-        self.not_ready_reason
+        self.reasons
             .lock()
-            .map(|r| r.clone())
+            .map(|r| {
+                [r.0.as_str(), r.1.as_str()]
+                    .into_iter()
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
             .unwrap_or_default()
     }
 
-    /// Records readiness; logs transitions.
-    pub fn set_ready(&self, ready: bool, reason: &str) {
-        if let Ok(mut r) = self.not_ready_reason.lock() {
-            *r = if ready {
+    /// Records the CA keys' availability; logs transitions.
+    pub fn set_cas_ready(&self, ready: bool, reason: &str) {
+        if let Ok(mut r) = self.reasons.lock() {
+            r.0 = if ready {
                 String::new()
             } else {
                 reason.to_string()
             };
         }
-        let was = self.ready.swap(ready, Ordering::AcqRel);
-        self.metrics.ready.set(i64::from(ready));
-        if was != ready {
+        if self.ready.swap(ready, Ordering::AcqRel) != ready {
             if ready {
-                tracing::info!("ready: every CA key is usable");
+                tracing::info!("every CA key is usable");
             } else {
-                tracing::warn!(reason, "not ready");
+                tracing::warn!(reason, "CA key unavailable");
             }
         }
+        self.metrics.ready.set(i64::from(self.is_ready()));
+    }
+
+    /// Records the token signing key's availability; logs transitions.
+    pub fn set_jwt_ready(&self, ready: bool, reason: &str) {
+        if let Ok(mut r) = self.reasons.lock() {
+            r.1 = if ready {
+                String::new()
+            } else {
+                reason.to_string()
+            };
+        }
+        if self.jwt_ready.swap(ready, Ordering::AcqRel) != ready {
+            if ready {
+                tracing::info!("token signing key usable");
+            } else {
+                tracing::warn!(reason, "token signing key unavailable");
+            }
+        }
+        self.metrics.ready.set(i64::from(self.is_ready()));
     }
 }

@@ -124,7 +124,8 @@ pub struct Listen {
 pub struct Limits {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
-    /// Longest time a request may take (Go duration).
+    /// Longest wait for a signing session of the CA's key before answering 503 `busy`
+    /// (Go duration).
     pub request_timeout: String,
     /// Grace period for in-flight requests on SIGTERM (Go duration).
     pub shutdown_grace: String,

@@ -1,6 +1,7 @@
 //! One issuance, whatever the endpoint: find the CA, examine the request (proof of
 //! possession, Kubernetes signer rules), apply the policy, sign off the async runtime behind
-//! the key's session gate, write the audit line, and only then answer.
+//! the key's session gate, write the audit line, and only then answer. The work runs in its
+//! own task: a client that goes away mid-request cannot leave a signature unaudited.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,15 +32,15 @@ pub struct Ask {
 }
 
 /// Who asks, from where, through which endpoint, with which body.
-pub struct Context<'a> {
+pub struct Context {
     /// The caller's identity.
-    pub caller: &'a Caller,
+    pub caller: Caller,
     /// Remote address.
     pub remote: SocketAddr,
     /// API path.
     pub endpoint: &'static str,
-    /// The raw request body (for its digest).
-    pub body: &'a [u8],
+    /// SHA-256 (hex) of the raw request body.
+    pub body_sha256: String,
 }
 
 /// An issued certificate.
@@ -110,10 +111,26 @@ fn now_rfc3339() -> String {
 }
 
 /// Issues what `ask` asks for `ctx.caller`; a request that could not even be read arrives
-/// as `Err` and is audited like any other decision.
+/// as `Err` and is audited like any other decision. Runs to the end (audit line included)
+/// even when the caller disconnects.
 pub async fn issue(
-    app: &Arc<App>,
-    ctx: Context<'_>,
+    app: Arc<App>,
+    ctx: Context,
+    ask: Result<Ask, Failure>,
+) -> Result<Answer, Failure> {
+    match tokio::spawn(issue_task(app, ctx, ask)).await {
+        Ok(result) => result,
+        Err(e) => Err(Failure::new(
+            500,
+            "internal",
+            format!("issuance task failed: {e}"),
+        )),
+    }
+}
+
+async fn issue_task(
+    app: Arc<App>,
+    ctx: Context,
     ask: Result<Ask, Failure>,
 ) -> Result<Answer, Failure> {
     let start = Instant::now();
@@ -130,15 +147,7 @@ pub async fn issue(
                 format!("no CA is configured for signer {:?}", ask.signer),
             )),
         ),
-        (Ok(_), Some(_)) if !app.is_ready() => (
-            None,
-            Err(Failure::new(
-                503,
-                "hsm_unavailable",
-                format!("CA key unavailable: {}", app.not_ready_reason()),
-            )),
-        ),
-        (Ok(ask), Some(ca)) => sign_blocking(app, &state, ca, ctx.caller.clone(), ask).await,
+        (Ok(ask), Some(ca)) => decide_and_sign(&app, &state, ca, &ctx.caller, ask).await,
     };
     let mut record = Record {
         time: now_rfc3339(),
@@ -149,7 +158,7 @@ pub async fn issue(
         }),
         remote: Some(ctx.remote.to_string()),
         endpoint: Some(ctx.endpoint.to_string()),
-        request_sha256: Some(sha256_hex(ctx.body)),
+        request_sha256: Some(ctx.body_sha256.clone()),
         signer_name: Some(signer.clone()).filter(|s| !s.is_empty()),
         subject: examined.as_ref().map(|e| e.subject.display()),
         sans: examined
@@ -175,8 +184,9 @@ pub async fn issue(
             record.reason = Some(f.message.clone());
         }
     }
+    // The append may wait for the disk (fsync): keep the runtime's workers free meanwhile.
     let audited = match app.audit.as_ref() {
-        Some(log) => log.append(record).map(|_| ()),
+        Some(log) => tokio::task::block_in_place(|| log.append(record)).map(|_| ()),
         None => Ok(()),
     };
     let result = match audited {
@@ -190,8 +200,12 @@ pub async fn issue(
             ))
         }
     };
-    // Metric labels only carry configured signer names: callers cannot grow the label set.
-    let label = if ca.is_some() { signer.as_str() } else { "" };
+    // Metric labels carry only names the configuration knows: callers cannot grow the set.
+    let label = if state.config.signers.contains_key(&signer) || is_builtin(&signer) {
+        signer.as_str()
+    } else {
+        "other"
+    };
     match &result {
         Ok(_) => {
             app.metrics.count(ctx.endpoint, label, "allow", "");
@@ -209,13 +223,29 @@ pub async fn issue(
     result
 }
 
+fn is_builtin(signer: &str) -> bool {
+    [
+        csr::KUBE_APISERVER_CLIENT,
+        csr::KUBE_APISERVER_CLIENT_KUBELET,
+        csr::KUBELET_SERVING,
+    ]
+    .contains(&signer)
+}
+
 type Outcome = (Option<Examined>, Result<Answer, Failure>);
 
-async fn sign_blocking(
+fn refused(e: csr::CsrError) -> Failure {
+    Failure::new(refusal_status(e.refusal), e.refusal.code(), e.message)
+}
+
+/// Examines and decides on the async worker (tens of microseconds of CPU), then waits for a
+/// session of the CA's key and signs on a blocking thread: refused requests never hold a
+/// session.
+async fn decide_and_sign(
     app: &Arc<App>,
     state: &Arc<crate::state::State>,
     ca: Arc<Ca>,
-    caller: Caller,
+    caller: &Caller,
     ask: Ask,
 ) -> Outcome {
     let csr_der = match pem::parse(ask.csr_pem.as_bytes()) {
@@ -243,31 +273,6 @@ async fn sign_blocking(
             );
         }
     };
-    // Wait for a session of the CA's key without holding a blocking thread; give up after
-    // the request timeout rather than queueing without bound.
-    let _permit = match ca.key.concurrency_gate() {
-        Some(gate) => match tokio::time::timeout(state.request_timeout, gate.acquire()).await {
-            Ok(Ok(p)) => Some(p),
-            Ok(Err(_)) => {
-                return (
-                    None,
-                    Err(Failure::new(503, "shutting_down", "the daemon is stopping")),
-                );
-            }
-            Err(_) => {
-                return (
-                    None,
-                    Err(Failure::new(
-                        503,
-                        "busy",
-                        "no signing session became free within the request timeout",
-                    )),
-                );
-            }
-        },
-        None => None,
-    };
-    let state = Arc::clone(state);
     // A signer's configured usages are its default and the most a request may ask.
     let configured = state
         .config
@@ -293,60 +298,21 @@ async fn sign_blocking(
             )),
         );
     }
-    let usages = if ask.usages.is_empty() {
-        configured
-    } else {
-        ask.usages.clone()
-    };
     let request = SignRequest {
         csr_der,
         signer_name: ask.signer.clone(),
-        usages,
+        usages: if ask.usages.is_empty() {
+            configured
+        } else {
+            ask.usages.clone()
+        },
         expiration_seconds: ask.expiration_seconds,
         // The policy decides about system:masters (only where a rule lists it).
         allow_system_masters: true,
     };
-    let signing_ca = Arc::clone(&ca);
-    let job = tokio::task::spawn_blocking(move || {
-        decide_and_sign(&state, &signing_ca, &caller, &request)
-    });
-    let outcome = match job.await {
-        Ok(o) => o,
-        Err(e) => (
-            None,
-            Err(Failure::new(
-                500,
-                "internal",
-                format!("signing task failed: {e}"),
-            )),
-        ),
-    };
-    if let Err(f) = &outcome.1
-        && f.code == "hsm_unavailable"
-    {
-        app.set_ready(false, &f.message);
-    }
-    outcome
-}
-
-fn decide_and_sign(
-    state: &crate::state::State,
-    ca: &Ca,
-    caller: &Caller,
-    request: &SignRequest,
-) -> Outcome {
-    let examined = match csr::examine(request) {
+    let examined = match csr::examine(&request) {
         Ok(e) => e,
-        Err(e) => {
-            return (
-                None,
-                Err(Failure::new(
-                    refusal_status(e.refusal),
-                    e.refusal.code(),
-                    e.message,
-                )),
-            );
-        }
+        Err(e) => return (None, Err(refused(e))),
     };
     let asked = request
         .expiration_seconds
@@ -358,70 +324,110 @@ fn decide_and_sign(
         Ok(g) => g,
         Err(d) => return (Some(examined), Err(Failure::new(403, d.code, d.reason))),
     };
-    let authority = Authority {
-        signer: &ca.signer,
-        ca_der: &ca.cert_der,
-        max_validity: ca.max_validity.min(grant.max_validity),
-    };
-    let now = OffsetDateTime::now_utc();
-    let result = csr::not_after(request, &authority, now)
-        .map_err(SignError::from)
-        .and_then(|not_after| csr::issue(&examined, &authority, now, not_after));
-    let issued = match result {
-        Ok(i) => i,
-        Err(SignError::Refused(e)) => {
-            return (
-                Some(examined),
-                Err(Failure::new(
-                    refusal_status(e.refusal),
-                    e.refusal.code(),
-                    e.message,
-                )),
-            );
-        }
-        Err(SignError::Key(e)) if e.is_unavailable() => {
-            return (
-                Some(examined),
-                Err(Failure::new(
-                    503,
-                    "hsm_unavailable",
-                    format!("CA {:?}: {e}", ca.name),
-                )),
-            );
-        }
-        Err(SignError::Key(e)) => {
-            return (
-                Some(examined),
-                Err(Failure::new(
-                    500,
-                    "signing_failed",
-                    format!("CA {:?}: {e}", ca.name),
-                )),
-            );
-        }
-    };
-    let answer = match X509Certificate::from_der(&issued.der) {
-        Ok((_, c)) => Answer {
-            serial: hex::encode(c.raw_serial()),
-            not_after: c
-                .validity()
-                .not_after
-                .to_datetime()
-                .format(&Rfc3339)
-                .unwrap_or_default(),
-            certificate: issued.pem,
-            chain: vec![ca.cert_pem.clone()],
+    if !app.cas_ready() {
+        return (
+            Some(examined),
+            Err(Failure::new(
+                503,
+                "hsm_unavailable",
+                format!(
+                    "CA key unavailable (nothing was sent to the token): {}",
+                    app.not_ready_reason()
+                ),
+            )),
+        );
+    }
+    // Wait for a session of the CA's key without holding a blocking thread; give up after
+    // the request timeout rather than queueing without bound.
+    let _permit = match ca.key.concurrency_gate() {
+        Some(gate) => match tokio::time::timeout(state.request_timeout, gate.acquire()).await {
+            Ok(Ok(p)) => Some(p),
+            Ok(Err(_)) => {
+                return (
+                    Some(examined),
+                    Err(Failure::new(503, "shutting_down", "the daemon is stopping")),
+                );
+            }
+            Err(_) => {
+                return (
+                    Some(examined),
+                    Err(Failure::new(
+                        503,
+                        "busy",
+                        "no signing session became free within the request timeout",
+                    )),
+                );
+            }
         },
+        None => None,
+    };
+    let max_validity = ca.max_validity.min(grant.max_validity);
+    let signing_ca = Arc::clone(&ca);
+    let job = tokio::task::spawn_blocking(move || {
+        let result = sign(&signing_ca, &request, &examined, max_validity);
+        (examined, result)
+    });
+    let (examined, result) = match job.await {
+        Ok(o) => o,
         Err(e) => {
             return (
-                Some(examined),
+                None,
                 Err(Failure::new(
                     500,
                     "internal",
-                    format!("issued certificate does not parse: {e}"),
+                    format!("signing task failed: {e}"),
                 )),
             );
         }
     };
-    (Some(examined), Ok(answer))
+    if let Err(f) = &result
+        && f.code == "hsm_unavailable"
+    {
+        app.set_cas_ready(false, &f.message);
+    }
+    (Some(examined), result)
+}
+
+fn sign(
+    ca: &Ca,
+    request: &SignRequest,
+    examined: &Examined,
+    max_validity: Duration,
+) -> Result<Answer, Failure> {
+    let authority = Authority {
+        signer: &ca.signer,
+        ca_der: &ca.cert_der,
+        max_validity,
+    };
+    let now = OffsetDateTime::now_utc();
+    let issued = csr::not_after(request, &authority, now)
+        .map_err(SignError::from)
+        .and_then(|not_after| csr::issue(examined, &authority, now, not_after))
+        .map_err(|e| match e {
+            SignError::Refused(e) => refused(e),
+            SignError::Key(e) if e.is_unavailable() => {
+                Failure::new(503, "hsm_unavailable", format!("CA {:?}: {e}", ca.name))
+            }
+            SignError::Key(e) => {
+                Failure::new(500, "signing_failed", format!("CA {:?}: {e}", ca.name))
+            }
+        })?;
+    let (_, c) = X509Certificate::from_der(&issued.der).map_err(|e| {
+        Failure::new(
+            500,
+            "internal",
+            format!("issued certificate does not parse: {e}"),
+        )
+    })?;
+    Ok(Answer {
+        serial: hex::encode(c.raw_serial()),
+        not_after: c
+            .validity()
+            .not_after
+            .to_datetime()
+            .format(&Rfc3339)
+            .unwrap_or_default(),
+        certificate: issued.pem,
+        chain: vec![ca.cert_pem.clone()],
+    })
 }

@@ -130,9 +130,13 @@ pub async fn serve(config_path: PathBuf, jwt_only: bool) -> Result<(), String> {
             },
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => match app.reload() {
-                Ok(()) => tracing::info!("configuration reloaded"),
-                Err(e) => tracing::error!(error = %e, "reload refused; the previous configuration stays"),
+            _ = hup.recv() => {
+                // Opening keys may wait on a token: reload off the accept loop.
+                let app = Arc::clone(&app);
+                tokio::task::spawn_blocking(move || match app.reload() {
+                    Ok(()) => tracing::info!("configuration reloaded"),
+                    Err(e) => tracing::error!(error = %e, "reload refused; the previous configuration stays"),
+                });
             },
         }
     }
@@ -195,7 +199,7 @@ async fn connection(app: Arc<App>, tcp: TcpStream, remote: SocketAddr, watcher: 
         .and_then(|c| c.first())
         .and_then(tls::caller)
     else {
-        tracing::info!(%remote, "client certificate unreadable");
+        tracing::info!(%remote, "client certificate refused: unreadable subject or more than one CN");
         return;
     };
     tracing::debug!(%remote, cn = %caller.cn, "caller connected");
@@ -213,8 +217,10 @@ async fn connection(app: Arc<App>, tcp: TcpStream, remote: SocketAddr, watcher: 
     }
 }
 
-/// Probes every CA key each `signing.probe_interval`; readiness follows.
+/// Probes every CA key and the token signing key each `signing.probe_interval`; readiness
+/// follows.
 async fn probe_loop(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut probes = Probes::default();
     loop {
         let state = app.state();
         tokio::select! {
@@ -223,28 +229,45 @@ async fn probe_loop(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>)
         }
         let mut down = None;
         for ca in state.cas.values() {
-            if !probe(&ca.key).await {
+            if !probes.probe(&ca.key_uri, &ca.key).await {
                 down = Some(format!("CA {:?}: key {} unavailable", ca.name, ca.key_uri));
                 break;
             }
         }
+        app.set_cas_ready(down.is_none(), down.as_deref().unwrap_or(""));
         if let Some(jwt) = &state.jwt {
-            let ok = probe(&jwt.signing).await;
-            app.set_jwt_ready(ok);
-            if !ok && down.is_none() {
-                down = Some(format!("token signing key {} unavailable", jwt.signing_uri));
-            }
+            let ok = probes.probe(&jwt.signing_uri, &jwt.signing).await;
+            let reason = format!("token signing key {} unavailable", jwt.signing_uri);
+            app.set_jwt_ready(ok, if ok { "" } else { &reason });
         }
-        app.set_ready(down.is_none(), down.as_deref().unwrap_or(""));
     }
 }
 
-/// Whether `key` answers, within [`PROBE_TIMEOUT`], off the async runtime.
-async fn probe(key: &Arc<dyn kpki_signer::Signer>) -> bool {
-    let key = Arc::clone(key);
-    let probe = tokio::task::spawn_blocking(move || key.is_available());
-    matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, probe).await,
-        Ok(Ok(true))
-    )
+/// Key probes, at most one in flight per key: a token that hangs costs one blocked thread,
+/// not one per round.
+#[derive(Default)]
+struct Probes {
+    in_flight: std::collections::HashMap<String, Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Probes {
+    /// Whether `key` answers within [`PROBE_TIMEOUT`], off the async runtime; `false` while
+    /// its previous probe is still stuck.
+    async fn probe(&mut self, uri: &str, key: &Arc<dyn kpki_signer::Signer>) -> bool {
+        use std::sync::atomic::Ordering;
+        let busy = Arc::clone(self.in_flight.entry(uri.to_string()).or_default());
+        if busy.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let key = Arc::clone(key);
+        let probe = tokio::task::spawn_blocking(move || {
+            let ok = key.is_available();
+            busy.store(false, Ordering::Release);
+            ok
+        });
+        matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, probe).await,
+            Ok(Ok(true))
+        )
+    }
 }

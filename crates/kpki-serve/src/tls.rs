@@ -69,16 +69,20 @@ pub fn server_config(listen: &Listen) -> Result<Arc<rustls::ServerConfig>, Confi
     Ok(Arc::new(config))
 }
 
-/// The caller named by a verified client certificate: its CN and O values.
+/// The caller named by a verified client certificate: its CN and O values; `None` when
+/// the certificate carries more than one CN (which one a peer would honour is ambiguous).
 pub fn caller(cert: &CertificateDer<'_>) -> Option<Caller> {
     let (_, c) = X509Certificate::from_der(cert.as_ref()).ok()?;
     let subject = c.subject();
-    let cn = subject
-        .iter_common_name()
+    let mut cns = subject.iter_common_name();
+    let cn = cns
         .next()
         .and_then(|a| a.as_str().ok())
         .unwrap_or_default()
         .to_string();
+    if cns.next().is_some() {
+        return None;
+    }
     let orgs = subject
         .iter_organization()
         .filter_map(|a| a.as_str().ok().map(str::to_string))

@@ -89,28 +89,13 @@ pub fn run(cmd: KeysCommand, format: Format) -> Result<(), String> {
                 ));
             }
             let material = kpki_soft::read_key_material(&from).map_err(|e| e.to_string())?;
-            let key = kpki_pkcs11::Pkcs11Backend::default()
-                .import_key(p11, &material)
-                .map_err(|e| e.to_string())?;
-            drop(material);
-            // Prove the token holds the file's private key: sign and verify with its public key.
-            let file_key = kpki_pki::keystore::KeyStore::default()
+            let file_key = store
                 .open(&KeyUri::File(from.clone()))
                 .map_err(|e| e.to_string())?;
-            if file_key.public_key_spki() != kpki_signer::Signer::public_key_spki(&key) {
-                return Err(format!(
-                    "{uri}: the imported public key differs from {}",
-                    from.display()
-                ));
-            }
-            let probe = b"kpki import check";
-            let sig = kpki_signer::Signer::sign(&key, probe).map_err(|e| e.to_string())?;
-            kpki_signer::spki::verify(file_key.public_key_spki(), probe, &sig).map_err(|e| {
-                format!(
-                    "{uri}: the imported key does not sign like {}: {e}",
-                    from.display()
-                )
-            })?;
+            let key = kpki_pkcs11::Pkcs11Backend::default()
+                .import_key(p11, &material, file_key.public_key_spki())
+                .map_err(|e| format!("{uri}: {e}"))?;
+            drop(material);
             let info = store
                 .describe(kpki_signer::Signer::uri(&key))
                 .map_err(|e| e.to_string())?;

@@ -34,5 +34,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         .thread_name("kpki-serve")
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(kpki_serve::serve(args.config, args.jwt_only))
+    let result = runtime.block_on(kpki_serve::serve(args.config, args.jwt_only));
+    // A probe or signature stuck on a hung token must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }

@@ -90,7 +90,7 @@ impl JwtService {
         let signature = match keys.signing.sign_async(message.into_bytes()).await {
             Ok(s) => s,
             Err(e) if e.is_unavailable() => {
-                self.app.set_jwt_ready(false);
+                self.app.set_jwt_ready(false, &e.to_string());
                 return Err(Status::unavailable(e.to_string()));
             }
             Err(e) => return Err(Status::internal(e.to_string())),
