@@ -363,6 +363,26 @@ fn cases() -> Vec<Case> {
             "proof_of_possession",
         ),
         case(
+            "two CNs (Go honours the last)",
+            "node-n1",
+            KUBELET_CLIENT,
+            Csr(
+                "p256",
+                "/O=system:nodes/CN=system:node:n1/CN=system:node:victim",
+                &[],
+            ),
+            400,
+            "malformed_csr",
+        ),
+        case(
+            "two CNs behind a CN pattern",
+            "onboarder",
+            KAC,
+            Csr("p256", "/CN=jane/CN=admin", &[]),
+            400,
+            "malformed_csr",
+        ),
+        case(
             "not PEM",
             "onboarder",
             KAC,
