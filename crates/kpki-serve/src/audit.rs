@@ -437,6 +437,11 @@ impl AuditLog {
         Ok(log)
     }
 
+    /// How appends reach the disk.
+    pub fn sync_mode(&self) -> SyncMode {
+        self.sync
+    }
+
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -14,7 +14,7 @@ use time::format_description::well_known::Rfc3339;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::app::App;
-use crate::audit::{self, Decision, Event, Record};
+use crate::audit::{self, Decision, Event, Record, SyncMode};
 use crate::policy::Caller;
 use crate::state::Ca;
 
@@ -184,9 +184,13 @@ async fn issue_task(
             record.reason = Some(f.message.clone());
         }
     }
-    // The append may wait for the disk (fsync): keep the runtime's workers free meanwhile.
+    // A plain append is one write(2); with fsync it waits for the disk, so the runtime
+    // worker hands its other tasks on meanwhile.
     let audited = match app.audit.as_ref() {
-        Some(log) => tokio::task::block_in_place(|| log.append(record)).map(|_| ()),
+        Some(log) if log.sync_mode() == SyncMode::Fsync => {
+            tokio::task::block_in_place(|| log.append(record)).map(|_| ())
+        }
+        Some(log) => log.append(record).map(|_| ()),
         None => Ok(()),
     };
     let result = match audited {
