@@ -51,6 +51,11 @@ impl TestCa {
         }
     }
 
+    /// The CA's private key as PEM (for `openssl x509 -CAkey` in tests).
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
     /// A leaf with `cn`, `org` (at most one O), `sans`, for client or server use, valid
     /// from `not_before` to `not_after`. Returns (cert PEM, key PEM).
     pub fn leaf(

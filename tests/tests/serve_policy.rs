@@ -965,3 +965,53 @@ async fn two_instances_on_one_token_serve_the_same_clients() {
     let _ = second.kill();
     let _ = second.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_certificate_with_two_cns_is_refused() {
+    let f = ServeFixture::new("ECDSA-P256", POLICY);
+    let daemon = f.start();
+    let d = f.dir.path();
+    std::fs::write(d.join("callers-ca.key"), f.callers.key_pem()).unwrap();
+    std::fs::write(d.join("ext.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
+    let p = |name: &str| d.join(name).to_str().unwrap().to_string();
+    // openssl makes what rcgen cannot: a client certificate with two CNs (Go honours the last).
+    let csr = openssl_csr(d, "two-cn", "p256", "/CN=nobody/CN=onboarder", &[]);
+    std::fs::write(d.join("two-cn.csr"), csr).unwrap();
+    let out = openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("two-cn.csr"),
+        "-CA",
+        &p("callers-ca.crt"),
+        "-CAkey",
+        &p("callers-ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &p("ext.cnf"),
+        "-out",
+        &p("two-cn.crt"),
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let id = f.identity_from(Some((
+        std::fs::read_to_string(d.join("two-cn.crt")).unwrap(),
+        std::fs::read_to_string(d.join("two-cn.key")).unwrap(),
+    )));
+    let refused = match Connection::connect(&f.target(id)).await {
+        Err(_) => true,
+        Ok(mut c) => c.get("/v1/ca").await.is_err(),
+    };
+    assert!(refused, "a caller with two CNs was served");
+    assert!(
+        daemon.log_text().contains("more than one CN"),
+        "{}",
+        daemon.log_text()
+    );
+    // A one-CN caller from the same CA is served.
+    let mut ok = Connection::connect(&f.target(f.identity("onboarder", None)))
+        .await
+        .unwrap();
+    assert_eq!(ok.get("/v1/ca").await.unwrap().status, 200);
+}
