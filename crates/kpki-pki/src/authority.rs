@@ -57,18 +57,32 @@ pub fn open(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<Option<Load
             Err(e) => return Err(e.into()),
         },
     };
-    let (_, parsed) = X509Certificate::from_der(&cert_der)
-        .map_err(|e| refused(format!("{}: {e}", crt.display())))?;
-    if parsed.public_key().raw != key.public_key_spki() {
-        return Err(refused(format!(
-            "{}: does not match its key {uri}",
-            crt.display()
-        )));
-    }
-    let signer = CaSigner::new(&cert_der, key)?;
+    let signer = issuer(&crt, &cert_der, key)?;
     Ok(Some(LoadedCa {
         name: ca.name,
         cert_der,
         signer,
     }))
+}
+
+/// The issuer for the CA certificate `cert_der` (read from `crt`) and its key `key`:
+/// refused unless the certificate is a CA certificate whose public key is the key's.
+pub fn issuer(
+    crt: &std::path::Path,
+    cert_der: &[u8],
+    key: Arc<dyn Signer>,
+) -> Result<CaSigner, PkiError> {
+    let (_, parsed) = X509Certificate::from_der(cert_der)
+        .map_err(|e| refused(format!("{}: {e}", crt.display())))?;
+    if parsed.public_key().raw != key.public_key_spki() {
+        return Err(refused(format!(
+            "{}: does not match its key {}",
+            crt.display(),
+            key.uri()
+        )));
+    }
+    if !parsed.is_ca() {
+        return Err(refused(format!("{}: not a CA certificate", crt.display())));
+    }
+    Ok(CaSigner::new(cert_der, key)?)
 }

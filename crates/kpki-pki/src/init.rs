@@ -87,13 +87,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes))
 }
 
-fn pem_of(tag: &str, der: &[u8]) -> String {
-    pem::encode_config(
-        &pem::Pem::new(tag, der.to_vec()),
-        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-    )
-}
-
 /// A CA after phase one: its certificate and key, if present; after its phase-two step,
 /// its issuer (certificate parsed once, key on its backend) unless the key is absent.
 struct CaState {
@@ -293,7 +286,7 @@ pub fn run(
         spec.kubeconfig_dir.display().to_string()
     ));
     let root = find_ca(&cas, CaId::Ca)?;
-    let ca_pem = pem_of("CERTIFICATE", root.cert.as_deref().unwrap_or_default());
+    let ca_pem = x509::to_pem("CERTIFICATE", root.cert.as_deref().unwrap_or_default());
     for (kc, keep) in kubeconfig_plans {
         let path = spec.kubeconfig_dir.join(kc.file);
         if keep {
@@ -567,7 +560,7 @@ fn inspect_kubeconfig(
             path.display()
         ))
     })?;
-    let want = ca.cert.as_deref().map(|d| pem_of("CERTIFICATE", d));
+    let want = ca.cert.as_deref().map(|d| x509::to_pem("CERTIFICATE", d));
     match want {
         Some(w) if w.trim() == have.trim() => Ok(true),
         Some(_) => Err(refused(format!(
@@ -608,7 +601,7 @@ fn ensure_sa(
         action,
         sha256: Some(spki::sha256_hex(key.public_key_spki())),
     });
-    let pem = pem_of("PUBLIC KEY", key.public_key_spki());
+    let pem = x509::to_pem("PUBLIC KEY", key.public_key_spki());
     let pub_action = match std::fs::read_to_string(&pub_path) {
         Ok(existing) if existing.trim() == pem.trim() => "kept",
         Ok(_) => {

@@ -52,10 +52,7 @@ fn client_kubeconfig(
         x509::leaf_params(profile, start, validity)?,
         Arc::new(key) as Arc<dyn Signer>,
     )?;
-    let ca_pem = pem::encode_config(
-        &pem::Pem::new("CERTIFICATE", ca.cert_der.clone()),
-        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-    );
+    let ca_pem = x509::to_pem("CERTIFICATE", &ca.cert_der);
     kubeconfig::render(
         &spec.cluster_name,
         &spec.control_plane_url(),

@@ -171,6 +171,14 @@ pub fn random_serial_128() -> Result<SerialNumber, KeyError> {
     Ok(SerialNumber::from_slice(&b))
 }
 
+/// `der` as one PEM block of type `tag`, LF line endings (as kubeadm writes files).
+pub fn to_pem(tag: &str, der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new(tag, der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
 /// An issued certificate in both encodings.
 #[derive(Debug, Clone)]
 pub struct Issued {
@@ -240,10 +248,7 @@ impl CaSigner {
         let signature = rcgen::SigningKey::sign(self.issuer.key(), &parts.tbs)
             .map_err(|e| self.issuer.key().explain(e))?;
         let der = parts.assemble(&signature)?;
-        let pem = pem::encode_config(
-            &pem::Pem::new("CERTIFICATE", der.clone()),
-            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-        );
+        let pem = to_pem("CERTIFICATE", &der);
         Ok(Issued { der, pem })
     }
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 use kpki_pki::keystore::KeyStore;
 use kpki_pki::x509::CaSigner;
 use kpki_signer::{KeyUri, Signer};
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::config::{self, ConfigError, ServeConfig};
 use crate::jwt::keys::JwtKeys;
@@ -128,27 +127,10 @@ fn open_ca(
     let key = keys
         .open(&uri)
         .map_err(|e| ConfigError(format!("{what}: {e}")))?;
-    let (_, parsed) = X509Certificate::from_der(&cert_der)
-        .map_err(|e| ConfigError(format!("{what}: {}: {e}", c.cert.display())))?;
-    if parsed.public_key().raw != key.public_key_spki() {
-        return Err(ConfigError(format!(
-            "{what}: {} does not match its key {uri}",
-            c.cert.display()
-        )));
-    }
-    if !parsed.is_ca() {
-        return Err(ConfigError(format!(
-            "{what}: {} is not a CA certificate",
-            c.cert.display()
-        )));
-    }
     let key = MeteredSigner::wrap(key, name, metrics);
-    let signer = CaSigner::new(&cert_der, Arc::clone(&key))
+    let signer = kpki_pki::authority::issuer(&c.cert, &cert_der, Arc::clone(&key))
         .map_err(|e| ConfigError(format!("{what}: {e}")))?;
-    let cert_pem = pem::encode_config(
-        &pem::Pem::new("CERTIFICATE", cert_der.clone()),
-        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-    );
+    let cert_pem = kpki_pki::x509::to_pem("CERTIFICATE", &cert_der);
     Ok(Ca {
         name: name.into(),
         cert_pem,
