@@ -136,6 +136,19 @@ fn claims(sub: &str) -> (String, u64) {
     (URL_SAFE_NO_PAD.encode(c.to_string()), now)
 }
 
+/// A v1 `Sign` of fresh claims for service account `sub`: the assembled token.
+async fn sign_token(c: &mut V1Client, sub: &str) -> String {
+    let (claims_b64, _) = claims(sub);
+    let r = c
+        .sign(proto::v1::SignJwtRequest {
+            claims: claims_b64.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    format!("{}.{claims_b64}.{}", r.header, r.signature)
+}
+
 fn spki_pem(der: &[u8]) -> String {
     pem::encode(&pem::Pem::new("PUBLIC KEY", der.to_vec()))
 }
@@ -306,15 +319,7 @@ async fn sighup_rotates_the_signing_key_and_keeps_old_tokens_verifiable() {
     assert_eq!(legacy_key.key, sa_der);
     assert_eq!(legacy_key.key_id, expected_kid(&sa_der));
     let old_kid = before.keys[0].key_id.clone();
-    let (claims_old, _) = claims("before");
-    let r = c
-        .sign(proto::v1::SignJwtRequest {
-            claims: claims_old.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let old_jwt = format!("{}.{claims_old}.{}", r.header, r.signature);
+    let old_jwt = sign_token(&mut c, "before").await;
 
     // Same config again: the key set is unchanged, so is data_timestamp.
     signer.hup(&config(dir.path(), &a, &legacy));
@@ -356,22 +361,15 @@ async fn sighup_rotates_the_signing_key_and_keeps_old_tokens_verifiable() {
         .unwrap()
         .clone();
     assert!(old_key.exclude_from_oidc_discovery);
-    let (claims_new, _) = claims("after");
-    let r = c
-        .sign(proto::v1::SignJwtRequest {
-            claims: claims_new.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let header: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&r.header).unwrap()).unwrap();
-    assert_eq!(header["kid"], new_key.key_id.as_str());
-    verify_jwt(
-        &format!("{}.{claims_new}.{}", r.header, r.signature),
-        &new_key.key,
-        Algorithm::ES256,
+    let new_jwt = sign_token(&mut c, "after").await;
+    assert_eq!(
+        jsonwebtoken::decode_header(&new_jwt)
+            .unwrap()
+            .kid
+            .as_deref(),
+        Some(new_key.key_id.as_str())
     );
+    verify_jwt(&new_jwt, &new_key.key, Algorithm::ES256);
     // The token signed before the rotation still verifies with the listed old key.
     assert_eq!(
         jsonwebtoken::decode_header(&old_jwt)
@@ -629,16 +627,8 @@ async fn sa_key_migrates_to_the_token_and_old_tokens_keep_their_kid() {
         .into_inner();
     assert_eq!(keys.keys[0].key, sa_der);
     assert_eq!(keys.keys[0].key_id, expected_kid(&sa_der));
-    let (claims_b64, _) = claims("migrated");
-    let r = c
-        .sign(proto::v1::SignJwtRequest {
-            claims: claims_b64.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
     verify_jwt(
-        &format!("{}.{claims_b64}.{}", r.header, r.signature),
+        &sign_token(&mut c, "migrated").await,
         &sa_der,
         Algorithm::RS256,
     );
@@ -699,16 +689,8 @@ signing_key = "{sa}"
         .await
         .unwrap()
         .into_inner();
-    let (claims_b64, _) = claims("inside");
-    let r = c
-        .sign(proto::v1::SignJwtRequest {
-            claims: claims_b64.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
     verify_jwt(
-        &format!("{}.{claims_b64}.{}", r.header, r.signature),
+        &sign_token(&mut c, "inside").await,
         &keys.keys[0].key,
         Algorithm::ES256,
     );
