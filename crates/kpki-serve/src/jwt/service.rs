@@ -37,11 +37,11 @@ impl JwtService {
     /// Refuses callers whose uid is not allowed (SO_PEERCRED of the socket connection).
     fn check_peer<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let state = self.app.state();
-        let allowed = state
+        let allowed: &[u32] = state
             .config
             .jwt
             .as_ref()
-            .map(|j| j.allowed_uids.clone())
+            .map(|j| j.allowed_uids.as_slice())
             .unwrap_or_default();
         if allowed.is_empty() {
             return Ok(());
