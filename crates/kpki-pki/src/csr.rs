@@ -15,7 +15,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
 use crate::PkiError;
-use crate::subject::{Attr, Subject};
+use crate::subject::Subject;
 use crate::x509::{self, CaSigner, Issued};
 
 /// `kubernetes.io/kube-apiserver-client`.
@@ -177,34 +177,9 @@ impl Examined {
 }
 
 fn parse_request(csr: &X509CertificationRequest<'_>) -> Result<Examined, CsrError> {
-    let mut subject = Subject::default();
-    for rdn in csr.certification_request_info.subject.iter() {
-        for attr in rdn.iter() {
-            let oid = attr.attr_type().to_id_string();
-            let value = attr
-                .as_str()
-                .map_err(|_| refused(format!("subject attribute {oid} is not a string")))?;
-            let ty = Attr::from_oid(&oid)
-                .ok_or_else(|| refused(format!("subject attribute {oid} is not supported")))?;
-            subject.push(ty, value);
-        }
-    }
-    // One CN at most: Go (kube-apiserver, kubelet) takes the last one, so a second CN would
-    // let the rules check one name while the certificate authenticates another.
-    let cns: Vec<String> = subject
-        .values(Attr::CommonName)
-        .map(str::to_string)
-        .collect();
-    if cns.len() > 1 {
-        return Err(refused(
-            "subject has more than one CN; a certificate names one user",
-        ));
-    }
-    let cn = cns.into_iter().next().unwrap_or_default();
-    let orgs = subject
-        .values(Attr::Organization)
-        .map(str::to_string)
-        .collect();
+    let subject = Subject::from_name(&csr.certification_request_info.subject).map_err(refused)?;
+    let cn = subject.single_cn().map_err(refused)?.to_string();
+    let orgs = subject.orgs();
     let mut req = Examined {
         subject,
         orgs,

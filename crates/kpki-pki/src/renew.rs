@@ -22,6 +22,7 @@ use crate::config::ClusterSpec;
 use crate::keygen::{NewKey, create_keys};
 use crate::keystore::KeyStore;
 use crate::sans::AltNames;
+use crate::subject::{Attr, Subject};
 use crate::x509::{self, CaSigner, Profile};
 use crate::{PkiError, pair, store};
 
@@ -85,18 +86,13 @@ fn profile_of(der: &[u8], what: &Path) -> Result<Profile, PkiError> {
     let bad = |p: String| refused(format!("{}: {p}", what.display()));
     let (_, c) =
         X509Certificate::from_der(der).map_err(|e| bad(format!("malformed certificate ({e})")))?;
-    let cn = c
-        .subject()
-        .iter_common_name()
+    let subject = Subject::known_of(c.subject());
+    let cn = subject
+        .values(Attr::CommonName)
         .next()
-        .and_then(|a| a.as_str().ok())
-        .unwrap_or("")
+        .unwrap_or_default()
         .to_string();
-    let orgs = c
-        .subject()
-        .iter_organization()
-        .filter_map(|a| a.as_str().ok().map(String::from))
-        .collect();
+    let orgs = subject.orgs();
     let mut dns = Vec::new();
     let mut ips = Vec::new();
     if let Ok(Some(san)) = c.subject_alternative_name() {

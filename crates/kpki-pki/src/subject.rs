@@ -7,6 +7,7 @@ use kpki_signer::KeyError;
 use rcgen::{DistinguishedName, DnType, DnValue};
 use x509_cert::attr::AttributeTypeAndValue;
 use x509_cert::name::{RdnSequence, RelativeDistinguishedName};
+use x509_parser::x509::X509Name;
 
 /// A subject attribute kpki issues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +79,54 @@ pub struct Subject {
 }
 
 impl Subject {
+    /// The subject of a parsed X.509 name, every value in order; `Err` names the first
+    /// attribute kpki cannot carry (a type it does not issue, or a value that is not a string).
+    pub fn from_name(name: &X509Name<'_>) -> Result<Subject, String> {
+        let mut subject = Subject::default();
+        for attr in name.iter_attributes() {
+            let oid = attr.attr_type().to_id_string();
+            let value = attr
+                .as_str()
+                .map_err(|_| format!("subject attribute {oid} is not a string"))?;
+            let ty = Attr::from_oid(&oid)
+                .ok_or_else(|| format!("subject attribute {oid} is not supported"))?;
+            subject.push(ty, value);
+        }
+        Ok(subject)
+    }
+
+    /// The attributes of `name` kpki knows, in order; others are skipped.
+    pub fn known_of(name: &X509Name<'_>) -> Subject {
+        let mut subject = Subject::default();
+        for attr in name.iter_attributes() {
+            if let (Some(ty), Ok(value)) = (
+                Attr::from_oid(&attr.attr_type().to_id_string()),
+                attr.as_str(),
+            ) {
+                subject.push(ty, value);
+            }
+        }
+        subject
+    }
+
+    /// The CN (empty when absent); `Err` when there are several: Go (kube-apiserver, the
+    /// kubelet) honours the last, so rules checking one name would let peers see another.
+    pub fn single_cn(&self) -> Result<&str, String> {
+        let mut cns = self.values(Attr::CommonName);
+        let cn = cns.next().unwrap_or_default();
+        match cns.next() {
+            Some(_) => Err("subject has more than one CN; a certificate names one user".into()),
+            None => Ok(cn),
+        }
+    }
+
+    /// The O values (groups), in order.
+    pub fn orgs(&self) -> Vec<String> {
+        self.values(Attr::Organization)
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Kubernetes' usual subject: one O per group, then CN.
     pub fn groups_then_name(groups: &[String], cn: &str) -> Subject {
         let mut s = Subject::default();

@@ -10,6 +10,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use kpki_pki::subject::Subject;
+
 use crate::config::{ConfigError, Listen};
 use crate::policy::Caller;
 
@@ -73,19 +75,9 @@ pub fn server_config(listen: &Listen) -> Result<Arc<rustls::ServerConfig>, Confi
 /// the certificate carries more than one CN (which one a peer would honour is ambiguous).
 pub fn caller(cert: &CertificateDer<'_>) -> Option<Caller> {
     let (_, c) = X509Certificate::from_der(cert.as_ref()).ok()?;
-    let subject = c.subject();
-    let mut cns = subject.iter_common_name();
-    let cn = cns
-        .next()
-        .and_then(|a| a.as_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    if cns.next().is_some() {
-        return None;
-    }
-    let orgs = subject
-        .iter_organization()
-        .filter_map(|a| a.as_str().ok().map(str::to_string))
-        .collect();
-    Some(Caller { cn, orgs })
+    let subject = Subject::known_of(c.subject());
+    Some(Caller {
+        cn: subject.single_cn().ok()?.to_string(),
+        orgs: subject.orgs(),
+    })
 }
