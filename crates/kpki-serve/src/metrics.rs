@@ -128,20 +128,19 @@ impl Metrics {
 }
 
 /// A CA key whose signatures are measured.
-#[derive(Debug)]
 pub struct MeteredSigner {
     inner: Arc<dyn Signer>,
     labels: CaLabels,
-    metrics: Arc<MetricsHandle>,
+    metrics: Arc<Metrics>,
     in_flight: AtomicI64,
 }
 
-/// The metric families a [`MeteredSigner`] writes to.
-pub struct MetricsHandle(pub Arc<Metrics>);
-
-impl std::fmt::Debug for MetricsHandle {
+impl std::fmt::Debug for MeteredSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Metrics")
+        f.debug_struct("MeteredSigner")
+            .field("inner", &self.inner)
+            .field("ca", &self.labels.ca)
+            .finish()
     }
 }
 
@@ -151,7 +150,7 @@ impl MeteredSigner {
         Arc::new(MeteredSigner {
             inner,
             labels: CaLabels { ca: ca.into() },
-            metrics: Arc::new(MetricsHandle(Arc::clone(metrics))),
+            metrics: Arc::clone(metrics),
             in_flight: AtomicI64::new(0),
         })
     }
@@ -171,7 +170,7 @@ impl Signer for MeteredSigner {
     }
 
     fn sign(&self, message: &[u8]) -> kpki_signer::Result<Vec<u8>> {
-        let m = &self.metrics.0;
+        let m = &self.metrics;
         let gauge = m.hsm_in_use.get_or_create(&self.labels);
         gauge.set(self.in_flight.fetch_add(1, Ordering::Relaxed) + 1);
         let start = Instant::now();
