@@ -592,6 +592,31 @@ async fn policy_table_statuses_codes_and_audit_lines() {
                 cert.to_str().unwrap(),
             ]);
             assert!(v.status.success(), "{}: {:?}", c.name, text(&v));
+            // The reported serial and NotAfter are the certificate's.
+            let der = pem::parse(reply["certificate"].as_str().unwrap())
+                .unwrap()
+                .into_contents();
+            let (_, parsed) =
+                <x509_parser::certificate::X509Certificate as x509_parser::prelude::FromDer<_>>::from_der(&der)
+                    .unwrap();
+            let serial: String = parsed
+                .raw_serial()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(reply["serial"].as_str().unwrap(), serial, "{}", c.name);
+            let not_after = parsed
+                .validity()
+                .not_after
+                .to_datetime()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap();
+            assert_eq!(
+                reply["not_after"].as_str().unwrap(),
+                not_after,
+                "{}",
+                c.name
+            );
             assert_eq!(
                 reply["chain"][0].as_str().unwrap(),
                 std::fs::read_to_string(&f.ca_cert).unwrap()

@@ -479,7 +479,18 @@ pub fn sign(
 ) -> Result<Issued, PkiError> {
     let examined = examine(request)?;
     let not_after = not_after(request, authority, now)?;
-    Ok(issue(&examined, authority, now, not_after)?)
+    Ok(issue(&examined, authority, now, not_after)?.cert)
+}
+
+/// A certificate issued for a request, with the serial and NotAfter it was given.
+#[derive(Debug, Clone)]
+pub struct Leaf {
+    /// The certificate.
+    pub cert: Issued,
+    /// Its serial (big-endian, positive).
+    pub serial: Vec<u8>,
+    /// Its NotAfter.
+    pub not_after: OffsetDateTime,
 }
 
 /// Issues the certificate for an examined request, valid from `now` − 5 min to `not_after`.
@@ -488,7 +499,7 @@ pub fn issue(
     authority: &Authority<'_>,
     now: OffsetDateTime,
     not_after: OffsetDateTime,
-) -> Result<Issued, SignError> {
+) -> Result<Leaf, SignError> {
     let now = x509::whole_seconds(now);
     let mut p = CertificateParams::default();
     for d in &req.dns {
@@ -517,14 +528,20 @@ pub fn issue(
     }
     apply_usages(&mut p, &req.usages)?;
     x509::mark_leaf(&mut p);
-    p.serial_number = Some(x509::random_serial_128()?);
+    let serial = x509::random_serial_128()?;
+    p.serial_number = Some(serial.clone());
     p.not_before = now - x509::BACKDATE;
     p.not_after = not_after;
     // The key comes from the request's SubjectPublicKeyInfo (curve included), not from its
     // signature algorithm: a P-384 key signed with SHA-256 stays a P-384 key.
     let public = rcgen::SubjectPublicKeyInfo::from_der(&req.spki_der)
         .map_err(|e| refused(format!("request public key: {e}")))?;
-    Ok(authority
+    let cert = authority
         .signer
-        .issue_with(x509::Draft::new(p, req.subject.clone()), &public)?)
+        .issue_with(x509::Draft::new(p, req.subject.clone()), &public)?;
+    Ok(Leaf {
+        cert,
+        serial: serial.to_bytes(),
+        not_after: x509::whole_seconds(not_after),
+    })
 }

@@ -11,7 +11,6 @@ use aws_lc_rs::digest;
 use kpki_pki::csr::{self, Authority, Examined, Refusal, SignError, SignRequest};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::app::App;
 use crate::audit::{self, Decision, Event, Record, SyncMode};
@@ -404,7 +403,7 @@ fn sign(
         max_validity,
     };
     let now = OffsetDateTime::now_utc();
-    let issued = csr::not_after(request, &authority, now)
+    let leaf = csr::not_after(request, &authority, now)
         .map_err(SignError::from)
         .and_then(|not_after| csr::issue(examined, &authority, now, not_after))
         .map_err(|e| match e {
@@ -416,22 +415,10 @@ fn sign(
                 Failure::new(500, "signing_failed", format!("CA {:?}: {e}", ca.name))
             }
         })?;
-    let (_, c) = X509Certificate::from_der(&issued.der).map_err(|e| {
-        Failure::new(
-            500,
-            "internal",
-            format!("issued certificate does not parse: {e}"),
-        )
-    })?;
     Ok(Answer {
-        serial: hex::encode(c.raw_serial()),
-        not_after: c
-            .validity()
-            .not_after
-            .to_datetime()
-            .format(&Rfc3339)
-            .unwrap_or_default(),
-        certificate: issued.pem,
+        serial: hex::encode(&leaf.serial),
+        not_after: leaf.not_after.format(&Rfc3339).unwrap_or_default(),
+        certificate: leaf.cert.pem,
         chain: vec![ca.cert_pem.clone()],
     })
 }
