@@ -19,10 +19,9 @@ pub struct App {
     pub audit: Option<AuditLog>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    ready: AtomicBool,
-    jwt_ready: AtomicBool,
-    /// Why CA keys, and why the token key, are unavailable.
-    reasons: Mutex<(String, String)>,
+    /// Per part: usable, and why not.
+    ready: [AtomicBool; 2],
+    reasons: Mutex<[String; 2]>,
     keys: KeyStore,
     config_path: PathBuf,
 }
@@ -41,9 +40,8 @@ impl App {
             state: RwLock::new(Arc::new(state)),
             audit,
             metrics,
-            ready: AtomicBool::new(true),
-            jwt_ready: AtomicBool::new(true),
-            reasons: Mutex::new((String::new(), String::new())),
+            ready: [AtomicBool::new(true), AtomicBool::new(true)],
+            reasons: Mutex::new([String::new(), String::new()]),
             keys,
             config_path,
         }
@@ -91,17 +89,12 @@ impl App {
 
     /// True when the CA keys and the token signing key are usable (`/readyz`).
     pub fn is_ready(&self) -> bool {
-        self.cas_ready() && self.is_jwt_ready()
+        self.ready.iter().all(|r| r.load(Ordering::Acquire))
     }
 
-    /// True when every CA key answered its last probe (issuance is attempted).
-    pub fn cas_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-    }
-
-    /// True when the token signing key answered its last probe.
-    pub fn is_jwt_ready(&self) -> bool {
-        self.jwt_ready.load(Ordering::Acquire)
+    /// True when `part` answered its last probe (its signing is attempted).
+    pub fn part_ready(&self, part: Part) -> bool {
+        self.ready[part as usize].load(Ordering::Acquire)
     }
 
     /// Why the daemon is not ready (empty when it is).
@@ -109,50 +102,49 @@ impl App {
         self.reasons
             .lock()
             .map(|r| {
-                [r.0.as_str(), r.1.as_str()]
-                    .into_iter()
+                r.iter()
                     .filter(|s| !s.is_empty())
+                    .cloned()
                     .collect::<Vec<_>>()
                     .join("; ")
             })
             .unwrap_or_default()
     }
 
-    /// Records the CA keys' availability; logs transitions.
-    pub fn set_cas_ready(&self, ready: bool, reason: &str) {
+    /// Records whether `part` is usable (`reason` says why not); logs transitions.
+    pub fn set_ready(&self, part: Part, ready: bool, reason: &str) {
         if let Ok(mut r) = self.reasons.lock() {
-            r.0 = if ready {
+            r[part as usize] = if ready {
                 String::new()
             } else {
                 reason.to_string()
             };
         }
-        if self.ready.swap(ready, Ordering::AcqRel) != ready {
+        if self.ready[part as usize].swap(ready, Ordering::AcqRel) != ready {
             if ready {
-                tracing::info!("every CA key is usable");
+                tracing::info!(part = part.name(), "usable again");
             } else {
-                tracing::warn!(reason, "CA key unavailable");
+                tracing::warn!(part = part.name(), reason, "unavailable");
             }
         }
         self.metrics.ready.set(i64::from(self.is_ready()));
     }
+}
 
-    /// Records the token signing key's availability; logs transitions.
-    pub fn set_jwt_ready(&self, ready: bool, reason: &str) {
-        if let Ok(mut r) = self.reasons.lock() {
-            r.1 = if ready {
-                String::new()
-            } else {
-                reason.to_string()
-            };
+/// What readiness is tracked for: each gates its own kind of signing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The CA keys (certificate issuance).
+    CaKeys = 0,
+    /// The service-account token signing key.
+    TokenKey = 1,
+}
+
+impl Part {
+    fn name(self) -> &'static str {
+        match self {
+            Part::CaKeys => "CA keys",
+            Part::TokenKey => "token signing key",
         }
-        if self.jwt_ready.swap(ready, Ordering::AcqRel) != ready {
-            if ready {
-                tracing::info!("token signing key usable");
-            } else {
-                tracing::warn!(reason, "token signing key unavailable");
-            }
-        }
-        self.metrics.ready.set(i64::from(self.is_ready()));
     }
 }

@@ -12,7 +12,7 @@ use kpki_pki::csr::{self, Authority, Examined, Refusal, SignError, SignRequest};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::app::App;
+use crate::app::{App, Part};
 use crate::audit::{self, Decision, Event, Record, SyncMode};
 use crate::policy::Caller;
 use crate::state::Ca;
@@ -327,7 +327,7 @@ async fn decide_and_sign(
         Ok(g) => g,
         Err(d) => return (Some(examined), Err(Failure::new(403, d.code, d.reason))),
     };
-    if !app.cas_ready() {
+    if !app.part_ready(Part::CaKeys) {
         return (
             Some(examined),
             Err(Failure::new(
@@ -386,7 +386,7 @@ async fn decide_and_sign(
     if let Err(f) = &result
         && f.code == "hsm_unavailable"
     {
-        app.set_cas_ready(false, &f.message);
+        app.set_ready(Part::CaKeys, false, &f.message);
     }
     (Some(examined), result)
 }

@@ -18,7 +18,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{self, Conn};
-use crate::app::App;
+use crate::app::{App, Part};
 use crate::audit::{AuditLog, SyncMode};
 use crate::config::ServeConfig;
 use crate::jwt;
@@ -234,11 +234,11 @@ async fn probe_loop(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>)
                 break;
             }
         }
-        app.set_cas_ready(down.is_none(), down.as_deref().unwrap_or(""));
+        app.set_ready(Part::CaKeys, down.is_none(), down.as_deref().unwrap_or(""));
         if let Some(jwt) = &state.jwt {
             let ok = probes.probe(&jwt.signing_uri, &jwt.signing).await;
             let reason = format!("token signing key {} unavailable", jwt.signing_uri);
-            app.set_jwt_ready(ok, if ok { "" } else { &reason });
+            app.set_ready(Part::TokenKey, ok, &reason);
         }
     }
 }

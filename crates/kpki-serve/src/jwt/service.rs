@@ -10,7 +10,7 @@ use kpki_signer::{AsyncSign, KeyAlgorithm, spki};
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
-use crate::app::App;
+use crate::app::{App, Part};
 use crate::jwt::keys::JwtKeys;
 use crate::jwt::proto;
 
@@ -77,7 +77,7 @@ impl JwtService {
         })?;
         serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&json)
             .map_err(|e| Status::invalid_argument(format!("claims are not a JSON object: {e}")))?;
-        if !self.app.is_jwt_ready() {
+        if !self.app.part_ready(Part::TokenKey) {
             return Err(Status::unavailable(format!(
                 "token signing key unavailable: {}",
                 keys.signing_uri
@@ -90,7 +90,7 @@ impl JwtService {
         let signature = match keys.signing.sign_async(message.into_bytes()).await {
             Ok(s) => s,
             Err(e) if e.is_unavailable() => {
-                self.app.set_jwt_ready(false, &e.to_string());
+                self.app.set_ready(Part::TokenKey, false, &e.to_string());
                 return Err(Status::unavailable(e.to_string()));
             }
             Err(e) => return Err(Status::internal(e.to_string())),
