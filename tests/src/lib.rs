@@ -107,3 +107,64 @@ pub fn kill_kpki_at_random(args: &[String], max_ms: u64) -> u64 {
     let _ = child.wait();
     delay
 }
+
+/// Makes a private key of `kind` (`p256`, `p384`, `rsa2048`, `rsa1024`, `ed25519`) at `path`
+/// with `openssl genpkey`.
+pub fn openssl_key(path: &Path, kind: &str) {
+    let algorithm: &[&str] = match kind {
+        "p256" => &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "p384" => &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
+        "rsa2048" => &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+        "rsa1024" => &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"],
+        "ed25519" => &["-algorithm", "ED25519"],
+        other => panic!("unknown key kind {other}"),
+    };
+    let mut args = vec!["genpkey"];
+    args.extend_from_slice(algorithm);
+    args.extend(["-out", path.to_str().expect("UTF-8 path")]);
+    let out = openssl(&args);
+    assert!(out.status.success(), "{:?}", text(&out));
+}
+
+/// A PKCS#10 request (PEM) made by `openssl req` with the key file `key` for `subj`
+/// (e.g. `/CN=jane/O=dev`) and extra `-addext` values.
+pub fn openssl_req(key: &Path, subj: &str, addext: &[&str]) -> String {
+    let mut args = vec![
+        "req",
+        "-new",
+        "-key",
+        key.to_str().expect("UTF-8 path"),
+        "-subj",
+        subj,
+    ];
+    for a in addext {
+        args.extend(["-addext", a]);
+    }
+    let out = openssl(&args);
+    assert!(out.status.success(), "{:?}", text(&out));
+    String::from_utf8(out.stdout).expect("PEM is text")
+}
+
+/// A request for `subj` with a new key of `kind` written to `<dir>/<name>.key`.
+pub fn openssl_csr(dir: &Path, name: &str, kind: &str, subj: &str, addext: &[&str]) -> String {
+    let key = dir.join(format!("{name}.key"));
+    openssl_key(&key, kind);
+    openssl_req(&key, subj, addext)
+}
+
+/// `kpki init` of node `cp1` at `address` into `root` with `extra` flags; panics with kpki's
+/// output unless it succeeds.
+pub fn init_cluster(root: &Path, address: &str, extra: &[&str]) {
+    let mut args = vec![
+        "init",
+        "--dir",
+        root.to_str().expect("UTF-8 path"),
+        "--node-name",
+        "cp1",
+        "--advertise-address",
+        address,
+    ];
+    args.extend_from_slice(extra);
+    let out = kpki(&args);
+    assert!(out.status.success(), "kpki init: {:?}", text(&out));
+}

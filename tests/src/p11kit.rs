@@ -20,6 +20,20 @@ pub fn require() {
     );
 }
 
+/// Points this process, and the `kpki` processes it starts, at the p11-kit server on
+/// `socket`. Call it before any PKCS#11 module is loaded.
+#[allow(unsafe_code)] // `set_var` is unsafe while other threads may read the environment.
+pub fn use_server(socket: &Path) {
+    // SAFETY: called by a test before it loads a PKCS#11 module or starts threads that read
+    // the environment.
+    unsafe {
+        std::env::set_var(
+            "P11_KIT_SERVER_ADDRESS",
+            format!("unix:path={}", socket.display()),
+        )
+    };
+}
+
 /// Starts `p11-kit server` for token `token_label` on `socket` in its own process group.
 pub fn start_server(socket: &Path, token_label: &str) -> Child {
     let _ = std::fs::remove_file(socket);

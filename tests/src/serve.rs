@@ -139,20 +139,16 @@ impl ServeFixture {
     ) -> ServeFixture {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("k8s");
-        let out = crate::kpki(&[
-            "init",
-            "--dir",
-            root.to_str().unwrap(),
-            "--node-name",
-            "cp1",
-            "--advertise-address",
+        crate::init_cluster(
+            &root,
             "127.0.0.1",
-            "--encryption-algorithm",
-            algorithm,
-            "--key",
-            &format!("ca={ca_key_uri}"),
-        ]);
-        assert!(out.status.success(), "kpki init: {:?}", crate::text(&out));
+            &[
+                "--encryption-algorithm",
+                algorithm,
+                "--key",
+                &format!("ca={ca_key_uri}"),
+            ],
+        );
         let callers = TestCa::new("kpki-serve callers");
         let (server_crt, server_key) = callers.leaf("kpki-serve", None, true, now_window());
         std::fs::write(dir.path().join("callers-ca.crt"), &callers.cert_pem).unwrap();
@@ -370,54 +366,4 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
     }
-}
-
-/// A PKCS#10 request made by `openssl req` for `subj` (e.g. `/CN=jane/O=dev`) with a new
-/// key of `kind` (`p256`, `p384`, `rsa2048`, `rsa1024`, `ed25519`) and extra `-addext`s.
-pub fn openssl_csr(dir: &Path, name: &str, kind: &str, subj: &str, addext: &[&str]) -> String {
-    let key = dir.join(format!("{name}.key"));
-    let genkey: Vec<&str> = match kind {
-        "p256" => vec![
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ],
-        "p384" => vec![
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-384",
-        ],
-        "rsa2048" => vec![
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-        ],
-        "rsa1024" => vec![
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:1024",
-        ],
-        "ed25519" => vec!["genpkey", "-algorithm", "ED25519"],
-        other => panic!("unknown key kind {other}"),
-    };
-    let mut args = genkey;
-    let key_s = key.to_str().unwrap().to_string();
-    args.extend(["-out", &key_s]);
-    let out = crate::openssl(&args);
-    assert!(out.status.success(), "{:?}", crate::text(&out));
-    let mut args = vec!["req", "-new", "-key", &key_s, "-subj", subj];
-    for a in addext {
-        args.extend(["-addext", a]);
-    }
-    let out = crate::openssl(&args);
-    assert!(out.status.success(), "{:?}", crate::text(&out));
-    String::from_utf8(out.stdout).unwrap()
 }

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use kpki_e2e::{hsm, kpki, openssl, text};
+use kpki_e2e::{hsm, init_cluster, kpki, openssl, text};
 
 /// "Nov 26, 2026 02:36 UTC" from `openssl x509 -enddate` of a certificate file.
 fn expires(cert: &Path) -> String {
@@ -22,20 +22,9 @@ fn expires(cert: &Path) -> String {
 }
 
 fn init(dir: &Path, config: &Path, extra: &[&str]) {
-    let mut args = vec![
-        "init",
-        "--config",
-        config.to_str().unwrap(),
-        "--dir",
-        dir.to_str().unwrap(),
-        "--node-name",
-        "cp1",
-        "--advertise-address",
-        "10.0.0.10",
-    ];
+    let mut args = vec!["--config", config.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let out = kpki(&args);
-    assert!(out.status.success(), "{:?}", text(&out));
+    init_cluster(dir, "10.0.0.10", &args);
 }
 
 #[test]

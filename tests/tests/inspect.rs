@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kpki_e2e::{kpki, openssl, text};
+use kpki_e2e::{init_cluster, kpki, openssl, text};
 
 fn openssl_text(cert: &Path) -> String {
     String::from_utf8(openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-text"]).stdout)
@@ -31,18 +31,7 @@ fn field(text: &str, prefix: &str) -> String {
 }
 
 fn init_fixture(root: &Path) {
-    let out = kpki(&[
-        "init",
-        "--dir",
-        root.to_str().unwrap(),
-        "--node-name",
-        "cp1",
-        "--advertise-address",
-        "10.0.0.10",
-        "--encryption-algorithm",
-        "ECDSA-P256",
-    ]);
-    assert!(out.status.success(), "{:?}", text(&out));
+    init_cluster(root, "10.0.0.10", &["--encryption-algorithm", "ECDSA-P256"]);
 }
 
 #[test]

@@ -3,7 +3,6 @@
 //! both packages for ES256, ES384 and RS256; every token verifies with jsonwebtoken and with
 //! `openssl dgst -verify` on the key `FetchKeys` returned; the key id follows kube-apiserver's
 //! rule. Rotation by SIGHUP, bad input, a uid that is not allowed, and a token outage.
-#![allow(unsafe_code)] // `set_var` of P11_KIT_SERVER_ADDRESS before any module loads.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -16,7 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use kpki_e2e::jwt_client::{self, V1Alpha1Client, V1Client, proto};
 use kpki_e2e::p11kit::{self, start_server, stop_server};
-use kpki_e2e::{hsm, kpki, openssl, text};
+use kpki_e2e::{hsm, init_cluster, kpki, openssl, text};
 use serde_json::{Value, json};
 use tonic::Code;
 
@@ -288,16 +287,7 @@ async fn sighup_rotates_the_signing_key_and_keeps_old_tokens_verifiable() {
     create_key(&b, "ECDSA-P256");
     // A cluster's existing sa.pub (kubeadm's file key), listed as verify-only.
     let root = dir.path().join("k8s");
-    let out = kpki(&[
-        "init",
-        "--dir",
-        root.to_str().unwrap(),
-        "--node-name",
-        "cp1",
-        "--advertise-address",
-        "127.0.0.1",
-    ]);
-    assert!(out.status.success(), "{:?}", text(&out));
+    init_cluster(&root, "127.0.0.1", &[]);
     let sa_pub = root.join("pki/sa.pub");
     let legacy = format!(
         "[[jwt.verify_keys]]\npublic_key = \"{}\"\n",
@@ -471,13 +461,7 @@ async fn token_outage_fails_fast_keeps_keys_and_recovers() {
     let work = tempfile::tempdir().unwrap();
     let socket = work.path().join("p11-kit.sock");
     let mut server = Some(start_server(&socket, &token.label));
-    // SAFETY: set before any PKCS#11 module is loaded; children inherit it.
-    unsafe {
-        std::env::set_var(
-            "P11_KIT_SERVER_ADDRESS",
-            format!("unix:path={}", socket.display()),
-        )
-    };
+    p11kit::use_server(&socket);
     let uri = p11kit::key_uri(&token, "sa-remote");
     create_key(&uri, "ECDSA-P256");
     let dir = tempfile::tempdir().unwrap();
@@ -551,16 +535,7 @@ async fn sa_key_migrates_to_the_token_and_old_tokens_keep_their_kid() {
     let dir = tempfile::tempdir().unwrap();
     // A cluster made the kubeadm way: sa.key in a file.
     let root = dir.path().join("k8s");
-    let out = kpki(&[
-        "init",
-        "--dir",
-        root.to_str().unwrap(),
-        "--node-name",
-        "cp1",
-        "--advertise-address",
-        "127.0.0.1",
-    ]);
-    assert!(out.status.success(), "{:?}", text(&out));
+    init_cluster(&root, "127.0.0.1", &[]);
     let (sa_key, sa_pub) = (root.join("pki/sa.key"), root.join("pki/sa.pub"));
     let sa_der = pem::parse(std::fs::read(&sa_pub).unwrap())
         .unwrap()
@@ -636,18 +611,7 @@ async fn sa_key_migrates_to_the_token_and_old_tokens_keep_their_kid() {
     // A new cluster with sa on the token from the start: only sa.pub is written.
     let fresh = dir.path().join("fresh");
     let sa_uri = token.key_uri("sa-fresh");
-    let out = kpki(&[
-        "init",
-        "--dir",
-        fresh.to_str().unwrap(),
-        "--node-name",
-        "cp1",
-        "--advertise-address",
-        "127.0.0.1",
-        "--key",
-        &format!("sa={sa_uri}"),
-    ]);
-    assert!(out.status.success(), "{:?}", text(&out));
+    init_cluster(&fresh, "127.0.0.1", &["--key", &format!("sa={sa_uri}")]);
     assert!(!fresh.join("pki/sa.key").exists());
     let pub_der = pem::parse(std::fs::read(fresh.join("pki/sa.pub")).unwrap())
         .unwrap()
@@ -695,7 +659,7 @@ signing_key = "{sa}"
         Algorithm::ES256,
     );
     // …and certificates over mTLS from the same process.
-    let csr = kpki_e2e::serve::openssl_csr(f.dir.path(), "u", "p256", "/CN=jane", &[]);
+    let csr = kpki_e2e::openssl_csr(f.dir.path(), "u", "p256", "/CN=jane", &[]);
     let mut conn = kpki_e2e::load::Connection::connect(&f.target(f.identity("onboarder", None)))
         .await
         .unwrap();

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use kpki_e2e::tls_server::{self, Identity};
-use kpki_e2e::{hsm, kpki, text};
+use kpki_e2e::{hsm, init_cluster, text};
 
 fn kubectl(kubeconfig: &Path, server: &str) -> std::process::Output {
     Command::new("kubectl")
@@ -32,18 +32,11 @@ fn kubectl_authenticates_with_every_kubeconfig() {
     let token = hsm::token();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let out = kpki(&[
-        "init",
-        "--dir",
-        root.to_str().unwrap(),
-        "--node-name",
-        "cp1",
-        "--advertise-address",
+    init_cluster(
+        root,
         "127.0.0.1",
-        "--key",
-        &format!("ca={}", token.key_uri("kubectl-ca")),
-    ]);
-    assert!(out.status.success(), "{:?}", text(&out));
+        &["--key", &format!("ca={}", token.key_uri("kubectl-ca"))],
+    );
     let pki = root.join("pki");
     let server = tls_server::start(
         &pki.join("apiserver.crt"),

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kpki_e2e::tls_server::{self, Identity};
-use kpki_e2e::{hsm, kpki, openssl, text};
+use kpki_e2e::{hsm, init_cluster, kpki, openssl, text};
 
 fn kubectl_identity(server: &tls_server::TlsServer, kubeconfig: &Path) -> Vec<Identity> {
     server.seen.lock().unwrap().clear();
@@ -58,18 +58,7 @@ fn users_components_and_nodes_authenticate_as_expected() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("n");
     let ca_key = format!("ca={}", token.key_uri("onboard-ca"));
-    let out = kpki(&[
-        "init",
-        "--dir",
-        root.to_str().unwrap(),
-        "--node-name",
-        "cp1",
-        "--advertise-address",
-        "127.0.0.1",
-        "--key",
-        &ca_key,
-    ]);
-    assert!(out.status.success(), "{:?}", text(&out));
+    init_cluster(&root, "127.0.0.1", &["--key", &ca_key]);
     let pki = root.join("pki");
     let server = tls_server::start(
         &pki.join("apiserver.crt"),

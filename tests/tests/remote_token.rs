@@ -1,7 +1,6 @@
 //! A token served by `p11-kit server` and used through `p11-kit-client.so`: signs; with the
 //! server stopped a sign fails within 5 s with a clear error; after a restart the next sign
 //! succeeds on the same backend instance (re-login, key found again by id/label).
-#![allow(unsafe_code)] // `set_var` of P11_KIT_SERVER_ADDRESS before the client module loads.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::PathBuf;
@@ -19,13 +18,7 @@ fn remote_token_survives_server_restart() {
     let dir = tempfile::tempdir().unwrap();
     let socket: PathBuf = dir.path().join("p11-kit.sock");
     let server = start_server(&socket, &token.label);
-    // SAFETY: set once, before the client module is loaded, while no other thread reads env.
-    unsafe {
-        std::env::set_var(
-            "P11_KIT_SERVER_ADDRESS",
-            format!("unix:path={}", socket.display()),
-        )
-    };
+    p11kit::use_server(&socket);
 
     let uri = p11kit::key_uri(&token, "remote-ca");
     let backend = Pkcs11Backend::default();

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use kpki_e2e::tls_server;
-use kpki_e2e::{hsm, kpki, openssl, text};
+use kpki_e2e::{hsm, init_cluster, kpki, openssl, text};
 use x509_parser::prelude::*;
 
 const LEAVES: &[(&str, &str, &str)] = &[
@@ -277,18 +277,11 @@ fn renew_all_with_token_held_cas() {
 fn renew_refusals_missing_and_external() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("n");
-    let out = kpki(&[
-        "init",
-        "--dir",
-        root.to_str().unwrap(),
-        "--node-name",
-        "cp1",
-        "--advertise-address",
+    init_cluster(
+        &root,
         "10.0.0.10",
-        "--encryption-algorithm",
-        "ECDSA-P256",
-    ]);
-    assert!(out.status.success());
+        &["--encryption-algorithm", "ECDSA-P256"],
+    );
     let before = std::fs::read(root.join("pki/apiserver.crt")).unwrap();
     let out = kpki(&[
         "certs",

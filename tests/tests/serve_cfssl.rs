@@ -6,7 +6,8 @@
 
 use std::process::Command;
 
-use kpki_e2e::serve::{ServeFixture, openssl_csr};
+use kpki_e2e::openssl_csr;
+use kpki_e2e::serve::ServeFixture;
 use kpki_e2e::{hsm, openssl, text};
 use serde_json::Value;
 

@@ -9,7 +9,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use kpki_e2e::load::{self, LoadSpec, Reply};
-use kpki_e2e::serve::{ServeFixture, openssl_csr};
+use kpki_e2e::openssl_csr;
+use kpki_e2e::serve::ServeFixture;
 use kpki_e2e::{kpki, text};
 use serde_json::{Value, json};
 use x509_parser::prelude::{FromDer, X509Certificate};

@@ -3,7 +3,6 @@
 //! Every 200 carries a certificate that verifies against the CA; errors are 503 only;
 //! `/readyz` fails within 2 s of the kill and recovers within 2 s of the restart; the
 //! daemon never exits, and issuance resumes without a restart.
-#![allow(unsafe_code)] // `set_var` of P11_KIT_SERVER_ADDRESS before any module loads.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -12,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use kpki_e2e::hsm;
 use kpki_e2e::load::Connection;
+use kpki_e2e::openssl_csr;
 use kpki_e2e::p11kit::{self, start_server, stop_server};
-use kpki_e2e::serve::{ServeFixture, openssl_csr};
+use kpki_e2e::serve::ServeFixture;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -42,14 +42,7 @@ async fn issuance_survives_an_hsm_outage() {
     let work = tempfile::tempdir().unwrap();
     let socket = work.path().join("p11-kit.sock");
     let mut server = Some(start_server(&socket, &token.label));
-    // SAFETY: set before any PKCS#11 module is loaded, while no other thread reads env; the
-    // `kpki` children inherit it.
-    unsafe {
-        std::env::set_var(
-            "P11_KIT_SERVER_ADDRESS",
-            format!("unix:path={}", socket.display()),
-        )
-    };
+    p11kit::use_server(&socket);
     let uri = p11kit::key_uri(&token, "outage-ca");
     let f = ServeFixture::with_key("ECDSA-P256", POLICY, token.clone(), uri);
     let mut daemon = f.start();

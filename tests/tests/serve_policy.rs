@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 
 use kpki_e2e::load::{ClientIdentity, Connection};
-use kpki_e2e::serve::{ServeFixture, openssl_csr, ops_get};
+use kpki_e2e::openssl_csr;
+use kpki_e2e::serve::{ServeFixture, ops_get};
 use kpki_e2e::{openssl, text};
 use serde_json::{Value, json};
 

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use kpki_e2e::{kpki, openssl, text};
+use kpki_e2e::{init_cluster, kpki, openssl, openssl_key, openssl_req, text};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -18,18 +18,11 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("n");
-    let out = kpki(&[
-        "init",
-        "--dir",
-        root.to_str().unwrap(),
-        "--node-name",
-        "cp1",
-        "--advertise-address",
+    init_cluster(
+        &root,
         "10.0.0.10",
-        "--encryption-algorithm",
-        "ECDSA-P256",
-    ]);
-    assert!(out.status.success(), "{:?}", text(&out));
+        &["--encryption-algorithm", "ECDSA-P256"],
+    );
     Fixture {
         dir: dir.path().to_path_buf(),
         root,
@@ -37,70 +30,19 @@ fn fixture() -> Fixture {
     }
 }
 
+/// One key per kind, shared by the requests of a fixture.
 fn key(dir: &Path, kind: &str) -> PathBuf {
     let path = dir.join(format!("{kind}.key"));
     if !path.exists() {
-        let args: Vec<&str> = match kind {
-            "rsa2048" => vec![
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-            ],
-            "rsa1024" => vec![
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:1024",
-            ],
-            "p256" => vec![
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ],
-            "p384" => vec![
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-384",
-            ],
-            _ => vec!["genpkey", "-algorithm", "ED25519"],
-        };
-        let mut a = args.clone();
-        a.extend(["-out", path.to_str().unwrap()]);
-        assert!(openssl(&a).status.success());
+        openssl_key(&path, kind);
     }
     path
 }
 
 fn csr(dir: &Path, kind: &str, subj: &str, addext: &[&str], name: &str) -> PathBuf {
-    let out_path = dir.join(format!("{name}.csr"));
-    let k = key(dir, kind);
-    let mut args = vec![
-        "req",
-        "-new",
-        "-key",
-        k.to_str().unwrap(),
-        "-subj",
-        subj,
-        "-out",
-        out_path.to_str().unwrap(),
-    ];
-    for e in addext {
-        args.extend(["-addext", e]);
-    }
-    let out = openssl(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out_path
+    let path = dir.join(format!("{name}.csr"));
+    std::fs::write(&path, openssl_req(&key(dir, kind), subj, addext)).unwrap();
+    path
 }
 
 fn sign(f: &Fixture, csr: &Path, extra: &[&str]) -> std::process::Output {
