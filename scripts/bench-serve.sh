@@ -10,7 +10,8 @@
 # Each CA key is on a fresh SoftHSM token. Not a test: prints figures next to the targets.
 # Knobs: KPKI_BENCH_REQUESTS (per measurement, default 20000), KPKI_BENCH_WARMUP (default
 # 2000), KPKI_BENCH_SECS (raw C_Sign seconds, default 5), KPKI_BENCH_ALGS (default
-# "RSA-2048 ECDSA-P256"), KPKI_BENCH_MODULE (default SoftHSMv2), KPKI_BENCH_IDLE_WAIT (seconds
+# "RSA-2048 ECDSA-P256"), KPKI_BENCH_POOL (the daemon's signing.pool_size, default 4),
+# KPKI_BENCH_MODULE (default SoftHSMv2), KPKI_BENCH_IDLE_WAIT (seconds
 # to wait before each measurement for the machine to go idle, default 120; 0: no wait),
 # KPKI_BENCH_PERF=DIR (an extra run per algorithm with `perf record` on the daemon:
 # perf-<alg>.data and perf-<alg>.txt in DIR; KPKI_BENCH_PERF_CALLGRAPH: perf's --call-graph,
@@ -193,6 +194,9 @@ key = "$uri"
 
 [audit]
 path = "$d/audit.jsonl"
+
+[signing]
+pool_size = ${KPKI_BENCH_POOL:-4}
 
 [[policy]]
 name = "bench"
