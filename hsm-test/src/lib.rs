@@ -175,3 +175,10 @@ impl TestToken {
         )
     }
 }
+
+mod daemon;
+pub mod kryoptic;
+pub mod matrix;
+pub mod nss;
+pub mod opencryptoki;
+pub mod tpm2;

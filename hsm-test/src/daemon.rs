@@ -1,0 +1,180 @@
+//! Small process helpers shared by the token fixtures: running a setup tool and failing
+//! loudly with its output, background daemons killed on drop, free TCP ports, waiting for a
+//! condition, and the system-wide file lock that serialises openCryptoki users.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs `cmd`, panicking with its stdout and stderr unless it exits 0; returns its output.
+pub(crate) fn run(what: &str, cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs `cmd` with `input` on its stdin, panicking with its output unless it exits 0.
+pub(crate) fn run_with_input(what: &str, cmd: &mut Command, input: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Panics with `hint` unless `path` exists (a file a Debian package installs).
+pub(crate) fn require_file(path: &Path, hint: &str) {
+    assert!(
+        path.exists(),
+        "{} not found: run scripts/setup ({hint})",
+        path.display()
+    );
+}
+
+/// Panics with `hint` unless `tool` is on PATH.
+pub(crate) fn require(tool: &str, hint: &str) -> PathBuf {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .expect("run sh");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success() && !path.is_empty(),
+        "{tool} not found on PATH: run scripts/setup ({hint})"
+    );
+    PathBuf::from(path)
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// Polls `ready` every 50 ms until it is true; panics with `what` after `limit`.
+pub(crate) fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < limit, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A daemon started by a fixture: killed (SIGKILL) and reaped on drop.
+#[derive(Debug)]
+pub(crate) struct Daemon {
+    name: String,
+    child: Child,
+}
+
+impl Daemon {
+    /// Starts `cmd` with stdout/stderr appended to `log`.
+    pub(crate) fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Daemon {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open daemon log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("dup log"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name} ({cmd:?}): {e}"));
+        Daemon {
+            name: name.to_string(),
+            child,
+        }
+    }
+
+    /// Panics with the daemon's log when it has exited.
+    pub(crate) fn assert_running(&mut self, log: &Path) {
+        if let Some(st) = self.child.try_wait().expect("try_wait") {
+            panic!(
+                "{} exited ({st}): {}",
+                self.name,
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An exclusive `flock(1)` on a file, held by a helper process for as long as this value
+/// lives. The helper exits (releasing the lock) when its stdin closes, so the lock is also
+/// released when the test process dies.
+#[derive(Debug)]
+pub(crate) struct FileLock {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl FileLock {
+    /// Waits for the exclusive lock on `path`.
+    pub(crate) fn acquire(path: &Path) -> FileLock {
+        require("flock", "apt-get install util-linux");
+        let mut child = Command::new("flock")
+            .arg("-x")
+            .arg(path)
+            .args(["-c", "echo locked; exec cat >/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run flock");
+        let stdin = child.stdin.take();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("flock stdout"))
+            .read_line(&mut line)
+            .expect("read flock");
+        assert_eq!(line.trim(), "locked", "flock on {} failed", path.display());
+        FileLock { child, stdin }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
