@@ -9,10 +9,10 @@ use kpki_signer::{
     spki,
 };
 
-use crate::errors::op_error;
+use crate::errors::{Class, class, describe, op_error};
 use crate::key::{Pkcs11Key, find_one, object_template, read_protection, read_public_key};
-use crate::token::{DEFAULT_POOL_SIZE, Token};
-use crate::{import, keygen};
+use crate::token::{DEFAULT_POOL_SIZE, Fail, Token, TokenView};
+use crate::{import, keygen, mechanisms};
 
 /// The PKCS#11 backend. Tokens and their sessions are shared process-wide; this value only
 /// carries the pool size used when a token is first opened.
@@ -47,14 +47,52 @@ impl Pkcs11Backend {
         }
     }
 
-    /// Generates a key pair on the token; refuses if a private key with that label or id exists.
+    /// Generates a key pair on the token; refuses if a private key with that label or id
+    /// exists, and refuses before creating anything when the token lacks the mechanism or
+    /// key size (see `mechanisms`). A token that refuses the full template gets it without
+    /// the public usage attributes it derives itself; the new private key is read back and
+    /// destroyed again unless it is sensitive, never extractable and sign-only.
     pub fn create_key(&self, uri: &Pkcs11Uri, algorithm: KeyAlgorithm) -> Result<Pkcs11Key> {
-        self.new_key(uri, |session, token, label, id| {
+        self.new_key(uri, |session, view, token, label, id| {
+            mechanisms::check_generate(view, token, algorithm)?;
             let (mechanism, public, private) = keygen::templates(algorithm, label, id);
-            session
-                .generate_key_pair(&mechanism, &public, &private)
-                .map_err(|e| op_error(token, "C_GenerateKeyPair", &e))?;
-            Ok(())
+            let (public_h, private_h, relaxed) =
+                match session.generate_key_pair(&mechanism, &public, &private) {
+                    Ok((p, q)) => (p, q, false),
+                    Err(full) if matches!(class(&full), Class::Refused | Class::Failing) => {
+                        let relaxed_public = keygen::relaxed_public(&public);
+                        match session.generate_key_pair(&mechanism, &relaxed_public, &private) {
+                            Ok((p, q)) => {
+                                tracing::info!(
+                                    token,
+                                    refused = %describe(&full),
+                                    "token set the public key usage itself (template without CKA_VERIFY/CKA_ENCRYPT)"
+                                );
+                                (p, q, true)
+                            }
+                            // Busy now: retry the whole creation later.
+                            Err(err) if class(&err) == Class::Failing => {
+                                return Err(Fail::Ck {
+                                    op: "C_GenerateKeyPair",
+                                    err,
+                                });
+                            }
+                            Err(_) => {
+                                return Err(Fail::Ck {
+                                    op: "C_GenerateKeyPair",
+                                    err: full,
+                                });
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        return Err(Fail::Ck {
+                            op: "C_GenerateKeyPair",
+                            err,
+                        });
+                    }
+                };
+            keygen::check_generated(session, token, public_h, private_h, relaxed)
         })
     }
 
@@ -62,23 +100,39 @@ impl Pkcs11Backend {
     /// sign-only); refuses if a private key with that label or id exists. The token marks it
     /// as not generated there (CKA_ALWAYS_SENSITIVE/CKA_NEVER_EXTRACTABLE false). The new key
     /// must read back with `expected_spki` and sign verifiably with it; otherwise both objects
-    /// are destroyed again.
+    /// are destroyed again. Tokens known to refuse private-key objects (tpm2-pkcs11) are
+    /// refused up front with the token's own import tool named.
     pub fn import_key(
         &self,
         uri: &Pkcs11Uri,
         material: &KeyMaterial,
         expected_spki: &[u8],
     ) -> Result<Pkcs11Key> {
-        let key = self.new_key(uri, |session, token, label, id| {
+        let key = self.new_key(uri, |session, view, token, label, id| {
+            if let Some(refusal) = import::refusal(view, token) {
+                return Err(Fail::Key(refusal));
+            }
             let (public, mut private) = import::templates(material, label, id)?;
-            let created = session
-                .create_object(&private)
-                .map_err(|e| op_error(token, "C_CreateObject (private key)", &e));
+            let created = session.create_object(&private);
             import::wipe(&mut private);
-            let private_handle = created?;
-            if let Err(e) = session.create_object(&public) {
-                let _ = session.destroy_object(private_handle);
-                return Err(op_error(token, "C_CreateObject (public key)", &e));
+            let private_handle = match created {
+                Ok(h) => h,
+                Err(err) if class(&err) == Class::Refused => {
+                    return Err(Fail::Key(import::refused(view, token, &err)));
+                }
+                Err(err) => {
+                    return Err(Fail::Ck {
+                        op: "C_CreateObject (private key)",
+                        err,
+                    });
+                }
+            };
+            if let Err(err) = session.create_object(&public) {
+                keygen::destroy(session, &[private_handle]);
+                return Err(Fail::Ck {
+                    op: "C_CreateObject (public key)",
+                    err,
+                });
             }
             Ok(())
         })?;
@@ -98,12 +152,12 @@ impl Pkcs11Backend {
             };
             let token = Token::get(named, self.pool_size)?;
             let id = named.id.clone().unwrap_or_default();
-            let _ = token.with_rw_session(|session| {
+            let _ = token.with_rw_session(|session, _| {
                 for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
                     let template = object_template(class, None, Some(&id));
                     if let Ok(Some(h)) = find_one(session, token.name(), &template, "imported key")
                     {
-                        let _ = session.destroy_object(h);
+                        keygen::destroy(session, &[h]);
                     }
                 }
                 Ok(())
@@ -114,11 +168,18 @@ impl Pkcs11Backend {
     }
 
     /// Makes a new key (label `object=`, id `id=` or random) with `make`, after checking that
-    /// no private key has that label or id; opens it.
+    /// no private key has that label or id; opens it. A busy token is retried with backoff
+    /// (the whole check-and-make), see [`Token::with_rw_session`].
     fn new_key(
         &self,
         uri: &Pkcs11Uri,
-        make: impl FnOnce(&cryptoki::session::Session, &str, &str, &[u8]) -> Result<()>,
+        mut make: impl FnMut(
+            &cryptoki::session::Session,
+            &TokenView,
+            &str,
+            &str,
+            &[u8],
+        ) -> std::result::Result<(), Fail>,
     ) -> Result<Pkcs11Key> {
         let label = uri.object.clone().ok_or_else(|| KeyError::InvalidUri {
             uri: uri.to_string(),
@@ -135,7 +196,7 @@ impl Pkcs11Backend {
             }
         };
         let token = Token::get(uri, self.pool_size)?;
-        token.with_rw_session(|session| {
+        token.with_rw_session(|session, view| {
             for (template, what) in [
                 (
                     object_template(ObjectClass::PRIVATE_KEY, Some(&label), None),
@@ -146,17 +207,14 @@ impl Pkcs11Backend {
                     format!("id {}", hex::encode(&id)),
                 ),
             ] {
-                if find_one(session, token.name(), &template, &what)
-                    .map(|h| h.is_some())
-                    .unwrap_or(true)
-                {
-                    return Err(KeyError::AlreadyExists(format!(
+                if find_one(session, token.name(), &template, &what)?.is_some() {
+                    return Err(Fail::Key(KeyError::AlreadyExists(format!(
                         "a private key with {what} on token {:?}",
                         token.name()
-                    )));
+                    ))));
                 }
             }
-            make(session, token.name(), &label, &id)
+            make(session, view, token.name(), &label, &id)
         })?;
         let mut named = uri.clone();
         named.id = Some(id);
@@ -226,7 +284,8 @@ impl KeyBackend for Pkcs11Backend {
                 key_uri.id.as_deref(),
             ) {
                 Ok(v) => v,
-                Err(e) => {
+                Err(f) => {
+                    let e = f.into_key_error(token.name());
                     tracing::warn!(key = %key_uri, error = %e, "skipping key kpki cannot use");
                     continue;
                 }

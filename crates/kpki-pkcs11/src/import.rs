@@ -8,6 +8,42 @@ use kpki_signer::{KeyError, KeyMaterial, Result};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::keygen;
+use crate::mechanisms::describe_token;
+use crate::token::TokenView;
+
+/// How to import into a tpm2-pkcs11 token with its own tool.
+const TPM2_IMPORT_HINT: &str = "import the key with the token's own tool instead: \
+     tpm2_ptool import --label <token label> --key-label <object label> --userpin <PIN> \
+     --algorithm rsa|ecc --privkey <key.pem>, then name it with pkcs11:token=…;object=…";
+
+/// True for tpm2-pkcs11, which refuses private-key objects through `C_CreateObject`.
+fn is_tpm2_pkcs11(view: &TokenView) -> bool {
+    let lib = &view.module.library;
+    lib.manufacturer.contains("tpm2-software") || lib.description.starts_with("TPM2")
+}
+
+/// Refuses up front on a token whose module is known not to accept private keys through
+/// `C_CreateObject`.
+pub(crate) fn refusal(view: &TokenView, token: &str) -> Option<KeyError> {
+    is_tpm2_pkcs11(view).then(|| {
+        KeyError::Unsupported(format!(
+            "token {token:?} ({}) does not take private keys through C_CreateObject \
+             (tpm2-pkcs11 only wraps keys under the TPM with its own tool); {TPM2_IMPORT_HINT}",
+            describe_token(view)
+        ))
+    })
+}
+
+/// The error for a token that refused the private-key object.
+pub(crate) fn refused(view: &TokenView, token: &str, err: &cryptoki::error::Error) -> KeyError {
+    KeyError::Unsupported(format!(
+        "token {token:?} ({}) refused to create a private key from existing material \
+         (C_CreateObject: {}); nothing was created. Some tokens only import keys with their \
+         own tools (TPM 2.0 through tpm2-pkcs11: tpm2_ptool import)",
+        describe_token(view),
+        crate::errors::describe(err)
+    ))
+}
 
 /// Public and private object templates for `material`.
 pub(crate) fn templates(

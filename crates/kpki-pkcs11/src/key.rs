@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
 use cryptoki::mechanism::{Mechanism, MechanismType};
@@ -9,8 +10,8 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::Session;
 use kpki_signer::{KeyAlgorithm, KeyError, KeyProtection, KeyUri, Pkcs11Uri, Result, Signer, spki};
 
-use crate::errors::{describe, is_connection_loss, op_error};
-use crate::token::{Lease, Token};
+use crate::errors::op_error;
+use crate::token::{Fail, Lease, Token};
 
 /// A private key on a token. Holds no key material: only how to find the key again
 /// (id and/or label), its public key, and a handle cached per connection generation.
@@ -22,7 +23,15 @@ pub struct Pkcs11Key {
     algorithm: KeyAlgorithm,
     spki: Vec<u8>,
     handle: Mutex<Option<(u64, ObjectHandle)>>,
+    // When the key last signed (probe or real signature) and whether that worked.
+    last_result: Mutex<Option<(Instant, bool)>>,
 }
+
+/// The readiness probe signs at most once per this window per key.
+pub const PROBE_WINDOW: Duration = Duration::from_secs(1);
+
+/// What the readiness probe signs (a fixed message: one digest, one signature).
+const PROBE_MESSAGE: &[u8] = b"kpki readiness probe: this key can sign";
 
 impl fmt::Debug for Pkcs11Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -55,17 +64,17 @@ pub(crate) fn find_one(
     token: &str,
     template: &[Attribute],
     what: &str,
-) -> Result<Option<ObjectHandle>> {
+) -> std::result::Result<Option<ObjectHandle>, Fail> {
     let found = session
         .find_objects(template)
-        .map_err(|e| op_error(token, "C_FindObjects", &e))?;
+        .map_err(Fail::ck("C_FindObjects"))?;
     match found.as_slice() {
         [] => Ok(None),
         [h] => Ok(Some(*h)),
-        many => Err(KeyError::Unsupported(format!(
+        many => Err(Fail::Key(KeyError::Unsupported(format!(
             "{} objects match {what} on token {token:?}; add id= to the URI to pick one",
             many.len()
-        ))),
+        )))),
     }
 }
 
@@ -76,7 +85,7 @@ pub(crate) fn read_public_key(
     private: ObjectHandle,
     label: Option<&str>,
     id: Option<&[u8]>,
-) -> Result<(KeyAlgorithm, Vec<u8>)> {
+) -> std::result::Result<(KeyAlgorithm, Vec<u8>), Fail> {
     let attrs = session
         .get_attributes(
             private,
@@ -87,7 +96,7 @@ pub(crate) fn read_public_key(
                 AttributeType::EcParams,
             ],
         )
-        .map_err(|e| op_error(token, "C_GetAttributeValue", &e))?;
+        .map_err(Fail::ck("C_GetAttributeValue"))?;
     let mut key_type = None;
     let (mut modulus, mut exponent, mut params) = (None, None, None);
     for a in attrs {
@@ -102,9 +111,9 @@ pub(crate) fn read_public_key(
     match key_type {
         Some(KeyType::RSA) => {
             let (Some(n), Some(e)) = (modulus, exponent) else {
-                return Err(KeyError::Unsupported(
+                return Err(Fail::Key(KeyError::Unsupported(
                     "RSA key without CKA_MODULUS/CKA_PUBLIC_EXPONENT".into(),
-                ));
+                )));
             };
             let spki = spki::rsa_spki(&n, &e);
             Ok((spki::algorithm_of(&spki)?, spki))
@@ -142,7 +151,7 @@ pub(crate) fn read_public_key(
                 })?;
             let point = session
                 .get_attributes(public, &[AttributeType::EcPoint])
-                .map_err(|e| op_error(token, "C_GetAttributeValue", &e))?
+                .map_err(Fail::ck("C_GetAttributeValue"))?
                 .into_iter()
                 .find_map(|a| {
                     if let Attribute::EcPoint(p) = a {
@@ -157,9 +166,9 @@ pub(crate) fn read_public_key(
             let raw = unwrap_ec_point(algorithm, &point)?;
             Ok((algorithm, spki::ec_spki(algorithm, &raw)?))
         }
-        other => Err(KeyError::Unsupported(format!(
+        other => Err(Fail::Key(KeyError::Unsupported(format!(
             "key type {other:?} (kpki signs with RSA and EC keys)"
-        ))),
+        )))),
     }
 }
 
@@ -243,34 +252,34 @@ impl Pkcs11Key {
             });
         }
         let token = Token::get(uri, pool_size)?;
-        let lease = token.lease()?;
         let template = object_template(
             ObjectClass::PRIVATE_KEY,
             uri.object.as_deref(),
             uri.id.as_deref(),
         );
-        let handle = find_one(
-            lease.session(),
-            token.name(),
-            &template,
-            &uri.object_description(),
-        )?
-        .ok_or_else(|| {
-            KeyError::NotFound(format!(
-                "{} on token {:?}",
-                uri.object_description(),
-                token.name()
-            ))
+        let (handle, algorithm, spki, generation) = token.run(|lease| {
+            let handle = find_one(
+                lease.session(),
+                token.name(),
+                &template,
+                &uri.object_description(),
+            )?
+            .ok_or_else(|| {
+                KeyError::NotFound(format!(
+                    "{} on token {:?}",
+                    uri.object_description(),
+                    token.name()
+                ))
+            })?;
+            let (algorithm, spki) = read_public_key(
+                lease.session(),
+                token.name(),
+                handle,
+                uri.object.as_deref(),
+                uri.id.as_deref(),
+            )?;
+            Ok((handle, algorithm, spki, lease.generation()))
         })?;
-        let (algorithm, spki) = read_public_key(
-            lease.session(),
-            token.name(),
-            handle,
-            uri.object.as_deref(),
-            uri.id.as_deref(),
-        )?;
-        let generation = lease.generation();
-        drop(lease);
         let display = uri.without_pin_value();
         Ok(Pkcs11Key {
             token,
@@ -280,6 +289,7 @@ impl Pkcs11Key {
             algorithm,
             spki,
             handle: Mutex::new(Some((generation, handle))),
+            last_result: Mutex::new(None),
         })
     }
 
@@ -291,7 +301,7 @@ impl Pkcs11Key {
     /// The key's protection attributes (sensitive, extractable, ...), read from the token.
     pub fn protection(&self) -> Result<KeyProtection> {
         self.with_handle(|lease, handle| {
-            read_protection(lease.session(), self.token.name(), handle)
+            read_protection(lease.session(), self.token.name(), handle).map_err(Fail::Key)
         })
     }
 
@@ -300,7 +310,7 @@ impl Pkcs11Key {
         cached.filter(|(g, _)| *g == generation).map(|(_, h)| h)
     }
 
-    fn find_handle(&self, lease: &Lease<'_>) -> Result<ObjectHandle> {
+    fn find_handle(&self, lease: &Lease<'_>) -> std::result::Result<ObjectHandle, Fail> {
         if let Some(h) = self.cached_handle(lease.generation()) {
             return Ok(h);
         }
@@ -309,56 +319,84 @@ impl Pkcs11Key {
             self.label.as_deref(),
             self.id.as_deref(),
         );
-        let handle = find_one(lease.session(), self.token.name(), &template, "the key")?
-            .ok_or_else(|| {
-                KeyError::NotFound(format!(
+        let found = lease
+            .session()
+            .find_objects(&template)
+            .map_err(Fail::ck("C_FindObjects"))?;
+        let handle = match found.as_slice() {
+            [h] => *h,
+            [] => {
+                return Err(Fail::Key(KeyError::NotFound(format!(
                     "{} on token {:?} (after reconnect)",
                     self.uri,
                     self.token.name()
-                ))
-            })?;
+                ))));
+            }
+            many => {
+                return Err(Fail::Key(KeyError::Unsupported(format!(
+                    "{} objects match {} on token {:?}; add id= to the URI to pick one",
+                    many.len(),
+                    self.uri,
+                    self.token.name()
+                ))));
+            }
+        };
         *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = Some((lease.generation(), handle));
         Ok(handle)
     }
 
-    /// Runs `op` with a session and the key's handle; after a lost connection it reconnects,
-    /// finds the key again and retries once.
-    fn with_handle<T>(&self, op: impl Fn(&Lease<'_>, ObjectHandle) -> Result<T>) -> Result<T> {
-        let mut last = None;
-        for _attempt in 0..2 {
-            let lease = self.token.lease()?;
-            let handle = match self.find_handle(&lease) {
-                Ok(h) => h,
-                Err(e) if e.is_unavailable() => {
-                    lease.broken();
-                    last = Some(e);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            match op(&lease, handle) {
-                Err(e) if e.is_unavailable() => {
-                    lease.broken();
-                    last = Some(e);
-                }
-                other => return other,
-            }
-        }
-        Err(last.unwrap_or_else(|| KeyError::Unavailable {
-            token: self.token.name().to_string(),
-            problem: "retry failed".into(),
-        }))
+    /// Runs `op` with a session and the key's handle, recovering from lost connections and
+    /// failing tokens as [`Token::run`] describes (handles are looked up again after every
+    /// reconnect).
+    fn with_handle<T>(
+        &self,
+        op: impl Fn(&Lease<'_>, ObjectHandle) -> std::result::Result<T, Fail>,
+    ) -> Result<T> {
+        self.token.run(|lease| {
+            let handle = self.find_handle(lease)?;
+            op(lease, handle)
+        })
     }
 
-    fn sign_on(&self, lease: &Lease<'_>, handle: ObjectHandle, message: &[u8]) -> Result<Vec<u8>> {
-        let token = self.token.name();
-        let session = lease.session();
-        let fail = |e: cryptoki::error::Error| {
-            if is_connection_loss(&e) {
-                tracing::debug!(token, error = %describe(&e), "C_Sign lost the connection");
+    /// Signs the fixed probe message and checks the signature against the public key,
+    /// at most once per [`PROBE_WINDOW`]; inside the window the last result (of a probe or
+    /// of a real signature) is reused.
+    fn probe(&self) -> bool {
+        let last = *self.last_result.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, ok)) = last
+            && at.elapsed() < PROBE_WINDOW
+        {
+            return ok;
+        }
+        let ok = match self.sign(PROBE_MESSAGE) {
+            Ok(signature) => match spki::verify(&self.spki, PROBE_MESSAGE, &signature) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(key = %self.uri, error = %e, "probe signature does not verify");
+                    false
+                }
+            },
+            Err(e) => {
+                tracing::warn!(key = %self.uri, error = %e, "probe signature failed");
+                false
             }
-            op_error(token, "C_Sign", &e)
         };
+        self.remember(ok);
+        ok
+    }
+
+    fn remember(&self, ok: bool) {
+        *self.last_result.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), ok));
+    }
+
+    fn sign_on(
+        &self,
+        lease: &Lease<'_>,
+        handle: ObjectHandle,
+        message: &[u8],
+    ) -> std::result::Result<Vec<u8>, Fail> {
+        let session = lease.session();
+        let fail = Fail::ck("C_Sign");
         match self.algorithm {
             KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
                 if lease.has_mechanism(MechanismType::SHA256_RSA_PKCS) {
@@ -395,12 +433,12 @@ impl Pkcs11Key {
                 };
                 let expected = self.algorithm.ec_scalar_len().map(|n| 2 * n);
                 if Some(raw.len()) != expected {
-                    return Err(KeyError::Crypto(format!(
+                    return Err(Fail::Key(KeyError::Crypto(format!(
                         "token returned an ECDSA signature of {} bytes",
                         raw.len()
-                    )));
+                    ))));
                 }
-                spki::ecdsa_raw_to_der(&raw)
+                Ok(spki::ecdsa_raw_to_der(&raw)?)
             }
         }
     }
@@ -420,14 +458,22 @@ impl Signer for Pkcs11Key {
     }
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
-        self.with_handle(|lease, handle| self.sign_on(lease, handle, message))
+        let result = self.with_handle(|lease, handle| self.sign_on(lease, handle, message));
+        match &result {
+            Ok(_) => self.remember(true),
+            Err(e) if e.is_unavailable() => self.remember(false),
+            Err(_) => {}
+        }
+        result
     }
 
     fn concurrency_gate(&self) -> Option<&tokio::sync::Semaphore> {
         Some(self.token.gate())
     }
 
+    /// True when the key signed (and the signature verified) within the last
+    /// [`PROBE_WINDOW`], signing the probe message now if it has not.
     fn is_available(&self) -> bool {
-        self.token.probe()
+        self.probe()
     }
 }

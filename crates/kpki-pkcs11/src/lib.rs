@@ -4,8 +4,11 @@
 //! - tokens found by label or serial, logged in once from `pin-source`/`pin-value`;
 //! - a bounded session pool per token that reconnects (re-login, re-find keys by id/label)
 //!   after the token went away ([`token`]);
-//! - keys generated on the token: sensitive, never extractable, sign-only ([`keygen`]);
-//! - signing with the best mechanism the token lists ([`key`]).
+//! - keys generated on the token: sensitive, never extractable, sign-only ([`keygen`]),
+//!   after checking the token's mechanisms and key sizes ([`mechanisms`]);
+//! - signing with the best mechanism the token lists ([`key`]), with recovery that
+//!   reconnects, logs in again and finally re-initialises the module ([`token`]);
+//! - errors classified by what they mean: lost, busy or failing, refused ([`errors`]).
 
 mod backend;
 pub mod context;
@@ -13,6 +16,8 @@ mod errors;
 mod import;
 pub mod key;
 mod keygen;
+mod mechanisms;
+mod retry;
 pub mod token;
 
 pub use backend::Pkcs11Backend;

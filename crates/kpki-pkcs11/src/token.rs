@@ -1,20 +1,22 @@
 //! A token: found by label or serial, logged in once, with a bounded session pool that
-//! reconnects when the token goes away and comes back.
+//! reconnects when the token goes away and comes back, and re-initialises its module when
+//! reconnecting is not enough.
 //!
 //! Login state is per token per process (PKCS#11), so one "anchor" session holds the login
 //! for the life of the connection. Signing sessions are leased from a pool of at most
-//! `pool_size`; callers beyond that wait. Any error that means the connection was lost
-//! marks the connection broken: the next lease finds the slot again by label/serial, logs
-//! in again and bumps the generation so keys look their handles up again. Sessions are
-//! opened "no-drop" and closed explicitly, so a session of a broken, re-initialised module
-//! is never closed by handle number against its successor.
+//! `pool_size`; callers beyond that wait. Recovery ([`Token::run`]) climbs a ladder:
+//! a lost session reconnects (find the slot again, log in again, bump the generation so
+//! keys look their handles up again); a token that keeps failing after that has its module
+//! finalised and initialised again ([`context::reinitialize`]), which every other token of
+//! that module notices through the module epoch. Sessions are opened "no-drop" and closed
+//! only while their module is still the same initialisation, so a session number that a
+//! re-initialised module gave to someone else is never closed or used.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::MechanismType;
 use cryptoki::session::{Session, UserType};
@@ -23,35 +25,99 @@ use cryptoki::types::AuthPin;
 use kpki_signer::{KeyError, PinSource, Pkcs11Uri, Result};
 use zeroize::Zeroizing;
 
-use crate::context;
-use crate::errors::{describe, is_connection_loss};
+use crate::context::{self, CKF_USER_PIN_TO_BE_CHANGED, InFlight, Module, ModuleId, TokenInfo};
+use crate::errors::{Class, busy_error, class, describe, op_error};
+use crate::retry::{BUSY_BUDGET, Backoff};
 
 /// Default number of signing sessions per token.
 pub const DEFAULT_POOL_SIZE: usize = 2;
 
+/// How long a reconnect retries a failing token before the recovery ladder escalates.
+const RECONNECT_BUDGET: Duration = Duration::from_millis(300);
+
 /// How a token is named: label and/or serial (never by slot number, which changes).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Selector {
-    module: PathBuf,
+    module: ModuleId,
     label: Option<String>,
     serial: Option<String>,
 }
 
 struct Connection {
-    ctx: Pkcs11,
+    module: Module,
     slot: Slot,
     anchor: Session,
     mechanisms: Arc<[MechanismType]>,
+    info: TokenInfo,
 }
 
 struct State {
     connection: Option<Connection>,
     generation: u64,
+    // Module epoch of the last connection, for re-initialising while disconnected.
+    epoch: u64,
     idle: Vec<Session>,
     in_use: usize,
     peak_in_use: usize,
     pin: Option<Zeroizing<String>>,
     needs_reinit: bool,
+}
+
+/// A failed step inside the token layer: a PKCS#11 call (classified, see [`Class`]) or an
+/// error already stated for the user.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// A PKCS#11 call failed.
+    Ck {
+        /// The call (`C_Sign`).
+        op: &'static str,
+        /// What it returned.
+        err: Error,
+    },
+    /// A finished error.
+    Key(KeyError),
+}
+
+impl Fail {
+    /// A failed PKCS#11 call.
+    pub(crate) fn ck(op: &'static str) -> impl Fn(Error) -> Fail {
+        move |err| Fail::Ck { op, err }
+    }
+
+    /// The class of the failure ([`Class::Other`] for finished errors).
+    pub(crate) fn class(&self) -> Class {
+        match self {
+            Fail::Ck { err, .. } => class(err),
+            Fail::Key(_) => Class::Other,
+        }
+    }
+
+    /// The error for the user.
+    pub(crate) fn into_key_error(self, token: &str) -> KeyError {
+        match self {
+            Fail::Ck { op, err } => op_error(token, op, &err),
+            Fail::Key(e) => e,
+        }
+    }
+}
+
+impl From<KeyError> for Fail {
+    fn from(e: KeyError) -> Fail {
+        Fail::Key(e)
+    }
+}
+
+/// What key creation needs to know about the connected token.
+#[derive(Clone)]
+pub(crate) struct TokenView {
+    /// The module context (for `C_GetMechanismInfo`).
+    pub(crate) module: Module,
+    /// The token's slot.
+    pub(crate) slot: Slot,
+    /// `C_GetTokenInfo`.
+    pub(crate) info: TokenInfo,
+    /// `C_GetMechanismList`.
+    pub(crate) mechanisms: Arc<[MechanismType]>,
 }
 
 /// One token of one module, shared by every key on it in this process.
@@ -79,6 +145,8 @@ pub struct Lease<'a> {
     session: Option<Session>,
     generation: u64,
     mechanisms: Arc<[MechanismType]>,
+    // Dropped after the session went back: a re-initialisation waits for it.
+    _in_flight: InFlight,
 }
 
 impl Lease<'_> {
@@ -146,6 +214,37 @@ fn read_pin(uri: &Pkcs11Uri) -> Result<Option<Zeroizing<String>>> {
     }
 }
 
+/// The outcome of one pass over the slots.
+#[derive(Debug, Default)]
+struct Scan {
+    /// Labels of the tokens that answered and did not match.
+    seen: Vec<String>,
+    /// Slots whose token could not be read, with the cause.
+    causes: Vec<String>,
+    /// The first failure that may pass (busy store), if any.
+    transient: Option<Error>,
+}
+
+impl Scan {
+    fn describe(&self, wanted: &str, module: &ModuleId) -> String {
+        let mut text = format!("no token with {wanted} in module {module}");
+        if !self.seen.is_empty() {
+            let seen: Vec<String> = self.seen.iter().map(|l| format!("{l:?}")).collect();
+            text.push_str(&format!("; tokens present: {}", seen.join(", ")));
+        }
+        if !self.causes.is_empty() {
+            text.push_str(&format!("; unreadable: {}", self.causes.join("; ")));
+        }
+        text
+    }
+}
+
+/// Whether a token answering with `info` is the one `label`/`serial` name.
+fn matches(info: &TokenInfo, label: Option<&str>, serial: Option<&str>) -> bool {
+    label.is_none_or(|l| info.label == l.trim_end())
+        && serial.is_none_or(|s| info.serial == s.trim_end())
+}
+
 impl Token {
     /// The process-wide token named by `uri`, created on first use with `pool_size` sessions.
     /// A PIN in `uri` replaces the remembered one while the token is not logged in.
@@ -157,7 +256,10 @@ impl Token {
             });
         }
         let selector = Selector {
-            module: module_path(uri)?,
+            module: ModuleId {
+                path: module_path(uri)?,
+                init_reserved: uri.init_reserved.clone(),
+            },
             label: uri.token.clone(),
             serial: uri.serial.clone(),
         };
@@ -183,6 +285,7 @@ impl Token {
             state: Mutex::new(State {
                 connection: None,
                 generation: 0,
+                epoch: 0,
                 idle: Vec::new(),
                 in_use: 0,
                 peak_in_use: 0,
@@ -202,7 +305,7 @@ impl Token {
 
     /// The module path.
     pub fn module(&self) -> &Path {
-        &self.selector.module
+        &self.selector.module.path
     }
 
     /// Maximum number of concurrent signing sessions.
@@ -241,13 +344,28 @@ impl Token {
     /// Leases a signing session, connecting (or reconnecting) first if needed. Waits while
     /// all `pool_size` sessions are leased.
     pub fn lease(&self) -> Result<Lease<'_>> {
+        self.lease_inner().map_err(|f| f.into_key_error(&self.name))
+    }
+
+    pub(crate) fn lease_inner(&self) -> std::result::Result<Lease<'_>, Fail> {
         let mut st = self.lock();
         loop {
+            if st
+                .connection
+                .as_ref()
+                .is_some_and(|c| !c.module.is_current())
+            {
+                self.forget_stale(&mut st);
+            }
             if st.connection.is_none() {
                 self.connect(&mut st)?;
             }
             let state: &mut State = &mut st;
             let Some(conn) = state.connection.as_ref() else {
+                continue;
+            };
+            let Some(in_flight) = conn.module.enter() else {
+                self.forget_stale(state);
                 continue;
             };
             let mechanisms = Arc::clone(&conn.mechanisms);
@@ -259,10 +377,11 @@ impl Token {
                     session: Some(session),
                     generation: state.generation,
                     mechanisms,
+                    _in_flight: in_flight,
                 });
             }
             if state.in_use < self.pool_size {
-                match conn.ctx.open_ro_session_no_drop(conn.slot) {
+                match conn.module.ctx.open_ro_session_no_drop(conn.slot) {
                     Ok(session) => {
                         state.in_use += 1;
                         state.peak_in_use = state.peak_in_use.max(state.in_use);
@@ -271,15 +390,22 @@ impl Token {
                             session: Some(session),
                             generation: state.generation,
                             mechanisms,
+                            _in_flight: in_flight,
                         });
                     }
-                    Err(e) if is_connection_loss(&e) => {
-                        self.disconnect(state);
-                        return Err(self.unavailable(format!("C_OpenSession: {}", describe(&e))));
+                    Err(err) => {
+                        drop(in_flight);
+                        if class(&err) == Class::Lost {
+                            self.disconnect(state);
+                        }
+                        return Err(Fail::Ck {
+                            op: "C_OpenSession",
+                            err,
+                        });
                     }
-                    Err(e) => return Err(crate::errors::op_error(&self.name, "C_OpenSession", &e)),
                 }
             }
+            drop(in_flight);
             st = self.returned.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
@@ -302,45 +428,224 @@ impl Token {
         self.returned.notify_one();
     }
 
-    /// Runs `f` on a fresh read-write session (key generation and administration).
-    pub fn with_rw_session<T>(&self, f: impl FnOnce(&Session) -> Result<T>) -> Result<T> {
-        let session = {
-            let mut st = self.lock();
-            if st.connection.is_none() {
-                self.connect(&mut st)?;
-            }
-            let conn = st
-                .connection
+    /// Runs `op` on a leased session with recovery: a lost connection reconnects and logs
+    /// in again; a token that fails without saying why (`CKR_GENERAL_ERROR`, …) is retried,
+    /// then reconnected, then its module re-initialised; only a token that still fails
+    /// after all that is reported unavailable. Other errors are returned as they are.
+    pub(crate) fn run<T>(
+        &self,
+        op: impl Fn(&Lease<'_>) -> std::result::Result<T, Fail>,
+    ) -> Result<T> {
+        let mut lost = 0u32;
+        let mut failing = 0u32;
+        loop {
+            let (lease, fail) = match self.lease_inner() {
+                Ok(lease) => match op(&lease) {
+                    Ok(v) => return Ok(v),
+                    Err(f) => (Some(lease), f),
+                },
+                Err(f) => (None, f),
+            };
+            let generation = lease
                 .as_ref()
-                .ok_or_else(|| self.unavailable("not connected"))?;
-            match conn.ctx.open_rw_session(conn.slot) {
-                Ok(s) => s,
-                Err(e) => {
-                    let err = crate::errors::op_error(&self.name, "C_OpenSession (read-write)", &e);
-                    if is_connection_loss(&e) {
-                        self.disconnect(&mut st);
+                .map(Lease::generation)
+                .unwrap_or_else(|| self.lock().generation);
+            let what = match &fail {
+                Fail::Ck { op, err } => format!("{op}: {}", describe(err)),
+                Fail::Key(e) => e.to_string(),
+            };
+            match fail.class() {
+                Class::Lost => {
+                    lost += 1;
+                    match lease {
+                        Some(l) => l.broken(),
+                        None => self.mark_broken(generation),
                     }
-                    return Err(err);
+                    match lost {
+                        1 => {}
+                        2 => self.reinitialize(generation, &what)?,
+                        _ => {
+                            return Err(self.unavailable(format!(
+                                "{what} (still lost after reconnecting and re-initialising the module)"
+                            )));
+                        }
+                    }
+                }
+                Class::Failing => {
+                    failing += 1;
+                    tracing::debug!(token = %self.name, step = failing, error = %what, "token failing; recovering");
+                    match failing {
+                        1 => {
+                            drop(lease);
+                            std::thread::sleep(Duration::from_millis(30));
+                        }
+                        2 => match lease {
+                            // Reconnect and log in again.
+                            Some(l) => l.broken(),
+                            None => self.mark_broken(generation),
+                        },
+                        3 => {
+                            drop(lease);
+                            self.reinitialize(generation, &what)?;
+                        }
+                        _ => {
+                            return Err(self.unavailable(format!(
+                                "{what} (still failing after retrying, reconnecting, logging in \
+                                 again and re-initialising the module)"
+                            )));
+                        }
+                    }
+                }
+                Class::Refused | Class::Other => {
+                    drop(lease);
+                    return Err(fail.into_key_error(&self.name));
                 }
             }
-        };
-        f(&session)
+        }
     }
 
-    /// True when the token answers now (reconnecting if it was lost).
-    pub fn probe(&self) -> bool {
+    /// Disconnects if the connection is still at `generation`.
+    fn mark_broken(&self, generation: u64) {
         let mut st = self.lock();
-        if let Some(conn) = st.connection.as_ref() {
-            match conn.anchor.get_session_info() {
-                Ok(_) => return true,
-                Err(_) => self.disconnect(&mut st),
+        if st.generation == generation {
+            self.disconnect(&mut st);
+        }
+    }
+
+    /// `C_Finalize` + `C_Initialize` of this token's module (unless another thread already
+    /// did since `generation`), then reconnect on next use. A module that cannot be loaded
+    /// again makes the token unavailable.
+    fn reinitialize(&self, generation: u64, why: &str) -> Result<()> {
+        let epoch = {
+            let mut st = self.lock();
+            if st.generation != generation && st.connection.is_some() {
+                return Ok(());
+            }
+            self.disconnect(&mut st);
+            st.epoch
+        };
+        tracing::warn!(token = %self.name, error = %why, "token keeps failing after reconnect; re-initialising its module");
+        context::reinitialize(&self.selector.module, epoch)
+            .map(|_| {
+                let mut st = self.lock();
+                // Reconnect normally: the module is fresh.
+                st.needs_reinit = false;
+            })
+            .map_err(|e| self.unavailable(format!("{why}; re-initialising the module failed: {e}")))
+    }
+
+    /// Runs `op` on a fresh read-write session (key generation and administration). Busy
+    /// tokens are retried with backoff for up to [`BUSY_BUDGET`]; a lost connection is
+    /// reconnected once.
+    pub(crate) fn with_rw_session<T>(
+        &self,
+        mut op: impl FnMut(&Session, &TokenView) -> std::result::Result<T, Fail>,
+    ) -> Result<T> {
+        let mut backoff = Backoff::new(BUSY_BUDGET);
+        let mut lost = 0;
+        loop {
+            let fail = match self.rw_attempt(&mut op) {
+                Ok(v) => return Ok(v),
+                Err(f) => f,
+            };
+            match (fail.class(), &fail) {
+                (Class::Lost, _) if lost == 0 => lost += 1,
+                (Class::Failing, Fail::Ck { op, err }) => {
+                    if !backoff.pause() {
+                        return Err(busy_error(&self.name, op, err, backoff.waited()));
+                    }
+                    tracing::debug!(token = %self.name, op, error = %describe(err), "token busy; retrying");
+                }
+                _ => return Err(fail.into_key_error(&self.name)),
             }
         }
-        self.connect(&mut st).is_ok()
+    }
+
+    fn rw_attempt<T>(
+        &self,
+        op: &mut impl FnMut(&Session, &TokenView) -> std::result::Result<T, Fail>,
+    ) -> std::result::Result<T, Fail> {
+        let (view, in_flight) = {
+            let mut st = self.lock();
+            loop {
+                if st
+                    .connection
+                    .as_ref()
+                    .is_some_and(|c| !c.module.is_current())
+                {
+                    self.forget_stale(&mut st);
+                }
+                if st.connection.is_none() {
+                    self.connect(&mut st)?;
+                }
+                let Some(conn) = st.connection.as_ref() else {
+                    continue;
+                };
+                let Some(in_flight) = conn.module.enter() else {
+                    self.forget_stale(&mut st);
+                    continue;
+                };
+                let view = TokenView {
+                    module: conn.module.clone(),
+                    slot: conn.slot,
+                    info: conn.info.clone(),
+                    mechanisms: Arc::clone(&conn.mechanisms),
+                };
+                break (view, in_flight);
+            }
+        };
+        let session = match view.module.ctx.open_rw_session_no_drop(view.slot) {
+            Ok(s) => s,
+            Err(err) => {
+                if class(&err) == Class::Lost {
+                    let mut st = self.lock();
+                    self.disconnect(&mut st);
+                }
+                return Err(Fail::Ck {
+                    op: "C_OpenSession (read-write)",
+                    err,
+                });
+            }
+        };
+        let result = op(&session, &view);
+        if view.module.is_current()
+            && let Err(e) = session.close()
+        {
+            tracing::debug!(token = %self.name, error = %describe(&e), "closing a read-write session");
+        }
+        if result
+            .as_ref()
+            .err()
+            .is_some_and(|f| f.class() == Class::Lost)
+        {
+            let mut st = self.lock();
+            self.disconnect(&mut st);
+        }
+        drop(in_flight);
+        result
+    }
+
+    /// Drops a connection whose module was re-initialised by someone else: its sessions
+    /// and handles are gone (not closed: their numbers may belong to new sessions now).
+    fn forget_stale(&self, st: &mut State) {
+        st.idle.clear();
+        if st.connection.take().is_some() {
+            st.generation += 1;
+            st.needs_reinit = false;
+            tracing::info!(token = %self.name, "module re-initialised; reconnecting");
+        }
     }
 
     fn disconnect(&self, st: &mut State) {
-        // Closing is safe here: the module has not been re-initialised yet, so these handles
+        let current = st
+            .connection
+            .as_ref()
+            .is_some_and(|c| c.module.is_current());
+        if !current {
+            self.forget_stale(st);
+            return;
+        }
+        // Closing is safe here: the module has not been re-initialised, so these handles
         // still name our own sessions (or nothing). Errors are expected when the token is gone.
         for session in st.idle.drain(..) {
             let _ = session.close();
@@ -353,104 +658,155 @@ impl Token {
         }
     }
 
-    fn connect(&self, st: &mut State) -> Result<()> {
-        let module = &self.selector.module;
-        let (mut ctx, epoch) = context::module(module)?;
-        if st.needs_reinit {
-            // A module whose transport broke (remote tokens) only recovers after re-initialising;
-            // first see whether the slot answers as is.
-            if self.find_slot(&ctx).is_err() {
-                ctx = context::reinitialize(module, epoch)?.0;
+    fn connect(&self, st: &mut State) -> std::result::Result<(), Fail> {
+        let id = &self.selector.module;
+        let mut module = context::module(id)?;
+        let reconnect = st.needs_reinit;
+        if reconnect {
+            // A module whose transport broke (remote tokens) only recovers after
+            // re-initialising; first see whether the slot answers as is.
+            if !matches!(self.find_slot(&module), Ok(Ok(_))) {
+                module = context::reinitialize(id, module.epoch)?;
             }
         }
-        let slot = match self.find_slot(&ctx) {
-            // The token was there before: it went away and may come back.
-            Err(KeyError::TokenNotFound(what)) if st.needs_reinit => {
-                return Err(self.unavailable(format!("token went away ({what})")));
+        let mut backoff = Backoff::new(if reconnect {
+            RECONNECT_BUDGET
+        } else {
+            BUSY_BUDGET
+        });
+        loop {
+            match self.try_connect(&module, st.pin.as_ref()) {
+                Ok(conn) => {
+                    st.epoch = conn.module.epoch;
+                    st.connection = Some(conn);
+                    st.needs_reinit = false;
+                    return Ok(());
+                }
+                Err(Attempt::NotFound(scan)) => {
+                    let wanted = self.wanted();
+                    if scan.transient.is_some() && backoff.pause() {
+                        continue;
+                    }
+                    let text = scan.describe(&wanted, id);
+                    if reconnect && scan.transient.is_none() && scan.causes.is_empty() {
+                        // The token was there before: it went away and may come back.
+                        return Err(Fail::Key(
+                            self.unavailable(format!("token went away ({text})")),
+                        ));
+                    }
+                    return Err(Fail::Key(KeyError::TokenNotFound(text)));
+                }
+                Err(Attempt::Fail(f)) => {
+                    if f.class() == Class::Failing && backoff.pause() {
+                        continue;
+                    }
+                    if let (Class::Failing, Fail::Ck { op, err }, false) =
+                        (f.class(), &f, reconnect)
+                    {
+                        return Err(Fail::Key(busy_error(&self.name, op, err, backoff.waited())));
+                    }
+                    return Err(f);
+                }
             }
-            other => other?,
+        }
+    }
+
+    fn wanted(&self) -> String {
+        match (&self.selector.label, &self.selector.serial) {
+            (Some(l), Some(s)) => format!("label {l:?} and serial {s:?}"),
+            (Some(l), None) => format!("label {l:?}"),
+            (None, Some(s)) => format!("serial {s:?}"),
+            (None, None) => "any label".into(),
+        }
+    }
+
+    fn try_connect(
+        &self,
+        module: &Module,
+        pin: Option<&Zeroizing<String>>,
+    ) -> std::result::Result<Connection, Attempt> {
+        let (slot, info) = match self.find_slot(module).map_err(Attempt::Fail)? {
+            Ok(found) => found,
+            Err(scan) => return Err(Attempt::NotFound(scan)),
         };
-        let anchor = ctx
-            .open_ro_session_no_drop(slot)
-            .map_err(|e| crate::errors::op_error(&self.name, "C_OpenSession", &e))?;
-        if let Err(e) = self.login(&anchor, st.pin.as_ref()) {
+        let anchor = module.ctx.open_ro_session_no_drop(slot).map_err(|err| {
+            Attempt::Fail(Fail::Ck {
+                op: "C_OpenSession",
+                err,
+            })
+        })?;
+        if let Err(e) = self.login(&anchor, pin, &info) {
             let _ = anchor.close();
-            return Err(e);
+            return Err(Attempt::Fail(e));
         }
-        let mechanisms: Arc<[MechanismType]> = ctx
-            .get_mechanism_list(slot)
-            .map_err(|e| crate::errors::op_error(&self.name, "C_GetMechanismList", &e))?
-            .into();
-        st.needs_reinit = false;
-        st.connection = Some(Connection {
-            ctx,
+        let mechanisms: Arc<[MechanismType]> = match module.ctx.get_mechanism_list(slot) {
+            Ok(m) => m.into(),
+            Err(err) => {
+                let _ = anchor.close();
+                return Err(Attempt::Fail(Fail::Ck {
+                    op: "C_GetMechanismList",
+                    err,
+                }));
+            }
+        };
+        Ok(Connection {
+            module: module.clone(),
             slot,
             anchor,
             mechanisms,
-        });
-        Ok(())
+            info,
+        })
     }
 
-    /// One pass over the slots: `Ok(None)` when every token answered and none matches,
-    /// `Err` when a call failed (possibly transiently).
-    fn scan_slots(&self, ctx: &Pkcs11) -> std::result::Result<Option<Slot>, Error> {
-        for slot in ctx.get_slots_with_token()? {
-            let info = ctx.get_token_info(slot)?;
-            let label_ok = self
-                .selector
-                .label
-                .as_deref()
-                .is_none_or(|l| info.label().trim_end() == l);
-            let serial_ok = self
-                .selector
-                .serial
-                .as_deref()
-                .is_none_or(|s| info.serial_number().trim_end() == s);
-            if label_ok && serial_ok {
-                return Ok(Some(slot));
-            }
-        }
-        Ok(None)
-    }
-
-    fn find_slot(&self, ctx: &Pkcs11) -> Result<Slot> {
-        // SoftHSM's file store can transiently fail C_GetTokenInfo while another process
-        // writes it; retry briefly before concluding the token is absent.
-        let mut last = None;
-        for attempt in 0..5 {
-            if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(40));
-            }
-            match self.scan_slots(ctx) {
-                Ok(Some(slot)) => return Ok(slot),
-                Ok(None) => {
-                    last = None;
-                    break;
+    /// One pass over the slots. A slot whose token cannot be read is skipped with its cause
+    /// kept; only failing to list the slots at all is an error.
+    fn find_slot(
+        &self,
+        module: &Module,
+    ) -> std::result::Result<std::result::Result<(Slot, TokenInfo), Scan>, Fail> {
+        let slots = module
+            .ctx
+            .get_slots_with_token()
+            .map_err(Fail::ck("C_GetSlotList"))?;
+        let mut scan = Scan::default();
+        for slot in slots {
+            match module.token_info(slot) {
+                Ok(info) => {
+                    if matches(
+                        &info,
+                        self.selector.label.as_deref(),
+                        self.selector.serial.as_deref(),
+                    ) {
+                        return Ok(Ok((slot, info)));
+                    }
+                    scan.seen.push(info.label);
                 }
-                Err(e) => last = Some(e),
+                Err(err) => {
+                    scan.causes.push(format!(
+                        "slot {}: C_GetTokenInfo: {}",
+                        slot.id(),
+                        describe(&err)
+                    ));
+                    if scan.transient.is_none() && class(&err) == Class::Failing {
+                        scan.transient = Some(err);
+                    }
+                }
             }
         }
-        match last {
-            Some(e) if is_connection_loss(&e) => {
-                Err(self.unavailable(format!("listing slots: {}", describe(&e))))
-            }
-            _ => Err(KeyError::TokenNotFound(format!(
-                "no token with {} in module {}",
-                match (&self.selector.label, &self.selector.serial) {
-                    (Some(l), Some(s)) => format!("label {l:?} and serial {s:?}"),
-                    (Some(l), None) => format!("label {l:?}"),
-                    (None, Some(s)) => format!("serial {s:?}"),
-                    (None, None) => "any label".into(),
-                },
-                self.selector.module.display()
-            ))),
-        }
+        Ok(Err(scan))
     }
 
-    fn login(&self, session: &Session, pin: Option<&Zeroizing<String>>) -> Result<()> {
-        let login_error = |problem: &str| KeyError::Login {
-            token: self.name.clone(),
-            problem: problem.to_string(),
+    fn login(
+        &self,
+        session: &Session,
+        pin: Option<&Zeroizing<String>>,
+        info: &TokenInfo,
+    ) -> std::result::Result<(), Fail> {
+        let login_error = |problem: &str| {
+            Fail::Key(KeyError::Login {
+                token: self.name.clone(),
+                problem: problem.to_string(),
+            })
         };
         let Some(pin) = pin else {
             return Err(login_error(
@@ -458,7 +814,7 @@ impl Token {
             ));
         };
         let auth = AuthPin::new(pin.as_str().into());
-        match session.login(UserType::User, Some(&auth)) {
+        let result = match session.login(UserType::User, Some(&auth)) {
             Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
             Err(Error::Pkcs11(RvError::PinIncorrect, _)) => {
                 Err(login_error("wrong PIN (CKR_PIN_INCORRECT)"))
@@ -469,13 +825,82 @@ impl Token {
             Err(Error::Pkcs11(RvError::PinLenRange, _)) => {
                 Err(login_error("PIN has the wrong length (CKR_PIN_LEN_RANGE)"))
             }
+            Err(Error::Pkcs11(RvError::PinExpired, _)) => Err(login_error(
+                "the user PIN must be changed before use (CKR_PIN_EXPIRED); change it with \
+                 the token's own tool (e.g. pkcsconf -p, pkcs11-tool --change-pin)",
+            )),
             Err(Error::Pkcs11(RvError::UserPinNotInitialized, _)) => {
                 Err(login_error("user PIN not initialised on the token"))
             }
-            Err(e) if is_connection_loss(&e) => {
-                Err(self.unavailable(format!("C_Login: {}", describe(&e))))
+            Err(err) if matches!(class(&err), Class::Lost | Class::Failing) => {
+                Err(Fail::Ck { op: "C_Login", err })
             }
             Err(e) => Err(login_error(&describe(&e))),
+        };
+        if result.is_ok() && info.flags & CKF_USER_PIN_TO_BE_CHANGED != 0 {
+            tracing::warn!(
+                token = %self.name,
+                "the token asks for the user PIN to be changed (CKF_USER_PIN_TO_BE_CHANGED)"
+            );
         }
+        result
+    }
+}
+
+/// Why one connection attempt did not connect.
+enum Attempt {
+    /// The slots were read and none matched.
+    NotFound(Scan),
+    /// A call failed.
+    Fail(Fail),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(label: &str, serial: &str) -> TokenInfo {
+        TokenInfo {
+            label: label.into(),
+            manufacturer: String::new(),
+            model: String::new(),
+            serial: serial.into(),
+            flags: 0,
+            max_sessions: 0,
+        }
+    }
+
+    #[test]
+    fn tokens_match_by_label_and_serial() {
+        let t = info("kpki", "123");
+        let cases = [
+            (Some("kpki"), None, true),
+            (Some("kpki"), Some("123"), true),
+            (None, Some("123"), true),
+            (Some("kpki "), None, true),
+            (Some("other"), None, false),
+            (Some("kpki"), Some("124"), false),
+            (None, None, true),
+        ];
+        for (label, serial, want) in cases {
+            assert_eq!(matches(&t, label, serial), want, "{label:?} {serial:?}");
+        }
+    }
+
+    #[test]
+    fn not_found_lists_tokens_seen_and_causes() {
+        let scan = Scan {
+            seen: vec!["other".into()],
+            causes: vec!["slot 3: C_GetTokenInfo: GeneralError in GetTokenInfo".into()],
+            transient: None,
+        };
+        let text = scan.describe("label \"kpki\"", &ModuleId::plain("/m.so"));
+        assert_eq!(
+            text,
+            "no token with label \"kpki\" in module /m.so; tokens present: \"other\"; \
+             unreadable: slot 3: C_GetTokenInfo: GeneralError in GetTokenInfo"
+        );
+        let empty = Scan::default().describe("serial \"1\"", &ModuleId::plain("/m.so"));
+        assert_eq!(empty, "no token with serial \"1\" in module /m.so");
     }
 }

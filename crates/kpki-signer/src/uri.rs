@@ -64,6 +64,10 @@ pub struct Pkcs11Uri {
     pub module_path: Option<PathBuf>,
     /// Where the user PIN comes from (`pin-source=` or `pin-value=`).
     pub pin: Option<PinSource>,
+    /// The `pReserved` string passed to `C_Initialize` (`x-init-reserved=`, p11-kit's name
+    /// for it), for modules that need one, e.g. NSS softokn's
+    /// `configdir='sql:/var/lib/kpki/nssdb' certPrefix='' keyPrefix='' secmod='secmod.db' flags=`.
+    pub init_reserved: Option<String>,
 }
 
 impl Pkcs11Uri {
@@ -187,6 +191,16 @@ impl Pkcs11Uri {
                     let pin = Zeroizing::new(decode_text(raw).map_err(bad)?);
                     set_once(&mut out.pin, PinSource::Value(pin), "pin-source/pin-value")
                         .map_err(bad)?
+                }
+                "x-init-reserved" => {
+                    let text = decode_text(raw).map_err(bad)?;
+                    if text.is_empty() {
+                        return Err(bad("x-init-reserved is empty".into()));
+                    }
+                    if text.contains('\0') {
+                        return Err(bad("x-init-reserved contains a NUL byte".into()));
+                    }
+                    set_once(&mut out.init_reserved, text, name).map_err(bad)?
                 }
                 "module-name" => {}
                 other if other.starts_with("x-") => {}
@@ -340,6 +354,9 @@ impl fmt::Display for Pkcs11Uri {
                 utf8_percent_encode(&m.to_string_lossy(), VALUE)
             ));
         }
+        if let Some(r) = &self.init_reserved {
+            query.push(format!("x-init-reserved={}", utf8_percent_encode(r, VALUE)));
+        }
         if let Some(PinSource::File(p)) = &self.pin {
             query.push(format!(
                 "pin-source=file:{}",
@@ -385,6 +402,30 @@ mod tests {
     }
 
     #[test]
+    fn init_reserved_is_decoded_and_printed_back() {
+        let u = p11(
+            "pkcs11:token=NSS%20Certificate%20DB;object=ca?module-path=/usr/lib/x86_64-linux-gnu/libsoftokn3.so&x-init-reserved=configdir%3D%27sql%3A%2Ftmp%2Fdb%27%20certPrefix%3D%27%27%20keyPrefix%3D%27%27%20secmod%3D%27secmod.db%27%20flags%3D&pin-source=file:/p",
+        );
+        assert_eq!(u.token.as_deref(), Some("NSS Certificate DB"));
+        assert_eq!(
+            u.init_reserved.as_deref(),
+            Some("configdir='sql:/tmp/db' certPrefix='' keyPrefix='' secmod='secmod.db' flags=")
+        );
+        assert_eq!(u.pin, Some(PinSource::File("/p".into())));
+        let printed = u.to_string();
+        assert!(
+            printed.contains("x-init-reserved=configdir%3D%27sql%3A/tmp/db%27"),
+            "{printed}"
+        );
+        assert_eq!(p11(&printed), u);
+        // Kept when a key is reduced to its token or loses its inline PIN.
+        assert_eq!(u.token_only().init_reserved, u.init_reserved);
+        assert_eq!(u.without_pin_value().init_reserved, u.init_reserved);
+        // Other vendor attributes are still accepted and ignored.
+        assert_eq!(p11("pkcs11:token=t?x-other=1").init_reserved, None);
+    }
+
+    #[test]
     fn pin_value_never_printed() {
         let uri: KeyUri = "pkcs11:token=t;object=o?pin-value=s3cr3t-1234"
             .parse()
@@ -424,6 +465,9 @@ mod tests {
             "pkcs11:token=a;frob=1",
             "pkcs11:token=a;slot-id=x",
             "pkcs11:token=a?pin-source=",
+            "pkcs11:token=a?x-init-reserved=",
+            "pkcs11:token=a?x-init-reserved=a%00b",
+            "pkcs11:token=a?x-init-reserved=a&x-init-reserved=b",
             "pkcs11:token",
             "http://example/key",
             "ca.key",
