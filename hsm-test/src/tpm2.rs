@@ -126,11 +126,14 @@ pub(crate) fn start(dir: &Path) -> Parts {
     ] {
         require(tool, HINT);
     }
-    let port = free_port();
-    let mut ctrl_port = free_port();
-    while ctrl_port == port {
-        ctrl_port = free_port();
-    }
+    // The swtpm TCTI reaches the control channel on the next port up.
+    let port = loop {
+        let p = free_port();
+        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            break p;
+        }
+    };
+    let ctrl_port = port + 1;
     let sock = dir.join("dbus.sock");
     let bus = format!("unix:path={}", sock.display());
     let mut tpm = Tpm2 {
