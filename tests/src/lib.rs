@@ -12,6 +12,7 @@ pub mod load;
 pub mod p11kit;
 pub mod serve;
 pub mod tls_server;
+pub mod token_matrix;
 
 /// The `kpki` binary of this build (target/<profile>/kpki).
 pub fn kpki_bin() -> PathBuf {
