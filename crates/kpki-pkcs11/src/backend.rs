@@ -49,13 +49,22 @@ impl Pkcs11Backend {
 
     /// Generates a key pair on the token; refuses if a private key with that label or id
     /// exists, and refuses before creating anything when the token lacks the mechanism or
-    /// key size (see `mechanisms`). A token that refuses the full template gets it without
-    /// the public usage attributes it derives itself; the new private key is read back and
-    /// destroyed again unless it is sensitive, never extractable and sign-only.
+    /// key size (see `mechanisms`). A token that refuses the full template (or is known to:
+    /// tpm2-pkcs11) gets it without the public usage attributes it derives itself; the new
+    /// private key is read back and destroyed again unless it is sensitive, never
+    /// extractable and sign-only.
     pub fn create_key(&self, uri: &Pkcs11Uri, algorithm: KeyAlgorithm) -> Result<Pkcs11Key> {
         self.new_key(uri, |session, view, token, label, id| {
             mechanisms::check_generate(view, token, algorithm)?;
             let (mechanism, public, private) = keygen::templates(algorithm, label, id);
+            if view.module.library.is_tpm2_pkcs11() {
+                // Known to derive CKA_VERIFY/CKA_ENCRYPT and to refuse (loudly) otherwise.
+                let public = keygen::relaxed_public(&public);
+                let (public_h, private_h) = session
+                    .generate_key_pair(&mechanism, &public, &private)
+                    .map_err(Fail::ck("C_GenerateKeyPair"))?;
+                return keygen::check_generated(session, token, public_h, private_h, true);
+            }
             let (public_h, private_h, relaxed) =
                 match session.generate_key_pair(&mechanism, &public, &private) {
                     Ok((p, q)) => (p, q, false),

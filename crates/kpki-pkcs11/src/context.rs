@@ -70,6 +70,9 @@ pub struct TokenInfo {
     pub max_sessions: u64,
 }
 
+/// `CKF_TOKEN_INITIALIZED`.
+pub const CKF_TOKEN_INITIALIZED: u64 = 0x0000_0400;
+
 /// `CKF_USER_PIN_TO_BE_CHANGED`.
 pub const CKF_USER_PIN_TO_BE_CHANGED: u64 = 0x0008_0000;
 
@@ -141,6 +144,14 @@ pub struct LibraryInfo {
     pub manufacturer: String,
     /// `libraryDescription` (e.g. `TPM2.0 Cryptoki`).
     pub description: String,
+}
+
+impl LibraryInfo {
+    /// tpm2-pkcs11: derives public-key usage from the TPM key and refuses templates that
+    /// state it otherwise; takes no private keys through `C_CreateObject`.
+    pub fn is_tpm2_pkcs11(&self) -> bool {
+        self.manufacturer.contains("tpm2-software") || self.description.starts_with("TPM2")
+    }
 }
 
 struct Entry {
@@ -436,7 +447,7 @@ pub fn reinitialize(id: &ModuleId, epoch: u64) -> Result<Module> {
             }
         }
     }
-    tracing::warn!(module = %id, epoch = next, "PKCS#11 module re-initialised (C_Finalize + C_Initialize)");
+    tracing::debug!(module = %id, epoch = next, "PKCS#11 module re-initialised (C_Finalize + C_Initialize)");
     let entry = load(id)?;
     Ok(table.insert(id, entry))
 }

@@ -16,16 +16,10 @@ const TPM2_IMPORT_HINT: &str = "import the key with the token's own tool instead
      tpm2_ptool import --label <token label> --key-label <object label> --userpin <PIN> \
      --algorithm rsa|ecc --privkey <key.pem>, then name it with pkcs11:token=…;object=…";
 
-/// True for tpm2-pkcs11, which refuses private-key objects through `C_CreateObject`.
-fn is_tpm2_pkcs11(view: &TokenView) -> bool {
-    let lib = &view.module.library;
-    lib.manufacturer.contains("tpm2-software") || lib.description.starts_with("TPM2")
-}
-
 /// Refuses up front on a token whose module is known not to accept private keys through
 /// `C_CreateObject`.
 pub(crate) fn refusal(view: &TokenView, token: &str) -> Option<KeyError> {
-    is_tpm2_pkcs11(view).then(|| {
+    view.module.library.is_tpm2_pkcs11().then(|| {
         KeyError::Unsupported(format!(
             "token {token:?} ({}) does not take private keys through C_CreateObject \
              (tpm2-pkcs11 only wraps keys under the TPM with its own tool); {TPM2_IMPORT_HINT}",

@@ -25,7 +25,9 @@ use cryptoki::types::AuthPin;
 use kpki_signer::{KeyError, PinSource, Pkcs11Uri, Result};
 use zeroize::Zeroizing;
 
-use crate::context::{self, CKF_USER_PIN_TO_BE_CHANGED, InFlight, Module, ModuleId, TokenInfo};
+use crate::context::{
+    self, CKF_TOKEN_INITIALIZED, CKF_USER_PIN_TO_BE_CHANGED, InFlight, Module, ModuleId, TokenInfo,
+};
 use crate::errors::{Class, busy_error, class, describe, op_error};
 use crate::retry::{BUSY_BUDGET, Backoff};
 
@@ -34,6 +36,11 @@ pub const DEFAULT_POOL_SIZE: usize = 2;
 
 /// How long a reconnect retries a failing token before the recovery ladder escalates.
 const RECONNECT_BUDGET: Duration = Duration::from_millis(300);
+
+/// How long a scan that found no match but an uninitialised token looks again: SoftHSM's
+/// file store shows a token as uninitialised (empty label) while another process rewrites
+/// it, e.g. on every login.
+const UNSETTLED_BUDGET: Duration = Duration::from_secs(2);
 
 /// How a token is named: label and/or serial (never by slot number, which changes).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -145,8 +152,9 @@ pub struct Lease<'a> {
     session: Option<Session>,
     generation: u64,
     mechanisms: Arc<[MechanismType]>,
-    // Dropped after the session went back: a re-initialisation waits for it.
-    _in_flight: InFlight,
+    // Ended before the session goes back (so a re-initialisation never waits on the
+    // token's lock): a re-initialisation waits for it.
+    in_flight: Option<InFlight>,
 }
 
 impl Lease<'_> {
@@ -170,6 +178,7 @@ impl Lease<'_> {
 
     /// Reports the connection as lost: the session is discarded and the next lease reconnects.
     pub fn broken(mut self) {
+        drop(self.in_flight.take());
         let session = self.session.take();
         self.token.release(session, self.generation, true);
     }
@@ -177,6 +186,7 @@ impl Lease<'_> {
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
+        drop(self.in_flight.take());
         if let Some(s) = self.session.take() {
             self.token.release(Some(s), self.generation, false);
         }
@@ -219,6 +229,8 @@ fn read_pin(uri: &Pkcs11Uri) -> Result<Option<Zeroizing<String>>> {
 struct Scan {
     /// Labels of the tokens that answered and did not match.
     seen: Vec<String>,
+    /// How many of those reported themselves uninitialised (no CKF_TOKEN_INITIALIZED).
+    uninitialised: usize,
     /// Slots whose token could not be read, with the cause.
     causes: Vec<String>,
     /// The first failure that may pass (busy store), if any.
@@ -229,7 +241,14 @@ impl Scan {
     fn describe(&self, wanted: &str, module: &ModuleId) -> String {
         let mut text = format!("no token with {wanted} in module {module}");
         if !self.seen.is_empty() {
-            let seen: Vec<String> = self.seen.iter().map(|l| format!("{l:?}")).collect();
+            let seen: Vec<String> = self
+                .seen
+                .iter()
+                .map(|l| match l.strip_suffix(" (uninitialised)") {
+                    Some(bare) => format!("{bare:?} (uninitialised)"),
+                    None => format!("{l:?}"),
+                })
+                .collect();
             text.push_str(&format!("; tokens present: {}", seen.join(", ")));
         }
         if !self.causes.is_empty() {
@@ -377,7 +396,7 @@ impl Token {
                     session: Some(session),
                     generation: state.generation,
                     mechanisms,
-                    _in_flight: in_flight,
+                    in_flight: Some(in_flight),
                 });
             }
             if state.in_use < self.pool_size {
@@ -390,7 +409,7 @@ impl Token {
                             session: Some(session),
                             generation: state.generation,
                             mechanisms,
-                            _in_flight: in_flight,
+                            in_flight: Some(in_flight),
                         });
                     }
                     Err(err) => {
@@ -674,6 +693,7 @@ impl Token {
         } else {
             BUSY_BUDGET
         });
+        let mut unsettled = Backoff::new(UNSETTLED_BUDGET);
         loop {
             match self.try_connect(&module, st.pin.as_ref()) {
                 Ok(conn) => {
@@ -687,6 +707,12 @@ impl Token {
                     if scan.transient.is_some() && backoff.pause() {
                         continue;
                     }
+                    if scan.transient.is_none() && scan.uninitialised > 0 && unsettled.pause() {
+                        // Some modules (SoftHSM) only read their store at C_Initialize: a
+                        // token caught mid-write stays "uninitialised" until re-initialised.
+                        module = context::reinitialize(id, module.epoch)?;
+                        continue;
+                    }
                     let text = scan.describe(&wanted, id);
                     if reconnect && scan.transient.is_none() && scan.causes.is_empty() {
                         // The token was there before: it went away and may come back.
@@ -695,6 +721,21 @@ impl Token {
                         ));
                     }
                     return Err(Fail::Key(KeyError::TokenNotFound(text)));
+                }
+                Err(Attempt::Fail(Fail::Ck {
+                    err: Error::Pkcs11(RvError::UserPinNotInitialized, _),
+                    ..
+                })) => {
+                    if unsettled.pause() {
+                        module = context::reinitialize(id, module.epoch)?;
+                        continue;
+                    }
+                    return Err(Fail::Key(KeyError::Login {
+                        token: self.name.clone(),
+                        problem:
+                            "user PIN not initialised on the token (CKR_USER_PIN_NOT_INITIALIZED)"
+                                .into(),
+                    }));
                 }
                 Err(Attempt::Fail(f)) => {
                     if f.class() == Class::Failing && backoff.pause() {
@@ -779,7 +820,12 @@ impl Token {
                     ) {
                         return Ok(Ok((slot, info)));
                     }
-                    scan.seen.push(info.label);
+                    if info.flags & CKF_TOKEN_INITIALIZED == 0 {
+                        scan.uninitialised += 1;
+                        scan.seen.push(format!("{} (uninitialised)", info.label));
+                    } else {
+                        scan.seen.push(info.label);
+                    }
                 }
                 Err(err) => {
                     scan.causes.push(format!(
@@ -829,8 +875,9 @@ impl Token {
                 "the user PIN must be changed before use (CKR_PIN_EXPIRED); change it with \
                  the token's own tool (e.g. pkcsconf -p, pkcs11-tool --change-pin)",
             )),
-            Err(Error::Pkcs11(RvError::UserPinNotInitialized, _)) => {
-                Err(login_error("user PIN not initialised on the token"))
+            // Kept as a call failure: a store caught mid-write reads like this (see connect).
+            Err(err @ Error::Pkcs11(RvError::UserPinNotInitialized, _)) => {
+                Err(Fail::Ck { op: "C_Login", err })
             }
             Err(err) if matches!(class(&err), Class::Lost | Class::Failing) => {
                 Err(Fail::Ck { op: "C_Login", err })
@@ -890,14 +937,16 @@ mod tests {
     #[test]
     fn not_found_lists_tokens_seen_and_causes() {
         let scan = Scan {
-            seen: vec!["other".into()],
+            uninitialised: 1,
+            seen: vec!["other".into(), " (uninitialised)".into()],
             causes: vec!["slot 3: C_GetTokenInfo: GeneralError in GetTokenInfo".into()],
             transient: None,
         };
         let text = scan.describe("label \"kpki\"", &ModuleId::plain("/m.so"));
         assert_eq!(
             text,
-            "no token with label \"kpki\" in module /m.so; tokens present: \"other\"; \
+            "no token with label \"kpki\" in module /m.so; tokens present: \"other\", \"\" \
+             (uninitialised); \
              unreadable: slot 3: C_GetTokenInfo: GeneralError in GetTokenInfo"
         );
         let empty = Scan::default().describe("serial \"1\"", &ModuleId::plain("/m.so"));
