@@ -37,9 +37,10 @@ pub const DEFAULT_POOL_SIZE: usize = 2;
 /// How long a reconnect retries a failing token before the recovery ladder escalates.
 const RECONNECT_BUDGET: Duration = Duration::from_millis(300);
 
-/// How long a scan that found no match but an uninitialised token looks again: SoftHSM's
-/// file store shows a token as uninitialised (empty label) while another process rewrites
-/// it, e.g. on every login.
+/// How long a scan that found no match but an uninitialised token (or, on first connect,
+/// no token at all) looks again: SoftHSM's file store shows a token as uninitialised (empty
+/// label) while another process rewrites it, e.g. on every login; openCryptoki's soft token
+/// can be missing from the slot list while several processes attach at once.
 const UNSETTLED_BUDGET: Duration = Duration::from_secs(2);
 
 /// How a token is named: label and/or serial (never by slot number, which changes).
@@ -707,9 +708,15 @@ impl Token {
                     if scan.transient.is_some() && backoff.pause() {
                         continue;
                     }
-                    if scan.transient.is_none() && scan.uninitialised > 0 && unsettled.pause() {
-                        // Some modules (SoftHSM) only read their store at C_Initialize: a
-                        // token caught mid-write stays "uninitialised" until re-initialised.
+                    // Some modules only read their store at C_Initialize: SoftHSM shows a
+                    // token caught mid-write as uninitialised, openCryptoki's soft token can
+                    // be missing from the slot list while other processes attach. Both stay
+                    // that way until re-initialised.
+                    let empty = scan.seen.is_empty() && scan.causes.is_empty() && !reconnect;
+                    if scan.transient.is_none()
+                        && (scan.uninitialised > 0 || empty)
+                        && unsettled.pause()
+                    {
                         module = context::reinitialize(id, module.epoch)?;
                         continue;
                     }
