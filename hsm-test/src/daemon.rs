@@ -89,6 +89,27 @@ pub(crate) fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> b
     }
 }
 
+/// The file in a token directory listing the daemons started for it (`<pid> <name>`).
+const PIDS: &str = "daemon.pids";
+
+/// Kills the daemons listed in `dir` that still run under their recorded name (the test
+/// process that started them is gone).
+pub(crate) fn kill_recorded(dir: &Path) {
+    let Ok(text) = std::fs::read_to_string(dir.join(PIDS)) else {
+        return;
+    };
+    for line in text.lines() {
+        let Some((pid, name)) = line.split_once(' ') else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        // /proc/<pid>/comm holds the first 15 bytes of the program name.
+        if !comm.trim().is_empty() && name.starts_with(comm.trim()) {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+    }
+}
+
 /// A daemon started by a fixture: killed (SIGKILL) and reaped on drop.
 #[derive(Debug)]
 pub(crate) struct Daemon {
@@ -110,6 +131,15 @@ impl Daemon {
             .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("start {name} ({cmd:?}): {e}"));
+        // Recorded beside the log, so a later run can stop daemons of a killed test process.
+        if let Some(dir) = log.parent() {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(PIDS))
+                .expect("open daemon pid list");
+            writeln!(f, "{} {}", child.id(), name).expect("record daemon pid");
+        }
         Daemon {
             name: name.to_string(),
             child,

@@ -164,6 +164,7 @@ fn remove_stale(root: &Path) {
             continue;
         };
         if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            crate::daemon::kill_recorded(&e.path());
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
