@@ -324,13 +324,22 @@ pub fn resolve(s: &Settings) -> Result<ClusterSpec, ConfigError> {
         .service_subnet
         .clone()
         .or(k.service_subnet)
+        .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "10.96.0.0/12".into());
     let service_vip = service_vip(&subnet_text)?;
     let dns_domain = c
         .dns_domain
         .clone()
         .or(k.dns_domain)
+        .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "cluster.local".into());
+    if !is_dns_subdomain(&dns_domain) {
+        return Err(ConfigError(format!(
+            "networking.dnsDomain: invalid value {dns_domain:?}: must be a DNS-1123 subdomain"
+        )));
+    }
+    let cert_sans = c.cert_sans.clone().or(k.cert_sans).unwrap_or_default();
+    check_cert_sans(&cert_sans, "apiServer.certSANs")?;
     let algorithm_text = c
         .encryption_algorithm
         .clone()
@@ -376,17 +385,21 @@ pub fn resolve(s: &Settings) -> Result<ClusterSpec, ConfigError> {
     let etcd = if external_etcd {
         Etcd::External
     } else {
+        let server_sans = c
+            .etcd_server_sans
+            .clone()
+            .or(k.etcd_server_sans)
+            .unwrap_or_default();
+        let peer_sans = c
+            .etcd_peer_sans
+            .clone()
+            .or(k.etcd_peer_sans)
+            .unwrap_or_default();
+        check_cert_sans(&server_sans, "etcd.local.serverCertSANs")?;
+        check_cert_sans(&peer_sans, "etcd.local.peerCertSANs")?;
         Etcd::Local {
-            server_sans: c
-                .etcd_server_sans
-                .clone()
-                .or(k.etcd_server_sans)
-                .unwrap_or_default(),
-            peer_sans: c
-                .etcd_peer_sans
-                .clone()
-                .or(k.etcd_peer_sans)
-                .unwrap_or_default(),
+            server_sans,
+            peer_sans,
         }
     };
     let key = |v: &Option<String>, base: &str, what: &str| -> Result<KeyUri, ConfigError> {
@@ -446,7 +459,7 @@ pub fn resolve(s: &Settings) -> Result<ClusterSpec, ConfigError> {
         control_plane_endpoint,
         service_vip,
         dns_domain,
-        cert_sans: c.cert_sans.clone().or(k.cert_sans).unwrap_or_default(),
+        cert_sans,
         etcd,
         algorithm,
         cert_validity,
@@ -510,23 +523,120 @@ pub fn parse_endpoint(text: &str) -> Result<Endpoint, ConfigError> {
     Ok(Endpoint { host, port })
 }
 
-fn service_vip(subnets: &str) -> Result<IpAddr, ConfigError> {
-    let first = subnets.split(',').next().unwrap_or("").trim();
-    let net: ipnet::IpNet = first.parse().map_err(|_| {
-        ConfigError(format!(
-            "invalid serviceSubnet {subnets:?}: expected a CIDR such as 10.96.0.0/12"
-        ))
-    })?;
-    let vip = match net.network() {
+/// Parses a CIDR as Go's `ParseCIDRSloppy` does (IPv4 octets may carry leading zeros); the
+/// address is masked to the network.
+fn parse_cidr_sloppy(text: &str) -> Option<ipnet::IpNet> {
+    let (ip, prefix) = text.split_once('/')?;
+    let ip = parse_ip_sloppy(ip)?;
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) || prefix.len() > 3 {
+        return None;
+    }
+    let net = ipnet::IpNet::new(ip, prefix.parse().ok()?).ok()?;
+    Some(net.trunc())
+}
+
+/// Parses an IP address as Go's `ParseIPSloppy` does: like [`IpAddr`]'s parser, and IPv4
+/// octets may carry leading zeros (read as decimal).
+pub fn parse_ip_sloppy(text: &str) -> Option<IpAddr> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    let parts: Vec<&str> = text.split('.').collect();
+    if parts.len() != 4 {
+        return None;
+    }
+    let mut octets = [0u8; 4];
+    for (o, p) in octets.iter_mut().zip(parts) {
+        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *o = p.parse().ok()?;
+    }
+    Some(IpAddr::from(octets))
+}
+
+/// kubeadm's `ValidateIPNetFromString`: one CIDR, or two of different families (dual-stack),
+/// each holding at least `min` addresses; the networks in order.
+pub(crate) fn check_subnets(
+    text: &str,
+    min: u128,
+    field: &str,
+) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    let invalid =
+        |value: &str, why: &str| ConfigError(format!("{field}: invalid value {value:?}: {why}"));
+    let nets = text
+        .split(',')
+        .map(|part| parse_cidr_sloppy(part).ok_or_else(|| invalid(text, "couldn't parse subnet")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let two_families = matches!(
+        nets.as_slice(),
+        [ipnet::IpNet::V4(_), ipnet::IpNet::V6(_)] | [ipnet::IpNet::V6(_), ipnet::IpNet::V4(_)]
+    );
+    if nets.len() > 2 || (nets.len() == 2 && !two_families) {
+        return Err(invalid(
+            text,
+            "expected one (IPv4 or IPv6) CIDR or two CIDRs from each family for dual-stack networking",
+        ));
+    }
+    for net in &nets {
+        let bits = u32::from(net.max_prefix_len());
+        let host = bits - u32::from(net.prefix_len());
+        // apimachinery's RangeSize: /31, /32, /127 and /128 hold no usable range.
+        let size: u128 = if host <= 1 {
+            0
+        } else if host >= 127 {
+            u128::MAX
+        } else {
+            1u128 << host
+        };
+        if size < min {
+            return Err(invalid(
+                &net.to_string(),
+                &format!("subnet with {size} address(es) is too small, the minimum is {min}"),
+            ));
+        }
+    }
+    Ok(nets)
+}
+
+/// kubeadm's service subnet rules (`ValidateIPNetFromString` with at least 10 addresses, and
+/// `ValidateServiceSubnetSize`: at most 20 host bits); the API server VIP is index 1 of the
+/// first subnet.
+pub(crate) fn service_vip(subnets: &str) -> Result<IpAddr, ConfigError> {
+    let field = "networking.serviceSubnet";
+    let nets = check_subnets(subnets, 10, field)?;
+    for net in &nets {
+        let bits = net.max_prefix_len();
+        if bits - net.prefix_len() > 20 {
+            return Err(ConfigError(format!(
+                "{field}: invalid value \"{net}\": specified service subnet is too large; for {bits}-bit addresses, the mask must be >= {}",
+                bits - 20
+            )));
+        }
+    }
+    let first = nets
+        .first()
+        .ok_or_else(|| ConfigError(format!("{field}: empty")))?;
+    Ok(match first.network() {
         IpAddr::V4(a) => IpAddr::V4((u32::from(a).wrapping_add(1)).into()),
         IpAddr::V6(a) => IpAddr::V6((u128::from(a).wrapping_add(1)).into()),
-    };
-    if !net.contains(&vip) {
-        return Err(ConfigError(format!(
-            "invalid serviceSubnet {subnets:?}: too small for a service VIP"
-        )));
+    })
+}
+
+/// kubeadm's `ValidateCertSANs`: each entry an IP address, a DNS-1123 subdomain or a wildcard
+/// subdomain (`*.example.com`).
+pub(crate) fn check_cert_sans(sans: &[String], field: &str) -> Result<(), ConfigError> {
+    for san in sans {
+        let ok = parse_ip_sloppy(san).is_some()
+            || is_dns_subdomain(san)
+            || san.strip_prefix("*.").is_some_and(is_dns_subdomain);
+        if !ok {
+            return Err(ConfigError(format!(
+                "{field}: invalid value {san:?}: not an IP address, a DNS-1123 subdomain (lower case) or a wildcard subdomain such as *.example.com"
+            )));
+        }
     }
-    Ok(vip)
+    Ok(())
 }
 
 fn default_node_name() -> String {
@@ -567,6 +677,86 @@ mod tests {
         );
         for bad in ["k8s:abc", "bad_host!:6443", "[fd00::1", "host:0", ""] {
             assert!(parse_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn service_subnets_follow_kubeadm() {
+        let ok: &[(&str, &str)] = &[
+            ("10.96.0.0/12", "10.96.0.1"),
+            ("10.96.0.5/12", "10.96.0.1"),
+            ("010.096.0.0/16", "10.96.0.1"),
+            ("10.96.0.0/28", "10.96.0.1"),
+            ("fd00::/108", "fd00::1"),
+            ("fd00::/124", "fd00::1"),
+            ("10.96.0.0/16,fd00::/108", "10.96.0.1"),
+            ("fd00::/112,10.96.0.0/16", "fd00::1"),
+        ];
+        for (text, vip) in ok {
+            assert_eq!(
+                service_vip(text).map_err(|e| e.0),
+                Ok(vip.parse::<IpAddr>().unwrap()),
+                "{text}"
+            );
+        }
+        let bad: &[(&str, &str)] = &[
+            ("10.0.0.0/8", "the mask must be >= 12"),
+            ("fd00::/64", "the mask must be >= 108"),
+            (
+                "10.96.0.0/29",
+                "subnet with 8 address(es) is too small, the minimum is 10",
+            ),
+            ("10.96.0.0/32", "subnet with 0 address(es)"),
+            ("fd00::/125", "too small"),
+            ("10.96.0.0/16,10.97.0.0/16", "two CIDRs from each family"),
+            (
+                "10.96.0.0/16,fd00::/108,fd01::/108",
+                "two CIDRs from each family",
+            ),
+            ("10.96.0.0/16, fd00::/108", "couldn't parse subnet"),
+            ("10.96.0.0", "couldn't parse subnet"),
+            ("10.96.0.0/33", "couldn't parse subnet"),
+            ("", "couldn't parse subnet"),
+        ];
+        for (text, want) in bad {
+            let e = service_vip(text).map(|_| ()).map_err(|e| e.0);
+            assert!(e.as_ref().is_err_and(|e| e.contains(want)), "{text}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn cert_sans_follow_kubeadm() {
+        let ok = [
+            "api.example.com",
+            "*.example.com",
+            "10.0.0.1",
+            "010.0.0.1",
+            "fd00::1",
+            "localhost",
+            "a-b.c",
+        ];
+        for san in ok {
+            assert!(check_cert_sans(&[san.into()], "f").is_ok(), "{san}");
+        }
+        let bad = [
+            "API.example.com",
+            "bad_name",
+            "*.*.example.com",
+            "a.*.example.com",
+            "-a.example.com",
+            "a..b",
+            "",
+            "*",
+            "10.0.0.1/24",
+            "http://api.example.com",
+        ];
+        for san in bad {
+            let e = check_cert_sans(&[san.into()], "apiServer.certSANs").map_err(|e| e.0);
+            assert!(
+                e.as_ref()
+                    .is_err_and(|e| e.contains("apiServer.certSANs: invalid value")),
+                "{san}: {e:?}"
+            );
         }
     }
 

@@ -177,7 +177,10 @@ impl Examined {
 }
 
 fn parse_request(csr: &X509CertificationRequest<'_>) -> Result<Examined, CsrError> {
-    let subject = Subject::from_name(&csr.certification_request_info.subject).map_err(refused)?;
+    let (subject, dropped) = Subject::from_name(&csr.certification_request_info.subject);
+    if !dropped.is_empty() {
+        tracing::info!(attributes = ?dropped, "subject attributes dropped as the Kubernetes signers drop them");
+    }
     let cn = subject.single_cn().map_err(refused)?.to_string();
     let orgs = subject.orgs();
     let mut req = Examined {
@@ -251,6 +254,53 @@ fn check_key(csr: &X509CertificationRequest<'_>) -> Result<String, CsrError> {
             spki.algorithm.algorithm.to_id_string()
         ))),
     }
+}
+
+/// Every value `spec.usages` may hold (`certificates.k8s.io/v1`).
+pub const KNOWN_USAGES: &[&str] = &[
+    "signing",
+    "digital signature",
+    "content commitment",
+    "key encipherment",
+    "key agreement",
+    "data encipherment",
+    "cert sign",
+    "crl sign",
+    "encipher only",
+    "decipher only",
+    "any",
+    "server auth",
+    "client auth",
+    "code signing",
+    "email protection",
+    "s/mime",
+    "ipsec end system",
+    "ipsec tunnel",
+    "ipsec user",
+    "timestamping",
+    "ocsp signing",
+    "microsoft sgc",
+    "netscape sgc",
+];
+
+/// The API server's validation of a CertificateSigningRequest's `spec.usages`: required, each
+/// a known value, none twice.
+pub fn check_spec_usages(usages: &[String]) -> Result<(), CsrError> {
+    let bad = |msg: String| refusal(Refusal::Usage, msg);
+    if usages.is_empty() {
+        return Err(bad(
+            "spec.usages: Required value: a CertificateSigningRequest must list its usages".into(),
+        ));
+    }
+    for (i, u) in usages.iter().enumerate() {
+        if !KNOWN_USAGES.contains(&u.as_str()) {
+            return Err(bad(format!("spec.usages[{i}]: Unsupported value: {u:?}")));
+        }
+        if usages[..i].contains(u) {
+            return Err(bad(format!("spec.usages[{i}]: Duplicate value: {u:?}")));
+        }
+    }
+    Ok(())
 }
 
 /// Usages of a request: the signer's defaults when none are asked, then the signer's rules.
@@ -544,4 +594,35 @@ pub fn issue(
         serial: serial.to_bytes(),
         not_after: x509::whole_seconds(not_after),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_usages_are_validated_as_the_api_server_does() {
+        let v = |u: &[&str]| {
+            check_spec_usages(&u.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .map_err(|e| e.message)
+        };
+        assert_eq!(v(&["digital signature", "client auth"]), Ok(()));
+        assert_eq!(v(&["s/mime", "netscape sgc"]), Ok(()));
+        let bad: &[(&[&str], &str)] = &[
+            (&[], "spec.usages: Required value"),
+            (
+                &["client auth", "client auth"],
+                "spec.usages[1]: Duplicate value: \"client auth\"",
+            ),
+            (
+                &["client-auth"],
+                "spec.usages[0]: Unsupported value: \"client-auth\"",
+            ),
+            (&["Client Auth"], "Unsupported value"),
+        ];
+        for (usages, want) in bad {
+            let e = v(usages).expect_err(want);
+            assert!(e.contains(want), "{usages:?}: {e}");
+        }
+    }
 }

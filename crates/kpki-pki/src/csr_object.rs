@@ -48,11 +48,53 @@ pub fn read(bytes: &[u8]) -> Result<Input, PkiError> {
     Ok(Input::Object(Box::new(object)))
 }
 
-/// The signing request an object asks for (`--signer-name` may override the object's).
+/// Refuses an object the Kubernetes signers would not sign, or that the API server would not
+/// hold: `Denied` (any status) or `Failed` (status `True` or empty) as kube-controller-manager's
+/// signer skips them; a certificate already issued (`status.certificate` is immutable); and
+/// `spec.usages` that the API server's validation rejects (empty, unknown, duplicated).
+pub fn check_signable(object: &CertificateSigningRequest) -> Result<(), PkiError> {
+    let name = object
+        .metadata
+        .name
+        .as_deref()
+        .or(object.metadata.generate_name.as_deref())
+        .unwrap_or_default();
+    if let Some(status) = &object.status {
+        for c in status.conditions.iter().flatten() {
+            let is_true = c.status.is_empty() || c.status == "True";
+            let what = match c.type_.as_str() {
+                "Denied" => Some("denied"),
+                "Failed" if is_true => Some("failed"),
+                _ => None,
+            };
+            if let Some(what) = what {
+                let reason = c
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(" (reason {r})"))
+                    .unwrap_or_default();
+                return Err(refused(format!(
+                    "CertificateSigningRequest {name:?} was {what}{reason}; it is not signed"
+                )));
+            }
+        }
+        if status.certificate.as_ref().is_some_and(|c| !c.0.is_empty()) {
+            return Err(refused(format!(
+                "CertificateSigningRequest {name:?} already has status.certificate; it is not signed again"
+            )));
+        }
+    }
+    crate::csr::check_spec_usages(object.spec.usages.as_deref().unwrap_or_default())
+        .map_err(|e| refused(format!("CertificateSigningRequest {name:?}: {e}")))
+}
+
+/// The signing request an object asks for (`--signer-name` may override the object's);
+/// refuses what [`check_signable`] refuses.
 pub fn request_of(
     object: &CertificateSigningRequest,
     signer_override: Option<&str>,
 ) -> Result<SignRequest, PkiError> {
+    check_signable(object)?;
     let csr_der = pem_request(&object.spec.request.0)?;
     Ok(SignRequest {
         csr_der,

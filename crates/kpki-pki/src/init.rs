@@ -19,6 +19,7 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use zeroize::Zeroizing;
 
 use crate::catalogue::{CAS, CaId, CaSpec, KUBECONFIGS, KubeconfigSpec, LEAVES, LeafSpec, Server};
+use crate::certfile;
 use crate::config::ClusterSpec;
 use crate::keygen::{NewKey, create_keys};
 use crate::keystore::KeyStore;
@@ -124,8 +125,8 @@ fn find_ca(cas: &[CaState], id: CaId) -> Result<&CaState, PkiError> {
 
 /// A leaf after phase one.
 enum LeafPlan {
-    /// Valid as it is (its certificate DER).
-    Keep { der: Vec<u8> },
+    /// Valid as it is: its certificate DER, then the intermediates of its file.
+    Keep { chain: Vec<Vec<u8>> },
     /// To issue, reusing the key when one is on disk.
     Issue { key: Option<Arc<dyn Signer>> },
 }
@@ -213,6 +214,14 @@ pub fn run(
         )
         .collect();
     let mut fresh = create_keys(keys, spec.algorithm, targets)?.into_iter();
+    // Key generation can take a while on a token: a kept leaf that expired meanwhile is
+    // refused before anything is written.
+    let now = OffsetDateTime::now_utc();
+    for (leaf, plan) in &leaf_plans {
+        if let LeafPlan::Keep { chain } = plan {
+            check_kept(spec, leaf, find_ca(&cas, leaf.ca)?, chain, now)?;
+        }
+    }
     let mut next_key = || {
         fresh
             .next()
@@ -233,12 +242,18 @@ pub fn run(
         let crt = spec.cert_dir.join(format!("{}.crt", leaf.base));
         let key_path = spec.cert_dir.join(format!("{}.key", leaf.base));
         match plan {
-            LeafPlan::Keep { der } => {
+            LeafPlan::Keep { chain } => {
                 progress(format!(
                     "[certs] Using existing {} certificate and key on disk",
                     leaf.name
                 ));
-                push_cert(&mut report, leaf.name, &crt, "kept", &der);
+                push_cert(
+                    &mut report,
+                    leaf.name,
+                    &crt,
+                    "kept",
+                    chain.first().map(Vec::as_slice).unwrap_or_default(),
+                );
             }
             LeafPlan::Issue { key } => {
                 let ca = find_ca(&cas, leaf.ca)?;
@@ -466,13 +481,13 @@ fn ensure_ca(
 fn inspect_leaf(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<LeafPlan, PkiError> {
     let crt = spec.cert_dir.join(format!("{}.crt", leaf.base));
     let key_path = spec.cert_dir.join(format!("{}.key", leaf.base));
-    let cert = read_pem_cert(&crt)?;
+    let chain = certfile::read(&crt)?;
     let key: Option<Arc<dyn Signer>> = if key_path.exists() {
         Some(Arc::new(SoftBackend.open_file(&key_path)?))
     } else {
         None
     };
-    let Some(der) = cert else {
+    let Some(chain) = chain else {
         return Ok(LeafPlan::Issue { key });
     };
     let Some(key) = key else {
@@ -482,7 +497,8 @@ fn inspect_leaf(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<Lea
             key_path.display()
         )));
     };
-    let parsed = parse_cert(&crt, &der)?;
+    let der = chain.first().map(Vec::as_slice).unwrap_or_default();
+    let parsed = parse_cert(&crt, der)?;
     if parsed.public_key().raw != key.public_key_spki() {
         return Err(refused(format!(
             "{}: certificate does not match key {}",
@@ -490,23 +506,7 @@ fn inspect_leaf(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<Lea
             key_path.display()
         )));
     }
-    let Some(ca_der) = &ca.cert else {
-        return Err(refused(format!(
-            "{}: exists but its CA {}.crt does not",
-            crt.display(),
-            ca.spec.base
-        )));
-    };
-    let ca_cert = parse_cert(&crt, ca_der)?;
-    if parsed.verify_signature(Some(ca_cert.public_key())).is_err()
-        || parsed.issuer() != ca_cert.subject()
-    {
-        return Err(refused(format!(
-            "{}: not signed by {}.crt",
-            crt.display(),
-            ca.spec.base
-        )));
-    }
+    check_kept(spec, leaf, ca, &chain, OffsetDateTime::now_utc())?;
     let expected = alt_names(spec, leaf.sans);
     let (mut have_dns, mut have_ips) = (Vec::new(), Vec::new());
     if let Ok(Some(san)) = parsed.subject_alternative_name() {
@@ -538,7 +538,40 @@ fn inspect_leaf(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<Lea
             )));
         }
     }
-    Ok(LeafPlan::Keep { der })
+    Ok(LeafPlan::Keep { chain })
+}
+
+/// Refuses a leaf that cannot be kept at time `now`: its chain must reach its CA certificate
+/// and every certificate on it must be valid then. kubeadm's certs phase refuses the same
+/// files (its `VerifyCertChain` checks validity at the current time); the message names the
+/// file and the way out.
+fn check_kept(
+    spec: &ClusterSpec,
+    leaf: &LeafSpec,
+    ca: &CaState,
+    chain: &[Vec<u8>],
+    now: OffsetDateTime,
+) -> Result<(), PkiError> {
+    let crt = spec.cert_dir.join(format!("{}.crt", leaf.base));
+    let ca_crt = spec.cert_dir.join(format!("{}.crt", ca.spec.base));
+    let Some(ca_der) = &ca.cert else {
+        return Err(refused(format!(
+            "{}: exists but its CA {}.crt does not",
+            crt.display(),
+            ca.spec.base
+        )));
+    };
+    certfile::verify_chain(&crt, chain, &ca_crt, ca_der, now).map_err(|e| match e {
+        certfile::ChainError::Period {
+            message,
+            of_ca: false,
+        } => refused(format!(
+            "{message}; kubeadm refuses it too: run `kpki certs renew {}`, or remove {} and its key so that init issues it again",
+            leaf.name,
+            crt.display()
+        )),
+        other => other.into(),
+    })
 }
 
 /// True when the kubeconfig exists and is valid (kept); refuses one whose CA differs.

@@ -1,6 +1,10 @@
-//! Cluster facts from a kubeadm `InitConfiguration`/`ClusterConfiguration` YAML (v1beta4;
-//! v1beta3 is read the same way, its missing fields taking kubeadm's defaults). Documents of
-//! other kinds (KubeletConfiguration, ...) are ignored.
+//! Cluster facts from a kubeadm `InitConfiguration`/`ClusterConfiguration` YAML, read as
+//! kubeadm v1.37 reads it: only `kubeadm.k8s.io/v1beta4` (older versions refused, as kubeadm
+//! refuses v1beta3 since v1.37), every document must name its `apiVersion` and `kind`, a kind
+//! may appear once, and the kubeadm documents are decoded strictly (see [`crate::strict`]):
+//! an unknown or misspelt field, a value of the wrong type or a bad duration is an error naming
+//! the field and the document. `featureGates` must name gates kubeadm v1.37 knows.
+//! Documents of other API groups (KubeletConfiguration, ...) are ignored.
 
 use std::path::{Path, PathBuf};
 
@@ -50,6 +54,12 @@ struct Header {
     kind: Option<String>,
 }
 
+/// The only kubeadm API version read.
+pub const API_VERSION: &str = "kubeadm.k8s.io/v1beta4";
+
+/// Feature gates kubeadm v1.37 accepts in `featureGates` (none of them changes the PKI).
+const FEATURE_GATES: &[&str] = &["RootlessControlPlane"];
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct InitConfiguration {
@@ -86,12 +96,15 @@ struct ClusterConfiguration {
     encryption_algorithm: Option<String>,
     certificate_validity_period: Option<String>,
     ca_certificate_validity_period: Option<String>,
+    #[serde(default)]
+    feature_gates: std::collections::BTreeMap<String, bool>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct Networking {
     service_subnet: Option<String>,
+    pod_subnet: Option<String>,
     dns_domain: Option<String>,
 }
 
@@ -128,6 +141,7 @@ pub fn read(path: &Path) -> Result<KubeadmFacts, ConfigError> {
 pub fn parse(text: &str) -> Result<KubeadmFacts, String> {
     let mut facts = KubeadmFacts::default();
     let mut seen = false;
+    let mut kinds: Vec<String> = Vec::new();
     for doc in serde_norway::Deserializer::from_str(text) {
         let value =
             serde_norway::Value::deserialize(doc).map_err(|e| format!("malformed YAML: {e}"))?;
@@ -138,14 +152,25 @@ pub fn parse(text: &str) -> Result<KubeadmFacts, String> {
             .map_err(|e| format!("malformed document: {e}"))?;
         let api = header.api_version.unwrap_or_default();
         let kind = header.kind.unwrap_or_default();
+        // kubeadm: a document without a group, version or kind is an error.
+        if kind.is_empty() || !api.contains('/') {
+            return Err(format!(
+                "a document has apiVersion {api:?} and kind {kind:?}: kind and apiVersion (with its group) are required"
+            ));
+        }
+        if kinds.contains(&kind) {
+            return Err(format!("kind {kind:?} is specified twice"));
+        }
+        kinds.push(kind.clone());
         if !api.starts_with("kubeadm.k8s.io/") {
             continue;
         }
-        if api != "kubeadm.k8s.io/v1beta4" && api != "kubeadm.k8s.io/v1beta3" {
+        if api != API_VERSION {
             return Err(format!(
-                "unsupported apiVersion {api:?} (expected kubeadm.k8s.io/v1beta4)"
+                "{kind}: unsupported apiVersion {api:?}: kpki reads {API_VERSION} only, as kubeadm v1.37 does (convert with `kubeadm config migrate`)"
             ));
         }
+        crate::strict::check(&kind, &value)?;
         match kind.as_str() {
             "InitConfiguration" => {
                 let c: InitConfiguration = serde_norway::from_value(value)
@@ -158,12 +183,78 @@ pub fn parse(text: &str) -> Result<KubeadmFacts, String> {
             "ClusterConfiguration" => {
                 let c: ClusterConfiguration = serde_norway::from_value(value)
                     .map_err(|e| format!("ClusterConfiguration: {e}"))?;
+                for gate in c.feature_gates.keys() {
+                    if !FEATURE_GATES.contains(&gate.as_str()) {
+                        let why = match gate.as_str() {
+                            "ControlPlaneKubeletLocalMode" => {
+                                " (it graduated in kubeadm v1.35 and was removed in v1.36: kubelet.conf always points at the local API endpoint)"
+                            }
+                            _ => "",
+                        };
+                        return Err(format!(
+                            "ClusterConfiguration: featureGates: {gate} is not a valid feature name{why}"
+                        ));
+                    }
+                }
+                if let Some(dir) = c.certificates_dir.as_ref().filter(|d| !d.is_absolute()) {
+                    return Err(format!(
+                        "ClusterConfiguration: certificatesDir {:?}: path is not absolute",
+                        dir.display()
+                    ));
+                }
+                let in_doc = |e: ConfigError| format!("ClusterConfiguration: {e}");
+                let sans = [
+                    (&c.api_server.cert_sans, "apiServer.certSANs"),
+                    (
+                        &c.etcd
+                            .local
+                            .as_ref()
+                            .and_then(|l| l.server_cert_sans.clone()),
+                        "etcd.local.serverCertSANs",
+                    ),
+                    (
+                        &c.etcd.local.as_ref().and_then(|l| l.peer_cert_sans.clone()),
+                        "etcd.local.peerCertSANs",
+                    ),
+                ];
+                for (list, field) in sans {
+                    crate::config::check_cert_sans(list.as_deref().unwrap_or_default(), field)
+                        .map_err(in_doc)?;
+                }
+                if let Some(svc) = c
+                    .networking
+                    .service_subnet
+                    .as_ref()
+                    .filter(|s| !s.is_empty())
+                {
+                    crate::config::service_vip(svc).map_err(in_doc)?;
+                }
+                if let Some(domain) = c
+                    .networking
+                    .dns_domain
+                    .as_ref()
+                    .filter(|d| !d.is_empty() && !crate::config::is_dns_subdomain(d))
+                {
+                    return Err(format!(
+                        "ClusterConfiguration: networking.dnsDomain: invalid value {domain:?}: must be a DNS-1123 subdomain"
+                    ));
+                }
+                if let Some(pods) = c.networking.pod_subnet.as_ref().filter(|p| !p.is_empty()) {
+                    crate::config::check_subnets(pods, 14, "networking.podSubnet")
+                        .map_err(|e| format!("ClusterConfiguration: {e}"))?;
+                }
                 facts.certificates_dir = c.certificates_dir;
                 facts.cluster_name = c.cluster_name;
                 facts.control_plane_endpoint = c.control_plane_endpoint;
                 facts.service_subnet = c.networking.service_subnet;
                 facts.dns_domain = c.networking.dns_domain;
                 facts.cert_sans = c.api_server.cert_sans;
+                if c.etcd.local.is_some() && c.etcd.external.is_some() {
+                    return Err(
+                        "ClusterConfiguration: etcd.local and etcd.external are mutually exclusive"
+                            .into(),
+                    );
+                }
                 facts.external_etcd = c.etcd.external.is_some();
                 if let Some(local) = c.etcd.local {
                     facts.etcd_server_sans = local.server_cert_sans;
@@ -200,5 +291,60 @@ mod tests {
         assert!(!f.external_etcd);
         assert!(parse("a: [unclosed").is_err());
         assert!(parse("apiVersion: v1\nkind: Pod\n").is_err());
+    }
+
+    #[test]
+    fn reads_as_kubeadm_v1_37_does() {
+        let cluster = |body: &str| {
+            parse(&format!(
+                "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\n{body}"
+            ))
+        };
+        assert!(cluster("featureGates:\n  RootlessControlPlane: true\n").is_ok());
+        assert!(cluster("certificateValidityPeriod: 2160.5h\n").is_ok());
+        let bad: &[(&str, &str)] = &[
+            (
+                "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\n",
+                "unsupported apiVersion \"kubeadm.k8s.io/v1beta3\"",
+            ),
+            (
+                "apiVersion: kubeadm.k8s.io/v1\nkind: ClusterConfiguration\n",
+                "unsupported apiVersion",
+            ),
+            ("kind: ClusterConfiguration\n", "kind and apiVersion"),
+            (
+                "apiVersion: kubeadm.k8s.io/v1beta4\n",
+                "kind and apiVersion",
+            ),
+            ("apiVersion: v1\nkind: Pod\n", "kind and apiVersion"),
+            (
+                "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\n---\napiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\n",
+                "kind \"ClusterConfiguration\" is specified twice",
+            ),
+            (
+                "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nfeatureGates:\n  ControlPlaneKubeletLocalMode: false\n",
+                "featureGates: ControlPlaneKubeletLocalMode is not a valid feature name",
+            ),
+            (
+                "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\netcd:\n  local: {}\n  external:\n    endpoints: [https://e:2379]\n",
+                "mutually exclusive",
+            ),
+            (
+                "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\ncertificatesDir: pki\n",
+                "path is not absolute",
+            ),
+            (
+                "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nnetworking:\n  podSubnet: 10.244.0.0/29\n",
+                "networking.podSubnet",
+            ),
+            (
+                "apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\nlocalAPIEndpoint:\n  advertiseAdress: 10.0.0.1\n",
+                "InitConfiguration: strict decoding error: unknown field \"localAPIEndpoint.advertiseAdress\"",
+            ),
+        ];
+        for (text, want) in bad {
+            let e = parse(text).expect_err(text);
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 }

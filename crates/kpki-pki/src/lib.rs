@@ -5,6 +5,7 @@
 
 pub mod authority;
 pub mod catalogue;
+pub mod certfile;
 pub mod config;
 pub mod csr;
 pub mod csr_object;
@@ -22,6 +23,7 @@ pub mod pair;
 pub mod renew;
 pub mod sans;
 pub mod store;
+mod strict;
 pub mod subject;
 pub mod x509;
 

@@ -1,7 +1,8 @@
 //! `certs renew <name>|all`: kubeadm's renewal (keep CN, O, DNS and IP SANs and EKUs; new key
 //! of the configured algorithm; validity from this run's start), signed by each CA on its
 //! configured backend — token-held CAs included. Pairs are replaced through [`crate::pair`];
-//! kubeconfigs get new embedded client credentials with everything else preserved.
+//! kubeconfigs get new embedded client credentials and, as kubeadm does, the current
+//! cluster's `certificate-authority-data` from the `ca.crt` on disk; everything else is kept.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,13 +18,14 @@ use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use zeroize::Zeroizing;
 
+use crate::authority::LoadedCa;
 use crate::catalogue::{CAS, CaId, KUBECONFIGS, LEAVES, Usage};
 use crate::config::ClusterSpec;
 use crate::keygen::{NewKey, create_keys};
 use crate::keystore::KeyStore;
 use crate::sans::AltNames;
 use crate::subject::{Attr, Subject};
-use crate::x509::{self, CaSigner, Profile};
+use crate::x509::{self, Profile};
 use crate::{PkiError, pair, store};
 
 /// What `renew` did.
@@ -147,6 +149,26 @@ fn current_user(doc: &mut Value) -> Option<&mut serde_norway::Mapping> {
         .as_mapping_mut()
 }
 
+/// The current context's cluster entry of a kubeconfig document, as a mutable YAML mapping.
+fn current_cluster(doc: &mut Value) -> Option<&mut serde_norway::Mapping> {
+    let current = doc.get("current-context")?.as_str()?.to_string();
+    let cluster = doc
+        .get("contexts")?
+        .as_sequence()?
+        .iter()
+        .find(|c| c.get("name").and_then(Value::as_str) == Some(current.as_str()))?
+        .get("context")?
+        .get("cluster")?
+        .as_str()?
+        .to_string();
+    doc.get_mut("clusters")?
+        .as_sequence_mut()?
+        .iter_mut()
+        .find(|c| c.get("name").and_then(Value::as_str) == Some(cluster.as_str()))?
+        .get_mut("cluster")?
+        .as_mapping_mut()
+}
+
 /// Renews `which` (a name from [`names`] or `all`).
 pub fn renew(
     spec: &ClusterSpec,
@@ -185,7 +207,10 @@ pub fn renew(
             report.missing.push(leaf.name.into());
             continue;
         }
-        let profile = profile_of(&crate::authority::read_cert(&crt)?, &crt)?;
+        // A chain file is renewed from its first certificate (kubeadm's reader); the renewed
+        // file holds the new certificate alone.
+        let chain = crate::certfile::read_existing(&crt)?;
+        let profile = profile_of(chain.first().map(Vec::as_slice).unwrap_or_default(), &crt)?;
         jobs.push(Job {
             name: leaf.name,
             long_name: leaf.long_name,
@@ -208,6 +233,16 @@ pub fn renew(
         let doc = Zeroizing::new(text);
         let mut value: Value = serde_norway::from_str(&doc)
             .map_err(|e| refused(format!("{}: not a kubeconfig ({e})", path.display())))?;
+        let has_ca = current_cluster(&mut value)
+            .and_then(|c| c.get("certificate-authority-data"))
+            .and_then(Value::as_str)
+            .is_some_and(|d| !d.trim().is_empty());
+        if !has_ca {
+            return Err(refused(format!(
+                "{}: the current cluster has no embedded certificate-authority-data",
+                path.display()
+            )));
+        }
         let user = current_user(&mut value).ok_or_else(|| {
             refused(format!(
                 "{}: no user in the current context",
@@ -246,13 +281,10 @@ pub fn renew(
         });
     }
 
-    let mut signers: HashMap<CaId, Option<CaSigner>> = HashMap::new();
+    let mut signers: HashMap<CaId, Option<LoadedCa>> = HashMap::new();
     for id in [CaId::Ca, CaId::FrontProxyCa, CaId::EtcdCa] {
         if jobs.iter().any(|j| j.ca == id) {
-            signers.insert(
-                id,
-                crate::authority::open(spec, keys, id)?.map(|ca| ca.signer),
-            );
+            signers.insert(id, crate::authority::open(spec, keys, id)?);
         }
     }
     jobs.retain(|j| {
@@ -284,11 +316,11 @@ pub fn renew(
         let NewKey::Soft(key, key_pem) = new else {
             return Err(refused("renewed keys are software keys"));
         };
-        let signer = signers
+        let ca = signers
             .get(&job.ca)
             .and_then(Option::as_ref)
             .ok_or_else(|| refused("CA signer missing"))?;
-        let cert = signer.issue(
+        let cert = ca.signer.issue(
             x509::leaf_params(&job.profile, start, spec.cert_validity)?,
             Arc::new(*key),
         )?;
@@ -300,6 +332,16 @@ pub fn renew(
             Target::Kubeconfig { path, doc } => {
                 let mut value: Value = serde_norway::from_str(&doc)
                     .map_err(|e| refused(format!("{}: {e}", path.display())))?;
+                // kubeadm refreshes the embedded CA from the ca.crt on disk (the CA may have
+                // been replaced since the file was written).
+                let cluster = current_cluster(&mut value)
+                    .ok_or_else(|| refused(format!("{}: no current cluster", path.display())))?;
+                cluster.insert(
+                    "certificate-authority-data".into(),
+                    STANDARD
+                        .encode(x509::to_pem("CERTIFICATE", &ca.cert_der).as_bytes())
+                        .into(),
+                );
                 let user = current_user(&mut value)
                     .ok_or_else(|| refused(format!("{}: no current user", path.display())))?;
                 user.insert(

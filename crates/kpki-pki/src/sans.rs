@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::catalogue::SanRule;
-use crate::config::{ClusterSpec, Etcd, Host, is_dns_subdomain};
+use crate::config::{ClusterSpec, Etcd, Host, is_dns_subdomain, parse_ip_sloppy};
 
 /// The SANs of one certificate.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -19,7 +19,7 @@ impl AltNames {
     fn new(dns: Vec<String>, ips: Vec<IpAddr>, extra: &[String]) -> AltNames {
         let mut out = AltNames { dns, ips };
         for entry in extra {
-            if let Ok(ip) = entry.parse::<IpAddr>() {
+            if let Some(ip) = parse_ip_sloppy(entry) {
                 out.ips.push(ip);
             } else if is_dns_subdomain(entry)
                 || entry.strip_prefix("*.").is_some_and(is_dns_subdomain)

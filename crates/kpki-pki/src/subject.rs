@@ -24,6 +24,12 @@ pub enum Attr {
     State,
     /// L.
     Locality,
+    /// street.
+    StreetAddress,
+    /// postalCode.
+    PostalCode,
+    /// serialNumber.
+    SerialNumber,
 }
 
 /// Each attribute with its OID and short name.
@@ -34,6 +40,9 @@ const ATTRIBUTES: &[(Attr, &str, &str)] = &[
     (Attr::Country, "2.5.4.6", "C"),
     (Attr::State, "2.5.4.8", "ST"),
     (Attr::Locality, "2.5.4.7", "L"),
+    (Attr::StreetAddress, "2.5.4.9", "street"),
+    (Attr::PostalCode, "2.5.4.17", "postalCode"),
+    (Attr::SerialNumber, "2.5.4.5", "serialNumber"),
 ];
 
 impl Attr {
@@ -68,6 +77,9 @@ impl Attr {
             Attr::Country => DnType::CountryName,
             Attr::State => DnType::StateOrProvinceName,
             Attr::Locality => DnType::LocalityName,
+            Attr::StreetAddress => DnType::CustomDnType(vec![2, 5, 4, 9]),
+            Attr::PostalCode => DnType::CustomDnType(vec![2, 5, 4, 17]),
+            Attr::SerialNumber => DnType::CustomDnType(vec![2, 5, 4, 5]),
         }
     }
 }
@@ -79,34 +91,27 @@ pub struct Subject {
 }
 
 impl Subject {
-    /// The subject of a parsed X.509 name, every value in order; `Err` names the first
-    /// attribute kpki cannot carry (a type it does not issue, or a value that is not a string).
-    pub fn from_name(name: &X509Name<'_>) -> Result<Subject, String> {
+    /// The subject a Kubernetes signer issues for a request named `name`: the attributes Go's
+    /// `pkix.Name` carries over (C, ST, L, street, postalCode, O, OU, CN, serialNumber), every
+    /// value, in request order. Any other attribute (emailAddress, DC, UID, ...) and any value
+    /// that is not a string is dropped, as kube-controller-manager's signer drops them; their
+    /// OIDs are returned beside the subject.
+    pub fn from_name(name: &X509Name<'_>) -> (Subject, Vec<String>) {
         let mut subject = Subject::default();
+        let mut dropped = Vec::new();
         for attr in name.iter_attributes() {
             let oid = attr.attr_type().to_id_string();
-            let value = attr
-                .as_str()
-                .map_err(|_| format!("subject attribute {oid} is not a string"))?;
-            let ty = Attr::from_oid(&oid)
-                .ok_or_else(|| format!("subject attribute {oid} is not supported"))?;
-            subject.push(ty, value);
+            match (Attr::from_oid(&oid), attr.as_str()) {
+                (Some(ty), Ok(value)) => subject.push(ty, value),
+                _ => dropped.push(oid),
+            }
         }
-        Ok(subject)
+        (subject, dropped)
     }
 
     /// The attributes of `name` kpki knows, in order; others are skipped.
     pub fn known_of(name: &X509Name<'_>) -> Subject {
-        let mut subject = Subject::default();
-        for attr in name.iter_attributes() {
-            if let (Some(ty), Ok(value)) = (
-                Attr::from_oid(&attr.attr_type().to_id_string()),
-                attr.as_str(),
-            ) {
-                subject.push(ty, value);
-            }
-        }
-        subject
+        Subject::from_name(name).0
     }
 
     /// The CN (empty when absent); `Err` when there are several: Go (kube-apiserver, the
@@ -166,9 +171,11 @@ impl Subject {
                 continue;
             }
             let v = match attr {
-                Attr::Country => rcgen::string::PrintableString::try_from(value.as_str())
-                    .map(DnValue::PrintableString)
-                    .unwrap_or_else(|_| DnValue::Utf8String(value.clone())),
+                Attr::Country | Attr::SerialNumber => {
+                    rcgen::string::PrintableString::try_from(value.as_str())
+                        .map(DnValue::PrintableString)
+                        .unwrap_or_else(|_| DnValue::Utf8String(value.clone()))
+                }
                 _ => DnValue::Utf8String(value.clone()),
             };
             dn.push(attr.dn_type(), v);
@@ -184,7 +191,7 @@ impl Subject {
             let oid = der::oid::ObjectIdentifier::new(attr.oid())
                 .map_err(|e| KeyError::Crypto(format!("OID {}: {e}", attr.oid())))?;
             let printable = match attr {
-                Attr::Country => PrintableStringRef::new(value).ok(),
+                Attr::Country | Attr::SerialNumber => PrintableStringRef::new(value).ok(),
                 _ => None,
             };
             let value = match printable {
@@ -210,21 +217,38 @@ impl Subject {
     }
 }
 
-/// Replaces the subject of the DER certificate `cert` with `subject`; returns the new TBS
-/// (to be signed) and a closure-free assembly step via [`assemble`].
-pub(crate) fn replace_subject(cert: &[u8], subject: &Subject) -> Result<Parts, KeyError> {
-    let bad = |e: der::Error| KeyError::Crypto(format!("rewriting the subject: {e}"));
+/// Rewrites the names of the DER certificate `cert` (as rcgen wrote it, signature not yet
+/// valid): the issuer becomes `issuer_der`, the issuing CA's subject exactly as its own
+/// certificate encodes it (Go and OpenSSL chain certificates by these bytes), and the subject
+/// becomes `subject` with every value. Returns the TBS to sign; [`Parts::assemble`] adds the
+/// signature.
+pub(crate) fn rewrite_names(
+    cert: &[u8],
+    issuer_der: &[u8],
+    subject: &Subject,
+) -> Result<Parts, KeyError> {
+    replace_names(cert, issuer_der, &subject.to_der()?)
+}
+
+/// [`rewrite_names`] with the subject already encoded (`subject_der`, a DER `Name`).
+pub(crate) fn replace_names(
+    cert: &[u8],
+    issuer_der: &[u8],
+    subject_der: &[u8],
+) -> Result<Parts, KeyError> {
+    let bad = |e: der::Error| KeyError::Crypto(format!("writing the certificate names: {e}"));
     let outer = Vec::<Any>::from_der(cert).map_err(bad)?;
     let [tbs, algorithm, _signature] = <[Any; 3]>::try_from(outer)
-        .map_err(|_| KeyError::Crypto("rewriting the subject: not a certificate".into()))?;
+        .map_err(|_| KeyError::Crypto("writing the certificate names: not a certificate".into()))?;
     let mut fields = Vec::<Any>::from_der(&tbs.to_der().map_err(bad)?).map_err(bad)?;
     // v3 TBS: [0] version, serial, signature, issuer, validity, subject, spki, [3] extensions.
     if fields.len() < 7 || !fields[0].tag().is_context_specific() {
         return Err(KeyError::Crypto(
-            "rewriting the subject: not a v3 certificate".into(),
+            "writing the certificate names: not a v3 certificate".into(),
         ));
     }
-    fields[5] = Any::from_der(&subject.to_der()?).map_err(bad)?;
+    fields[3] = Any::from_der(issuer_der).map_err(bad)?;
+    fields[5] = Any::from_der(subject_der).map_err(bad)?;
     Ok(Parts {
         tbs: fields.to_der().map_err(bad)?,
         algorithm,
@@ -241,7 +265,7 @@ pub(crate) struct Parts {
 impl Parts {
     /// The DER certificate: TBS, the unchanged signature algorithm, `signature`.
     pub fn assemble(self, signature: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let bad = |e: der::Error| KeyError::Crypto(format!("rewriting the subject: {e}"));
+        let bad = |e: der::Error| KeyError::Crypto(format!("assembling the certificate: {e}"));
         let sig = der::asn1::BitString::from_bytes(signature).map_err(bad)?;
         let parts = vec![
             Any::from_der(&self.tbs).map_err(bad)?,
@@ -275,5 +299,45 @@ mod tests {
     fn single_values_are_not_multi_valued() {
         let s = Subject::groups_then_name(&["system:nodes".into()], "system:node:n1");
         assert!(!s.is_multi_valued());
+    }
+
+    #[test]
+    fn attributes_go_does_not_carry_are_dropped() {
+        // C=DE, DC=example, O=dev, emailAddress=j@example.com, serialNumber=42, CN=jane
+        let name = [
+            (vec![85u8, 4, 6], "DE", 0x13u8),
+            (
+                vec![9, 146, 38, 137, 147, 242, 44, 100, 1, 25],
+                "example",
+                0x16,
+            ),
+            (vec![85, 4, 10], "dev", 0x0c),
+            (
+                vec![42, 134, 72, 134, 247, 13, 1, 9, 1],
+                "j@example.com",
+                0x16,
+            ),
+            (vec![85, 4, 5], "42", 0x13),
+            (vec![85, 4, 3], "jane", 0x0c),
+        ];
+        let tlv = |tag: u8, body: &[u8]| {
+            let mut v = vec![tag, u8::try_from(body.len()).unwrap()];
+            v.extend_from_slice(body);
+            v
+        };
+        let mut rdns = Vec::new();
+        for (oid, value, tag) in &name {
+            let mut atv = tlv(0x06, oid);
+            atv.extend(tlv(*tag, value.as_bytes()));
+            rdns.extend(tlv(0x31, &tlv(0x30, &atv)));
+        }
+        let der = tlv(0x30, &rdns);
+        let (_, parsed) = <X509Name as x509_parser::prelude::FromDer<_>>::from_der(&der).unwrap();
+        let (subject, dropped) = Subject::from_name(&parsed);
+        assert_eq!(subject.display(), "C=DE, O=dev, serialNumber=42, CN=jane");
+        assert_eq!(
+            dropped,
+            ["0.9.2342.19200300.100.1.25", "1.2.840.113549.1.9.1"]
+        );
     }
 }

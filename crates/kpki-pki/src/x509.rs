@@ -12,6 +12,8 @@ use rcgen::{
     Issuer, KeyIdMethod, KeyUsagePurpose, SanType, SerialNumber,
 };
 use time::OffsetDateTime;
+use x509_parser::extensions::ParsedExtension;
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::catalogue::Usage;
 use crate::sans::AltNames;
@@ -206,17 +208,63 @@ pub fn self_sign(params: CertificateParams, key: Arc<dyn Signer>) -> Result<Issu
         .map_err(|e| signer.explain(e))
 }
 
-/// A CA that signs: its certificate (parsed once) and its key on any backend.
+/// A CA that signs: its name and key identifier (read once from its certificate) and its key
+/// on any backend.
+///
+/// rcgen lays the certificate out; the issuer and subject names are then written in from the
+/// CA certificate's own subject bytes and the full [`Subject`], and the result is signed once.
+/// rcgen's own issuer name (re-encoded from the CA certificate, one value per attribute type)
+/// never reaches a certificate: a CA named `DC=com, DC=example, CN=k8s-ca` would otherwise
+/// issue certificates whose issuer is not its subject.
 pub struct CaSigner {
-    issuer: Issuer<'static, RcgenSigner>,
+    key: RcgenSigner,
+    /// The CA certificate's subject, DER, exactly as encoded there.
+    issuer_name: Vec<u8>,
+    /// The CA's subject key identifier (the leaves' AKID).
+    key_id: KeyIdMethod,
+}
+
+/// The CA key as rcgen sees it while laying a certificate out: its algorithm and public key,
+/// and an empty signature (the one real signature is made over the final TBS).
+struct Layout<'a>(&'a RcgenSigner);
+
+impl rcgen::PublicKeyData for Layout<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        rcgen::PublicKeyData::der_bytes(self.0)
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        rcgen::PublicKeyData::algorithm(self.0)
+    }
+}
+
+impl rcgen::SigningKey for Layout<'_> {
+    fn sign(&self, _msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        Ok(Vec::new())
+    }
 }
 
 impl CaSigner {
     /// A signer for the CA certificate `cert_der` whose key is `key`.
     pub fn new(cert_der: &[u8], key: Arc<dyn Signer>) -> Result<CaSigner, KeyError> {
-        let issuer = Issuer::from_ca_cert_der(&cert_der.into(), RcgenSigner::new(key)?)
+        let (_, ca) = X509Certificate::from_der(cert_der)
             .map_err(|e| KeyError::Crypto(format!("CA certificate: {e}")))?;
-        Ok(CaSigner { issuer })
+        let skid = ca
+            .iter_extensions()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+                _ => None,
+            });
+        Ok(CaSigner {
+            key: RcgenSigner::new(key)?,
+            issuer_name: ca.tbs_certificate.subject.as_raw().to_vec(),
+            key_id: skid.map_or(KeyIdMethod::Sha256, KeyIdMethod::PreSpecified),
+        })
+    }
+
+    /// The CA certificate's subject (DER), which every certificate it issues names as issuer.
+    pub fn issuer_name(&self) -> &[u8] {
+        &self.issuer_name
     }
 
     /// Issues a certificate for the public key `public` from `draft`.
@@ -225,11 +273,19 @@ impl CaSigner {
         draft: Draft,
         public: &impl rcgen::PublicKeyData,
     ) -> Result<Issued, KeyError> {
-        let cert = draft
+        let mut params = CertificateParams::default();
+        params.key_identifier_method = self.key_id.clone();
+        let layout = Issuer::new(params, Layout(&self.key));
+        let laid_out = draft
             .params
-            .signed_by(public, &self.issuer)
-            .map_err(|e| self.issuer.key().explain(e))?;
-        self.finish(cert, &draft.subject)
+            .signed_by(public, &layout)
+            .map_err(|e| KeyError::Crypto(format!("laying out the certificate: {e}")))?;
+        let parts = subject::rewrite_names(laid_out.der(), &self.issuer_name, &draft.subject)?;
+        let signature =
+            rcgen::SigningKey::sign(&self.key, &parts.tbs).map_err(|e| self.key.explain(e))?;
+        let der = parts.assemble(&signature)?;
+        let pem = to_pem("CERTIFICATE", &der);
+        Ok(Issued { der, pem })
     }
 
     /// Issues a certificate for `subject_key` from `draft`.
@@ -237,18 +293,80 @@ impl CaSigner {
         let public = RcgenSigner::new(subject_key)?;
         self.issue_with(draft, &public)
     }
+}
 
-    /// rcgen keeps one value per attribute: a subject with several is written into the TBS
-    /// afterwards and the certificate signed again.
-    fn finish(&self, cert: rcgen::Certificate, subject: &Subject) -> Result<Issued, KeyError> {
-        if !subject.is_multi_valued() {
-            return Ok(Issued::from(cert));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kpki_signer::{KeyAlgorithm, KeyUri};
+
+    /// `DC=com, DC=example, CN=k8s-ca` as OpenSSL encodes it (IA5String DCs, UTF8String CN).
+    const DC_NAME: &[u8] = &[
+        48, 63, 49, 19, 48, 17, 6, 10, 9, 146, 38, 137, 147, 242, 44, 100, 1, 25, 22, 3, 99, 111,
+        109, 49, 23, 48, 21, 6, 10, 9, 146, 38, 137, 147, 242, 44, 100, 1, 25, 22, 7, 101, 120, 97,
+        109, 112, 108, 101, 49, 15, 48, 13, 6, 3, 85, 4, 3, 12, 6, 107, 56, 115, 45, 99, 97,
+    ];
+
+    fn key(alg: KeyAlgorithm) -> Arc<dyn Signer> {
+        Arc::new(
+            kpki_soft::SoftKey::generate(KeyUri::file("/dev/null"), alg)
+                .unwrap()
+                .0,
+        )
+    }
+
+    /// A self-signed CA whose subject and issuer are `name` (raw DER).
+    fn ca_named(name: &[u8], key: &Arc<dyn Signer>) -> Vec<u8> {
+        let start = whole_seconds(OffsetDateTime::now_utc());
+        let params = ca_params("k8s-ca", key.public_key_spki(), start, BACKDATE * 100).unwrap();
+        let plain = self_sign(params, Arc::clone(key)).unwrap();
+        let parts = subject::replace_names(&plain.der, name, name).unwrap();
+        let signature = key.sign(&parts.tbs).unwrap();
+        parts.assemble(&signature).unwrap()
+    }
+
+    #[test]
+    fn issuer_is_the_ca_subject_byte_for_byte() {
+        for alg in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Rsa2048] {
+            let ca_key = key(alg);
+            let ca_der = ca_named(DC_NAME, &ca_key);
+            let (_, ca) = X509Certificate::from_der(&ca_der).unwrap();
+            assert_eq!(ca.tbs_certificate.subject.as_raw(), DC_NAME);
+            let signer = CaSigner::new(&ca_der, Arc::clone(&ca_key)).unwrap();
+            assert_eq!(signer.issuer_name(), DC_NAME);
+            let profile = Profile {
+                cn: "kube-apiserver-kubelet-client".into(),
+                orgs: vec!["kubeadm:cluster-admins".into(), "second".into()],
+                usages: vec![Usage::ClientAuth],
+                sans: AltNames::default(),
+            };
+            let start = whole_seconds(OffsetDateTime::now_utc());
+            let draft = leaf_params(&profile, start, BACKDATE * 10).unwrap();
+            let leaf = signer.issue(draft, key(KeyAlgorithm::EcdsaP256)).unwrap();
+            let (_, cert) = X509Certificate::from_der(&leaf.der).unwrap();
+            assert_eq!(cert.tbs_certificate.issuer.as_raw(), DC_NAME, "{alg}");
+            assert_eq!(
+                cert.subject().to_string(),
+                "O=kubeadm:cluster-admins, O=second, CN=kube-apiserver-kubelet-client"
+            );
+            cert.verify_signature(Some(ca.public_key())).unwrap();
+            // The AKID is the CA's SKID.
+            let skid = ca
+                .iter_extensions()
+                .find_map(|e| match e.parsed_extension() {
+                    ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+                    _ => None,
+                });
+            let akid = cert
+                .iter_extensions()
+                .find_map(|e| match e.parsed_extension() {
+                    ParsedExtension::AuthorityKeyIdentifier(a) => {
+                        a.key_identifier.as_ref().map(|k| k.0.to_vec())
+                    }
+                    _ => None,
+                });
+            assert!(skid.is_some());
+            assert_eq!(akid, skid);
         }
-        let parts = subject::replace_subject(cert.der(), subject)?;
-        let signature = rcgen::SigningKey::sign(self.issuer.key(), &parts.tbs)
-            .map_err(|e| self.issuer.key().explain(e))?;
-        let der = parts.assemble(&signature)?;
-        let pem = to_pem("CERTIFICATE", &der);
-        Ok(Issued { der, pem })
     }
 }

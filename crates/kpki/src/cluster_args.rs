@@ -13,7 +13,9 @@ pub struct ClusterArgs {
     /// kpki.toml configuration file.
     #[arg(long, env = "KPKI_CONFIG")]
     pub config: Option<PathBuf>,
-    /// kubeadm v1beta4 InitConfiguration/ClusterConfiguration YAML to take cluster facts from.
+    /// kubeadm InitConfiguration/ClusterConfiguration YAML to take cluster facts from. Only
+    /// kubeadm.k8s.io/v1beta4 is read (v1beta3 and older are refused, as kubeadm v1.37 refuses
+    /// them); decoding is strict: an unknown field is an error.
     #[arg(long)]
     kubeadm_config: Option<PathBuf>,
     /// Write everything under DIR: certificates in DIR/pki, kubeconfigs in DIR.
