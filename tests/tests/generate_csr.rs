@@ -36,7 +36,7 @@ fn generate_csr_writes_keys_csrs_and_partial_kubeconfigs() {
         ),
         (
             "apiserver-kubelet-client",
-            "subject=O = kubeadm:cluster-admins, CN = kube-apiserver-kubelet-client",
+            "subject=CN = kube-apiserver-kubelet-client",
             None,
         ),
         (

@@ -32,7 +32,7 @@ const LEAVES: &[Leaf] = &[
         base: "apiserver-kubelet-client",
         ca: "ca",
         cn: "kube-apiserver-kubelet-client",
-        o: Some("kubeadm:cluster-admins"),
+        o: None,
         purpose: "sslclient",
         eku: &["clientAuth"],
     },

@@ -174,7 +174,10 @@ pub const LEAVES: [LeafSpec; 7] = [
         base: "apiserver-kubelet-client",
         ca: CaId::Ca,
         cn: Cn::Fixed("kube-apiserver-kubelet-client"),
-        orgs: &["kubeadm:cluster-admins"],
+        // No O, as kubeadm v1.37 writes it: kube-apiserver reaches kubelets as this user,
+        // bound to `system:kubelet-api-admin` by kubeadm's `kubeadm:apiserver-kubelet-client`
+        // ClusterRoleBinding (earlier releases wrote O=kubeadm:cluster-admins).
+        orgs: &[],
         usages: CLIENT,
         sans: SanRule::None,
         local_etcd_only: false,
