@@ -261,8 +261,12 @@ impl Module {
     /// `C_GetTokenInfo` without cryptoki's `utcTime` parsing (through the module's own
     /// function list; cryptoki's call where that is unavailable).
     pub fn token_info(&self, slot: Slot) -> std::result::Result<TokenInfo, Error> {
-        if let Some(result) = self.shared.raw.as_ref().and_then(|r| r.token_info(slot)) {
-            return result;
+        match self.shared.raw.as_ref().and_then(|r| r.token_info(slot)) {
+            // A module whose C_GetFunctionList hands out a new, uninitialised instance per
+            // call (p11-kit's client and proxy modules) answers the second list this way:
+            // ask through cryptoki's instance instead.
+            Some(Err(Error::Pkcs11(RvError::CryptokiNotInitialized, _))) | None => {}
+            Some(result) => return result,
         }
         let t = self.ctx.get_token_info(slot)?;
         Ok(TokenInfo {
