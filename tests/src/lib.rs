@@ -7,9 +7,11 @@ use std::process::{Command, Output};
 
 pub use kpki_hsm_test as hsm;
 
+pub mod cluster;
 pub mod jwt_client;
 pub mod load;
 pub mod p11kit;
+pub mod peers;
 pub mod serve;
 pub mod tls_server;
 pub mod token_matrix;
