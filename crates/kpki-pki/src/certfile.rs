@@ -220,4 +220,162 @@ mod tests {
         let e = read(&p).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("\"RSA PRIVATE KEY\", not CERTIFICATE"), "{e}");
     }
+
+    mod chains {
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use kpki_signer::{KeyAlgorithm, KeyUri, Signer};
+        use time::OffsetDateTime;
+
+        use crate::catalogue::Usage;
+        use crate::certfile::{ChainError, verify_chain};
+        use crate::sans::AltNames;
+        use crate::subject::{Attr, Subject};
+        use crate::x509::{self, CaSigner, Draft, Profile};
+
+        fn key() -> Arc<dyn Signer> {
+            Arc::new(
+                kpki_soft::SoftKey::generate(KeyUri::file("/dev/null"), KeyAlgorithm::EcdsaP256)
+                    .unwrap()
+                    .0,
+            )
+        }
+
+        struct Ca {
+            der: Vec<u8>,
+            signer: CaSigner,
+        }
+
+        fn root(start: OffsetDateTime, period: Duration) -> Ca {
+            let k = key();
+            let params = x509::ca_params("root", k.public_key_spki(), start, period).unwrap();
+            let der = x509::self_sign(params, Arc::clone(&k)).unwrap().der;
+            let signer = CaSigner::new(&der, k).unwrap();
+            Ca { der, signer }
+        }
+
+        fn intermediate(parent: &Ca, cn: &str, start: OffsetDateTime, as_ca: bool) -> Ca {
+            let k = key();
+            let mut params =
+                x509::ca_params(cn, k.public_key_spki(), start, Duration::from_secs(86400))
+                    .unwrap();
+            if !as_ca {
+                params.is_ca = rcgen::IsCa::ExplicitNoCa;
+            }
+            params.use_authority_key_identifier_extension = true;
+            let mut subject = Subject::default();
+            subject.push(Attr::CommonName, cn);
+            let der = parent
+                .signer
+                .issue(Draft::new(params, subject), Arc::clone(&k))
+                .unwrap()
+                .der;
+            let signer = CaSigner::new(&der, k).unwrap();
+            Ca { der, signer }
+        }
+
+        fn leaf(ca: &Ca, start: OffsetDateTime, period: Duration) -> Vec<u8> {
+            let profile = Profile {
+                cn: "leaf".into(),
+                orgs: vec![],
+                usages: vec![Usage::ClientAuth],
+                sans: AltNames::default(),
+            };
+            let draft = x509::leaf_params(&profile, start, period).unwrap();
+            ca.signer.issue(draft, key()).unwrap().der
+        }
+
+        #[test]
+        fn chains_are_checked_as_go_verifies_them() {
+            let now = x509::whole_seconds(OffsetDateTime::now_utc());
+            let day = Duration::from_secs(86400);
+            let ca = root(now, day * 10);
+            let int = intermediate(&ca, "int", now, true);
+            let int2 = intermediate(&int, "int2", now, true);
+            let not_ca = intermediate(&ca, "not-ca", now, false);
+            let other = root(now, day);
+            let expired_ca = root(now - day * 3, day);
+            let l_ca = leaf(&ca, now, day);
+            let l_int = leaf(&int, now, day);
+            let l_int2 = leaf(&int2, now, day);
+            let l_not_ca = leaf(&not_ca, now, day);
+            let l_other = leaf(&other, now, day);
+            let l_expired = leaf(&ca, now - day * 2, day);
+            let l_ends_now = leaf(&ca, now - day, day);
+            let l_future = leaf(&ca, now + day, day);
+            let l_under_expired = leaf(&expired_ca, now - day * 3, day * 9);
+            let ok: &[(&str, Vec<Vec<u8>>, &[u8])] = &[
+                ("leaf", vec![l_ca.clone()], &ca.der),
+                ("leaf+int", vec![l_int.clone(), int.der.clone()], &ca.der),
+                (
+                    "leaf+int+root",
+                    vec![l_int.clone(), int.der.clone(), ca.der.clone()],
+                    &ca.der,
+                ),
+                (
+                    "leaf+int+int2 (any order)",
+                    vec![l_int2.clone(), int.der.clone(), int2.der.clone()],
+                    &ca.der,
+                ),
+                ("leaf+unused", vec![l_ca.clone(), int.der.clone()], &ca.der),
+            ];
+            let p = std::path::Path::new("x.crt");
+            let c = std::path::Path::new("ca.crt");
+            for (name, chain, ca_der) in ok {
+                assert_eq!(verify_chain(p, chain, c, ca_der, now), Ok(()), "{name}");
+            }
+            let period = |of_ca| move |e: &ChainError| matches!(e, ChainError::Period { of_ca: o, .. } if *o == of_ca);
+            let invalid = |e: &ChainError| matches!(e, ChainError::Invalid(m) if m.contains("not signed by ca.crt"));
+            type Check = Box<dyn Fn(&ChainError) -> bool>;
+            let bad: Vec<(&str, Vec<Vec<u8>>, &[u8], Check)> = vec![
+                (
+                    "leaf without its intermediate",
+                    vec![l_int.clone()],
+                    &ca.der,
+                    Box::new(invalid),
+                ),
+                (
+                    "other CA",
+                    vec![l_other.clone()],
+                    &ca.der,
+                    Box::new(invalid),
+                ),
+                (
+                    "intermediate not a CA",
+                    vec![l_not_ca.clone(), not_ca.der.clone()],
+                    &ca.der,
+                    Box::new(invalid),
+                ),
+                (
+                    "expired",
+                    vec![l_expired.clone()],
+                    &ca.der,
+                    Box::new(period(false)),
+                ),
+                (
+                    "NotAfter == now",
+                    vec![l_ends_now.clone()],
+                    &ca.der,
+                    Box::new(period(false)),
+                ),
+                (
+                    "not yet valid",
+                    vec![l_future.clone()],
+                    &ca.der,
+                    Box::new(period(false)),
+                ),
+                (
+                    "CA expired",
+                    vec![l_under_expired.clone()],
+                    &expired_ca.der,
+                    Box::new(period(true)),
+                ),
+            ];
+            for (name, chain, ca_der, check) in bad {
+                let e = verify_chain(p, &chain, c, ca_der, now).expect_err(name);
+                assert!(check(&e), "{name}: {e}");
+            }
+        }
+    }
 }

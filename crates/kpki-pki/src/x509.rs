@@ -369,4 +369,38 @@ mod tests {
             assert_eq!(akid, skid);
         }
     }
+
+    /// The daemon's and `kpki sign`'s path (`csr::examine` + `csr::issue`) under the same CA.
+    #[test]
+    fn requests_signed_by_a_dc_ca_name_its_exact_subject() {
+        let ca_key = key(KeyAlgorithm::Rsa2048);
+        let ca_der = ca_named(DC_NAME, &ca_key);
+        let signer = CaSigner::new(&ca_der, Arc::clone(&ca_key)).unwrap();
+        let requester = rcgen::KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, "jane");
+        let csr_der = params.serialize_request(&requester).unwrap().der().to_vec();
+        let request = crate::csr::SignRequest {
+            csr_der,
+            signer_name: crate::csr::KUBE_APISERVER_CLIENT.into(),
+            usages: vec![],
+            expiration_seconds: None,
+            allow_system_masters: false,
+        };
+        let authority = crate::csr::Authority {
+            signer: &signer,
+            ca_der: &ca_der,
+            max_validity: BACKDATE * 100,
+        };
+        let now = OffsetDateTime::now_utc();
+        let examined = crate::csr::examine(&request).unwrap();
+        let not_after = crate::csr::not_after(&request, &authority, now).unwrap();
+        let leaf = crate::csr::issue(&examined, &authority, now, not_after).unwrap();
+        let (_, cert) = X509Certificate::from_der(&leaf.cert.der).unwrap();
+        let (_, ca) = X509Certificate::from_der(&ca_der).unwrap();
+        assert_eq!(cert.tbs_certificate.issuer.as_raw(), DC_NAME);
+        assert_eq!(cert.subject().to_string(), "CN=jane");
+        cert.verify_signature(Some(ca.public_key())).unwrap();
+    }
 }
