@@ -305,7 +305,8 @@ mod tests {
             let l_ends_now = leaf(&ca, now - day, day);
             let l_future = leaf(&ca, now + day, day);
             let l_under_expired = leaf(&expired_ca, now - day * 3, day * 9);
-            let ok: &[(&str, Vec<Vec<u8>>, &[u8])] = &[
+            type Chain = Vec<Vec<u8>>;
+            let ok: &[(&str, Chain, &[u8])] = &[
                 ("leaf", vec![l_ca.clone()], &ca.der),
                 ("leaf+int", vec![l_int.clone(), int.der.clone()], &ca.der),
                 (
@@ -328,7 +329,7 @@ mod tests {
             let period = |of_ca| move |e: &ChainError| matches!(e, ChainError::Period { of_ca: o, .. } if *o == of_ca);
             let invalid = |e: &ChainError| matches!(e, ChainError::Invalid(m) if m.contains("not signed by ca.crt"));
             type Check = Box<dyn Fn(&ChainError) -> bool>;
-            let bad: Vec<(&str, Vec<Vec<u8>>, &[u8], Check)> = vec![
+            let bad: Vec<(&str, Chain, &[u8], Check)> = vec![
                 (
                     "leaf without its intermediate",
                     vec![l_int.clone()],
