@@ -449,7 +449,9 @@ impl Cluster {
             format!("--secure-port={}", free_port()),
             format!("--cert-dir={}", self.path("kcm-certs").display()),
             "--leader-elect=true".into(),
-            "--use-service-account-credentials=false".into(),
+            // As kubeadm runs it: each controller with its own service account, whose tokens
+            // kube-apiserver has kpki's token signer sign.
+            "--use-service-account-credentials=true".into(),
             format!("--root-ca-file={}", pki.join("ca.crt").display()),
             format!("--requestheader-client-ca-file={}", pki.join("front-proxy-ca.crt").display()),
             format!("--client-ca-file={}", pki.join("ca.crt").display()),

@@ -87,6 +87,9 @@ fn kid_of_key(uri: &str) -> String {
 fn service_account_tokens_are_signed_by_the_token_and_survive_rotation_and_outage() {
     let mut c = Cluster::start(Options::default());
     const SA_USER: &str = "system:serviceaccount:default:default";
+    // The `default` service account, as kube-controller-manager would create it.
+    let out = c.kubectl("admin.conf", &["create", "serviceaccount", "default", "-n", "default"]);
+    assert!(out.status.success(), "{:?}", text(&out));
 
     // Signed by kpki's key: the kid of sa.pub (the token key's public half).
     let kid = kid_of_pem(&c.pki().join("sa.pub"));
