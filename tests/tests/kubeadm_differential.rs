@@ -254,55 +254,74 @@ fn deliberate(file: &str, fact: &str) -> bool {
     DELIBERATE.iter().any(|(f, k, _)| (*f == file || *f == "*") && *k == fact)
 }
 
-/// Runs kubeadm and kpki on the same configuration; returns (kubeadm's root, kpki's root,
-/// kubeadm's config, kpki's config), each root holding `pki/` and the kubeconfigs.
-fn both(dir: &Path, algorithm: &str) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
-    let kubeadm_root = dir.join("kubeadm");
-    let kpki_root = dir.join("kpki");
-    let mut configs = Vec::new();
-    for root in [&kubeadm_root, &kpki_root] {
-        std::fs::create_dir_all(root).unwrap();
-        let cfg = root.join("kubeadm.yaml");
-        std::fs::write(&cfg, config(algorithm, &root.join("pki"))).unwrap();
-        configs.push(cfg);
-    }
-    let cfg = configs[0].to_str().unwrap();
-    let out = kubeadm(&["init", "phase", "certs", "all", "--config", cfg]);
-    assert!(out.status.success(), "kubeadm certs: {:?}", text(&out));
-    let out = kubeadm(&[
-        "init",
-        "phase",
-        "kubeconfig",
-        "all",
-        "--config",
-        cfg,
-        "--kubeconfig-dir",
-        kubeadm_root.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "kubeadm kubeconfig: {:?}", text(&out));
-    std::fs::remove_file(&configs[0]).unwrap();
+/// One tool's node: a root file system `root` (kubeadm runs chrooted there with `--rootfs`,
+/// since its `certs` commands read kubeconfigs from /etc/kubernetes only) holding
+/// `etc/kubernetes/{pki,*.conf}` and the configuration `/kubeadm.yaml`.
+struct Node {
+    root: PathBuf,
+}
 
-    let out = kpki(&[
-        "init",
-        "--kubeadm-config",
-        configs[1].to_str().unwrap(),
-        "--cert-dir",
-        kpki_root.join("pki").to_str().unwrap(),
-        "--kubeconfig-dir",
-        kpki_root.to_str().unwrap(),
-    ]);
+impl Node {
+    fn new(dir: &Path, name: &str, algorithm: &str) -> Node {
+        let root = dir.join(name);
+        std::fs::create_dir_all(root.join("etc/kubernetes")).unwrap();
+        std::fs::write(
+            root.join("kubeadm.yaml"),
+            config(algorithm, Path::new("/etc/kubernetes/pki")),
+        )
+        .unwrap();
+        Node { root }
+    }
+
+    /// /etc/kubernetes of this node, seen from outside.
+    fn kubernetes_dir(&self) -> PathBuf {
+        self.root.join("etc/kubernetes")
+    }
+
+    /// kubeadm chrooted into this node, `--config /kubeadm.yaml` appended.
+    fn kubeadm(&self, args: &[&str]) -> Output {
+        let mut argv = args.to_vec();
+        let rootfs = self.root.to_str().unwrap();
+        argv.extend(["--rootfs", rootfs, "--config", "/kubeadm.yaml"]);
+        kubeadm(&argv)
+    }
+
+    /// kpki on this node's files, with its paths given as flags.
+    fn kpki(&self, args: &[&str]) -> Output {
+        let mut argv = args.to_vec();
+        let config = self.root.join("kubeadm.yaml");
+        let cert_dir = self.kubernetes_dir().join("pki");
+        let kubeconfig_dir = self.kubernetes_dir();
+        argv.extend([
+            "--kubeadm-config",
+            config.to_str().unwrap(),
+            "--cert-dir",
+            cert_dir.to_str().unwrap(),
+            "--kubeconfig-dir",
+            kubeconfig_dir.to_str().unwrap(),
+        ]);
+        kpki(&argv)
+    }
+}
+
+/// Runs kubeadm and kpki on the same configuration, each on its own node.
+fn both(dir: &Path, algorithm: &str) -> (Node, Node) {
+    let theirs = Node::new(dir, "kubeadm", algorithm);
+    let ours = Node::new(dir, "kpki", algorithm);
+    let out = theirs.kubeadm(&["init", "phase", "certs", "all"]);
+    assert!(out.status.success(), "kubeadm certs: {:?}", text(&out));
+    let out = theirs.kubeadm(&["init", "phase", "kubeconfig", "all"]);
+    assert!(out.status.success(), "kubeadm kubeconfig: {:?}", text(&out));
+    let out = ours.kpki(&["init"]);
     assert!(out.status.success(), "kpki init: {:?}", text(&out));
-    // Keep the configs outside the compared trees.
-    let kubeadm_cfg = dir.join("kubeadm-config.yaml");
-    std::fs::write(&kubeadm_cfg, config(algorithm, &kubeadm_root.join("pki"))).unwrap();
-    let kpki_cfg = dir.join("kpki-config.yaml");
-    std::fs::rename(&configs[1], &kpki_cfg).unwrap();
-    (kubeadm_root, kpki_root, kubeadm_cfg, kpki_cfg)
+    (theirs, ours)
 }
 
 fn compare(algorithm: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (kubeadm_root, kpki_root, _, _) = both(dir.path(), algorithm);
+    let (theirs_node, ours_node) = both(dir.path(), algorithm);
+    let kubeadm_root = theirs_node.kubernetes_dir();
+    let kpki_root = ours_node.kubernetes_dir();
     let theirs = files(&kubeadm_root);
     let ours = files(&kpki_root);
     assert_eq!(ours, theirs, "{algorithm}: the set of files differs");
@@ -380,39 +399,13 @@ fn table(out: &Output) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn kubeadm_expiration(root: &Path, cfg: &Path) -> Output {
-    kubeadm(&[
-        "certs",
-        "check-expiration",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--cert-dir",
-        root.join("pki").to_str().unwrap(),
-        "--kubeconfig-dir",
-        root.to_str().unwrap(),
-    ])
-}
-
-fn kpki_expiration(root: &Path, cfg: &Path) -> Output {
-    kpki(&[
-        "certs",
-        "check-expiration",
-        "--kubeadm-config",
-        cfg.to_str().unwrap(),
-        "--cert-dir",
-        root.join("pki").to_str().unwrap(),
-        "--kubeconfig-dir",
-        root.to_str().unwrap(),
-    ])
-}
-
-/// Both tools' tables for `root`; taken again once if a minute boundary fell between them.
-fn same_tables(root: &Path, cfg: &Path) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+/// Both tools' tables for `node`; taken again once if a minute boundary fell between them.
+fn same_tables(node: &Node) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
     let mut last = (Vec::new(), Vec::new());
     for _ in 0..2 {
-        let a = kubeadm_expiration(root, cfg);
+        let a = node.kubeadm(&["certs", "check-expiration"]);
         assert!(a.status.success(), "kubeadm check-expiration: {:?}", text(&a));
-        let b = kpki_expiration(root, cfg);
+        let b = node.kpki(&["certs", "check-expiration"]);
         assert!(b.status.success(), "kpki check-expiration: {:?}", text(&b));
         last = (table(&a), table(&b));
         if last.0 == last.1 {
@@ -425,55 +418,41 @@ fn same_tables(root: &Path, cfg: &Path) -> (Vec<Vec<String>>, Vec<Vec<String>>) 
 #[test]
 fn check_expiration_and_renew_agree_across_the_two_tools() {
     let dir = tempfile::tempdir().unwrap();
-    let (kubeadm_root, kpki_root, kubeadm_cfg, kpki_cfg) = both(dir.path(), "ECDSA-P256");
+    let (kubeadm_node, kpki_node) = both(dir.path(), "ECDSA-P256");
 
     // kubeadm reading kpki's files, kpki reading kubeadm's: the same table each time.
-    let (theirs, ours) = same_tables(&kpki_root, &kpki_cfg);
+    let (theirs, ours) = same_tables(&kpki_node);
     assert!(theirs.len() > 15, "kubeadm's table is too short: {theirs:?}");
     assert_eq!(ours, theirs, "check-expiration of kpki's directory");
-    let (theirs, ours) = same_tables(&kubeadm_root, &kubeadm_cfg);
+    let (theirs, ours) = same_tables(&kubeadm_node);
     assert_eq!(ours, theirs, "check-expiration of kubeadm's directory");
 
     // kubeadm renews kpki's files; kpki renews kubeadm's.
-    let out = kubeadm(&[
-        "certs",
-        "renew",
-        "all",
-        "--config",
-        kpki_cfg.to_str().unwrap(),
-        "--cert-dir",
-        kpki_root.join("pki").to_str().unwrap(),
-        "--kubeconfig-dir",
-        kpki_root.to_str().unwrap(),
-    ]);
+    let out = kpki_node.kubeadm(&["certs", "renew", "all"]);
     assert!(out.status.success(), "kubeadm renew all on kpki's files: {:?}", text(&out));
-    let out = kpki(&[
-        "certs",
-        "renew",
-        "all",
-        "--kubeadm-config",
-        kubeadm_cfg.to_str().unwrap(),
-        "--cert-dir",
-        kubeadm_root.join("pki").to_str().unwrap(),
-        "--kubeconfig-dir",
-        kubeadm_root.to_str().unwrap(),
-    ]);
+    let out = kubeadm_node.kpki(&["certs", "renew", "all"]);
     assert!(out.status.success(), "kpki renew all on kubeadm's files: {:?}", text(&out));
     // After the swap each tool still reads the other's renewed files the same way.
-    let (theirs, ours) = same_tables(&kpki_root, &kpki_cfg);
+    let (theirs, ours) = same_tables(&kpki_node);
     assert_eq!(ours, theirs, "after kubeadm renewed kpki's files");
-    let (theirs, ours) = same_tables(&kubeadm_root, &kubeadm_cfg);
+    let (theirs, ours) = same_tables(&kubeadm_node);
     assert_eq!(ours, theirs, "after kpki renewed kubeadm's files");
-    for root in [&kubeadm_root, &kpki_root] {
-        let pki = root.join("pki");
-        let out = openssl(&[
-            "verify",
-            "-purpose",
-            "sslserver",
-            "-CAfile",
-            pki.join("ca.crt").to_str().unwrap(),
-            pki.join("apiserver.crt").to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{}: {:?}", root.display(), text(&out));
+    for node in [&kubeadm_node, &kpki_node] {
+        let pki = node.kubernetes_dir().join("pki");
+        for (leaf, ca, purpose) in [
+            ("apiserver", "ca", "sslserver"),
+            ("etcd/server", "etcd/ca", "sslserver"),
+            ("front-proxy-client", "front-proxy-ca", "sslclient"),
+        ] {
+            let out = openssl(&[
+                "verify",
+                "-purpose",
+                purpose,
+                "-CAfile",
+                pki.join(format!("{ca}.crt")).to_str().unwrap(),
+                pki.join(format!("{leaf}.crt")).to_str().unwrap(),
+            ]);
+            assert!(out.status.success(), "{}: {:?}", pki.display(), text(&out));
+        }
     }
 }
