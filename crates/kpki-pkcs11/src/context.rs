@@ -7,9 +7,9 @@
 //! afresh (a remote `p11-kit-client.so`, tpm2-pkcs11 after its resource manager restarted);
 //! every user of the module sees the epoch change and finds its sessions and handles again.
 //!
-//! Token information is also read through the module's own function list, without
-//! cryptoki's conversion of `utcTime` (openCryptoki's soft token reports it blank-padded,
-//! which cryptoki refuses, and would otherwise hide the token).
+//! Token information cryptoki cannot convert is read again through the module's own
+//! function list, without cryptoki's conversion of `utcTime` (openCryptoki's soft token
+//! reports it blank-padded, which cryptoki refuses, and would otherwise hide the token).
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -258,28 +258,39 @@ impl Module {
         self.is_current().then_some(guard)
     }
 
-    /// `C_GetTokenInfo` without cryptoki's `utcTime` parsing (through the module's own
-    /// function list; cryptoki's call where that is unavailable).
+    /// `C_GetTokenInfo`. When cryptoki cannot convert what the token returned (a
+    /// blank-padded `utcTime`), the same call again through the module's own function
+    /// list, without that conversion. Not first: a module whose `C_GetFunctionList` hands
+    /// out a new, uninitialised instance per call (p11-kit's client and proxy modules)
+    /// answers that second list with `CKR_CRYPTOKI_NOT_INITIALIZED`.
     pub fn token_info(&self, slot: Slot) -> std::result::Result<TokenInfo, Error> {
-        match self.shared.raw.as_ref().and_then(|r| r.token_info(slot)) {
-            // A module whose C_GetFunctionList hands out a new, uninitialised instance per
-            // call (p11-kit's client and proxy modules) answers the second list this way:
-            // ask through cryptoki's instance instead.
-            Some(Err(Error::Pkcs11(RvError::CryptokiNotInitialized, _))) | None => {}
-            Some(result) => return result,
+        let t = match self.ctx.get_token_info(slot) {
+            Ok(t) => t,
+            Err(e @ Error::Pkcs11(..)) => return Err(e),
+            Err(conversion) => {
+                return match self.shared.raw.as_ref().and_then(|r| r.token_info(slot)) {
+                    Some(Ok(info)) => Ok(info),
+                    _ => Err(conversion),
+                };
+            }
+        };
+        let mut flags = 0;
+        if t.token_initialized() {
+            flags |= CKF_TOKEN_INITIALIZED;
         }
-        let t = self.ctx.get_token_info(slot)?;
+        if t.user_pin_to_be_changed() {
+            flags |= CKF_USER_PIN_TO_BE_CHANGED;
+        }
         Ok(TokenInfo {
             label: t.label().trim_end().to_string(),
             manufacturer: t.manufacturer_id().trim_end().to_string(),
             model: t.model().trim_end().to_string(),
             serial: t.serial_number().trim_end().to_string(),
-            flags: if t.user_pin_to_be_changed() {
-                CKF_USER_PIN_TO_BE_CHANGED
-            } else {
-                0
+            flags,
+            max_sessions: match t.max_session_count() {
+                cryptoki::slot::Limit::Max(n) => n,
+                _ => 0,
             },
-            max_sessions: 0,
         })
     }
 }
