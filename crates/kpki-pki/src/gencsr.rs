@@ -39,9 +39,11 @@ fn request_pem(
     let mut p = CertificateParams::default();
     p.distinguished_name = rcgen::DistinguishedName::new();
     for o in orgs {
-        p.distinguished_name.push(DnType::OrganizationName, *o);
+        p.distinguished_name
+            .push(DnType::OrganizationName, crate::subject::dn_value(o));
     }
-    p.distinguished_name.push(DnType::CommonName, cn);
+    p.distinguished_name
+        .push(DnType::CommonName, crate::subject::dn_value(cn));
     for d in &sans.dns {
         p.subject_alt_names.push(SanType::DnsName(
             d.as_str()

@@ -170,15 +170,7 @@ impl Subject {
             if self.attrs[..i].iter().any(|(b, _)| b == attr) {
                 continue;
             }
-            let v = match attr {
-                Attr::Country | Attr::SerialNumber => {
-                    rcgen::string::PrintableString::try_from(value.as_str())
-                        .map(DnValue::PrintableString)
-                        .unwrap_or_else(|_| DnValue::Utf8String(value.clone()))
-                }
-                _ => DnValue::Utf8String(value.clone()),
-            };
-            dn.push(attr.dn_type(), v);
+            dn.push(attr.dn_type(), dn_value(value));
         }
         dn
     }
@@ -190,13 +182,10 @@ impl Subject {
         for (attr, value) in &self.attrs {
             let oid = der::oid::ObjectIdentifier::new(attr.oid())
                 .map_err(|e| KeyError::Crypto(format!("OID {}: {e}", attr.oid())))?;
-            let printable = match attr {
-                Attr::Country | Attr::SerialNumber => PrintableStringRef::new(value).ok(),
-                _ => None,
-            };
-            let value = match printable {
-                Some(p) => Any::encode_from(&p),
-                None => Any::encode_from(&Utf8StringRef::new(value).map_err(bad)?),
+            let value = if go_printable(value) {
+                Any::encode_from(&PrintableStringRef::new(value).map_err(bad)?)
+            } else {
+                Any::encode_from(&Utf8StringRef::new(value).map_err(bad)?)
             }
             .map_err(bad)?;
             let rdn =
@@ -276,9 +265,62 @@ impl Parts {
     }
 }
 
+/// True when Go's `encoding/asn1` writes `value` as a PrintableString: every byte is
+/// `A-Z a-z 0-9 ' ( ) + , - . / : = ?` or a space. Otherwise Go (and so kubeadm and
+/// kube-controller-manager) writes a UTF8String; kpki encodes names the same way so its
+/// certificates carry the bytes kubeadm's would.
+pub(crate) fn go_printable(value: &str) -> bool {
+    value.bytes().all(|b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'\'' | b'(' | b')' | b'+' | b',' | b'-' | b'.' | b'/' | b' ' | b':' | b'=' | b'?'
+            )
+    })
+}
+
+/// A name attribute value encoded as Go encodes it (see [`go_printable`]).
+pub(crate) fn dn_value(value: &str) -> DnValue {
+    if go_printable(value)
+        && let Ok(p) = rcgen::string::PrintableString::try_from(value)
+    {
+        return DnValue::PrintableString(p);
+    }
+    DnValue::Utf8String(value.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_are_encoded_as_go_encodes_them() {
+        // (value, PrintableString?) — Go's encoding/asn1 rule, as kubeadm's names use it.
+        let table = [
+            ("kubernetes", true),
+            ("system:nodes", true),
+            ("system:node:cp1", true),
+            ("kube-apiserver-kubelet-client", true),
+            ("a b'(x)+,-./:=?", true),
+            ("", true),
+            ("*.example.com", false),
+            ("R&D", false),
+            ("jane_doe", false),
+            ("jane@example.com", false),
+            ("Zürich", false),
+            ("tab\there", false),
+        ];
+        for (value, printable) in table {
+            assert_eq!(go_printable(value), printable, "{value:?}");
+            let s = Subject::groups_then_name(&[], value);
+            let der = s.to_der().unwrap();
+            // …SET { SEQUENCE { OID 2.5.4.3, <tag> len value } }: the tag sits before the value.
+            let tag = der[der.len() - value.len() - 2];
+            assert_eq!(tag, if printable { 0x13 } else { 0x0c }, "{value:?}");
+            let rcgen_printable = matches!(dn_value(value), DnValue::PrintableString(_));
+            assert_eq!(rcgen_printable, printable, "{value:?}");
+        }
+    }
 
     #[test]
     fn keeps_every_group_in_order() {

@@ -78,7 +78,8 @@ pub fn ca_params(
 ) -> Result<CertificateParams, KeyError> {
     let mut p = CertificateParams::default();
     p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(DnType::CommonName, cn);
+    p.distinguished_name
+        .push(DnType::CommonName, crate::subject::dn_value(cn));
     p.subject_alt_names =
         vec![SanType::DnsName(cn.try_into().map_err(|e| {
             KeyError::Crypto(format!("CA name {cn:?}: {e}"))
