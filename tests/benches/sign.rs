@@ -6,6 +6,7 @@
 //! `scripts/bench sign`.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,9 @@ const SHA256_DIGEST_INFO: [u8; 19] = [
     0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
     0x00, 0x04, 0x20,
 ];
+
+/// Alternations of backend and raw measurement per cell.
+const ROUNDS: usize = 4;
 
 fn rate(secs: f64, mut op: impl FnMut()) -> f64 {
     for _ in 0..5 {
@@ -64,40 +68,71 @@ fn find_key(ctx: &Pkcs11, pin: &str, label: &str) -> (Session, ObjectHandle) {
     panic!("private key {label} not found on any slot");
 }
 
-/// The raw operation: one session, the key's handle, the mechanism kpki picks for the
-/// token (`CKM_SHA256_RSA_PKCS`, or `CKM_RSA_PKCS` over a software DigestInfo when the token
-/// lacks it; a software hash then `CKM_ECDSA` for EC keys).
-fn raw_op(ctx: &Pkcs11, token: &Token, label: &str, alg: KeyAlgorithm) -> Box<dyn FnMut()> {
+/// A raw signing operation and the mechanism it uses.
+type RawOp = (&'static str, Box<dyn FnMut()>);
+
+/// The raw operations on one key: first the mechanism kpki picks for the token
+/// (`CKM_SHA256_RSA_PKCS`, else `CKM_RSA_PKCS` over a software DigestInfo; for EC keys
+/// `CKM_ECDSA_SHA256`/`CKM_ECDSA_SHA384` when the token has it, else a software hash then
+/// `CKM_ECDSA`), then, for EC keys hashed on the token, the software-hash alternative.
+fn raw_ops(ctx: &Pkcs11, token: &Token, label: &str, alg: KeyAlgorithm) -> Vec<RawOp> {
     let (session, key) = find_key(ctx, &token.pin(), label);
-    let message = vec![0x5au8; 1024];
+    let session = Rc::new(session);
+    let message = Rc::new(vec![0x5au8; 1024]);
     let slot = session.get_session_info().unwrap().slot_id();
-    let has_sha256_rsa = ctx
-        .get_mechanism_list(slot)
-        .unwrap()
-        .contains(&MechanismType::SHA256_RSA_PKCS);
+    let mechanisms = ctx.get_mechanism_list(slot).unwrap();
+    let (s, m) = (session.clone(), message.clone());
     match alg {
         KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => {
-            let d = if alg == KeyAlgorithm::EcdsaP384 {
-                &digest::SHA384
+            let (on_token, mech, name, d) = if alg == KeyAlgorithm::EcdsaP384 {
+                (
+                    MechanismType::ECDSA_SHA384,
+                    Mechanism::EcdsaSha384,
+                    "CKM_ECDSA_SHA384",
+                    &digest::SHA384,
+                )
             } else {
-                &digest::SHA256
+                (
+                    MechanismType::ECDSA_SHA256,
+                    Mechanism::EcdsaSha256,
+                    "CKM_ECDSA_SHA256",
+                    &digest::SHA256,
+                )
             };
-            Box::new(move || {
-                let h = digest::digest(d, &message);
-                session.sign(&Mechanism::Ecdsa, key, h.as_ref()).unwrap();
-            })
+            let software: RawOp = (
+                "sw hash + CKM_ECDSA",
+                Box::new(move || {
+                    let h = digest::digest(d, &m);
+                    s.sign(&Mechanism::Ecdsa, key, h.as_ref()).unwrap();
+                }),
+            );
+            if mechanisms.contains(&on_token) {
+                let on: RawOp = (
+                    name,
+                    Box::new(move || {
+                        session.sign(&mech, key, &message).unwrap();
+                    }),
+                );
+                vec![on, software]
+            } else {
+                vec![software]
+            }
         }
-        _ if has_sha256_rsa => Box::new(move || {
-            session
-                .sign(&Mechanism::Sha256RsaPkcs, key, &message)
-                .unwrap();
-        }),
-        _ => Box::new(move || {
-            let h = digest::digest(&digest::SHA256, &message);
-            let mut info = SHA256_DIGEST_INFO.to_vec();
-            info.extend_from_slice(h.as_ref());
-            session.sign(&Mechanism::RsaPkcs, key, &info).unwrap();
-        }),
+        _ if mechanisms.contains(&MechanismType::SHA256_RSA_PKCS) => vec![(
+            "CKM_SHA256_RSA_PKCS",
+            Box::new(move || {
+                s.sign(&Mechanism::Sha256RsaPkcs, key, &m).unwrap();
+            }),
+        )],
+        _ => vec![(
+            "sw DigestInfo + CKM_RSA_PKCS",
+            Box::new(move || {
+                let h = digest::digest(&digest::SHA256, &m);
+                let mut info = SHA256_DIGEST_INFO.to_vec();
+                info.extend_from_slice(h.as_ref());
+                s.sign(&Mechanism::RsaPkcs, key, &info).unwrap();
+            }),
+        )],
     }
 }
 
@@ -129,8 +164,8 @@ fn main() {
     }
     println!();
     println!(
-        "{:<13} {:<12} {:>14} {:>14} {:>9}",
-        "token", "algorithm", "pkcs11 sig/s", "raw C_Sign/s", "p11/raw"
+        "{:<13} {:<12} {:>13} {:>13} {:>9}  {:<29} other raw sig/s",
+        "token", "algorithm", "pkcs11 sig/s", "raw C_Sign/s", "p11/raw", "raw mechanism (kpki's)"
     );
     for kind in TokenKind::ALL {
         if !wanted.is_empty() && !wanted.iter().any(|w| w == kind.name()) {
@@ -147,22 +182,31 @@ fn main() {
             // context shares it.
             let ctx = Pkcs11::new(token.module()).unwrap();
             let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
-            let mut raw_sign = raw_op(&ctx, &token, &label, alg);
-            // Interleaved halves, so drift (other load, thermal) hits both alike.
-            let (mut p11_rate, mut raw) = (0.0, 0.0);
-            for _ in 0..2 {
-                p11_rate += rate(secs / 2.0, || {
+            let mut ops = raw_ops(&ctx, &token, &label, alg);
+            // Interleaved rounds, so drift (other load, thermal) hits all alike.
+            let mut p11_rate = 0.0;
+            let mut raw = vec![0.0; ops.len()];
+            for _ in 0..ROUNDS {
+                p11_rate += rate(secs / ROUNDS as f64, || {
                     p11.sign(&message).unwrap();
-                }) / 2.0;
-                raw += rate(secs / 2.0, &mut raw_sign) / 2.0;
+                }) / ROUNDS as f64;
+                for (i, (_, op)) in ops.iter_mut().enumerate() {
+                    raw[i] += rate(secs / ROUNDS as f64, op) / ROUNDS as f64;
+                }
             }
+            let alt = raw
+                .get(1)
+                .map(|r| format!("{r:.0} ({})", ops[1].0))
+                .unwrap_or_else(|| "-".into());
             println!(
-                "{:<13} {:<12} {:>14.0} {:>14.0} {:>8.1}%",
+                "{:<13} {:<12} {:>13.0} {:>13.0} {:>8.1}%  {:<29} {}",
                 kind.name(),
                 name,
                 p11_rate,
-                raw,
-                100.0 * p11_rate / raw
+                raw[0],
+                100.0 * p11_rate / raw[0],
+                ops[0].0,
+                alt
             );
         }
     }
