@@ -116,6 +116,7 @@ pub fn run(kind: TokenKind) {
             "{name} {algorithm}: must be refused with exit 1: {stdout}{stderr}"
         );
         assert_one_clean_error_line(&format!("{name} {algorithm}"), &stderr);
+        eprintln!("{name} {algorithm} refused: {}", stderr.trim_end());
         for needle in [token.label(), algorithm, missing] {
             assert!(
                 stderr.contains(needle),
