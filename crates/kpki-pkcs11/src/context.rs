@@ -169,6 +169,7 @@ struct Shared {
     raw: Option<Raw>,
     in_flight: AtomicUsize,
     drained: (Mutex<()>, Condvar),
+    attached: AtomicUsize,
 }
 
 impl Shared {
@@ -178,6 +179,7 @@ impl Shared {
             raw: Raw::load(path),
             in_flight: AtomicUsize::new(0),
             drained: (Mutex::new(()), Condvar::new()),
+            attached: AtomicUsize::new(0),
         }
     }
 
@@ -225,6 +227,18 @@ impl Drop for InFlight {
     }
 }
 
+/// A token connected through a module: while any exists, looking for a missing token does
+/// not re-initialise the module (that would cut the connected tokens off).
+pub struct Attached {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.shared.attached.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// How long a re-initialisation waits for running calls to finish.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
@@ -246,6 +260,19 @@ impl Module {
     /// sessions and object handles are gone (and their numbers may be reused).
     pub fn is_current(&self) -> bool {
         self.shared.current.load(Ordering::SeqCst) == self.epoch
+    }
+
+    /// Counts a connected token until the guard is dropped.
+    pub fn attach(&self) -> Attached {
+        self.shared.attached.fetch_add(1, Ordering::SeqCst);
+        Attached {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// How many tokens of this process are connected through the module.
+    pub fn attached(&self) -> usize {
+        self.shared.attached.load(Ordering::SeqCst)
     }
 
     /// Marks an operation as running on this context's sessions, or `None` when the module

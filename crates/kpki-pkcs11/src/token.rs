@@ -52,6 +52,7 @@ struct Selector {
 }
 
 struct Connection {
+    _attached: context::Attached,
     module: Module,
     slot: Slot,
     anchor: Session,
@@ -717,7 +718,10 @@ impl Token {
                         && (scan.uninitialised > 0 || empty)
                         && unsettled.pause()
                     {
-                        module = context::reinitialize(id, module.epoch)?;
+                        // Only while no other token of this process uses the module.
+                        if module.attached() == 0 {
+                            module = context::reinitialize(id, module.epoch)?;
+                        }
                         continue;
                     }
                     let text = scan.describe(&wanted, id);
@@ -734,7 +738,9 @@ impl Token {
                     ..
                 })) => {
                     if unsettled.pause() {
-                        module = context::reinitialize(id, module.epoch)?;
+                        if module.attached() == 0 {
+                            module = context::reinitialize(id, module.epoch)?;
+                        }
                         continue;
                     }
                     return Err(Fail::Key(KeyError::Login {
@@ -798,6 +804,7 @@ impl Token {
             }
         };
         Ok(Connection {
+            _attached: module.attach(),
             module: module.clone(),
             slot,
             anchor,
