@@ -85,8 +85,10 @@ pub(crate) fn start(dir: &Path) -> Parts {
     }
 
     let pkcsconf = || Command::new("pkcsconf");
+    // CKR_SESSION_EXISTS here means some process outside the lock holds the token open.
     run_with_input(
-        "pkcsconf -I (init token)",
+        "pkcsconf -I (init token; CKR_SESSION_EXISTS = another process holds the soft token \
+         open without taking /tmp/kpki-opencryptoki.lock)",
         pkcsconf().args(["-I", "-c", SLOT, "-S", "87654321"]),
         "kpki\n",
     );

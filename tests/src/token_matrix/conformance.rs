@@ -1,13 +1,17 @@
 //! Conformance per token: every algorithm the token supports is created by `kpki keys
-//! create`, reopened by URI in other processes (`kpki keys show`, and this test process
+//! create`, reopened by URI in other processes (`kpki keys show`, and `kpki-matrix-sign`
 //! through the PKCS#11 backend), reads back sensitive and never-extractable, signs, and the
 //! signature verifies with aws-lc-rs and `openssl dgst -verify`. Every algorithm the token
 //! cannot do is refused up front in one line naming the token, the algorithm and the missing
 //! mechanism or key-size range, with exit 1 and nothing created (checked with `kpki keys
 //! list` and, independently, `pkcs11-tool --list-objects` or NSS's `certutil -K`).
 
-use kpki_pkcs11::Pkcs11Backend;
-use kpki_signer::{KeyBackend, KeyUri, spki};
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use kpki_signer::spki;
 
 use super::{assert_one_clean_error_line, create_key, listed_labels, must_create_key};
 use crate::hsm::matrix::{Token, TokenKind};
@@ -68,30 +72,23 @@ pub fn run(kind: TokenKind) {
         shown.push((algorithm, uri, info));
     }
 
-    // Reopened in this process (neither creator nor shower), which loads the module only
-    // now: tpm2-pkcs11 reads its store at C_Initialize and does not see objects that other
-    // processes create later.
+    // Reopened in yet another process (neither creator nor shower) through the PKCS#11
+    // backend, which signs; the signature is verified here.
     for (algorithm, uri, info) in shown {
-        let parsed: KeyUri = uri.parse().unwrap();
-        let key = Pkcs11Backend::default()
-            .open(&parsed)
-            .unwrap_or_else(|e| panic!("{name} {algorithm}: open by URI: {e}"));
-        assert_eq!(key.algorithm().name(), algorithm);
+        let message = format!("kpki token matrix on {name}, {algorithm}").into_bytes();
+        let (opened, spki_der, signature) = sign_in_new_process(&uri, &message);
+        assert_eq!(opened, algorithm, "{name}: algorithm of the reopened key");
         assert_eq!(
             info["spki_sha256"].as_str().unwrap(),
-            spki::sha256_hex(key.public_key_spki()),
+            spki::sha256_hex(&spki_der),
             "{name} {algorithm}: the public key kpki keys show saw"
         );
-        let message = format!("kpki token matrix on {name}, {algorithm}").into_bytes();
-        let signature = key
-            .sign(&message)
-            .unwrap_or_else(|e| panic!("{name} {algorithm}: sign: {e}"));
-        spki::verify(key.public_key_spki(), &message, &signature)
+        spki::verify(&spki_der, &message, &signature)
             .unwrap_or_else(|e| panic!("{name} {algorithm}: aws-lc-rs verify: {e}"));
         assert!(
             openssl_verify_signature(
                 dir.path(),
-                key.public_key_spki(),
+                &spki_der,
                 digest_of(algorithm),
                 &message,
                 &signature
@@ -101,7 +98,7 @@ pub fn run(kind: TokenKind) {
         let mut tampered = message.clone();
         tampered[0] ^= 1;
         assert!(
-            spki::verify(key.public_key_spki(), &tampered, &signature).is_err(),
+            spki::verify(&spki_der, &tampered, &signature).is_err(),
             "{name} {algorithm}: a tampered message verified"
         );
     }
@@ -181,4 +178,31 @@ pub fn independent_private_key_count(token: &Token) -> usize {
             .filter(|l| l.starts_with("Private Key Object"))
             .count()
     }
+}
+
+/// Opens `uri` and signs `message` in a new `kpki-matrix-sign` process; returns the key's
+/// algorithm, its public key (SPKI DER) and the signature.
+pub fn sign_in_new_process(uri: &str, message: &[u8]) -> (String, Vec<u8>, Vec<u8>) {
+    let bin = crate::kpki_bin().with_file_name("kpki-matrix-sign");
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build -p kpki-e2e --bins`",
+        bin.display()
+    );
+    let mut child = Command::new(&bin)
+        .arg(uri)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(message).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "kpki-matrix-sign: {:?}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        v["algorithm"].as_str().unwrap().to_string(),
+        STANDARD.decode(v["spki"].as_str().unwrap()).unwrap(),
+        STANDARD.decode(v["signature"].as_str().unwrap()).unwrap(),
+    )
 }
