@@ -106,6 +106,26 @@ pub struct Cluster {
     controller_manager: Option<Proc>,
 }
 
+/// Calls `attempt` every `every` until it returns `Ok`, for at most `limit`; panics with
+/// `what` and the last error after that. Returns the value and how long it took.
+pub fn eventually<T>(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut attempt: impl FnMut() -> Result<T, String>,
+) -> (T, Duration) {
+    let start = Instant::now();
+    loop {
+        match attempt() {
+            Ok(v) => return (v, start.elapsed()),
+            Err(e) if start.elapsed() >= limit => {
+                panic!("{what}: not within {limit:?}: {e}")
+            }
+            Err(_) => std::thread::sleep(every),
+        }
+    }
+}
+
 /// The issuer every token of the test clusters carries.
 pub const SA_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
@@ -146,8 +166,11 @@ impl Cluster {
         let token = hsm::token();
         let port = free_port();
         let kubeadm_config = root.join("kubeadm.yaml");
-        std::fs::write(&kubeadm_config, kubeadm_config_text(port, options.algorithm))
-            .expect("write kubeadm config");
+        std::fs::write(
+            &kubeadm_config,
+            kubeadm_config_text(port, options.algorithm),
+        )
+        .expect("write kubeadm config");
 
         let pki = root.join("pki");
         std::fs::create_dir_all(&pki).expect("pki dir");
@@ -234,7 +257,11 @@ impl Cluster {
                 "--group=kubeadm:cluster-admins",
             ],
         );
-        assert!(out.status.success(), "bind kubeadm:cluster-admins: {:?}", text(&out));
+        assert!(
+            out.status.success(),
+            "bind kubeadm:cluster-admins: {:?}",
+            text(&out)
+        );
         if options.controller_manager {
             c.start_controller_manager();
         }
@@ -377,14 +404,20 @@ impl Cluster {
             "--advertise-address=127.0.0.1".into(),
             format!("--secure-port={}", self.port),
             format!("--cert-dir={}", self.path("apiserver-certs").display()),
-            format!("--etcd-servers=https://127.0.0.1:{}", self.etcd_client_port()),
+            format!(
+                "--etcd-servers=https://127.0.0.1:{}",
+                self.etcd_client_port()
+            ),
             format!("--etcd-cafile={}", p("etcd/ca.crt")),
             format!("--etcd-certfile={}", p("apiserver-etcd-client.crt")),
             format!("--etcd-keyfile={}", p("apiserver-etcd-client.key")),
             format!("--client-ca-file={}", p("ca.crt")),
             format!("--tls-cert-file={}", p("apiserver.crt")),
             format!("--tls-private-key-file={}", p("apiserver.key")),
-            format!("--kubelet-client-certificate={}", p("apiserver-kubelet-client.crt")),
+            format!(
+                "--kubelet-client-certificate={}",
+                p("apiserver-kubelet-client.crt")
+            ),
             format!("--kubelet-client-key={}", p("apiserver-kubelet-client.key")),
             format!("--proxy-client-cert-file={}", p("front-proxy-client.crt")),
             format!("--proxy-client-key-file={}", p("front-proxy-client.key")),
@@ -421,14 +454,21 @@ impl Cluster {
                 .flatten()
             {
                 if let Ok(Some(st)) = p.child.try_wait() {
-                    panic!("{} exited ({st}) before the API was ready:\n{}", p.name, p.log_tail());
+                    panic!(
+                        "{} exited ({st}) before the API was ready:\n{}",
+                        p.name,
+                        p.log_tail()
+                    );
                 }
             }
             assert!(
                 Instant::now() < deadline,
                 "kube-apiserver not ready after 120 s: {:?}\n--- kube-apiserver:\n{}",
                 text(&out),
-                self.apiserver.as_ref().map(Proc::log_tail).unwrap_or_default()
+                self.apiserver
+                    .as_ref()
+                    .map(Proc::log_tail)
+                    .unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -453,7 +493,10 @@ impl Cluster {
             // kube-apiserver has kpki's token signer sign.
             "--use-service-account-credentials=true".into(),
             format!("--root-ca-file={}", pki.join("ca.crt").display()),
-            format!("--requestheader-client-ca-file={}", pki.join("front-proxy-ca.crt").display()),
+            format!(
+                "--requestheader-client-ca-file={}",
+                pki.join("front-proxy-ca.crt").display()
+            ),
             format!("--client-ca-file={}", pki.join("ca.crt").display()),
             "--service-cluster-ip-range=10.96.0.0/12".into(),
             "--controllers=*,-csrsigning".into(),
@@ -475,7 +518,10 @@ impl Cluster {
 
     /// kube-apiserver's log so far.
     pub fn apiserver_log(&self) -> String {
-        self.apiserver.as_ref().map(Proc::log_tail).unwrap_or_default()
+        self.apiserver
+            .as_ref()
+            .map(Proc::log_tail)
+            .unwrap_or_default()
     }
 }
 
@@ -503,7 +549,11 @@ impl VerifyKey for String {
 
 /// The token signer's configuration: signing key `key`; `verify_only` are public key files
 /// (PEM) or key URIs that only verify, each with its `exclude_from_oidc_discovery`.
-pub fn signer_config_text(socket: &Path, key: &str, verify_only: &[(&dyn VerifyKey, bool)]) -> String {
+pub fn signer_config_text(
+    socket: &Path,
+    key: &str,
+    verify_only: &[(&dyn VerifyKey, bool)],
+) -> String {
     let mut s = format!(
         "[jwt]\nsocket = \"{}\"\nsigning_key = \"{key}\"\nrefresh_hint = \"10s\"\n",
         socket.display()

@@ -5,12 +5,11 @@
 //! `kpki kubeconfig user --rbac` gets exactly the access the printed binding grants.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kpki_e2e::cluster::{Cluster, Options};
+use kpki_e2e::cluster::{Cluster, Options, eventually};
 use kpki_e2e::text;
 use serde_json::Value;
-
 
 /// `kubectl auth whoami -o json` with `kubeconfig`: (user, groups).
 fn whoami(c: &Cluster, kubeconfig: &std::path::Path) -> (String, Vec<String>) {
@@ -77,59 +76,66 @@ fn kube_apiserver_accepts_every_kubeconfig_and_the_controller_manager_leads() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("namespace/kube-system"));
 
     // kube-controller-manager runs on controller-manager.conf and takes its lease.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let out = c.kubectl(
-            "admin.conf",
-            &[
-                "get",
-                "lease",
-                "-n",
-                "kube-system",
-                "kube-controller-manager",
-                "-o",
-                "jsonpath={.spec.holderIdentity}",
-            ],
-        );
-        let holder = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if out.status.success() && !holder.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "kube-controller-manager took no lease: {:?}\n--- its log:\n{}",
-            text(&out),
-            c.controller_manager_log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let half_second = Duration::from_millis(500);
+    eventually(
+        "kube-controller-manager's lease",
+        Duration::from_secs(90),
+        half_second,
+        || {
+            let out = c.kubectl(
+                "admin.conf",
+                &[
+                    "get",
+                    "lease",
+                    "-n",
+                    "kube-system",
+                    "kube-controller-manager",
+                    "-o",
+                    "jsonpath={.spec.holderIdentity}",
+                ],
+            );
+            let holder = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && !holder.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{:?}\n--- its log:\n{}",
+                    text(&out),
+                    c.controller_manager_log()
+                ))
+            }
+        },
+    );
     // …and acts as a controller: the root CA ConfigMap it publishes carries kpki's ca.crt.
     let ca = std::fs::read_to_string(c.pki().join("ca.crt")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = c.kubectl(
-            "admin.conf",
-            &[
-                "get",
-                "configmap",
-                "-n",
-                "default",
-                "kube-root-ca.crt",
-                "-o",
-                "jsonpath={.data.ca\\.crt}",
-            ],
-        );
-        if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == ca.trim() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "kube-root-ca.crt not published with kpki's ca.crt: {:?}\n--- controller manager:\n{}",
-            text(&out),
-            c.controller_manager_log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    eventually(
+        "kube-root-ca.crt with kpki's ca.crt",
+        Duration::from_secs(60),
+        half_second,
+        || {
+            let out = c.kubectl(
+                "admin.conf",
+                &[
+                    "get",
+                    "configmap",
+                    "-n",
+                    "default",
+                    "kube-root-ca.crt",
+                    "-o",
+                    "jsonpath={.data.ca\\.crt}",
+                ],
+            );
+            if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == ca.trim() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{:?}\n--- controller manager:\n{}",
+                    text(&out),
+                    c.controller_manager_log()
+                ))
+            }
+        },
+    );
 }
 
 #[test]
@@ -153,12 +159,22 @@ fn a_user_from_kpki_kubeconfig_user_gets_exactly_the_printed_binding() {
         "clusterrole=view,namespace=dev",
     ]);
     assert!(out.status.success(), "{:?}", text(&out));
-    assert_eq!(whoami(&c, &jane), ("jane".into(), vec!["dev".into(), "system:authenticated".into()]));
+    assert_eq!(
+        whoami(&c, &jane),
+        (
+            "jane".into(),
+            vec!["dev".into(), "system:authenticated".into()]
+        )
+    );
 
     // Before the binding: nothing.
     let out = c.kubectl_with(&jane, &["get", "pods", "-n", "dev"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Forbidden"), "{:?}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Forbidden"),
+        "{:?}",
+        text(&out)
+    );
 
     let out = c.kubectl("admin.conf", &["create", "namespace", "dev"]);
     assert!(out.status.success(), "{:?}", text(&out));
@@ -167,18 +183,30 @@ fn a_user_from_kpki_kubeconfig_user_gets_exactly_the_printed_binding() {
     assert!(out.status.success(), "{:?}", text(&out));
 
     // The authorizer sees the binding once its informer has it.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = c.kubectl_with(&jane, &["get", "pods", "-n", "dev"]);
-        if out.status.success() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "jane in dev: {:?}", text(&out));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually(
+        "jane lists pods in dev",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
+            let out = c.kubectl_with(&jane, &["get", "pods", "-n", "dev"]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!("{:?}", text(&out)))
+            }
+        },
+    );
     let out = c.kubectl_with(&jane, &["get", "pods", "-n", "default"]);
-    assert!(!out.status.success(), "jane must not list default: {:?}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Forbidden"), "{:?}", text(&out));
+    assert!(
+        !out.status.success(),
+        "jane must not list default: {:?}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Forbidden"),
+        "{:?}",
+        text(&out)
+    );
     // view grants no writes.
     let out = c.kubectl_with(&jane, &["create", "configmap", "x", "-n", "dev"]);
     assert!(!out.status.success(), "{:?}", text(&out));
@@ -218,14 +246,12 @@ fn a_ca_with_repeated_attributes_issues_certificates_go_accepts() {
     });
     let ca_subject = {
         let pem = pem::parse(std::fs::read(c.pki().join("ca.crt")).unwrap()).unwrap();
-        let (_, cert) =
-            x509_parser::parse_x509_certificate(pem.contents()).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(pem.contents()).unwrap();
         cert.subject().as_raw().to_vec()
     };
     let issuer_of = |path: &std::path::Path| {
         let pem = pem::parse(std::fs::read(path).unwrap()).unwrap();
-        let (_, cert) =
-            x509_parser::parse_x509_certificate(pem.contents()).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(pem.contents()).unwrap();
         cert.issuer().as_raw().to_vec()
     };
 
@@ -264,6 +290,9 @@ fn a_ca_with_repeated_attributes_issues_certificates_go_accepts() {
     assert!(out.status.success(), "{:?}", text(&out));
     assert_eq!(
         whoami(&c, &sam),
-        ("sam".into(), vec!["dev".into(), "system:authenticated".into()])
+        (
+            "sam".into(),
+            vec!["dev".into(), "system:authenticated".into()]
+        )
     );
 }

@@ -7,12 +7,12 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_lc_rs::digest;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use kpki_e2e::cluster::{Cluster, Options, VerifyKey, signer_config_text};
+use kpki_e2e::cluster::{Cluster, Options, VerifyKey, eventually, signer_config_text};
 use kpki_e2e::{kpki, p11kit, text};
 use serde_json::{Value, json};
 
@@ -30,7 +30,10 @@ fn header_kid(token: &str) -> String {
 }
 
 fn create_token(c: &Cluster) -> Result<String, String> {
-    let out = c.kubectl("admin.conf", &["create", "token", "default", "-n", "default"]);
+    let out = c.kubectl(
+        "admin.conf",
+        &["create", "token", "default", "-n", "default"],
+    );
     if out.status.success() {
         Ok(String::from_utf8(out.stdout).unwrap().trim().to_string())
     } else {
@@ -88,7 +91,10 @@ fn service_account_tokens_are_signed_by_the_token_and_survive_rotation_and_outag
     let mut c = Cluster::start(Options::default());
     const SA_USER: &str = "system:serviceaccount:default:default";
     // The `default` service account, as kube-controller-manager would create it.
-    let out = c.kubectl("admin.conf", &["create", "serviceaccount", "default", "-n", "default"]);
+    let out = c.kubectl(
+        "admin.conf",
+        &["create", "serviceaccount", "default", "-n", "default"],
+    );
     assert!(out.status.success(), "{:?}", text(&out));
 
     // Signed by kpki's key: the kid of sa.pub (the token key's public half).
@@ -123,46 +129,55 @@ fn service_account_tokens_are_signed_by_the_token_and_survive_rotation_and_outag
     )
     .unwrap();
     c.reload_signer();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let second = loop {
-        let t = create_token(&c).expect("kubectl create token after rotation");
-        if header_kid(&t) == next_kid {
-            break t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "kube-apiserver still signs with the old key after 60 s; signer log:\n{}",
-            c.signer_log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let half_second = Duration::from_millis(500);
+    let (second, _) = eventually(
+        "a token with the new key id",
+        Duration::from_secs(60),
+        half_second,
+        || {
+            let t = create_token(&c)?;
+            if header_kid(&t) == next_kid {
+                Ok(t)
+            } else {
+                Err(format!(
+                    "still the old key id; signer log:\n{}",
+                    c.signer_log()
+                ))
+            }
+        },
+    );
     assert_eq!(review(&c, &second), (true, SA_USER.to_string()));
-    assert_eq!(review(&c, &first), (true, SA_USER.to_string()), "token from before the rotation");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let kids = jwks_kids(&c);
-        if kids.contains(&next_kid) && kids.contains(&kid) && !kids.contains(&legacy_kid) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "discovery after rotation: {kids:?}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    assert_eq!(
+        review(&c, &first),
+        (true, SA_USER.to_string()),
+        "token from before the rotation"
+    );
+    eventually(
+        "discovery after the rotation",
+        Duration::from_secs(30),
+        half_second,
+        || {
+            let kids = jwks_kids(&c);
+            if kids.contains(&next_kid) && kids.contains(&kid) && !kids.contains(&legacy_kid) {
+                Ok(())
+            } else {
+                Err(format!("{kids:?}"))
+            }
+        },
+    );
 
     // Token outage: creation fails with a clear error, then works again, nothing restarted.
     c.stop_token();
-    let down = Instant::now();
-    let err = loop {
-        match create_token(&c) {
-            Err(e) => break e,
-            Ok(_) => {
-                assert!(
-                    down.elapsed() < Duration::from_secs(10),
-                    "tokens still created 10 s after the token went away"
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    };
+    let fifth = Duration::from_millis(200);
+    let (err, failed_after) = eventually(
+        "token creation failing",
+        Duration::from_secs(10),
+        fifth,
+        || match create_token(&c) {
+            Err(e) => Ok(e),
+            Ok(_) => Err("tokens are still created".into()),
+        },
+    );
     assert!(
         err.to_lowercase().contains("sign") || err.to_lowercase().contains("unavailable"),
         "unclear error while the token is away: {err}"
@@ -170,24 +185,14 @@ fn service_account_tokens_are_signed_by_the_token_and_survive_rotation_and_outag
     // Reviews of existing tokens keep working: the keys are cached.
     assert_eq!(review(&c, &second), (true, SA_USER.to_string()));
     c.start_token_server();
-    let back = Instant::now();
-    let third = loop {
-        match create_token(&c) {
-            Ok(t) => break t,
-            Err(e) => {
-                assert!(
-                    back.elapsed() < Duration::from_secs(30),
-                    "no token 30 s after the token returned: {e}\nsigner log:\n{}",
-                    c.signer_log()
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    };
+    let (third, back_after) = eventually(
+        "a token after the token returned",
+        Duration::from_secs(30),
+        fifth,
+        || create_token(&c).map_err(|e| format!("{e}\nsigner log:\n{}", c.signer_log())),
+    );
     eprintln!(
-        "token creation failed {:?} after the outage began and worked {:?} after the token returned",
-        down.elapsed(),
-        back.elapsed()
+        "token creation failed {failed_after:?} after the outage began ({err}) and worked {back_after:?} after the token returned"
     );
     assert_eq!(header_kid(&third), next_kid);
     assert_eq!(review(&c, &third), (true, SA_USER.to_string()));

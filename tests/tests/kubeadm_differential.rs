@@ -102,8 +102,14 @@ fn general_name(n: &GeneralName) -> String {
     match n {
         GeneralName::DNSName(d) => format!("DNS:{d}"),
         GeneralName::IPAddress(b) => match b.len() {
-            4 => format!("IP:{}", std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).unwrap())),
-            16 => format!("IP:{}", std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap())),
+            4 => format!(
+                "IP:{}",
+                std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).unwrap())
+            ),
+            16 => format!(
+                "IP:{}",
+                std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap())
+            ),
             _ => format!("IP:{b:?}"),
         },
         other => format!("{other:?}"),
@@ -122,10 +128,13 @@ fn cert_facts(der: &[u8]) -> BTreeMap<&'static str, String> {
         "signature algorithm",
         c.signature_algorithm.algorithm.to_id_string(),
     );
-    let sans = c
-        .subject_alternative_name()
-        .unwrap()
-        .map(|s| s.value.general_names.iter().map(general_name).collect::<Vec<_>>());
+    let sans = c.subject_alternative_name().unwrap().map(|s| {
+        s.value
+            .general_names
+            .iter()
+            .map(general_name)
+            .collect::<Vec<_>>()
+    });
     f.insert("SANs", format!("{sans:?}"));
     let ku = c.key_usage().unwrap().map(|k| k.value.to_string());
     f.insert("key usage", format!("{ku:?}"));
@@ -138,15 +147,24 @@ fn cert_facts(der: &[u8]) -> BTreeMap<&'static str, String> {
             e.value.other.len(),
         )
     });
-    f.insert("extended key usage (server, client, other)", format!("{eku:?}"));
+    f.insert(
+        "extended key usage (server, client, other)",
+        format!("{eku:?}"),
+    );
     let bc = c
         .basic_constraints()
         .unwrap()
         .map(|b| (b.critical, b.value.ca, b.value.path_len_constraint));
-    f.insert("basic constraints (critical, ca, pathlen)", format!("{bc:?}"));
+    f.insert(
+        "basic constraints (critical, ca, pathlen)",
+        format!("{bc:?}"),
+    );
     let validity = c.validity().not_after.timestamp() - c.validity().not_before.timestamp();
     // Both tools take "now" when they run; the length is what must agree (to the minute).
-    f.insert("validity length (minutes)", format!("{}", (validity + 30) / 60));
+    f.insert(
+        "validity length (minutes)",
+        format!("{}", (validity + 30) / 60),
+    );
     let spki = c.public_key();
     let key = match spki.parsed().unwrap() {
         x509_parser::public_key::PublicKey::RSA(r) => format!("RSA-{}", r.key_size()),
@@ -166,7 +184,13 @@ fn cert_facts(der: &[u8]) -> BTreeMap<&'static str, String> {
     let mut exts: Vec<String> = c
         .extensions()
         .iter()
-        .map(|e| format!("{}{}", e.oid.to_id_string(), if e.critical { "!" } else { "" }))
+        .map(|e| {
+            format!(
+                "{}{}",
+                e.oid.to_id_string(),
+                if e.critical { "!" } else { "" }
+            )
+        })
         .collect();
     exts.sort();
     f.insert("extensions", exts.join(","));
@@ -203,25 +227,43 @@ fn kubeconfig_facts(path: &Path) -> BTreeMap<&'static str, String> {
     };
     f.insert(
         "clusters",
-        list("clusters", &["cluster.server", "cluster.certificate-authority-data"]),
+        list(
+            "clusters",
+            &["cluster.server", "cluster.certificate-authority-data"],
+        ),
     );
     f.insert(
         "contexts",
-        list("contexts", &["context.cluster", "context.user", "context.namespace"]),
+        list(
+            "contexts",
+            &["context.cluster", "context.user", "context.namespace"],
+        ),
     );
     f.insert("users", list("users", &["user.client-key-data"]));
     f.insert("current-context", v["current-context"].to_string());
-    f.insert("kind/apiVersion", format!("{} {}", v["kind"], v["apiVersion"]));
+    f.insert(
+        "kind/apiVersion",
+        format!("{} {}", v["kind"], v["apiVersion"]),
+    );
     // The identity: the client certificate's subject and key.
     let users = v["users"].as_array().unwrap();
-    let cert_b64 = users[0]["user"]["client-certificate-data"].as_str().unwrap();
+    let cert_b64 = users[0]["user"]["client-certificate-data"]
+        .as_str()
+        .unwrap();
     use base64::Engine;
     let pem_bytes = base64::engine::general_purpose::STANDARD
         .decode(cert_b64)
         .unwrap();
     let der = ::pem::parse(pem_bytes).unwrap().into_contents();
     for (k, val) in cert_facts(&der) {
-        if matches!(k, "subject" | "subject (text)" | "key" | "extended key usage (server, client, other)" | "validity length (minutes)") {
+        if matches!(
+            k,
+            "subject"
+                | "subject (text)"
+                | "key"
+                | "extended key usage (server, client, other)"
+                | "validity length (minutes)"
+        ) {
             f.insert(k, val);
         }
     }
@@ -229,7 +271,10 @@ fn kubeconfig_facts(path: &Path) -> BTreeMap<&'static str, String> {
     let key_pem = base64::engine::general_purpose::STANDARD
         .decode(key_b64)
         .unwrap();
-    f.insert("client key PEM type", ::pem::parse(key_pem).unwrap().tag().to_string());
+    f.insert(
+        "client key PEM type",
+        ::pem::parse(key_pem).unwrap().tag().to_string(),
+    );
     f
 }
 
@@ -244,14 +289,18 @@ fn facts(root: &Path, rel: &Path) -> BTreeMap<&'static str, String> {
     }
     f.insert("PEM types", format!("{:?}", pem_types(&path)));
     if name.ends_with(".crt") {
-        let der = ::pem::parse(std::fs::read(&path).unwrap()).unwrap().into_contents();
+        let der = ::pem::parse(std::fs::read(&path).unwrap())
+            .unwrap()
+            .into_contents();
         f.extend(cert_facts(&der));
     }
     f
 }
 
 fn deliberate(file: &str, fact: &str) -> bool {
-    DELIBERATE.iter().any(|(f, k, _)| (*f == file || *f == "*") && *k == fact)
+    DELIBERATE
+        .iter()
+        .any(|(f, k, _)| (*f == file || *f == "*") && *k == fact)
 }
 
 /// One tool's node: a root file system `root` (kubeadm runs chrooted there with `--rootfs`,
@@ -404,7 +453,11 @@ fn same_tables(node: &Node) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
     let mut last = (Vec::new(), Vec::new());
     for _ in 0..2 {
         let a = node.kubeadm(&["certs", "check-expiration"]);
-        assert!(a.status.success(), "kubeadm check-expiration: {:?}", text(&a));
+        assert!(
+            a.status.success(),
+            "kubeadm check-expiration: {:?}",
+            text(&a)
+        );
         let b = node.kpki(&["certs", "check-expiration"]);
         assert!(b.status.success(), "kpki check-expiration: {:?}", text(&b));
         last = (table(&a), table(&b));
@@ -422,16 +475,27 @@ fn check_expiration_and_renew_agree_across_the_two_tools() {
 
     // kubeadm reading kpki's files, kpki reading kubeadm's: the same table each time.
     let (theirs, ours) = same_tables(&kpki_node);
-    assert!(theirs.len() > 15, "kubeadm's table is too short: {theirs:?}");
+    assert!(
+        theirs.len() > 15,
+        "kubeadm's table is too short: {theirs:?}"
+    );
     assert_eq!(ours, theirs, "check-expiration of kpki's directory");
     let (theirs, ours) = same_tables(&kubeadm_node);
     assert_eq!(ours, theirs, "check-expiration of kubeadm's directory");
 
     // kubeadm renews kpki's files; kpki renews kubeadm's.
     let out = kpki_node.kubeadm(&["certs", "renew", "all"]);
-    assert!(out.status.success(), "kubeadm renew all on kpki's files: {:?}", text(&out));
+    assert!(
+        out.status.success(),
+        "kubeadm renew all on kpki's files: {:?}",
+        text(&out)
+    );
     let out = kubeadm_node.kpki(&["certs", "renew", "all"]);
-    assert!(out.status.success(), "kpki renew all on kubeadm's files: {:?}", text(&out));
+    assert!(
+        out.status.success(),
+        "kpki renew all on kubeadm's files: {:?}",
+        text(&out)
+    );
     // After the swap each tool still reads the other's renewed files the same way.
     let (theirs, ours) = same_tables(&kpki_node);
     assert_eq!(ours, theirs, "after kubeadm renewed kpki's files");
