@@ -170,6 +170,36 @@ impl Drop for Daemon {
     }
 }
 
+/// Longest wait for a [`FileLock`]; the tests serialised by it take seconds each.
+const LOCK_WAIT_SECS: u32 = 900;
+
+/// `<pid> <command line>` of every process with `path` open (a daemon started by a shell
+/// under `flock` inherits the lock and holds it for its whole life).
+fn holders(path: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for p in procs.flatten() {
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == path))
+        {
+            let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            found.push(format!(
+                "{} {}",
+                p.file_name().to_string_lossy(),
+                cmd.trim()
+            ));
+        }
+    }
+    found
+}
+
 /// An exclusive `flock(1)` on a file, held by a helper process for as long as this value
 /// lives. The helper exits (releasing the lock) when its stdin closes, so the lock is also
 /// released when the test process dies.
@@ -184,7 +214,7 @@ impl FileLock {
     pub(crate) fn acquire(path: &Path) -> FileLock {
         require("flock", "apt-get install util-linux");
         let mut child = Command::new("flock")
-            .arg("-x")
+            .args(["-x", "-w", &LOCK_WAIT_SECS.to_string()])
             .arg(path)
             .args(["-c", "echo locked; exec cat >/dev/null"])
             .stdin(Stdio::piped())
@@ -197,7 +227,13 @@ impl FileLock {
         BufReader::new(child.stdout.take().expect("flock stdout"))
             .read_line(&mut line)
             .expect("read flock");
-        assert_eq!(line.trim(), "locked", "flock on {} failed", path.display());
+        assert_eq!(
+            line.trim(),
+            "locked",
+            "no exclusive lock on {} within {LOCK_WAIT_SECS} s; processes holding it open: {}",
+            path.display(),
+            holders(path).join("; ")
+        );
         FileLock { child, stdin }
     }
 }

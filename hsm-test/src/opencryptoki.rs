@@ -15,7 +15,9 @@ use crate::matrix::Parts;
 /// The module Debian's libopencryptoki0 installs.
 pub const OPENCRYPTOKI_MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so";
 
-/// The lock every user of the system-wide soft token takes (flock, exclusive).
+/// The lock every user of the system-wide soft token takes (flock, exclusive). Whoever
+/// starts `pkcsslotd` while holding it must not pass the lock's descriptor on (with
+/// `flock(1)`, use `-o`), or the daemon holds the lock for as long as it runs.
 pub const OPENCRYPTOKI_LOCK: &str = "/tmp/kpki-opencryptoki.lock";
 
 /// The soft token's slot in Debian's default `/etc/opencryptoki/opencryptoki.conf`.
@@ -74,7 +76,14 @@ pub(crate) fn start(dir: &Path) -> Parts {
     let _ = std::fs::remove_file("/dev/shm/var.lib.opencryptoki.swtok");
 
     if slotd_pid().is_none() {
-        run("pkcsslotd", &mut Command::new("/usr/sbin/pkcsslotd"));
+        // It daemonises; no pipes, so nothing waits on the daemon's inherited stdio.
+        let st = Command::new("/usr/sbin/pkcsslotd")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run /usr/sbin/pkcsslotd");
+        assert!(st.success(), "pkcsslotd failed to start: {st}");
         wait_for(
             "pkcsslotd writes its pid file",
             Duration::from_secs(10),
