@@ -681,13 +681,22 @@ impl Token {
 
     fn connect(&self, st: &mut State) -> std::result::Result<(), Fail> {
         let id = &self.selector.module;
-        let mut module = context::module(id)?;
         let reconnect = st.needs_reinit;
+        // A module that worked in this process and cannot be initialised again (its back
+        // end is down) makes the token unavailable, not misconfigured.
+        let gone = |e: KeyError| {
+            if reconnect {
+                Fail::Key(self.unavailable(format!("reconnecting: {e}")))
+            } else {
+                Fail::Key(e)
+            }
+        };
+        let mut module = context::module(id).map_err(gone)?;
         if reconnect {
             // A module whose transport broke (remote tokens) only recovers after
             // re-initialising; first see whether the slot answers as is.
             if !matches!(self.find_slot(&module), Ok(Ok(_))) {
-                module = context::reinitialize(id, module.epoch)?;
+                module = context::reinitialize(id, module.epoch).map_err(gone)?;
             }
         }
         let mut backoff = Backoff::new(if reconnect {
