@@ -618,6 +618,7 @@ impl Token {
         let session = match view.module.ctx.open_rw_session_no_drop(view.slot) {
             Ok(s) => s,
             Err(err) => {
+                drop(in_flight);
                 if class(&err) == Class::Lost {
                     let mut st = self.lock();
                     self.disconnect(&mut st);
@@ -634,6 +635,8 @@ impl Token {
         {
             tracing::debug!(token = %self.name, error = %describe(&e), "closing a read-write session");
         }
+        // Before taking the token's lock: a re-initialisation may be waiting for it.
+        drop(in_flight);
         if result
             .as_ref()
             .err()
@@ -642,7 +645,6 @@ impl Token {
             let mut st = self.lock();
             self.disconnect(&mut st);
         }
-        drop(in_flight);
         result
     }
 
