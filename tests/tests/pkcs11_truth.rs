@@ -2,7 +2,8 @@
 //! `kpki keys create` processes against one token all succeed (SoftHSM's file store shows
 //! the token uninitialised to a process that starts while another logs in); readiness
 //! signs, so a key that cannot sign is not ready although the token answers; a token that
-//! is not there is reported with the tokens that are.
+//! is not there is reported with the tokens that are; keys of two tokens of one module sign
+//! again, each with its own key, after the module is finalised and initialised again.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::process::{Command, Output};
@@ -170,4 +171,41 @@ fn a_missing_token_is_reported_with_the_tokens_present() {
         "{stderr}"
     );
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}
+
+#[test]
+fn keys_of_other_tokens_survive_a_module_reinitialisation() {
+    use kpki_pkcs11::context::{self, ModuleId};
+    let a = kpki_e2e::hsm::token();
+    let b = kpki_e2e::hsm::token();
+    let backend = Pkcs11Backend::default();
+    let keys: Vec<Arc<dyn Signer>> = [(&a, "reinit-a"), (&b, "reinit-b")]
+        .into_iter()
+        .map(|(t, label)| {
+            let uri = t.key_uri(label).parse().unwrap();
+            backend.create(&uri, KeyAlgorithm::EcdsaP256).unwrap();
+            backend.open(&uri).unwrap()
+        })
+        .collect();
+    for k in &keys {
+        let sig = k.sign(b"before").unwrap();
+        kpki_signer::spki::verify(k.public_key_spki(), b"before", &sig).unwrap();
+    }
+    // C_Finalize + C_Initialize of the module under both tokens (what recovery does for a
+    // token that keeps failing): every session and handle of the process is gone, and
+    // handle numbers may be handed out again.
+    let id = ModuleId::plain(kpki_e2e::hsm::module());
+    let epoch = context::module(&id).unwrap().epoch;
+    let fresh = context::reinitialize(&id, epoch).unwrap();
+    assert_eq!(fresh.epoch, epoch + 1);
+    // Both keys sign again, each with its own key (the signatures verify), without being
+    // opened again.
+    for round in 0..3 {
+        for k in &keys {
+            let msg = format!("after {round}");
+            let sig = k.sign(msg.as_bytes()).unwrap();
+            kpki_signer::spki::verify(k.public_key_spki(), msg.as_bytes(), &sig).unwrap();
+        }
+    }
+    assert!(keys.iter().all(|k| k.is_available()));
 }
