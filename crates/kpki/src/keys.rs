@@ -100,7 +100,7 @@ pub fn run(cmd: KeysCommand, format: Format) -> Result<(), String> {
                 .describe(kpki_signer::Signer::uri(&key))
                 .map_err(|e| e.to_string())?;
             eprintln!(
-                "kpki: warning: {} was imported; it existed outside the token (never-extractable: false). Destroy {} and its copies.",
+                "kpki: warning: {} was imported; it existed outside the token, whatever the token reports as CKA_NEVER_EXTRACTABLE. Destroy {} and its copies.",
                 info.uri,
                 from.display()
             );
