@@ -9,7 +9,8 @@ use crate::matrix::Parts;
 /// The Kryoptic version `scripts/build-kryoptic` builds.
 pub const KRYOPTIC_VERSION: &str = "1.5.4";
 
-/// The Kryoptic module: `$KPKI_KRYOPTIC_MODULE`, else the build cache under `target/`.
+/// The Kryoptic module: `$KPKI_KRYOPTIC_MODULE`, else the build cache
+/// (`$KPKI_KRYOPTIC_CACHE`, default `$HOME/.cache/kpki/kryoptic`).
 /// Panics with the build hint when it has not been built.
 pub fn kryoptic_module() -> PathBuf {
     let path = std::env::var_os("KPKI_KRYOPTIC_MODULE")
@@ -18,7 +19,8 @@ pub fn kryoptic_module() -> PathBuf {
             let cache = std::env::var_os("KPKI_KRYOPTIC_CACHE")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| {
-                    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/kryoptic")
+                    let home = std::env::var_os("HOME").unwrap_or_default();
+                    Path::new(&home).join(".cache/kpki/kryoptic")
                 });
             cache
                 .join(format!("kryoptic-{KRYOPTIC_VERSION}"))
