@@ -1,13 +1,17 @@
-//! Loading a CA that can sign: its certificate from the certificate directory and its key
-//! from the configured backend (file or token), checked to belong together.
+//! Loading a CA: its certificate file from the certificate directory and its key from the
+//! configured backend (file or token), checked to belong together. The only CA loader: `init`,
+//! `renew`, `check-expiration`, `sign`, the kubeconfig commands and the daemon all come here,
+//! so every one of them takes the same certificate of a bundle as the CA (see
+//! [`certfile::signing_cert`]) and agrees on whether the key is there.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kpki_signer::{KeyError, KeyUri, Signer};
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::PkiError;
-use crate::catalogue::{CAS, CaId};
+use crate::catalogue::{self, CaId, CaSpec};
+use crate::certfile::{self, SigningCertError};
 use crate::config::ClusterSpec;
 use crate::keystore::KeyStore;
 use crate::x509::CaSigner;
@@ -16,73 +20,187 @@ use crate::x509::CaSigner;
 pub struct LoadedCa {
     /// kubeadm's name (`ca`, `front-proxy-ca`, `etcd-ca`).
     pub name: &'static str,
-    /// The CA certificate, DER.
+    /// The signing CA certificate, DER.
     pub cert_der: Vec<u8>,
     /// The issuer.
     pub signer: CaSigner,
+}
+
+/// A CA as found, before anything is made: each part may be absent.
+pub struct FoundCa {
+    /// Its catalogue entry.
+    pub spec: &'static CaSpec,
+    /// Its certificate file.
+    pub crt: PathBuf,
+    /// Where its key is configured.
+    pub key_uri: KeyUri,
+    /// The signing certificate of the file (DER); `None` when the file is absent.
+    pub cert: Option<Vec<u8>>,
+    /// The key; `None` when absent (an external CA, or one still to make).
+    pub key: Option<Arc<dyn Signer>>,
 }
 
 fn refused(msg: impl Into<String>) -> PkiError {
     PkiError::Refused(msg.into())
 }
 
-/// Reads one PEM certificate file (exactly one CERTIFICATE block).
-pub fn read_cert(path: &std::path::Path) -> Result<Vec<u8>, PkiError> {
-    let bytes = std::fs::read(path).map_err(|e| refused(format!("{}: {e}", path.display())))?;
-    let blocks = pem::parse_many(&bytes)
-        .map_err(|e| refused(format!("{}: not PEM ({e})", path.display())))?;
-    match blocks.as_slice() {
-        [one] if one.tag() == "CERTIFICATE" => Ok(one.contents().to_vec()),
-        _ => Err(refused(format!(
-            "{}: expected exactly one CERTIFICATE block",
-            path.display()
-        ))),
+/// Opens the key at `uri`; `Ok(None)` when it is absent: a key file that does not exist, a
+/// token object that is not found.
+pub fn open_key(keys: &KeyStore, uri: &KeyUri) -> Result<Option<Arc<dyn Signer>>, PkiError> {
+    match uri {
+        KeyUri::File(p) if !p.exists() => Ok(None),
+        uri => match keys.open(uri) {
+            Ok(k) => Ok(Some(k)),
+            Err(KeyError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        },
     }
 }
 
-/// Opens CA `id`: `Ok(None)` when its key is absent (an external CA).
-pub fn open(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<Option<LoadedCa>, PkiError> {
-    let ca = CAS
-        .iter()
-        .find(|c| c.id == id)
-        .ok_or_else(|| refused("unknown CA"))?;
-    let crt = spec.cert_dir.join(format!("{}.crt", ca.base));
-    let cert_der = read_cert(&crt)?;
-    let uri = spec.ca_key(id);
-    let key: Arc<dyn Signer> = match uri {
-        KeyUri::File(p) if !p.exists() => return Ok(None),
-        uri => match keys.open(uri) {
-            Ok(k) => k,
-            Err(KeyError::NotFound(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        },
+/// The signing certificate of the CA file `crt` for `key` (or the first one without a key),
+/// as DER; `Ok(None)` when the file is absent.
+pub fn signing_cert(crt: &Path, key: Option<&dyn Signer>) -> Result<Option<Vec<u8>>, PkiError> {
+    let Some(certs) = certfile::read(crt)? else {
+        return Ok(None);
     };
-    let signer = issuer(&crt, &cert_der, key)?;
+    let der = certfile::signing_cert(crt, &certs, key.map(|k| k.public_key_spki())).map_err(
+        |e| match e {
+            SigningCertError::Malformed(m) | SigningCertError::NotCa(m) => refused(m),
+            SigningCertError::NoMatch => refused(format!(
+                "{}: CA certificate does not match its key {}",
+                crt.display(),
+                key.map(|k| k.uri().to_string()).unwrap_or_default()
+            )),
+        },
+    )?;
+    Ok(Some(der.to_vec()))
+}
+
+/// Finds CA `id` of `spec`: its signing certificate and its key, each when present.
+pub fn find(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<FoundCa, PkiError> {
+    let ca = catalogue::ca(id);
+    let crt = ca.cert_path(&spec.cert_dir);
+    let key_uri = spec.ca_key(id).clone();
+    let key = open_key(keys, &key_uri)?;
+    let cert = signing_cert(&crt, key.as_deref())?;
+    Ok(FoundCa {
+        spec: ca,
+        crt,
+        key_uri,
+        cert,
+        key,
+    })
+}
+
+/// Opens CA `id` to sign: `Ok(None)` when its key is absent (an external CA); refused when
+/// its certificate file is absent.
+pub fn open(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<Option<LoadedCa>, PkiError> {
+    let found = find(spec, keys, id)?;
+    let cert_der = found.cert.ok_or_else(|| {
+        refused(format!(
+            "{}: No such file or directory",
+            found.crt.display()
+        ))
+    })?;
+    let Some(key) = found.key else {
+        return Ok(None);
+    };
+    let signer = CaSigner::new(&cert_der, key)?;
     Ok(Some(LoadedCa {
-        name: ca.name,
+        name: found.spec.name,
         cert_der,
         signer,
     }))
 }
 
-/// The issuer for the CA certificate `cert_der` (read from `crt`) and its key `key`:
-/// refused unless the certificate is a CA certificate whose public key is the key's.
-pub fn issuer(
-    crt: &std::path::Path,
-    cert_der: &[u8],
-    key: Arc<dyn Signer>,
-) -> Result<CaSigner, PkiError> {
-    let (_, parsed) = X509Certificate::from_der(cert_der)
-        .map_err(|e| refused(format!("{}: {e}", crt.display())))?;
-    if parsed.public_key().raw != key.public_key_spki() {
-        return Err(refused(format!(
-            "{}: does not match its key {}",
-            crt.display(),
-            key.uri()
-        )));
+/// Loads the CA whose certificate file is `crt` (a bundle allowed) and whose key is `key`:
+/// its signing certificate (DER) and its issuer. For CAs outside the catalogue (the daemon's).
+pub fn load(crt: &Path, key: Arc<dyn Signer>) -> Result<(Vec<u8>, CaSigner), PkiError> {
+    let cert_der = signing_cert(crt, Some(key.as_ref()))?
+        .ok_or_else(|| refused(format!("{}: No such file or directory", crt.display())))?;
+    let signer = CaSigner::new(&cert_der, key)?;
+    Ok((cert_der, signer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use kpki_signer::KeyAlgorithm;
+    use time::OffsetDateTime;
+
+    use crate::x509;
+
+    fn key() -> Arc<dyn Signer> {
+        Arc::new(
+            kpki_soft::SoftKey::generate(KeyUri::file("/dev/null"), KeyAlgorithm::EcdsaP256)
+                .unwrap()
+                .0,
+        )
     }
-    if !parsed.is_ca() {
-        return Err(refused(format!("{}: not a CA certificate", crt.display())));
+
+    fn ca_pem(k: &Arc<dyn Signer>, cn: &str) -> (Vec<u8>, String) {
+        let start = x509::whole_seconds(OffsetDateTime::now_utc());
+        let params = x509::ca_params(
+            cn,
+            k.public_key_spki(),
+            start,
+            std::time::Duration::from_secs(86400),
+        )
+        .unwrap();
+        let c = x509::self_sign(params, Arc::clone(k)).unwrap();
+        (c.der, c.pem)
     }
-    Ok(CaSigner::new(cert_der, key)?)
+
+    #[test]
+    fn the_signing_certificate_of_a_bundle_is_the_one_matching_the_key() {
+        let (k, other_k, stranger) = (key(), key(), key());
+        let (der, pem) = ca_pem(&k, "kubernetes");
+        let (other_der, other_pem) = ca_pem(&other_k, "other");
+        let dir = tempfile::tempdir().unwrap();
+        let crt = dir.path().join("ca.crt");
+        // (file contents, key, expected: Ok(signing DER) or Err(message part))
+        type Case<'a> = (
+            String,
+            Option<&'a Arc<dyn Signer>>,
+            Result<&'a [u8], &'a str>,
+        );
+        let table: Vec<Case> = vec![
+            (pem.clone(), Some(&k), Ok(&der)),
+            (format!("{pem}{other_pem}"), Some(&k), Ok(&der)),
+            (format!("{other_pem}{pem}"), Some(&k), Ok(&der)),
+            (format!("{other_pem}{pem}"), Some(&other_k), Ok(&other_der)),
+            (format!("{other_pem}{pem}"), None, Ok(&other_der)),
+            (pem.clone(), None, Ok(&der)),
+            (
+                format!("{other_pem}{pem}"),
+                Some(&stranger),
+                Err("CA certificate does not match its key"),
+            ),
+            (
+                format!("{pem}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+                Some(&k),
+                Err("(certificate 2 of 2): malformed certificate"),
+            ),
+        ];
+        for (i, (text, key, want)) in table.into_iter().enumerate() {
+            std::fs::write(&crt, text).unwrap();
+            let got = signing_cert(&crt, key.map(|k| k.as_ref()));
+            match (got, want) {
+                (Ok(Some(d)), Ok(w)) => assert_eq!(d, w, "case {i}"),
+                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "case {i}: {e}"),
+                (got, want) => panic!("case {i}: got {:?}, want {want:?}", got.map(|_| ())),
+            }
+            if let (Some(k), Ok(w)) = (key, want) {
+                let (d, _) = load(&crt, Arc::clone(k)).unwrap();
+                assert_eq!(d, w, "load, case {i}");
+            }
+        }
+        assert!(
+            signing_cert(&dir.path().join("absent.crt"), None)
+                .unwrap()
+                .is_none()
+        );
+        assert!(load(&dir.path().join("absent.crt"), k).is_err());
+    }
 }

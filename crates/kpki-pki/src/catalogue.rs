@@ -1,6 +1,10 @@
 //! kubeadm's PKI as data: the three CAs, the seven leaf certificates and the five
 //! kubeconfigs, with everything that differs between entries. `init`, `renew`,
-//! `check-expiration` and `generate-csr` all walk these tables.
+//! `check-expiration` and `generate-csr` all walk these tables, through the queries at the
+//! end of this module: the entries for a cluster (the local-etcd filter), lookups by id or
+//! name, the file paths of an entry, and which kubeconfigs kpki renews.
+
+use std::path::{Path, PathBuf};
 
 /// Which CA an entry belongs to; also the `[keys]` name of its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -121,6 +125,9 @@ pub struct KubeconfigSpec {
     pub long_name: &'static str,
     /// Components to restart after renewing it (none for users' kubeconfigs).
     pub restart: &'static [&'static str],
+    /// Renewed by `certs renew` and listed by `check-expiration`; false for `kubelet.conf`,
+    /// whose client certificate the kubelet rotates itself.
+    pub renewable: bool,
 }
 
 /// The three CAs.
@@ -255,6 +262,7 @@ pub const KUBECONFIGS: [KubeconfigSpec; 5] = [
         server: Server::ControlPlane,
         long_name: "certificate embedded in the kubeconfig file for the admin to use and for kubeadm itself",
         restart: &[],
+        renewable: true,
     },
     KubeconfigSpec {
         file: "super-admin.conf",
@@ -263,6 +271,7 @@ pub const KUBECONFIGS: [KubeconfigSpec; 5] = [
         server: Server::ControlPlane,
         long_name: "certificate embedded in the kubeconfig file for the super-admin",
         restart: &[],
+        renewable: true,
     },
     KubeconfigSpec {
         file: "controller-manager.conf",
@@ -271,6 +280,7 @@ pub const KUBECONFIGS: [KubeconfigSpec; 5] = [
         server: Server::Local,
         long_name: "certificate embedded in the kubeconfig file for the controller manager to use",
         restart: &["kube-controller-manager"],
+        renewable: true,
     },
     KubeconfigSpec {
         file: "scheduler.conf",
@@ -279,6 +289,7 @@ pub const KUBECONFIGS: [KubeconfigSpec; 5] = [
         server: Server::Local,
         long_name: "certificate embedded in the kubeconfig file for the scheduler manager to use",
         restart: &["kube-scheduler"],
+        renewable: true,
     },
     // ControlPlaneKubeletLocalMode is on by default since 1.33: the kubelet talks to its own API server.
     KubeconfigSpec {
@@ -288,5 +299,236 @@ pub const KUBECONFIGS: [KubeconfigSpec; 5] = [
         server: Server::Local,
         long_name: "certificate embedded in the kubeconfig file for the kubelet to use",
         restart: &["kubelet"],
+        renewable: false,
     },
 ];
+
+/// The certificate file `<base>.crt` under `dir`.
+pub fn cert_path(dir: &Path, base: &str) -> PathBuf {
+    dir.join(format!("{base}.crt"))
+}
+
+/// The private key file `<base>.key` under `dir`.
+pub fn key_path(dir: &Path, base: &str) -> PathBuf {
+    dir.join(format!("{base}.key"))
+}
+
+/// The certificate request file `<base>.csr` under `dir` (`generate-csr`).
+pub fn csr_path(dir: &Path, base: &str) -> PathBuf {
+    dir.join(format!("{base}.csr"))
+}
+
+/// The CAs a cluster has, in table order: the etcd CA only with local (stacked) etcd.
+pub fn cas(local_etcd: bool) -> impl Iterator<Item = &'static CaSpec> {
+    CAS.iter().filter(move |c| local_etcd || !c.local_etcd_only)
+}
+
+/// The leaf certificates a cluster has, in table order: etcd's only with local etcd.
+pub fn leaves(local_etcd: bool) -> impl Iterator<Item = &'static LeafSpec> {
+    LEAVES
+        .iter()
+        .filter(move |l| local_etcd || !l.local_etcd_only)
+}
+
+/// The kubeconfigs kpki renews and `check-expiration` lists: all but `kubelet.conf`.
+pub fn renewable_kubeconfigs() -> impl Iterator<Item = &'static KubeconfigSpec> {
+    KUBECONFIGS.iter().filter(|k| k.renewable)
+}
+
+/// The CA `id`.
+pub fn ca(id: CaId) -> &'static CaSpec {
+    match id {
+        CaId::Ca => &CAS[0],
+        CaId::FrontProxyCa => &CAS[1],
+        CaId::EtcdCa => &CAS[2],
+    }
+}
+
+/// The leaf named `name` (kubeadm's name, e.g. `apiserver`).
+pub fn leaf(name: &str) -> Option<&'static LeafSpec> {
+    LEAVES.iter().find(|l| l.name == name)
+}
+
+impl CaSpec {
+    /// Its certificate file under the certificate directory `cert_dir`.
+    pub fn cert_path(&self, cert_dir: &Path) -> PathBuf {
+        cert_path(cert_dir, self.base)
+    }
+
+    /// Its key file under `cert_dir` (where kubeadm keeps it; `[keys]` may say otherwise).
+    pub fn key_path(&self, cert_dir: &Path) -> PathBuf {
+        key_path(cert_dir, self.base)
+    }
+}
+
+impl LeafSpec {
+    /// Its certificate file under the certificate directory `cert_dir`.
+    pub fn cert_path(&self, cert_dir: &Path) -> PathBuf {
+        cert_path(cert_dir, self.base)
+    }
+
+    /// Its key file under `cert_dir`.
+    pub fn key_path(&self, cert_dir: &Path) -> PathBuf {
+        key_path(cert_dir, self.base)
+    }
+
+    /// Its certificate request file under `cert_dir` (`generate-csr`).
+    pub fn csr_path(&self, cert_dir: &Path) -> PathBuf {
+        csr_path(cert_dir, self.base)
+    }
+
+    /// The CA that issues it.
+    pub fn issuer(&self) -> &'static CaSpec {
+        ca(self.ca)
+    }
+}
+
+impl KubeconfigSpec {
+    /// Its file under the kubeconfig directory `dir`.
+    pub fn path(&self, dir: &Path) -> PathBuf {
+        dir.join(self.file)
+    }
+
+    /// Its certificate request file under `dir` (`generate-csr`: `<file>.csr`).
+    pub fn csr_path(&self, dir: &Path) -> PathBuf {
+        csr_path(dir, self.file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names<T>(
+        items: impl Iterator<Item = T>,
+        name: impl Fn(&T) -> &'static str,
+    ) -> Vec<&'static str> {
+        items.map(|i| name(&i)).collect()
+    }
+
+    #[test]
+    fn entries_for_a_cluster() {
+        let table: &[(bool, &[&str], &[&str])] = &[
+            (
+                true,
+                &["ca", "front-proxy-ca", "etcd-ca"],
+                &[
+                    "apiserver",
+                    "apiserver-kubelet-client",
+                    "front-proxy-client",
+                    "etcd-server",
+                    "etcd-peer",
+                    "etcd-healthcheck-client",
+                    "apiserver-etcd-client",
+                ],
+            ),
+            (
+                false,
+                &["ca", "front-proxy-ca"],
+                &[
+                    "apiserver",
+                    "apiserver-kubelet-client",
+                    "front-proxy-client",
+                ],
+            ),
+        ];
+        for (local, want_cas, want_leaves) in table {
+            assert_eq!(
+                names(cas(*local), |c| c.name),
+                *want_cas,
+                "local etcd {local}"
+            );
+            assert_eq!(
+                names(leaves(*local), |l| l.name),
+                *want_leaves,
+                "local etcd {local}"
+            );
+        }
+    }
+
+    #[test]
+    fn renewable_kubeconfigs_leave_out_the_kubelet() {
+        assert_eq!(
+            names(renewable_kubeconfigs(), |k| k.file),
+            [
+                "admin.conf",
+                "super-admin.conf",
+                "controller-manager.conf",
+                "scheduler.conf"
+            ]
+        );
+    }
+
+    #[test]
+    fn lookups() {
+        for id in [CaId::Ca, CaId::FrontProxyCa, CaId::EtcdCa] {
+            assert_eq!(ca(id).id, id);
+        }
+        let table: &[(&str, Option<(&str, CaId)>)] = &[
+            ("apiserver", Some(("apiserver", CaId::Ca))),
+            (
+                "front-proxy-client",
+                Some(("front-proxy-client", CaId::FrontProxyCa)),
+            ),
+            ("etcd-server", Some(("etcd/server", CaId::EtcdCa))),
+            (
+                "apiserver-etcd-client",
+                Some(("apiserver-etcd-client", CaId::EtcdCa)),
+            ),
+            ("etcd/server", None),
+            ("admin.conf", None),
+            ("", None),
+        ];
+        for (name, want) in table {
+            let got = leaf(name).map(|l| (l.base, l.issuer().id));
+            assert_eq!(got, *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn paths() {
+        let dir = Path::new("/etc/kubernetes/pki");
+        let etcd = ca(CaId::EtcdCa);
+        let server =
+            leaf("etcd-server").map(|l| (l.cert_path(dir), l.key_path(dir), l.csr_path(dir)));
+        let table: &[(PathBuf, &str)] = &[
+            (ca(CaId::Ca).cert_path(dir), "/etc/kubernetes/pki/ca.crt"),
+            (ca(CaId::Ca).key_path(dir), "/etc/kubernetes/pki/ca.key"),
+            (etcd.cert_path(dir), "/etc/kubernetes/pki/etcd/ca.crt"),
+            (etcd.key_path(dir), "/etc/kubernetes/pki/etcd/ca.key"),
+            (
+                ca(CaId::FrontProxyCa).cert_path(dir),
+                "/etc/kubernetes/pki/front-proxy-ca.crt",
+            ),
+            (
+                cert_path(dir, "apiserver"),
+                "/etc/kubernetes/pki/apiserver.crt",
+            ),
+            (
+                key_path(dir, "apiserver"),
+                "/etc/kubernetes/pki/apiserver.key",
+            ),
+            (
+                csr_path(dir, "apiserver"),
+                "/etc/kubernetes/pki/apiserver.csr",
+            ),
+            (
+                KUBECONFIGS[0].path(Path::new("/etc/kubernetes")),
+                "/etc/kubernetes/admin.conf",
+            ),
+            (
+                KUBECONFIGS[0].csr_path(Path::new("/etc/kubernetes")),
+                "/etc/kubernetes/admin.conf.csr",
+            ),
+        ];
+        for (got, want) in table {
+            assert_eq!(got, Path::new(want));
+        }
+        let want = (
+            PathBuf::from("/etc/kubernetes/pki/etcd/server.crt"),
+            PathBuf::from("/etc/kubernetes/pki/etcd/server.key"),
+            PathBuf::from("/etc/kubernetes/pki/etcd/server.csr"),
+        );
+        assert_eq!(server, Some(want));
+    }
+}

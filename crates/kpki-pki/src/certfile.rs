@@ -6,6 +6,10 @@
 //! subject bytes and signed by the issuer's key, intermediates being CAs within their path
 //! length, and every certificate — the CA included — inside its validity period at the time
 //! of the check. kpki treats `NotAfter <= now` as expired (Go lets the last second pass).
+//!
+//! A CA's `.crt` may hold several certificates (a bundle, as while a CA is rotated). Every
+//! command takes the same one as the CA ([`signing_cert`]): the certificate whose public key
+//! is the CA key's; with no key at hand (an external CA), the first one, as kubeadm reads it.
 
 use std::path::Path;
 
@@ -52,6 +56,59 @@ pub fn read(path: &Path) -> Result<Option<Vec<Vec<u8>>>, PkiError> {
 /// The certificates of `path` (see [`read`]), refusing an absent file.
 pub fn read_existing(path: &Path) -> Result<Vec<Vec<u8>>, PkiError> {
     read(path)?.ok_or_else(|| refused(format!("{}: No such file or directory", path.display())))
+}
+
+/// The signing certificate among the `certs` of the CA file `path`: the first whose public key
+/// is `key_spki`, or, with no key (an external CA), the first certificate. Refused when a
+/// certificate is malformed, when none matches the key, or when the chosen one is no CA.
+pub fn signing_cert<'a>(
+    path: &Path,
+    certs: &'a [Vec<u8>],
+    key_spki: Option<&[u8]>,
+) -> Result<&'a [u8], SigningCertError> {
+    let mut chosen = None;
+    for (i, der) in certs.iter().enumerate() {
+        let cert = X509Certificate::from_der(der)
+            .map(|(_, c)| c)
+            .map_err(|e| {
+                let which = if certs.len() > 1 {
+                    format!(" (certificate {} of {})", i + 1, certs.len())
+                } else {
+                    String::new()
+                };
+                SigningCertError::Malformed(format!(
+                    "{}{which}: malformed certificate ({e})",
+                    path.display()
+                ))
+            })?;
+        let matches = key_spki.is_none_or(|spki| cert.public_key().raw == spki);
+        if chosen.is_none() && matches {
+            chosen = Some((der.as_slice(), cert.is_ca()));
+        }
+    }
+    match chosen {
+        Some((der, true)) => Ok(der),
+        Some((_, false)) => Err(SigningCertError::NotCa(format!(
+            "{}: not a CA certificate",
+            path.display()
+        ))),
+        None if certs.is_empty() => Err(SigningCertError::Malformed(format!(
+            "{}: no certificate",
+            path.display()
+        ))),
+        None => Err(SigningCertError::NoMatch),
+    }
+}
+
+/// Why [`signing_cert`] found no signing certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigningCertError {
+    /// A certificate of the file cannot be parsed, or the file holds none (one line).
+    Malformed(String),
+    /// The certificate chosen is not a CA certificate (one line).
+    NotCa(String),
+    /// No certificate of the file holds the key's public key; the caller names the key.
+    NoMatch,
 }
 
 fn parse<'a>(what: &str, der: &'a [u8]) -> Result<X509Certificate<'a>, ChainError> {

@@ -6,15 +6,14 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use kpki_signer::{KeyError, KeyUri};
 use serde::Serialize;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::catalogue::{CAS, CaId, KUBECONFIGS, LEAVES};
+use crate::catalogue::{self, CaId};
 use crate::config::ClusterSpec;
 use crate::keystore::KeyStore;
-use crate::{PkiError, kubeconfig};
+use crate::{PkiError, authority, kubeconfig};
 
 /// One row of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,16 +44,14 @@ fn not_after_of(der: &[u8], what: &Path) -> Result<OffsetDateTime, PkiError> {
     Ok(cert.validity().not_after.to_datetime())
 }
 
+/// NotAfter of the certificate file `path` (its first certificate, kubeadm's reader).
 fn cert_file_not_after(path: &Path) -> Result<Option<OffsetDateTime>, PkiError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(PkiError::Refused(format!("{}: {e}", path.display()))),
-    };
-    let block = pem::parse(&bytes).map_err(|e| {
-        PkiError::Refused(format!("{}: not a PEM certificate ({e})", path.display()))
-    })?;
-    not_after_of(block.contents(), path).map(Some)
+    match crate::certfile::read(path)? {
+        Some(chain) => {
+            not_after_of(chain.first().map(Vec::as_slice).unwrap_or_default(), path).map(Some)
+        }
+        None => Ok(None),
+    }
 }
 
 fn kubeconfig_not_after(path: &Path) -> Result<Option<OffsetDateTime>, PkiError> {
@@ -97,29 +94,23 @@ fn kubeconfig_not_after(path: &Path) -> Result<Option<OffsetDateTime>, PkiError>
     not_after_of(block.contents(), path).map(Some)
 }
 
-/// True when kpki cannot sign with the CA's configured key.
-fn externally_managed(keys: &KeyStore, uri: &KeyUri) -> Result<bool, PkiError> {
-    match uri {
-        KeyUri::File(p) => Ok(!p.exists()),
-        KeyUri::Pkcs11(_) => match keys.open(uri) {
-            Ok(_) => Ok(false),
-            Err(KeyError::NotFound(_)) => Ok(true),
-            Err(e) => Err(e.into()),
-        },
-    }
-}
-
 /// Reads every certificate of the catalogue for `spec`.
 pub fn check(spec: &ClusterSpec, keys: &KeyStore) -> Result<Report, PkiError> {
     let local_etcd = spec.local_etcd();
     let mut external = Vec::new();
     let mut authorities = Vec::new();
-    for ca in CAS.iter().filter(|c| local_etcd || !c.local_etcd_only) {
-        let ext = externally_managed(keys, spec.ca_key(ca.id))?;
+    for ca in catalogue::cas(local_etcd) {
+        // The CA row is the signing certificate of its file (a bundle may hold others).
+        let found = authority::find(spec, keys, ca.id)?;
+        let ext = found.key.is_none();
         external.push((ca.id, ext));
+        let not_after = match &found.cert {
+            Some(der) => Some(not_after_of(der, &found.crt)?),
+            None => None,
+        };
         authorities.push(Row {
             name: ca.name.to_string(),
-            not_after: cert_file_not_after(&spec.cert_dir.join(format!("{}.crt", ca.base)))?,
+            not_after,
             ca_name: None,
             externally_managed: ext,
         });
@@ -130,21 +121,21 @@ pub fn check(spec: &ClusterSpec, keys: &KeyStore) -> Result<Report, PkiError> {
             .find(|(i, _)| *i == id)
             .is_some_and(|(_, e)| *e)
     };
-    let ca_name = |id: CaId| CAS.iter().find(|c| c.id == id).map(|c| c.name);
+    let ca_name = |id: CaId| Some(catalogue::ca(id).name);
     let mut certificates = Vec::new();
-    for leaf in LEAVES.iter().filter(|l| local_etcd || !l.local_etcd_only) {
+    for leaf in catalogue::leaves(local_etcd) {
         certificates.push(Row {
             name: leaf.name.to_string(),
-            not_after: cert_file_not_after(&spec.cert_dir.join(format!("{}.crt", leaf.base)))?,
+            not_after: cert_file_not_after(&leaf.cert_path(&spec.cert_dir))?,
             ca_name: ca_name(leaf.ca),
             externally_managed: ext_of(leaf.ca),
         });
     }
     // kubelet.conf is never listed: the kubelet rotates its own client certificate.
-    for kc in KUBECONFIGS.iter().filter(|k| k.file != "kubelet.conf") {
+    for kc in catalogue::renewable_kubeconfigs() {
         certificates.push(Row {
             name: kc.file.to_string(),
-            not_after: kubeconfig_not_after(&spec.kubeconfig_dir.join(kc.file))?,
+            not_after: kubeconfig_not_after(&kc.path(&spec.kubeconfig_dir))?,
             ca_name: ca_name(CaId::Ca),
             externally_managed: ext_of(CaId::Ca),
         });

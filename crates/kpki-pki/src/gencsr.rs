@@ -66,21 +66,15 @@ fn request_pem(
 pub fn generate(spec: &ClusterSpec) -> Result<Vec<Written>, PkiError> {
     let leaves: Vec<_> = LEAVES
         .iter()
-        .map(|l| {
-            (
-                l,
-                spec.cert_dir.join(format!("{}.key", l.base)),
-                spec.cert_dir.join(format!("{}.csr", l.base)),
-            )
-        })
+        .map(|l| (l, l.key_path(&spec.cert_dir), l.csr_path(&spec.cert_dir)))
         .collect();
     let kubeconfigs: Vec<_> = KUBECONFIGS
         .iter()
         .map(|k| {
             (
                 k,
-                spec.kubeconfig_dir.join(k.file),
-                spec.kubeconfig_dir.join(format!("{}.csr", k.file)),
+                k.path(&spec.kubeconfig_dir),
+                k.csr_path(&spec.kubeconfig_dir),
             )
         })
         .collect();

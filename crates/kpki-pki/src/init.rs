@@ -11,14 +11,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kpki_signer::{KeyError, KeyUri, Signer, spki};
+use kpki_signer::{KeyUri, Signer, spki};
 use kpki_soft::SoftBackend;
 use serde::Serialize;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use zeroize::Zeroizing;
 
-use crate::catalogue::{CAS, CaId, CaSpec, KUBECONFIGS, KubeconfigSpec, LEAVES, LeafSpec, Server};
+use crate::catalogue::{self, CaId, CaSpec, KUBECONFIGS, KubeconfigSpec, LeafSpec, Server};
 use crate::certfile;
 use crate::config::ClusterSpec;
 use crate::keygen::{NewKey, create_keys};
@@ -26,7 +26,7 @@ use crate::keystore::KeyStore;
 use crate::sans::{AltNames, alt_names};
 use crate::store::{self, CERT_MODE, PRIVATE_MODE};
 use crate::x509::{self, CaSigner, Profile};
-use crate::{PkiError, kubeconfig};
+use crate::{PkiError, authority, kubeconfig};
 
 /// What happened to one file.
 #[derive(Debug, Clone, Serialize)]
@@ -57,25 +57,6 @@ pub struct InitReport {
 
 fn refused(msg: impl Into<String>) -> PkiError {
     PkiError::Refused(msg.into())
-}
-
-fn read_pem_cert(path: &Path) -> Result<Option<Vec<u8>>, PkiError> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let block = pem::parse(&bytes)
-                .map_err(|e| refused(format!("{}: not a PEM certificate ({e})", path.display())))?;
-            if block.tag() != "CERTIFICATE" {
-                return Err(refused(format!(
-                    "{}: PEM block is {:?}, not CERTIFICATE",
-                    path.display(),
-                    block.tag()
-                )));
-            }
-            Ok(Some(block.into_contents()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(refused(format!("{}: {e}", path.display()))),
-    }
 }
 
 fn parse_cert<'a>(path: &Path, der: &'a [u8]) -> Result<X509Certificate<'a>, PkiError> {
@@ -152,11 +133,11 @@ pub fn run(
 
     // Phase one: read and check what exists; reach every configured token.
     let mut cas: Vec<CaState> = Vec::new();
-    for ca in CAS.iter().filter(|c| local_etcd || !c.local_etcd_only) {
-        cas.push(inspect_ca(spec, keys, ca)?);
+    for ca in catalogue::cas(local_etcd) {
+        cas.push(inspect_ca(spec, keys, ca.id)?);
     }
     let mut leaf_plans = Vec::new();
-    for leaf in LEAVES.iter().filter(|l| local_etcd || !l.local_etcd_only) {
+    for leaf in catalogue::leaves(local_etcd) {
         let plan = inspect_leaf(spec, leaf, find_ca(&cas, leaf.ca)?)?;
         leaf_plans.push((leaf, plan));
     }
@@ -165,15 +146,7 @@ pub fn run(
     for kc in KUBECONFIGS.iter() {
         kubeconfig_plans.push((kc, inspect_kubeconfig(spec, kc, ca_root)?));
     }
-    let sa_existing = match &spec.sa_key {
-        KeyUri::File(p) if p.exists() => Some(keys.open(&spec.sa_key)?),
-        KeyUri::File(_) => None,
-        uri => match keys.open(uri) {
-            Ok(k) => Some(k),
-            Err(KeyError::NotFound(_)) => None,
-            Err(e) => return Err(e.into()),
-        },
-    };
+    let sa_existing = authority::open_key(keys, &spec.sa_key)?;
 
     // Phase two: make what is missing, after clearing what a killed run left half-written.
     for dir in [
@@ -204,13 +177,13 @@ pub fn run(
             leaf_plans
                 .iter()
                 .filter(|(_, p)| matches!(p, LeafPlan::Issue { key: None }))
-                .map(|(leaf, _)| KeyUri::file(spec.cert_dir.join(format!("{}.key", leaf.base)))),
+                .map(|(leaf, _)| KeyUri::file(leaf.key_path(&spec.cert_dir))),
         )
         .chain(
             kubeconfig_plans
                 .iter()
                 .filter(|(_, keep)| !*keep)
-                .map(|(kc, _)| KeyUri::file(spec.kubeconfig_dir.join(kc.file))),
+                .map(|(kc, _)| KeyUri::file(kc.path(&spec.kubeconfig_dir))),
         )
         .collect();
     let mut fresh = create_keys(keys, spec.algorithm, targets)?.into_iter();
@@ -239,8 +212,8 @@ pub fn run(
     };
 
     for (leaf, plan) in leaf_plans {
-        let crt = spec.cert_dir.join(format!("{}.crt", leaf.base));
-        let key_path = spec.cert_dir.join(format!("{}.key", leaf.base));
+        let crt = leaf.cert_path(&spec.cert_dir);
+        let key_path = leaf.key_path(&spec.cert_dir);
         match plan {
             LeafPlan::Keep { chain } => {
                 progress(format!(
@@ -303,7 +276,7 @@ pub fn run(
     let root = find_ca(&cas, CaId::Ca)?;
     let ca_pem = x509::to_pem("CERTIFICATE", root.cert.as_deref().unwrap_or_default());
     for (kc, keep) in kubeconfig_plans {
-        let path = spec.kubeconfig_dir.join(kc.file);
+        let path = kc.path(&spec.kubeconfig_dir);
         if keep {
             progress(format!(
                 "[kubeconfig] Using existing kubeconfig file: {:?}",
@@ -368,43 +341,22 @@ fn push_cert(report: &mut InitReport, name: &str, crt: &Path, action: &'static s
     });
 }
 
-fn inspect_ca(spec: &ClusterSpec, keys: &KeyStore, ca: &CaSpec) -> Result<CaState, PkiError> {
-    let crt = spec.cert_dir.join(format!("{}.crt", ca.base));
-    let key_uri = spec.ca_key(ca.id).clone();
-    let cert = read_pem_cert(&crt)?;
-    let key = match &key_uri {
-        KeyUri::File(p) if !p.exists() => None,
-        uri => match keys.open(uri) {
-            Ok(k) => Some(k),
-            Err(KeyError::NotFound(_)) => None,
-            Err(e) => return Err(e.into()),
-        },
-    };
-    if let Some(der) = &cert {
-        let parsed = parse_cert(&crt, der)?;
-        if !parsed.is_ca() {
-            return Err(refused(format!("{}: not a CA certificate", crt.display())));
-        }
-        if let Some(k) = &key {
-            if parsed.public_key().raw != k.public_key_spki() {
-                return Err(refused(format!(
-                    "{}: CA certificate does not match its key {}",
-                    crt.display(),
-                    key_uri
-                )));
-            }
-        } else if key_uri.is_pkcs11() {
-            return Err(refused(format!(
-                "{}: its key {key_uri} is not on the token",
-                crt.display()
-            )));
-        }
+/// Reads CA `id` as [`authority::find`] finds it (the signing certificate of a bundle);
+/// refuses a certificate whose token key is gone.
+fn inspect_ca(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<CaState, PkiError> {
+    let found = authority::find(spec, keys, id)?;
+    if found.cert.is_some() && found.key.is_none() && found.key_uri.is_pkcs11() {
+        return Err(refused(format!(
+            "{}: its key {} is not on the token",
+            found.crt.display(),
+            found.key_uri
+        )));
     }
     Ok(CaState {
-        spec: *ca,
-        cert,
-        key,
-        key_uri,
+        spec: *found.spec,
+        cert: found.cert,
+        key: found.key,
+        key_uri: found.key_uri,
         signer: None,
     })
 }
@@ -417,7 +369,7 @@ fn ensure_ca(
     report: &mut InitReport,
     progress: &mut dyn FnMut(String),
 ) -> Result<(), PkiError> {
-    let crt = spec.cert_dir.join(format!("{}.crt", ca.spec.base));
+    let crt = ca.spec.cert_path(&spec.cert_dir);
     if ca.cert.is_some() {
         let how = if ca.key.is_some() {
             ""
@@ -479,8 +431,8 @@ fn ensure_ca(
 }
 
 fn inspect_leaf(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<LeafPlan, PkiError> {
-    let crt = spec.cert_dir.join(format!("{}.crt", leaf.base));
-    let key_path = spec.cert_dir.join(format!("{}.key", leaf.base));
+    let crt = leaf.cert_path(&spec.cert_dir);
+    let key_path = leaf.key_path(&spec.cert_dir);
     let chain = certfile::read(&crt)?;
     let key: Option<Arc<dyn Signer>> = if key_path.exists() {
         Some(Arc::new(SoftBackend.open_file(&key_path)?))
@@ -552,8 +504,8 @@ fn check_kept(
     chain: &[Vec<u8>],
     now: OffsetDateTime,
 ) -> Result<(), PkiError> {
-    let crt = spec.cert_dir.join(format!("{}.crt", leaf.base));
-    let ca_crt = spec.cert_dir.join(format!("{}.crt", ca.spec.base));
+    let crt = leaf.cert_path(&spec.cert_dir);
+    let ca_crt = ca.spec.cert_path(&spec.cert_dir);
     let Some(ca_der) = &ca.cert else {
         return Err(refused(format!(
             "{}: exists but its CA {}.crt does not",
@@ -580,7 +532,7 @@ fn inspect_kubeconfig(
     kc: &KubeconfigSpec,
     ca: &CaState,
 ) -> Result<bool, PkiError> {
-    let path = spec.kubeconfig_dir.join(kc.file);
+    let path = kc.path(&spec.kubeconfig_dir);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => Zeroizing::new(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),

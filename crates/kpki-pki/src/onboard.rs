@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::authority::{self, LoadedCa};
-use crate::catalogue::{CaId, Usage};
+use crate::catalogue::{self, CaId, Usage};
 use crate::config::{ClusterSpec, is_dns_subdomain};
 use crate::keystore::KeyStore;
 use crate::sans::AltNames;
@@ -186,8 +186,8 @@ pub fn add_node(
         )));
     }
     let files = NodeFiles {
-        serving_cert: dir.join("kubelet.crt"),
-        serving_key: dir.join("kubelet.key"),
+        serving_cert: catalogue::cert_path(dir, "kubelet"),
+        serving_key: catalogue::key_path(dir, "kubelet"),
         kubeconfig: dir.join("kubelet.conf"),
     };
     for f in [&files.serving_cert, &files.serving_key, &files.kubeconfig] {

@@ -19,7 +19,7 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use zeroize::Zeroizing;
 
 use crate::authority::LoadedCa;
-use crate::catalogue::{CAS, CaId, KUBECONFIGS, LEAVES, Usage};
+use crate::catalogue::{self, CaId, Usage};
 use crate::config::ClusterSpec;
 use crate::keygen::{NewKey, create_keys};
 use crate::keystore::KeyStore;
@@ -43,18 +43,10 @@ pub struct RenewReport {
 
 /// Every name `renew` accepts besides `all`, in kubeadm's order.
 pub fn names(spec: &ClusterSpec) -> Vec<&'static str> {
-    let local = spec.local_etcd();
-    let mut v: Vec<&'static str> = LEAVES
-        .iter()
-        .filter(|l| local || !l.local_etcd_only)
+    let mut v: Vec<&'static str> = catalogue::leaves(spec.local_etcd())
         .map(|l| l.name)
         .collect();
-    v.extend(
-        KUBECONFIGS
-            .iter()
-            .filter(|k| k.file != "kubelet.conf")
-            .map(|k| k.file),
-    );
+    v.extend(catalogue::renewable_kubeconfigs().map(|k| k.file));
     v.sort();
     v
 }
@@ -195,13 +187,9 @@ pub fn renew(
     let start = x509::whole_seconds(OffsetDateTime::now_utc());
     let mut report = RenewReport::default();
     let mut jobs = Vec::new();
-    let local = spec.local_etcd();
-    for leaf in LEAVES
-        .iter()
-        .filter(|l| (local || !l.local_etcd_only) && selected(l.name))
-    {
-        let crt = spec.cert_dir.join(format!("{}.crt", leaf.base));
-        let key = spec.cert_dir.join(format!("{}.key", leaf.base));
+    for leaf in catalogue::leaves(spec.local_etcd()).filter(|l| selected(l.name)) {
+        let crt = leaf.cert_path(&spec.cert_dir);
+        let key = leaf.key_path(&spec.cert_dir);
         if !crt.exists() {
             progress(format!("MISSING! {}", leaf.long_name));
             report.missing.push(leaf.name.into());
@@ -220,11 +208,8 @@ pub fn renew(
             target: Target::Leaf { key, crt },
         });
     }
-    for kc in KUBECONFIGS
-        .iter()
-        .filter(|k| k.file != "kubelet.conf" && selected(k.file))
-    {
-        let path = spec.kubeconfig_dir.join(kc.file);
+    for kc in catalogue::renewable_kubeconfigs().filter(|k| selected(k.file)) {
+        let path = kc.path(&spec.kubeconfig_dir);
         let Ok(text) = std::fs::read_to_string(&path) else {
             progress(format!("MISSING! {}", kc.long_name));
             report.missing.push(kc.file.into());
@@ -290,11 +275,7 @@ pub fn renew(
     jobs.retain(|j| {
         let external = matches!(signers.get(&j.ca), Some(None));
         if external {
-            let ca = CAS
-                .iter()
-                .find(|c| c.id == j.ca)
-                .map(|c| c.name)
-                .unwrap_or("ca");
+            let ca = catalogue::ca(j.ca).name;
             progress(format!(
                 "Detected external {ca}, {} can't be renewed",
                 j.long_name

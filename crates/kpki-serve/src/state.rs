@@ -122,13 +122,11 @@ fn open_ca(
         .key
         .parse()
         .map_err(|e| ConfigError(format!("{what}: key {}", e)))?;
-    let cert_der =
-        kpki_pki::authority::read_cert(&c.cert).map_err(|e| ConfigError(format!("{what}: {e}")))?;
     let key = keys
         .open(&uri)
         .map_err(|e| ConfigError(format!("{what}: {e}")))?;
     let key = MeteredSigner::wrap(key, name, metrics);
-    let signer = kpki_pki::authority::issuer(&c.cert, &cert_der, Arc::clone(&key))
+    let (cert_der, signer) = kpki_pki::authority::load(&c.cert, Arc::clone(&key))
         .map_err(|e| ConfigError(format!("{what}: {e}")))?;
     let cert_pem = kpki_pki::x509::to_pem("CERTIFICATE", &cert_der);
     Ok(Ca {
