@@ -1,6 +1,6 @@
 //! The HTTP API: `POST /v1/sign`, `GET /v1/ca`, cfssl's `POST /api/v1/cfssl/sign` and
 //! `/info`, and `/healthz`, `/readyz`, `/metrics`. JSON in and out; errors carry a stable
-//! code.
+//! code ([`crate::error_code`] maps every failure to its answer).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::app::App;
-use crate::issue::{self, Answer, Ask, Context, Failure};
+use crate::error_code::{self, Endpoint, ErrorCode, Failure};
+use crate::issue::{self, Answer, Ask, Context};
 use crate::policy::Caller;
 
 /// The connection a request arrived on: the verified caller and its address.
@@ -91,30 +92,18 @@ pub fn ops_router() -> Router<Arc<App>> {
         .route("/metrics", get(metrics))
 }
 
-fn error_json(f: &Failure) -> Response {
-    let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
-        status,
-        Json(json!({ "error": { "code": f.code, "message": f.message } })),
-    )
-        .into_response()
+/// `endpoint`'s answer to `f`.
+fn error_response(endpoint: Endpoint, f: &Failure) -> Response {
+    let (status, body) = error_code::reply(endpoint, f);
+    (status, Json(body)).into_response()
 }
 
 fn body_failure(r: &BytesRejection) -> Failure {
-    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        Failure::new(
-            413,
-            "request_too_large",
-            "the request body exceeds the size limit",
-        )
-    } else {
-        Failure::new(400, "bad_request", format!("unreadable request body: {r}"))
-    }
+    Failure::unreadable_body(r.status() == StatusCode::PAYLOAD_TOO_LARGE, r)
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Failure> {
-    serde_json::from_slice(body)
-        .map_err(|e| Failure::new(400, "bad_request", format!("invalid JSON request: {e}")))
+    serde_json::from_slice(body).map_err(|e| Failure::bad_json(&e))
 }
 
 async fn v1_sign(
@@ -128,7 +117,10 @@ async fn v1_sign(
         .and_then(|b| parse::<SignBody>(&b))
         .and_then(|b| {
             let signer = b.signer_name.or(b.profile).ok_or_else(|| {
-                Failure::new(400, "bad_request", "signer_name (or profile) is required")
+                Failure::new(
+                    ErrorCode::BadRequest,
+                    "signer_name (or profile) is required",
+                )
             })?;
             Ok(Ask {
                 csr_pem: b.csr,
@@ -140,7 +132,7 @@ async fn v1_sign(
     let ctx = Context {
         caller: conn.caller,
         remote: conn.remote,
-        endpoint: "/v1/sign",
+        endpoint: Endpoint::Sign.path(),
         body_sha256,
     };
     match issue::issue(app, ctx, ask).await {
@@ -156,7 +148,7 @@ async fn v1_sign(
             not_after,
         })
         .into_response(),
-        Err(f) => error_json(&f),
+        Err(f) => error_response(Endpoint::Sign, &f),
     }
 }
 
@@ -172,11 +164,13 @@ async fn v1_ca(State(app): State<Arc<App>>, Query(q): Query<CaQuery>) -> Respons
             Some(ca) => {
                 Json(json!({ "signer": signer, "certificate": ca.cert_pem })).into_response()
             }
-            None => error_json(&Failure::new(
-                404,
-                "unknown_signer",
-                format!("no CA is configured for signer {signer:?}"),
-            )),
+            None => error_response(
+                Endpoint::Ca,
+                &Failure::new(
+                    ErrorCode::UnknownSigner,
+                    format!("no CA is configured for signer {signer:?}"),
+                ),
+            ),
         };
     }
     let mut names: Vec<String> = state.config.signers.keys().cloned().collect();
@@ -197,34 +191,11 @@ async fn v1_ca(State(app): State<Arc<App>>, Query(q): Query<CaQuery>) -> Respons
     Json(json!({ "signers": signers })).into_response()
 }
 
-/// cfssl's error categories: CSR problems 9000, policy 5000, the CA's key 2000, other 7000.
-fn cfssl_code(f: &Failure) -> u32 {
-    match (f.status, f.code) {
-        (_, "malformed_csr" | "unsupported_key" | "proof_of_possession") => 9000,
-        (403, _) => 5000,
-        (503, _) | (_, "signing_failed") => 2000,
-        _ => 7000,
-    }
-}
-
-fn cfssl_reply(result: Result<serde_json::Value, Failure>) -> Response {
+fn cfssl_reply(endpoint: Endpoint, result: Result<serde_json::Value, Failure>) -> Response {
     match result {
         Ok(v) => Json(json!({ "success": true, "result": v, "errors": [], "messages": [] }))
             .into_response(),
-        Err(f) => {
-            let status =
-                StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            (
-                status,
-                Json(json!({
-                    "success": false,
-                    "result": null,
-                    "errors": [{ "code": cfssl_code(&f), "message": format!("{}: {}", f.code, f.message) }],
-                    "messages": [],
-                })),
-            )
-                .into_response()
-        }
+        Err(f) => error_response(endpoint, &f),
     }
 }
 
@@ -242,15 +213,13 @@ async fn cfssl_sign(
             let hosts = b.hosts.unwrap_or_default();
             if !hosts.is_empty() || b.hostname.is_some_and(|h| !h.is_empty()) {
                 return Err(Failure::new(
-                    400,
-                    "hosts_not_supported",
+                    ErrorCode::HostsNotSupported,
                     "hosts overrides are not supported; put the SANs in the CSR",
                 ));
             }
             if b.subject.as_ref().is_some_and(|s| !s.is_null()) {
                 return Err(Failure::new(
-                    400,
-                    "subject_not_supported",
+                    ErrorCode::SubjectNotSupported,
                     "subject overrides are not supported; the subject comes from the CSR",
                 ));
             }
@@ -267,10 +236,11 @@ async fn cfssl_sign(
     let ctx = Context {
         caller: conn.caller,
         remote: conn.remote,
-        endpoint: "/api/v1/cfssl/sign",
+        endpoint: Endpoint::CfsslSign.path(),
         body_sha256,
     };
     cfssl_reply(
+        Endpoint::CfsslSign,
         issue::issue(app, ctx, ask)
             .await
             .map(|a| json!({ "certificate": a.certificate })),
@@ -295,8 +265,7 @@ async fn cfssl_info(State(app): State<Arc<App>>, body: Result<Bytes, BytesReject
                 .unwrap_or_else(|| state.config.cfssl.default_profile.clone());
             let ca = state.ca_for(&profile).ok_or_else(|| {
                 Failure::new(
-                    404,
-                    "unknown_signer",
+                    ErrorCode::UnknownSigner,
                     format!("no CA is configured for profile {profile:?}"),
                 )
             })?;
@@ -324,7 +293,7 @@ async fn cfssl_info(State(app): State<Arc<App>>, body: Result<Bytes, BytesReject
                 "expiry": format!("{}h", ca.max_validity.as_secs() / 3600),
             }))
         });
-    cfssl_reply(result)
+    cfssl_reply(Endpoint::CfsslInfo, result)
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {

@@ -169,7 +169,9 @@ pub struct Record {
     /// The outcome, on `decision` records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
-    /// A stable error code when the request was not allowed, e.g. `policy_denied`.
+    /// A stable error code when the request was not allowed, e.g. `policy_denied`: the wire
+    /// word of a [`crate::error_code::ErrorCode`] when written; read back as text, so a log
+    /// verifies whatever codes the daemon that wrote it knew.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     /// A human-readable reason for the outcome or event.
@@ -800,7 +802,7 @@ mod tests {
             } else {
                 Decision::Deny
             }),
-            code: (!allow).then(|| "policy_denied".into()),
+            code: (!allow).then(|| crate::error_code::ErrorCode::PolicyDenied.to_string()),
             reason: (!allow).then(|| "organization dev may not request IP SANs".into()),
             serial: allow.then(|| format!("{i:x}")),
             not_after: allow.then(|| "2026-11-23T10:00:00Z".into()),

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
-use kpki_pki::csr::{self, Authority, Examined, Refusal, SignError, SignRequest};
+use kpki_pki::csr::{self, Authority, Examined, SignError, SignRequest};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::app::{App, Part};
 use crate::audit::{self, Decision, Event, Record, SyncMode};
+use crate::error_code::{ErrorCode, Failure};
 use crate::policy::Caller;
 use crate::state::Ca;
 
@@ -55,47 +56,6 @@ pub struct Answer {
     pub not_after: String,
 }
 
-/// A refused or failed request: HTTP status, stable code, one line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// HTTP status.
-    pub status: u16,
-    /// Stable error code.
-    pub code: &'static str,
-    /// What went wrong.
-    pub message: String,
-}
-
-impl Failure {
-    /// A failure with `status`, `code` and `message`.
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Failure {
-        Failure {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn decision(&self) -> Decision {
-        if self.status >= 500 {
-            Decision::Error
-        } else {
-            Decision::Deny
-        }
-    }
-}
-
-fn refusal_status(r: Refusal) -> u16 {
-    match r {
-        Refusal::Malformed
-        | Refusal::UnsupportedKey
-        | Refusal::ProofOfPossession
-        | Refusal::Validity => 400,
-        Refusal::SignerRule | Refusal::SystemMasters | Refusal::Usage => 403,
-        Refusal::CaExpired => 503,
-    }
-}
-
 /// Hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(digest::digest(&digest::SHA256, bytes))
@@ -119,11 +79,7 @@ pub async fn issue(
 ) -> Result<Answer, Failure> {
     match tokio::spawn(issue_task(app, ctx, ask)).await {
         Ok(result) => result,
-        Err(e) => Err(Failure::new(
-            500,
-            "internal",
-            format!("issuance task failed: {e}"),
-        )),
+        Err(e) => Err(Failure::bug("issuance task", e)),
     }
 }
 
@@ -141,8 +97,7 @@ async fn issue_task(
         (Ok(ask), None) => (
             None,
             Err(Failure::new(
-                400,
-                "unknown_signer",
+                ErrorCode::UnknownSigner,
                 format!("no CA is configured for signer {:?}", ask.signer),
             )),
         ),
@@ -178,7 +133,7 @@ async fn issue_task(
             record.not_after = Some(a.not_after.clone());
         }
         Err(f) => {
-            record.decision = Some(f.decision());
+            record.decision = Some(f.code.decision());
             record.code = Some(f.code.to_string());
             record.reason = Some(f.message.clone());
         }
@@ -196,11 +151,7 @@ async fn issue_task(
         Ok(()) => result,
         Err(e) => {
             tracing::error!(error = %e, "audit write failed; answer withheld");
-            Err(Failure::new(
-                500,
-                "audit_failed",
-                "the audit trail could not be written; nothing was issued",
-            ))
+            Err(Failure::audit_failed())
         }
     };
     // Metric labels carry only names the configuration knows: callers cannot grow the set.
@@ -209,19 +160,12 @@ async fn issue_task(
     } else {
         "other"
     };
-    match &result {
-        Ok(_) => {
-            app.metrics.count(ctx.endpoint, label, "allow", "");
-            app.metrics
-                .issuance_seconds
-                .observe(start.elapsed().as_secs_f64());
-        }
-        Err(f) => app.metrics.count(
-            ctx.endpoint,
-            label,
-            if f.status >= 500 { "error" } else { "deny" },
-            f.code,
-        ),
+    app.metrics
+        .count(ctx.endpoint, label, result.as_ref().err().map(|f| f.code));
+    if result.is_ok() {
+        app.metrics
+            .issuance_seconds
+            .observe(start.elapsed().as_secs_f64());
     }
     result
 }
@@ -236,10 +180,6 @@ fn is_builtin(signer: &str) -> bool {
 }
 
 type Outcome = (Option<Examined>, Result<Answer, Failure>);
-
-fn refused(e: csr::CsrError) -> Failure {
-    Failure::new(refusal_status(e.refusal), e.refusal.code(), e.message)
-}
 
 /// Examines and decides on the async worker (tens of microseconds of CPU), then waits for a
 /// session of the CA's key and signs on a blocking thread: refused requests never hold a
@@ -259,8 +199,7 @@ async fn decide_and_sign(
             return (
                 None,
                 Err(Failure::new(
-                    400,
-                    "malformed_csr",
+                    ErrorCode::MalformedCsr,
                     format!("expected a CERTIFICATE REQUEST PEM block, got {}", p.tag()),
                 )),
             );
@@ -269,8 +208,7 @@ async fn decide_and_sign(
             return (
                 None,
                 Err(Failure::new(
-                    400,
-                    "malformed_csr",
+                    ErrorCode::MalformedCsr,
                     format!("the request is not PEM ({e})"),
                 )),
             );
@@ -291,8 +229,7 @@ async fn decide_and_sign(
         return (
             None,
             Err(Failure::new(
-                403,
-                Refusal::Usage.code(),
+                ErrorCode::Usage,
                 format!(
                     "usage {u:?} is not allowed for signer {:?} (allowed: {})",
                     ask.signer,
@@ -315,7 +252,7 @@ async fn decide_and_sign(
     };
     let examined = match csr::examine(&request) {
         Ok(e) => e,
-        Err(e) => return (None, Err(refused(e))),
+        Err(e) => return (None, Err(e.into())),
     };
     let asked = request
         .expiration_seconds
@@ -325,14 +262,13 @@ async fn decide_and_sign(
         .decide(caller, &request.signer_name, &examined, asked)
     {
         Ok(g) => g,
-        Err(d) => return (Some(examined), Err(Failure::new(403, d.code, d.reason))),
+        Err(d) => return (Some(examined), Err(d.into())),
     };
     if !app.part_ready(Part::CaKeys) {
         return (
             Some(examined),
             Err(Failure::new(
-                503,
-                "hsm_unavailable",
+                ErrorCode::HsmUnavailable,
                 format!(
                     "CA key unavailable (nothing was sent to the token): {}",
                     app.not_ready_reason()
@@ -348,15 +284,17 @@ async fn decide_and_sign(
             Ok(Err(_)) => {
                 return (
                     Some(examined),
-                    Err(Failure::new(503, "shutting_down", "the daemon is stopping")),
+                    Err(Failure::new(
+                        ErrorCode::ShuttingDown,
+                        "the daemon is stopping",
+                    )),
                 );
             }
             Err(_) => {
                 return (
                     Some(examined),
                     Err(Failure::new(
-                        503,
-                        "busy",
+                        ErrorCode::Busy,
                         "no signing session became free within the request timeout",
                     )),
                 );
@@ -373,18 +311,11 @@ async fn decide_and_sign(
     let (examined, result) = match job.await {
         Ok(o) => o,
         Err(e) => {
-            return (
-                None,
-                Err(Failure::new(
-                    500,
-                    "internal",
-                    format!("signing task failed: {e}"),
-                )),
-            );
+            return (None, Err(Failure::bug("signing task", e)));
         }
     };
     if let Err(f) = &result
-        && f.code == "hsm_unavailable"
+        && f.code == ErrorCode::HsmUnavailable
     {
         app.set_ready(Part::CaKeys, false, &f.message);
     }
@@ -406,15 +337,7 @@ fn sign(
     let leaf = csr::not_after(request, &authority, now)
         .map_err(SignError::from)
         .and_then(|not_after| csr::issue(examined, &authority, now, not_after))
-        .map_err(|e| match e {
-            SignError::Refused(e) => refused(e),
-            SignError::Key(e) if e.is_unavailable() => {
-                Failure::new(503, "hsm_unavailable", format!("CA {:?}: {e}", ca.name))
-            }
-            SignError::Key(e) => {
-                Failure::new(500, "signing_failed", format!("CA {:?}: {e}", ca.name))
-            }
-        })?;
+        .map_err(|e| Failure::signing(&ca.name, e))?;
     Ok(Answer {
         serial: hex::encode(&leaf.serial),
         not_after: leaf.not_after.format(&Rfc3339).unwrap_or_default(),

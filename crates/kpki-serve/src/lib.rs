@@ -8,6 +8,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod config;
+pub mod error_code;
 pub mod issue;
 pub mod jwt;
 pub mod metrics;

@@ -13,6 +13,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::audit::Decision;
+use crate::error_code::ErrorCode;
+
 /// Labels of a request counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -105,14 +108,16 @@ impl Metrics {
         })
     }
 
-    /// Counts one request.
-    pub fn count(&self, endpoint: &str, signer: &str, outcome: &str, code: &str) {
+    /// Counts one request: allowed, or failed with `failed`.
+    pub fn count(&self, endpoint: &str, signer: &str, failed: Option<ErrorCode>) {
         self.requests
             .get_or_create(&RequestLabels {
                 endpoint: endpoint.into(),
                 signer: signer.into(),
-                outcome: outcome.into(),
-                code: code.into(),
+                outcome: failed
+                    .map_or(Decision::Allow, ErrorCode::decision)
+                    .to_string(),
+                code: failed.map(ErrorCode::as_str).unwrap_or_default().into(),
             })
             .inc();
     }

@@ -10,6 +10,7 @@ use kpki_pki::csr::Examined;
 use regex::Regex;
 
 use crate::config::{self, ConfigError, RuleConfig};
+use crate::error_code::ErrorCode;
 
 /// Who is calling: the client certificate's CN and O values.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -23,9 +24,10 @@ pub struct Caller {
 /// Why a request was denied: a stable code and one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
-    /// `policy_denied`, `node_mismatch`, `system_masters`, `org_not_allowed`,
-    /// `cn_not_allowed`, `san_not_allowed`, `key_not_allowed`, `validity_too_long`.
-    pub code: &'static str,
+    /// [`ErrorCode::PolicyDenied`], [`ErrorCode::NodeMismatch`], [`ErrorCode::SystemMasters`],
+    /// [`ErrorCode::OrgNotAllowed`], [`ErrorCode::CnNotAllowed`], [`ErrorCode::SanNotAllowed`],
+    /// [`ErrorCode::KeyNotAllowed`] or [`ErrorCode::ValidityTooLong`].
+    pub code: ErrorCode,
     /// What was denied and why.
     pub reason: String,
 }
@@ -148,7 +150,7 @@ impl Policy {
             && request.cn != caller.cn
         {
             return Err(Denial {
-                code: "node_mismatch",
+                code: ErrorCode::NodeMismatch,
                 reason: format!(
                     "node {node:?} may only request certificates for CN {:?}; asked {:?}",
                     caller.cn, request.cn
@@ -174,7 +176,7 @@ impl Policy {
             }
         }
         Err(first_denial.unwrap_or_else(|| Denial {
-            code: "policy_denied",
+            code: ErrorCode::PolicyDenied,
             reason: format!(
                 "no policy rule lets caller CN={:?} O={:?} use signer {signer:?}",
                 caller.cn, caller.orgs
@@ -192,7 +194,7 @@ impl Rule {
                 || caller.orgs.iter().any(|o| self.caller_orgs.contains(o)))
     }
 
-    fn deny(&self, code: &'static str, what: String) -> Denial {
+    fn deny(&self, code: ErrorCode, what: String) -> Denial {
         Denial {
             code,
             reason: format!("rule {:?}: {what}", self.name),
@@ -203,9 +205,9 @@ impl Rule {
         for o in &r.orgs {
             if !self.orgs.contains(o) {
                 let code = if o == SYSTEM_MASTERS {
-                    "system_masters"
+                    ErrorCode::SystemMasters
                 } else {
-                    "org_not_allowed"
+                    ErrorCode::OrgNotAllowed
                 };
                 return Err(self.deny(code, format!("O={o:?} is not allowed")));
             }
@@ -213,7 +215,10 @@ impl Rule {
         if let Some(re) = &self.cn
             && !re.is_match(&r.cn)
         {
-            return Err(self.deny("cn_not_allowed", format!("CN {:?} is not allowed", r.cn)));
+            return Err(self.deny(
+                ErrorCode::CnNotAllowed,
+                format!("CN {:?} is not allowed", r.cn),
+            ));
         }
         for d in &r.dns {
             let ok = self.dns_suffixes.iter().any(|s| {
@@ -222,7 +227,7 @@ impl Rule {
             });
             if !ok {
                 return Err(self.deny(
-                    "san_not_allowed",
+                    ErrorCode::SanNotAllowed,
                     format!("DNS SAN {d:?} is outside the allowed suffixes"),
                 ));
             }
@@ -230,7 +235,7 @@ impl Rule {
         for ip in &r.ips {
             if !self.ip_allowed(*ip) {
                 return Err(self.deny(
-                    "san_not_allowed",
+                    ErrorCode::SanNotAllowed,
                     format!("IP SAN {ip} is outside the allowed ranges"),
                 ));
             }
@@ -238,13 +243,16 @@ impl Rule {
         for u in &r.uris {
             if !self.uri_prefixes.iter().any(|p| u.starts_with(p.as_str())) {
                 return Err(self.deny(
-                    "san_not_allowed",
+                    ErrorCode::SanNotAllowed,
                     format!("URI SAN {u:?} is outside the allowed prefixes"),
                 ));
             }
         }
         if let Some(e) = r.emails.first() {
-            return Err(self.deny("san_not_allowed", format!("email SAN {e:?} is not allowed")));
+            return Err(self.deny(
+                ErrorCode::SanNotAllowed,
+                format!("email SAN {e:?} is not allowed"),
+            ));
         }
         if !self.key_types.is_empty()
             && !self
@@ -253,7 +261,7 @@ impl Rule {
                 .any(|k| *k == r.key || (k == "RSA" && r.key.starts_with("RSA-")))
         {
             return Err(self.deny(
-                "key_not_allowed",
+                ErrorCode::KeyNotAllowed,
                 format!(
                     "key {} is not allowed ({})",
                     r.key,
@@ -265,7 +273,7 @@ impl Rule {
             && v > self.max_validity
         {
             return Err(self.deny(
-                "validity_too_long",
+                ErrorCode::ValidityTooLong,
                 format!(
                     "validity {}s exceeds the maximum {}s",
                     v.as_secs(),
