@@ -1,13 +1,13 @@
 //! Signing PKCS#10 requests the way the Kubernetes CSR signers do (reference §6): proof of
-//! possession, the built-in signerNames' rules, usages from the signer and `spec.usages`,
-//! validity from `expirationSeconds` clipped to the CA, subject and SANs from the request,
-//! every other requested extension dropped, and the public key taken from the request's
+//! possession, the signer's rules ([`crate::signers`]: subject, SANs, usages), validity from
+//! `expirationSeconds` clipped to the CA, subject and SANs from the request, every other
+//! requested extension dropped, and the public key taken from the request's
 //! SubjectPublicKeyInfo (never from its signature algorithm).
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType};
+use rcgen::{CertificateParams, SanType};
 use time::OffsetDateTime;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
@@ -15,17 +15,15 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
 use crate::PkiError;
+use crate::signers::{self, KubeSigner, Purpose};
 use crate::subject::Subject;
 use crate::x509::{self, CaSigner, Issued};
 
-/// `kubernetes.io/kube-apiserver-client`.
-pub const KUBE_APISERVER_CLIENT: &str = "kubernetes.io/kube-apiserver-client";
-/// `kubernetes.io/kube-apiserver-client-kubelet`.
-pub const KUBE_APISERVER_CLIENT_KUBELET: &str = "kubernetes.io/kube-apiserver-client-kubelet";
-/// `kubernetes.io/kubelet-serving`.
-pub const KUBELET_SERVING: &str = "kubernetes.io/kubelet-serving";
-/// `kubernetes.io/legacy-unknown` (not requestable through certificates.k8s.io/v1).
-pub const LEGACY_UNKNOWN: &str = "kubernetes.io/legacy-unknown";
+/// The signer names and the usage vocabulary; their home is [`crate::signers`].
+pub use crate::signers::{
+    KNOWN_USAGES, KUBE_APISERVER_CLIENT, KUBE_APISERVER_CLIENT_KUBELET, KUBELET_SERVING,
+    LEGACY_UNKNOWN, check_spec_usages,
+};
 
 /// The smallest `expirationSeconds` Kubernetes accepts.
 pub const MIN_EXPIRATION_SECONDS: i64 = 600;
@@ -129,11 +127,18 @@ impl From<SignError> for PkiError {
     }
 }
 
-fn refusal(refusal: Refusal, msg: impl Into<String>) -> CsrError {
-    CsrError {
-        refusal,
-        message: msg.into(),
+impl CsrError {
+    /// A refusal of kind `refusal` saying `msg`.
+    pub(crate) fn new(refusal: Refusal, msg: impl Into<String>) -> CsrError {
+        CsrError {
+            refusal,
+            message: msg.into(),
+        }
     }
+}
+
+fn refusal(refusal: Refusal, msg: impl Into<String>) -> CsrError {
+    CsrError::new(refusal, msg)
 }
 
 fn refused(msg: impl Into<String>) -> CsrError {
@@ -256,215 +261,25 @@ fn check_key(csr: &X509CertificationRequest<'_>) -> Result<String, CsrError> {
     }
 }
 
-/// Every value `spec.usages` may hold (`certificates.k8s.io/v1`).
-pub const KNOWN_USAGES: &[&str] = &[
-    "signing",
-    "digital signature",
-    "content commitment",
-    "key encipherment",
-    "key agreement",
-    "data encipherment",
-    "cert sign",
-    "crl sign",
-    "encipher only",
-    "decipher only",
-    "any",
-    "server auth",
-    "client auth",
-    "code signing",
-    "email protection",
-    "s/mime",
-    "ipsec end system",
-    "ipsec tunnel",
-    "ipsec user",
-    "timestamping",
-    "ocsp signing",
-    "microsoft sgc",
-    "netscape sgc",
-];
-
-/// The API server's validation of a CertificateSigningRequest's `spec.usages`: required, each
-/// a known value, none twice.
-pub fn check_spec_usages(usages: &[String]) -> Result<(), CsrError> {
-    let bad = |msg: String| refusal(Refusal::Usage, msg);
-    if usages.is_empty() {
-        return Err(bad(
-            "spec.usages: Required value: a CertificateSigningRequest must list its usages".into(),
-        ));
-    }
-    for (i, u) in usages.iter().enumerate() {
-        if !KNOWN_USAGES.contains(&u.as_str()) {
-            return Err(bad(format!("spec.usages[{i}]: Unsupported value: {u:?}")));
-        }
-        if usages[..i].contains(u) {
-            return Err(bad(format!("spec.usages[{i}]: Duplicate value: {u:?}")));
-        }
-    }
-    Ok(())
-}
-
-/// Usages of a request: the signer's defaults when none are asked, then the signer's rules.
-fn usages_for(signer_name: &str, asked: &[String]) -> Result<Vec<String>, CsrError> {
-    let default: &[&str] = match signer_name {
-        KUBELET_SERVING => &["digital signature", "key encipherment", "server auth"],
-        _ => &["digital signature", "key encipherment", "client auth"],
-    };
-    let mut usages: Vec<String> = if asked.is_empty() {
-        default.iter().map(|s| s.to_string()).collect()
-    } else {
-        asked.to_vec()
-    };
-    usages.sort();
-    usages.dedup();
-    let set: Vec<&str> = usages.iter().map(String::as_str).collect();
-    let exact = |options: &[&[&str]]| {
-        options.iter().any(|o| {
-            let mut o = o.to_vec();
-            o.sort_unstable();
-            o == set
-        })
-    };
-    let (allowed, rule) = match signer_name {
-        KUBE_APISERVER_CLIENT => (
-            set.contains(&"client auth")
-                && set
-                    .iter()
-                    .all(|u| ["client auth", "digital signature", "key encipherment"].contains(u)),
-            "requires \"client auth\" and allows only \"digital signature\" and \"key encipherment\" besides",
-        ),
-        KUBE_APISERVER_CLIENT_KUBELET => (
-            exact(&[
-                &["digital signature", "key encipherment", "client auth"],
-                &["digital signature", "client auth"],
-            ]),
-            "requires exactly digital signature, (key encipherment,) client auth",
-        ),
-        KUBELET_SERVING => (
-            exact(&[
-                &["digital signature", "key encipherment", "server auth"],
-                &["digital signature", "server auth"],
-            ]),
-            "requires exactly digital signature, (key encipherment,) server auth",
-        ),
-        _ => (true, ""),
-    };
-    if !allowed {
-        return Err(refusal(
-            Refusal::Usage,
-            format!("{signer_name} {rule}; got {set:?}"),
-        ));
-    }
-    Ok(usages)
-}
-
 fn apply_usages(p: &mut CertificateParams, usages: &[String]) -> Result<(), CsrError> {
     for u in usages {
-        match u.as_str() {
-            "digital signature" => p.key_usages.push(KeyUsagePurpose::DigitalSignature),
-            "content commitment" => p.key_usages.push(KeyUsagePurpose::ContentCommitment),
-            "key encipherment" => p.key_usages.push(KeyUsagePurpose::KeyEncipherment),
-            "key agreement" => p.key_usages.push(KeyUsagePurpose::KeyAgreement),
-            "data encipherment" => p.key_usages.push(KeyUsagePurpose::DataEncipherment),
-            "server auth" => p
-                .extended_key_usages
-                .push(ExtendedKeyUsagePurpose::ServerAuth),
-            "client auth" => p
-                .extended_key_usages
-                .push(ExtendedKeyUsagePurpose::ClientAuth),
-            "code signing" => p
-                .extended_key_usages
-                .push(ExtendedKeyUsagePurpose::CodeSigning),
-            "email protection" => p
-                .extended_key_usages
-                .push(ExtendedKeyUsagePurpose::EmailProtection),
-            "timestamping" => p
-                .extended_key_usages
-                .push(ExtendedKeyUsagePurpose::TimeStamping),
-            "ocsp signing" => p
-                .extended_key_usages
-                .push(ExtendedKeyUsagePurpose::OcspSigning),
-            "any" => p.extended_key_usages.push(ExtendedKeyUsagePurpose::Any),
-            "cert sign" | "crl sign" => {
-                return Err(refusal(
-                    Refusal::Usage,
-                    format!("usage {u:?} would make a CA; refused"),
-                ));
-            }
-            other => {
-                return Err(refusal(
-                    Refusal::Usage,
-                    format!("unsupported usage {other:?}"),
-                ));
-            }
+        match signers::purpose(u)? {
+            Purpose::Key(k) => p.key_usages.push(k),
+            Purpose::Extended(e) => p.extended_key_usages.push(e),
         }
     }
     Ok(())
 }
 
-fn check_subject(
-    signer_name: &str,
-    req: &Examined,
-    allow_system_masters: bool,
-) -> Result<(), CsrError> {
-    let rule = |msg: String| refusal(Refusal::SignerRule, msg);
-    let node_rules = |what: &str| -> Result<(), CsrError> {
-        if req.orgs != ["system:nodes"] {
-            return Err(rule(format!(
-                "{what} requires O exactly [\"system:nodes\"]; got {:?}",
-                req.orgs
-            )));
-        }
-        if !req.cn.starts_with("system:node:") || req.cn.len() == "system:node:".len() {
-            return Err(rule(format!(
-                "{what} requires CN system:node:<name>; got {:?}",
-                req.cn
-            )));
-        }
-        Ok(())
-    };
-    let has_sans =
-        !(req.dns.is_empty() && req.ips.is_empty() && req.emails.is_empty() && req.uris.is_empty());
-    match signer_name {
-        KUBE_APISERVER_CLIENT
-            if req.orgs.iter().any(|o| o == "system:masters") && !allow_system_masters =>
-        {
-            Err(refusal(
-                Refusal::SystemMasters,
-                "O=system:masters is refused (it bypasses RBAC); pass --allow-system-masters to issue it anyway",
-            ))
-        }
-        KUBE_APISERVER_CLIENT_KUBELET => {
-            node_rules(signer_name)?;
-            if has_sans {
-                return Err(rule(format!(
-                    "{signer_name} allows no subject alternative names"
-                )));
-            }
-            Ok(())
-        }
-        KUBELET_SERVING => {
-            node_rules(signer_name)?;
-            if req.dns.is_empty() && req.ips.is_empty() {
-                return Err(rule(format!(
-                    "{signer_name} requires at least one DNS or IP subject alternative name"
-                )));
-            }
-            if !req.emails.is_empty() || !req.uris.is_empty() {
-                return Err(rule(format!(
-                    "{signer_name} forbids email and URI subject alternative names"
-                )));
-            }
-            Ok(())
-        }
-        LEGACY_UNKNOWN => Err(rule(format!(
-            "{LEGACY_UNKNOWN} cannot be requested through certificates.k8s.io/v1"
-        ))),
-        _ => Ok(()),
-    }
+/// Parses `request`, checks its key, its proof of possession and the rules of the signer
+/// its `signer_name` chooses.
+pub fn examine(request: &SignRequest) -> Result<Examined, CsrError> {
+    examine_for(&KubeSigner::for_name(&request.signer_name), request)
 }
 
-/// Parses `request`, checks its key, its proof of possession and its signer's rules.
-pub fn examine(request: &SignRequest) -> Result<Examined, CsrError> {
+/// Parses `request`, checks its key, its proof of possession and `signer`'s rules (chosen
+/// by the caller, e.g. narrowed to configured usages; `request.signer_name` is not read).
+pub fn examine_for(signer: &KubeSigner, request: &SignRequest) -> Result<Examined, CsrError> {
     let (rest, csr) = X509CertificationRequest::from_der(&request.csr_der)
         .map_err(|e| refused(format!("malformed certificate request ({e})")))?;
     if !rest.is_empty() {
@@ -479,8 +294,7 @@ pub fn examine(request: &SignRequest) -> Result<Examined, CsrError> {
     })?;
     let mut req = parse_request(&csr)?;
     req.key = key;
-    check_subject(&request.signer_name, &req, request.allow_system_masters)?;
-    req.usages = usages_for(&request.signer_name, &request.usages)?;
+    req.usages = signer.validate(request, &req)?;
     Ok(req)
 }
 
@@ -594,35 +408,4 @@ pub fn issue(
         serial: serial.to_bytes(),
         not_after: x509::whole_seconds(not_after),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spec_usages_are_validated_as_the_api_server_does() {
-        let v = |u: &[&str]| {
-            check_spec_usages(&u.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .map_err(|e| e.message)
-        };
-        assert_eq!(v(&["digital signature", "client auth"]), Ok(()));
-        assert_eq!(v(&["s/mime", "netscape sgc"]), Ok(()));
-        let bad: &[(&[&str], &str)] = &[
-            (&[], "spec.usages: Required value"),
-            (
-                &["client auth", "client auth"],
-                "spec.usages[1]: Duplicate value: \"client auth\"",
-            ),
-            (
-                &["client-auth"],
-                "spec.usages[0]: Unsupported value: \"client-auth\"",
-            ),
-            (&["Client Auth"], "Unsupported value"),
-        ];
-        for (usages, want) in bad {
-            let e = v(usages).expect_err(want);
-            assert!(e.contains(want), "{usages:?}: {e}");
-        }
-    }
 }

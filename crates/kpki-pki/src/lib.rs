@@ -22,6 +22,7 @@ pub mod onboard;
 pub mod pair;
 pub mod renew;
 pub mod sans;
+pub mod signers;
 pub mod store;
 mod strict;
 pub mod subject;

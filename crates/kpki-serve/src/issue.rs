@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
 use kpki_pki::csr::{self, Authority, Examined, SignError, SignRequest};
+use kpki_pki::signers::{self, KubeSigner};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -155,7 +156,9 @@ async fn issue_task(
         }
     };
     // Metric labels carry only names the configuration knows: callers cannot grow the set.
-    let label = if state.config.signers.contains_key(&signer) || is_builtin(&signer) {
+    let label = if state.config.signers.contains_key(&signer)
+        || signers::BUILT_IN.contains(&signer.as_str())
+    {
         signer.as_str()
     } else {
         "other"
@@ -168,15 +171,6 @@ async fn issue_task(
             .observe(start.elapsed().as_secs_f64());
     }
     result
-}
-
-fn is_builtin(signer: &str) -> bool {
-    [
-        csr::KUBE_APISERVER_CLIENT,
-        csr::KUBE_APISERVER_CLIENT_KUBELET,
-        csr::KUBELET_SERVING,
-    ]
-    .contains(&signer)
 }
 
 type Outcome = (Option<Examined>, Result<Answer, Failure>);
@@ -219,38 +213,18 @@ async fn decide_and_sign(
         .config
         .signers
         .get(&ask.signer)
-        .map(|s| s.usages.clone())
+        .map(|s| s.usages.as_slice())
         .unwrap_or_default();
-    if let Some(u) = ask
-        .usages
-        .iter()
-        .find(|u| !configured.is_empty() && !configured.contains(u))
-    {
-        return (
-            None,
-            Err(Failure::new(
-                ErrorCode::Usage,
-                format!(
-                    "usage {u:?} is not allowed for signer {:?} (allowed: {})",
-                    ask.signer,
-                    configured.join(", ")
-                ),
-            )),
-        );
-    }
+    let signer = KubeSigner::for_name(&ask.signer).with_usages(configured);
     let request = SignRequest {
         csr_der,
         signer_name: ask.signer.clone(),
-        usages: if ask.usages.is_empty() {
-            configured
-        } else {
-            ask.usages.clone()
-        },
+        usages: ask.usages.clone(),
         expiration_seconds: ask.expiration_seconds,
         // The policy decides about system:masters (only where a rule lists it).
         allow_system_masters: true,
     };
-    let examined = match csr::examine(&request) {
+    let examined = match csr::examine_for(&signer, &request) {
         Ok(e) => e,
         Err(e) => return (None, Err(e.into())),
     };

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use kpki_pki::csr::Examined;
+use kpki_pki::signers::{NODE_USER_PREFIX, SYSTEM_MASTERS};
 use regex::Regex;
 
 use crate::config::{self, ConfigError, RuleConfig};
@@ -41,8 +42,6 @@ pub struct Grant {
     pub max_validity: Duration,
 }
 
-const NODE_PREFIX: &str = "system:node:";
-const SYSTEM_MASTERS: &str = "system:masters";
 const KEY_TYPES: &[&str] = &[
     "RSA",
     "RSA-2048",
@@ -146,7 +145,7 @@ impl Policy {
         request: &Examined,
         validity: Option<Duration>,
     ) -> Result<Grant, Denial> {
-        if let Some(node) = caller.cn.strip_prefix(NODE_PREFIX)
+        if let Some(node) = caller.cn.strip_prefix(NODE_USER_PREFIX)
             && request.cn != caller.cn
         {
             return Err(Denial {
