@@ -9,7 +9,7 @@ macro_rules! token_tests {
     ($($module:ident => $kind:expr;)*) => {$(
         mod $module {
             use kpki_e2e::hsm::matrix::TokenKind;
-            use kpki_e2e::token_matrix::{cluster, conformance, contention, jwt};
+            use kpki_e2e::token_matrix::{cluster, conformance, contention, jwt, lookup};
 
             const KIND: TokenKind = $kind;
 
@@ -31,6 +31,30 @@ macro_rules! token_tests {
             #[test]
             fn jwt_signer_200_tokens() {
                 jwt::sign_200(KIND);
+            }
+
+            #[test]
+            fn jwt_rotation_to_key_created_later() {
+                let r = jwt::rotate_to_key_created_later(KIND);
+                eprintln!(
+                    "{}: rotation applied {:?} after SIGHUP; module re-read for the new key {} time(s); \
+                     {} concurrent signatures, none failed",
+                    KIND.name(),
+                    r.applied_after,
+                    r.reloads,
+                    r.signed_during_reload
+                );
+            }
+
+            #[test]
+            fn missing_key_is_one_line_at_bounded_cost() {
+                let t = lookup::missing_key_is_one_line(KIND);
+                eprintln!(
+                    "{}: kpki keys show median {:?} (present key), {:?} (missing key)",
+                    KIND.name(),
+                    t.present,
+                    t.missing
+                );
             }
 
             #[test]

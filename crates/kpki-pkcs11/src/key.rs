@@ -257,20 +257,16 @@ impl Pkcs11Key {
             uri.object.as_deref(),
             uri.id.as_deref(),
         );
-        let (handle, algorithm, spki, generation) = token.run(|lease| {
-            let handle = find_one(
+        let lookup = |lease: &Lease<'_>| {
+            let Some(handle) = find_one(
                 lease.session(),
                 token.name(),
                 &template,
                 &uri.object_description(),
             )?
-            .ok_or_else(|| {
-                KeyError::NotFound(format!(
-                    "{} on token {:?}",
-                    uri.object_description(),
-                    token.name()
-                ))
-            })?;
+            else {
+                return Ok(None);
+            };
             let (algorithm, spki) = read_public_key(
                 lease.session(),
                 token.name(),
@@ -278,7 +274,24 @@ impl Pkcs11Key {
                 uri.object.as_deref(),
                 uri.id.as_deref(),
             )?;
-            Ok((handle, algorithm, spki, lease.generation()))
+            Ok(Some((handle, algorithm, spki, lease.generation())))
+        };
+        let found = match token.run(lookup)? {
+            Some(found) => Some(found),
+            // Some modules read their object store once, at C_Initialize (tpm2-pkcs11): a
+            // key another process created since is invisible until the module is
+            // initialised again. Once per lookup, then "not found" stands.
+            None => {
+                token.reread_objects(&uri.object_description())?;
+                token.run(lookup)?
+            }
+        };
+        let (handle, algorithm, spki, generation) = found.ok_or_else(|| {
+            KeyError::NotFound(format!(
+                "{} on token {:?}",
+                uri.object_description(),
+                token.name()
+            ))
         })?;
         let display = uri.without_pin_value();
         Ok(Pkcs11Key {

@@ -555,6 +555,36 @@ impl Token {
             .map_err(|e| self.unavailable(format!("{why}; re-initialising the module failed: {e}")))
     }
 
+    /// `C_Finalize` + `C_Initialize` of this token's module so that it reads its object
+    /// store again, for a lookup of `what` that found nothing: some modules (tpm2-pkcs11)
+    /// read it once, at `C_Initialize`, and do not see objects other processes created
+    /// since. Goes through the same epoch machinery as recovery: new calls on the module
+    /// wait, calls already running on it finish first, and every connected token of the
+    /// module reconnects on its next use. Not done when the module was already
+    /// re-initialised since this token last connected (it has read its store since).
+    pub(crate) fn reread_objects(&self, what: &str) -> Result<()> {
+        let epoch = {
+            let st = self.lock();
+            match &st.connection {
+                Some(c) if !c.module.is_current() => return Ok(()),
+                Some(c) => c.module.epoch,
+                None => st.epoch,
+            }
+        };
+        tracing::info!(
+            token = %self.name,
+            key = %what,
+            "key not found; re-initialising the module (re-reading the token's objects) to look once more"
+        );
+        context::reinitialize(&self.selector.module, epoch)
+            .map(|_| ())
+            .map_err(|e| {
+                self.unavailable(format!(
+                    "re-initialising the module to look for {what} again failed: {e}"
+                ))
+            })
+    }
+
     /// Runs `op` on a fresh read-write session (key generation and administration). Busy
     /// tokens are retried with backoff for up to [`BUSY_BUDGET`]; a lost connection is
     /// reconnected once.

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod conformance;
 pub mod contention;
 pub mod jwt;
+pub mod lookup;
 pub mod outage;
 
 /// The algorithm a token's CAs and leaves use in the cluster tests: ECDSA-P256 where the

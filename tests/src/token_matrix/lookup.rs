@@ -1,0 +1,66 @@
+//! Opening a key by URI on every token: a key another process created after this one loaded
+//! the module is found (see `jwt::rotate_to_key_created_later` for the running daemon), and
+//! a key that does not exist is reported in one line, at a bounded cost. `kpki keys show`
+//! of a missing key is timed next to `kpki keys show` of a present one, each in a fresh
+//! process.
+
+use std::time::{Duration, Instant};
+
+use super::{assert_one_clean_error_line, must_create_key};
+use crate::hsm::matrix::{Token, TokenKind};
+use crate::{kpki, text};
+
+/// How many times each lookup runs (the median is reported).
+const RUNS: usize = 5;
+
+/// Median wall time of `kpki keys show` in a fresh process.
+#[derive(Debug)]
+pub struct LookupTimes {
+    /// A key that exists.
+    pub present: Duration,
+    /// A key that does not.
+    pub missing: Duration,
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Shows a present and a missing key [`RUNS`] times each on a fresh token of `kind`: the
+/// present one succeeds, the missing one exits 1 with one error line naming the object and
+/// the token, every time. Returns the median times.
+pub fn missing_key_is_one_line(kind: TokenKind) -> LookupTimes {
+    let token = Token::start(kind);
+    let name = kind.name();
+    let algorithm = super::cluster_algorithm(kind);
+    let present = token.key_uri("present");
+    must_create_key(&token, &present, algorithm);
+    let missing = token.key_uri("absent");
+    let (mut shown, mut refused) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let out = kpki(&["keys", "show", &present]);
+        shown.push(start.elapsed());
+        assert!(out.status.success(), "{name}: {:?}", text(&out));
+
+        let start = Instant::now();
+        let out = kpki(&["keys", "show", &missing]);
+        refused.push(start.elapsed());
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stdout} {stderr}");
+        assert!(stdout.is_empty(), "{name}: {stdout}");
+        assert_one_clean_error_line(name, &stderr);
+        assert!(
+            stderr.contains(&format!(
+                "key object \"absent\" on token \"{}\" not found",
+                token.label()
+            )),
+            "{name}: {stderr}"
+        );
+    }
+    LookupTimes {
+        present: median(shown),
+        missing: median(refused),
+    }
+}
