@@ -126,37 +126,23 @@ pub fn load(crt: &Path, key: Arc<dyn Signer>) -> Result<(Vec<u8>, CaSigner), Pki
 mod tests {
     use super::*;
 
-    use kpki_signer::KeyAlgorithm;
     use time::OffsetDateTime;
 
+    use crate::certfile::tests::chains::{key, root};
     use crate::x509;
 
-    fn key() -> Arc<dyn Signer> {
-        Arc::new(
-            kpki_soft::SoftKey::generate(KeyUri::file("/dev/null"), KeyAlgorithm::EcdsaP256)
-                .unwrap()
-                .0,
-        )
-    }
-
-    fn ca_pem(k: &Arc<dyn Signer>, cn: &str) -> (Vec<u8>, String) {
+    fn ca_pem(k: &Arc<dyn Signer>) -> (Vec<u8>, String) {
         let start = x509::whole_seconds(OffsetDateTime::now_utc());
-        let params = x509::ca_params(
-            cn,
-            k.public_key_spki(),
-            start,
-            std::time::Duration::from_secs(86400),
-        )
-        .unwrap();
-        let c = x509::self_sign(params, Arc::clone(k)).unwrap();
-        (c.der, c.pem)
+        let der = root(start, std::time::Duration::from_secs(86400), Arc::clone(k)).der;
+        let pem = x509::to_pem("CERTIFICATE", &der);
+        (der, pem)
     }
 
     #[test]
     fn the_signing_certificate_of_a_bundle_is_the_one_matching_the_key() {
         let (k, other_k, stranger) = (key(), key(), key());
-        let (der, pem) = ca_pem(&k, "kubernetes");
-        let (other_der, other_pem) = ca_pem(&other_k, "other");
+        let (der, pem) = ca_pem(&k);
+        let (other_der, other_pem) = ca_pem(&other_k);
         let dir = tempfile::tempdir().unwrap();
         let crt = dir.path().join("ca.crt");
         // (file contents, key, expected: Ok(signing DER) or Err(message part))

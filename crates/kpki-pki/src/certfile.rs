@@ -259,7 +259,7 @@ pub fn verify_chain(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -278,7 +278,8 @@ mod tests {
         assert!(e.contains("\"RSA PRIVATE KEY\", not CERTIFICATE"), "{e}");
     }
 
-    mod chains {
+    /// Keys and CAs made in memory, for the tests of this crate.
+    pub(crate) mod chains {
         use std::sync::Arc;
         use std::time::Duration;
 
@@ -291,7 +292,8 @@ mod tests {
         use crate::subject::{Attr, Subject};
         use crate::x509::{self, CaSigner, Draft, Profile};
 
-        fn key() -> Arc<dyn Signer> {
+        /// A new P-256 software key.
+        pub(crate) fn key() -> Arc<dyn Signer> {
             Arc::new(
                 kpki_soft::SoftKey::generate(KeyUri::file("/dev/null"), KeyAlgorithm::EcdsaP256)
                     .unwrap()
@@ -299,13 +301,15 @@ mod tests {
             )
         }
 
-        struct Ca {
-            der: Vec<u8>,
+        /// A CA: its certificate and issuer.
+        pub(crate) struct Ca {
+            /// The certificate, DER.
+            pub(crate) der: Vec<u8>,
             signer: CaSigner,
         }
 
-        fn root(start: OffsetDateTime, period: Duration) -> Ca {
-            let k = key();
+        /// A self-signed CA with key `k`, valid for `period` from `start`.
+        pub(crate) fn root(start: OffsetDateTime, period: Duration, k: Arc<dyn Signer>) -> Ca {
             let params = x509::ca_params("root", k.public_key_spki(), start, period).unwrap();
             let der = x509::self_sign(params, Arc::clone(&k)).unwrap().der;
             let signer = CaSigner::new(&der, k).unwrap();
@@ -347,12 +351,12 @@ mod tests {
         fn chains_are_checked_as_go_verifies_them() {
             let now = x509::whole_seconds(OffsetDateTime::now_utc());
             let day = Duration::from_secs(86400);
-            let ca = root(now, day * 10);
+            let ca = root(now, day * 10, key());
             let int = intermediate(&ca, "int", now, true);
             let int2 = intermediate(&int, "int2", now, true);
             let not_ca = intermediate(&ca, "not-ca", now, false);
-            let other = root(now, day);
-            let expired_ca = root(now - day * 3, day);
+            let other = root(now, day, key());
+            let expired_ca = root(now - day * 3, day, key());
             let l_ca = leaf(&ca, now, day);
             let l_int = leaf(&int, now, day);
             let l_int2 = leaf(&int2, now, day);
