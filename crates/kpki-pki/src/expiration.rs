@@ -148,6 +148,15 @@ pub fn check(spec: &ClusterSpec, keys: &KeyStore) -> Result<Report, PkiError> {
     })
 }
 
+/// `<major><unit>` followed by `<minor><minor unit>` unless `minor` is zero (`2m5s`, `3h`).
+fn two_units(major: i64, unit: &str, minor: i64, minor_unit: &str) -> String {
+    if minor == 0 {
+        format!("{major}{unit}")
+    } else {
+        format!("{major}{unit}{minor}{minor_unit}")
+    }
+}
+
 /// apimachinery's `HumanDuration` of a signed number of seconds (`<invalid>` below −1 s).
 pub fn human_duration(seconds: i64) -> String {
     if seconds < -1 {
@@ -161,48 +170,29 @@ pub fn human_duration(seconds: i64) -> String {
     }
     let minutes = seconds / 60;
     if minutes < 10 {
-        let s = seconds % 60;
-        return if s == 0 {
-            format!("{minutes}m")
-        } else {
-            format!("{minutes}m{s}s")
-        };
+        return two_units(minutes, "m", seconds % 60, "s");
     }
     if minutes < 180 {
         return format!("{minutes}m");
     }
     let hours = seconds / 3600;
     if hours < 8 {
-        let m = minutes % 60;
-        return if m == 0 {
-            format!("{hours}h")
-        } else {
-            format!("{hours}h{m}m")
-        };
+        return two_units(hours, "h", minutes % 60, "m");
     }
     if hours < 48 {
         return format!("{hours}h");
     }
+    let days = hours / 24;
     if hours < 24 * 8 {
-        let h = hours % 24;
-        return if h == 0 {
-            format!("{}d", hours / 24)
-        } else {
-            format!("{}d{h}h", hours / 24)
-        };
+        return two_units(days, "d", hours % 24, "h");
     }
     if hours < 24 * 365 * 2 {
-        return format!("{}d", hours / 24);
+        return format!("{days}d");
     }
     if hours < 24 * 365 * 8 {
-        let dy = (hours / 24) % 365;
-        return if dy == 0 {
-            format!("{}y", hours / 24 / 365)
-        } else {
-            format!("{}y{dy}d", hours / 24 / 365)
-        };
+        return two_units(days / 365, "y", days % 365, "d");
     }
-    format!("{}y", hours / 24 / 365)
+    format!("{}y", days / 365)
 }
 
 /// Lays out rows like Go's `tabwriter` with kubeadm's settings (minwidth 10, padding 3):
@@ -383,7 +373,12 @@ mod tests {
             (-5, "<invalid>"),
             (-1, "0s"),
             (59, "59s"),
+            (120, "2m"),
+            (121, "2m1s"),
             (150, "2m30s"),
+            (7 * 3600, "7h"),
+            (3 * 86400, "3d"),
+            (2 * 365 * 86400, "2y"),
             (600, "10m"),
             (5 * 3600 + 120, "5h2m"),
             (20 * 3600, "20h"),
