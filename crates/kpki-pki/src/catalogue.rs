@@ -384,6 +384,14 @@ impl LeafSpec {
 }
 
 impl KubeconfigSpec {
+    /// The API server URL it points at for the cluster `spec`.
+    pub fn server_url(&self, spec: &crate::config::ClusterSpec) -> String {
+        match self.server {
+            Server::ControlPlane => spec.control_plane_url(),
+            Server::Local => spec.local_url(),
+        }
+    }
+
     /// Its file under the kubeconfig directory `dir`.
     pub fn path(&self, dir: &Path) -> PathBuf {
         dir.join(self.file)
@@ -482,6 +490,60 @@ mod tests {
         for (name, want) in table {
             let got = leaf(name).map(|l| (l.base, l.issuer().id));
             assert_eq!(got, *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn kubeconfig_servers() {
+        use crate::config::{ClusterSettings, Settings, resolve};
+        let spec = |endpoint: Option<&str>| {
+            resolve(&Settings {
+                cluster: ClusterSettings {
+                    node_name: Some("cp1".into()),
+                    advertise_address: Some("10.0.0.10".into()),
+                    control_plane_endpoint: endpoint.map(String::from),
+                    ..Default::default()
+                },
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let table: &[(Option<&str>, &str, &str)] = &[
+            (None, "admin.conf", "https://10.0.0.10:6443"),
+            (None, "kubelet.conf", "https://10.0.0.10:6443"),
+            (
+                Some("k8s.example.com:6443"),
+                "admin.conf",
+                "https://k8s.example.com:6443",
+            ),
+            (
+                Some("k8s.example.com:6443"),
+                "super-admin.conf",
+                "https://k8s.example.com:6443",
+            ),
+            (
+                Some("k8s.example.com:6443"),
+                "controller-manager.conf",
+                "https://10.0.0.10:6443",
+            ),
+            (
+                Some("k8s.example.com:6443"),
+                "scheduler.conf",
+                "https://10.0.0.10:6443",
+            ),
+            (
+                Some("k8s.example.com:6443"),
+                "kubelet.conf",
+                "https://10.0.0.10:6443",
+            ),
+        ];
+        for (endpoint, file, want) in table {
+            let kc = KUBECONFIGS.iter().find(|k| k.file == *file).unwrap();
+            assert_eq!(
+                kc.server_url(&spec(*endpoint)),
+                *want,
+                "{file} {endpoint:?}"
+            );
         }
     }
 

@@ -3,7 +3,7 @@
 //! client key plus a CSR beside it. CSRs carry the subject and SANs of the catalogue and
 //! nothing else; the CA adds usages and validity when it signs. Nothing is overwritten.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kpki_signer::{KeyUri, RcgenSigner, Signer};
@@ -11,7 +11,7 @@ use kpki_soft::SoftKey;
 use rcgen::{CertificateParams, DnType, SanType};
 use serde::Serialize;
 
-use crate::catalogue::{KUBECONFIGS, LEAVES, Server};
+use crate::catalogue::{KUBECONFIGS, LEAVES};
 use crate::config::ClusterSpec;
 use crate::sans::{AltNames, alt_names};
 use crate::{PkiError, kubeconfig, store};
@@ -62,6 +62,17 @@ fn request_pem(
         .map_err(|e| PkiError::Refused(format!("CSR encoding: {e}")))
 }
 
+/// Writes the key (or partial kubeconfig) `key_text` to `key_path`, then the request `csr`
+/// to `csr_path`, creating the request's directory with kubeadm's mode.
+fn write_pair(key_path: &Path, key_text: &str, csr_path: &Path, csr: &str) -> Result<(), PkiError> {
+    if let Some(dir) = csr_path.parent() {
+        kpki_soft::atomic::create_dir_all(dir, CSR_DIR_MODE)
+            .map_err(|e| PkiError::Io(format!("{}: {e}", dir.display())))?;
+    }
+    store::create(key_path, key_text.as_bytes(), store::PRIVATE_MODE).map_err(PkiError::Io)?;
+    store::create(csr_path, csr.as_bytes(), store::PRIVATE_MODE).map_err(PkiError::Io)
+}
+
 /// Writes keys, partial kubeconfigs and CSRs; refuses before writing if any target exists.
 pub fn generate(spec: &ClusterSpec) -> Result<Vec<Written>, PkiError> {
     let leaves: Vec<_> = LEAVES
@@ -100,12 +111,7 @@ pub fn generate(spec: &ClusterSpec) -> Result<Vec<Written>, PkiError> {
             leaf.orgs,
             &alt_names(spec, leaf.sans),
         )?;
-        if let Some(dir) = csr_path.parent() {
-            kpki_soft::atomic::create_dir_all(dir, CSR_DIR_MODE)
-                .map_err(|e| PkiError::Io(format!("{}: {e}", dir.display())))?;
-        }
-        store::create(&key_path, pem.as_bytes(), store::PRIVATE_MODE).map_err(PkiError::Io)?;
-        store::create(&csr_path, csr.as_bytes(), store::PRIVATE_MODE).map_err(PkiError::Io)?;
+        write_pair(&key_path, &pem, &csr_path, &csr)?;
         out.push(Written {
             name: leaf.name.into(),
             key: key_path,
@@ -117,18 +123,10 @@ pub fn generate(spec: &ClusterSpec) -> Result<Vec<Written>, PkiError> {
         let key: Arc<dyn Signer> = Arc::new(key);
         let cn = kc.cn.for_node(&spec.node_name);
         let csr = request_pem(&key, &cn, kc.orgs, &AltNames::default())?;
-        let server = match kc.server {
-            Server::ControlPlane => spec.control_plane_url(),
-            Server::Local => spec.local_url(),
-        };
+        let server = kc.server_url(spec);
         let partial = kubeconfig::render_partial(&spec.cluster_name, &server, &cn, &pem)
             .map_err(PkiError::Io)?;
-        if let Some(dir) = csr_path.parent() {
-            kpki_soft::atomic::create_dir_all(dir, CSR_DIR_MODE)
-                .map_err(|e| PkiError::Io(format!("{}: {e}", dir.display())))?;
-        }
-        store::create(&path, partial.as_bytes(), store::PRIVATE_MODE).map_err(PkiError::Io)?;
-        store::create(&csr_path, csr.as_bytes(), store::PRIVATE_MODE).map_err(PkiError::Io)?;
+        write_pair(&path, &partial, &csr_path, &csr)?;
         out.push(Written {
             name: kc.file.into(),
             key: path,

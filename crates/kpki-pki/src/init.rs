@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use zeroize::Zeroizing;
 
-use crate::catalogue::{self, CaId, CaSpec, KUBECONFIGS, KubeconfigSpec, LeafSpec, Server};
+use crate::catalogue::{self, CaId, CaSpec, KUBECONFIGS, KubeconfigSpec, LeafSpec};
 use crate::certfile;
 use crate::config::ClusterSpec;
 use crate::keygen::{NewKey, create_keys};
@@ -302,10 +302,7 @@ pub fn run(
             sans: AltNames::default(),
         };
         let cert = root.issue(&profile, Arc::new(*key), start, spec.cert_validity)?;
-        let server = match kc.server {
-            Server::ControlPlane => spec.control_plane_url(),
-            Server::Local => spec.local_url(),
-        };
+        let server = kc.server_url(spec);
         let yaml = kubeconfig::render(
             &spec.cluster_name,
             &server,
