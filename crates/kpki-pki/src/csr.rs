@@ -409,3 +409,141 @@ pub fn issue(
         not_after: x509::whole_seconds(not_after),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{DistinguishedName, DnType, KeyPair, SignatureAlgorithm};
+
+    use super::*;
+    use crate::signers::{KUBE_APISERVER_CLIENT as KAC, KUBE_APISERVER_CLIENT_KUBELET as KCK};
+    use crate::signers::{KUBELET_SERVING as KS, LEGACY_UNKNOWN};
+
+    const DS: &str = "digital signature";
+    const KE: &str = "key encipherment";
+    const CA: &str = "client auth";
+    const SA: &str = "server auth";
+    const NONE: &[&str] = &[];
+    const NODE: &str = "system:node:n1";
+    const NODES: &[&str] = &["system:nodes"];
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn algorithm(key: &str) -> &'static SignatureAlgorithm {
+        match key {
+            "ECDSA-P256" => &rcgen::PKCS_ECDSA_P256_SHA256,
+            "ECDSA-P384" => &rcgen::PKCS_ECDSA_P384_SHA384,
+            "Ed25519" => &rcgen::PKCS_ED25519,
+            other => panic!("no generator for {other} in this table"),
+        }
+    }
+
+    /// A PKCS#10 request signed by a fresh key of kind `key`.
+    fn request_der(cn: &str, orgs: &[&str], sans: &[&str], key: &str) -> Vec<u8> {
+        let requester = KeyPair::generate_for(algorithm(key)).unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        for o in orgs {
+            params.distinguished_name.push(DnType::OrganizationName, *o);
+        }
+        params.distinguished_name.push(DnType::CommonName, cn);
+        for san in sans {
+            let name = match san.split_once(':') {
+                Some(("DNS", v)) => SanType::DnsName(v.try_into().unwrap()),
+                Some(("IP", v)) => SanType::IpAddress(v.parse().unwrap()),
+                Some(("email", v)) => SanType::Rfc822Name(v.try_into().unwrap()),
+                Some(("URI", v)) => SanType::URI(v.try_into().unwrap()),
+                _ => panic!("bad SAN in table: {san}"),
+            };
+            params.subject_alt_names.push(name);
+        }
+        params.serialize_request(&requester).unwrap().der().to_vec()
+    }
+
+    fn sign_request(csr_der: Vec<u8>, signer: &str, usages: &[&str]) -> SignRequest {
+        SignRequest {
+            csr_der,
+            signer_name: signer.into(),
+            usages: strings(usages),
+            expiration_seconds: None,
+            allow_system_masters: false,
+        }
+    }
+
+    /// Real requests through `examine_for`: signer, configured usages, CN, O values, SANs,
+    /// key, asked usages, and the usages granted or the refusal.
+    #[rustfmt::skip]
+    #[allow(clippy::type_complexity)]
+    const ROWS: &[(&str, &[&str], &str, &[&str], &[&str], &str, &[&str], Result<&[&str], Refusal>)] = &[
+        (KAC, NONE, "jane", &["dev"], NONE, "ECDSA-P256", NONE, Ok(&[CA, DS, KE])),
+        (KAC, NONE, "root", &["system:masters"], NONE, "ECDSA-P256", NONE, Err(Refusal::SystemMasters)),
+        (KAC, NONE, "jane", NONE, NONE, "Ed25519", &[DS, SA], Err(Refusal::Usage)),
+        (KCK, NONE, NODE, NODES, NONE, "ECDSA-P384", &[DS, CA], Ok(&[CA, DS])),
+        (KCK, NONE, NODE, NODES, &["IP:10.0.0.1"], "ECDSA-P256", NONE, Err(Refusal::SignerRule)),
+        (KS, NONE, NODE, NODES, &["DNS:n1", "IP:10.0.0.1", "IP:fd00::1"], "ECDSA-P256", NONE, Ok(&[DS, KE, SA])),
+        (KS, NONE, NODE, NODES, &["DNS:n1", "email:n1@example.com"], "ECDSA-P256", NONE, Err(Refusal::SignerRule)),
+        (KS, NONE, NODE, NODES, &["URI:spiffe://c/n1"], "ECDSA-P256", NONE, Err(Refusal::SignerRule)),
+        (KS, NONE, NODE, NODES, NONE, "ECDSA-P256", NONE, Err(Refusal::SignerRule)),
+        (KS, NONE, "n1", NODES, &["DNS:n1"], "ECDSA-P256", NONE, Err(Refusal::SignerRule)),
+        (LEGACY_UNKNOWN, NONE, "jane", NONE, NONE, "ECDSA-P256", NONE, Err(Refusal::SignerRule)),
+        ("example.com/mesh", NONE, "api", NONE, &["DNS:api.svc", "URI:spiffe://c/api"], "Ed25519", &[SA, "code signing"], Ok(&["code signing", SA])),
+        ("example.com/mesh", &[DS, SA], "api", NONE, NONE, "ECDSA-P256", &[CA], Err(Refusal::Usage)),
+        ("example.com/mesh", &[DS, SA], "api", NONE, NONE, "ECDSA-P256", NONE, Ok(&[DS, SA])),
+        ("example.com/mesh", NONE, "api", NONE, NONE, "ECDSA-P256", &["cert sign"], Err(Refusal::Usage)),
+    ];
+
+    #[test]
+    fn real_requests_meet_their_signers_rules() {
+        for (i, row) in ROWS.iter().enumerate() {
+            let (signer, configured, cn, orgs, sans, key, usages, want) = *row;
+            let request = sign_request(request_der(cn, orgs, sans, key), signer, usages);
+            let chosen = KubeSigner::for_name(signer).with_usages(&strings(configured));
+            match (want, examine_for(&chosen, &request)) {
+                (Ok(want), Ok(e)) => {
+                    assert_eq!(e.usages, strings(want), "row {i}");
+                    assert_eq!(e.cn, cn, "row {i}");
+                    assert_eq!(e.orgs, strings(orgs), "row {i}");
+                    assert_eq!(e.key, key, "row {i}");
+                    assert_eq!(e.san_strings(), strings(sans), "row {i}");
+                }
+                (Err(want), Err(e)) => assert_eq!(e.refusal, want, "row {i}: {}", e.message),
+                (want, got) => panic!("row {i}: want {want:?}, got {got:?}"),
+            }
+            if configured.is_empty() {
+                let plain = examine(&request).map(|e| e.usages).map_err(|e| e.refusal);
+                assert_eq!(
+                    plain,
+                    want.map(strings),
+                    "row {i}: examine chooses the same signer"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn requests_are_proven_and_well_formed() {
+        let good = request_der("jane", NONE, NONE, "ECDSA-P256");
+        let mut tampered = good.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let cases: &[(Vec<u8>, Refusal, &str)] = &[
+            (tampered, Refusal::ProofOfPossession, "does not verify"),
+            (trailing, Refusal::Malformed, "trailing bytes"),
+            (
+                b"not DER".to_vec(),
+                Refusal::Malformed,
+                "malformed certificate request",
+            ),
+            (vec![], Refusal::Malformed, "malformed certificate request"),
+        ];
+        for (der, refusal, fragment) in cases {
+            let e = examine(&sign_request(der.clone(), KAC, NONE)).expect_err(fragment);
+            assert_eq!(e.refusal, *refusal, "{}", e.message);
+            assert!(e.message.contains(fragment), "{}", e.message);
+        }
+        assert!(examine(&sign_request(good, KAC, NONE)).is_ok());
+    }
+}

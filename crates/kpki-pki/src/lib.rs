@@ -1,7 +1,8 @@
-//! The Kubernetes PKI library of kpki: configuration ([`config`], [`kubeadm_yaml`]), the
-//! kubeadm catalogue as data ([`catalogue`]), SAN rules ([`sans`]), certificate profiles and
-//! issuance through any key backend ([`x509`]), kubeconfigs ([`kubeconfig`]), atomic
-//! storage ([`store`]), key backend selection ([`keystore`]) and `kpki init` ([`init`]).
+//! The Kubernetes PKI library of kpki: configuration ([`config`], [`kubeadm_yaml`]), the kubeadm
+//! catalogue as data ([`catalogue`]), SAN rules ([`sans`]), one validator per Kubernetes signerName
+//! ([`signers`]) and signing requests under it ([`csr`]), certificate profiles and issuance through
+//! any key backend ([`x509`]), kubeconfigs ([`kubeconfig`]), atomic storage ([`store`]), key
+//! backend selection ([`keystore`]) and `kpki init` ([`init`]).
 
 pub mod authority;
 pub mod catalogue;

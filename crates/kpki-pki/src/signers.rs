@@ -8,7 +8,7 @@
 //! its default usages, the usages it allows, and its subject and SAN rules;
 //! [`KubeSigner::validate`] is the one check that `kpki sign`, the daemon's APIs and the
 //! Certificates API controller run. The usage words kpki can carry into a certificate, and
-//! the extension each becomes, are here too ([`purpose`]).
+//! the extension each becomes, are here too (`purpose`).
 
 use rcgen::{ExtendedKeyUsagePurpose, KeyUsagePurpose};
 
