@@ -171,7 +171,7 @@ pub struct NodeFiles {
     pub kubeconfig: PathBuf,
 }
 
-/// A worker node's kubelet serving certificate (CN system:node:<name>, O system:nodes, SANs
+/// A worker node's kubelet serving certificate (CN `system:node:<name>`, O `system:nodes`, SANs
 /// name + addresses, serverAuth) and its client kubeconfig, under `dir`; refuses to overwrite.
 pub fn add_node(
     spec: &ClusterSpec,
