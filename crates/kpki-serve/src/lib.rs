@@ -3,6 +3,12 @@
 //! Kubernetes-aware policy, writes a hash-chained audit trail, exports Prometheus metrics,
 //! reloads on SIGHUP, drains on SIGTERM and rides out HSM outages. With `[jwt]` it also
 //! signs kube-apiserver's service-account tokens (ExternalJWTSigner over a unix socket).
+//!
+//! Modules: [`server`] runs the daemon from a [`config`] file, building a [`state`] (TLS
+//! from [`tls`], the compiled [`policy`], the CAs) held with the [`audit`] trail and
+//! [`metrics`] by [`app`]; [`api`] routes requests, [`issue`] carries one issuance through,
+//! [`error_code`] holds the closed list of error codes and maps every failure to its
+//! answer; [`jwt`] is the token signer.
 
 pub mod api;
 pub mod app;
