@@ -549,17 +549,37 @@ mod tests {
         }
     }
 
-    #[test]
-    fn mapper_table() {
-        let denial = |code, reason: &str| Denial {
+    fn denial(code: ErrorCode, reason: &str) -> Failure {
+        Denial {
             code,
             reason: reason.into(),
-        };
-        let csr = |refusal, message: &str| CsrError {
+        }
+        .into()
+    }
+
+    fn csr(refusal: Refusal, message: &str) -> CsrError {
+        CsrError {
             refusal,
             message: message.into(),
-        };
-        let cases: Vec<(Endpoint, Failure, u16, &str)> = vec![
+        }
+    }
+
+    /// Checks each case: a failure answered on an endpoint gives this status and this body.
+    fn check(cases: Vec<(Endpoint, Failure, u16, &str)>) {
+        for (endpoint, failure, status, body) in cases {
+            let (got_status, got_body) = reply(endpoint, &failure);
+            let want: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(
+                (got_status.as_u16(), &got_body),
+                (status, &want),
+                "{endpoint:?} {failure:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn mapper_table_kpki_endpoints() {
+        check(vec![
             (
                 Endpoint::Sign,
                 denial(
@@ -571,32 +591,10 @@ mod tests {
                 r#"{"error":{"code":"org_not_allowed","message":"rule \"onboarding\": O=\"finance\" is not allowed"}}"#,
             ),
             (
-                Endpoint::CfsslSign,
-                denial(
-                    ErrorCode::OrgNotAllowed,
-                    "rule \"r\": O=\"x\" is not allowed",
-                )
-                .into(),
-                403,
-                r#"{"success":false,"result":null,"errors":[{"code":5000,"message":"org_not_allowed: rule \"r\": O=\"x\" is not allowed"}],"messages":[]}"#,
-            ),
-            (
                 Endpoint::Sign,
                 csr(Refusal::Malformed, "not PKCS#10").into(),
                 400,
                 r#"{"error":{"code":"malformed_csr","message":"not PKCS#10"}}"#,
-            ),
-            (
-                Endpoint::CfsslSign,
-                csr(Refusal::ProofOfPossession, "bad signature").into(),
-                400,
-                r#"{"success":false,"result":null,"errors":[{"code":9000,"message":"proof_of_possession: bad signature"}],"messages":[]}"#,
-            ),
-            (
-                Endpoint::CfsslSign,
-                csr(Refusal::Validity, "too short").into(),
-                400,
-                r#"{"success":false,"result":null,"errors":[{"code":7000,"message":"validity: too short"}],"messages":[]}"#,
             ),
             (
                 Endpoint::Sign,
@@ -605,37 +603,16 @@ mod tests {
                 r#"{"error":{"code":"ca_expired","message":"CA certificate expired"}}"#,
             ),
             (
-                Endpoint::CfsslSign,
-                Failure::signing(
-                    "ca",
-                    SignError::Refused(csr(Refusal::SignerRule, "CN must be system:node:x")),
-                ),
-                403,
-                r#"{"success":false,"result":null,"errors":[{"code":5000,"message":"signer_rule: CN must be system:node:x"}],"messages":[]}"#,
-            ),
-            (
                 Endpoint::Sign,
                 Failure::signing("ca", SignError::Key(key_error(true))),
                 503,
                 r#"{"error":{"code":"hsm_unavailable","message":"CA \"ca\": token \"k8s\" unavailable: CKR_DEVICE_REMOVED"}}"#,
             ),
             (
-                Endpoint::CfsslSign,
-                Failure::key("ca", &key_error(false)),
-                500,
-                r#"{"success":false,"result":null,"errors":[{"code":2000,"message":"signing_failed: CA \"ca\": PKCS#11 C_Sign failed: CKR_FUNCTION_FAILED"}],"messages":[]}"#,
-            ),
-            (
                 Endpoint::Sign,
                 Failure::unreadable_body(true, "length limit exceeded"),
                 413,
                 r#"{"error":{"code":"request_too_large","message":"the request body exceeds the size limit"}}"#,
-            ),
-            (
-                Endpoint::CfsslInfo,
-                Failure::unreadable_body(false, "connection reset"),
-                400,
-                r#"{"success":false,"result":null,"errors":[{"code":7000,"message":"bad_request: unreadable request body: connection reset"}],"messages":[]}"#,
             ),
             (
                 Endpoint::Sign,
@@ -662,6 +639,61 @@ mod tests {
                 r#"{"error":{"code":"unknown_signer","message":"no CA is configured for signer \"x\""}}"#,
             ),
             (
+                Endpoint::Sign,
+                Failure::audit_failed(),
+                500,
+                r#"{"error":{"code":"audit_failed","message":"the audit trail could not be written; nothing was issued"}}"#,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn mapper_table_cfssl_endpoints() {
+        check(vec![
+            (
+                Endpoint::CfsslSign,
+                denial(
+                    ErrorCode::OrgNotAllowed,
+                    "rule \"r\": O=\"x\" is not allowed",
+                )
+                .into(),
+                403,
+                r#"{"success":false,"result":null,"errors":[{"code":5000,"message":"org_not_allowed: rule \"r\": O=\"x\" is not allowed"}],"messages":[]}"#,
+            ),
+            (
+                Endpoint::CfsslSign,
+                csr(Refusal::ProofOfPossession, "bad signature").into(),
+                400,
+                r#"{"success":false,"result":null,"errors":[{"code":9000,"message":"proof_of_possession: bad signature"}],"messages":[]}"#,
+            ),
+            (
+                Endpoint::CfsslSign,
+                csr(Refusal::Validity, "too short").into(),
+                400,
+                r#"{"success":false,"result":null,"errors":[{"code":7000,"message":"validity: too short"}],"messages":[]}"#,
+            ),
+            (
+                Endpoint::CfsslSign,
+                Failure::signing(
+                    "ca",
+                    SignError::Refused(csr(Refusal::SignerRule, "CN must be system:node:x")),
+                ),
+                403,
+                r#"{"success":false,"result":null,"errors":[{"code":5000,"message":"signer_rule: CN must be system:node:x"}],"messages":[]}"#,
+            ),
+            (
+                Endpoint::CfsslSign,
+                Failure::key("ca", &key_error(false)),
+                500,
+                r#"{"success":false,"result":null,"errors":[{"code":2000,"message":"signing_failed: CA \"ca\": PKCS#11 C_Sign failed: CKR_FUNCTION_FAILED"}],"messages":[]}"#,
+            ),
+            (
+                Endpoint::CfsslInfo,
+                Failure::unreadable_body(false, "connection reset"),
+                400,
+                r#"{"success":false,"result":null,"errors":[{"code":7000,"message":"bad_request: unreadable request body: connection reset"}],"messages":[]}"#,
+            ),
+            (
                 Endpoint::CfsslInfo,
                 Failure::new(
                     ErrorCode::UnknownSigner,
@@ -677,27 +709,12 @@ mod tests {
                 r#"{"success":false,"result":null,"errors":[{"code":2000,"message":"busy: no signing session became free"}],"messages":[]}"#,
             ),
             (
-                Endpoint::Sign,
-                Failure::audit_failed(),
-                500,
-                r#"{"error":{"code":"audit_failed","message":"the audit trail could not be written; nothing was issued"}}"#,
-            ),
-            (
                 Endpoint::CfsslSign,
                 Failure::bug("signing task", "panicked"),
                 500,
                 r#"{"success":false,"result":null,"errors":[{"code":7000,"message":"internal: signing task failed: panicked"}],"messages":[]}"#,
             ),
-        ];
-        for (endpoint, failure, status, body) in cases {
-            let (got_status, got_body) = reply(endpoint, &failure);
-            let want: serde_json::Value = serde_json::from_str(body).unwrap();
-            assert_eq!(
-                (got_status.as_u16(), &got_body),
-                (status, &want),
-                "{endpoint:?} {failure:?}"
-            );
-        }
+        ]);
     }
 
     #[test]
