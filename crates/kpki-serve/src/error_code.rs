@@ -585,8 +585,7 @@ mod tests {
                 denial(
                     ErrorCode::OrgNotAllowed,
                     "rule \"onboarding\": O=\"finance\" is not allowed",
-                )
-                .into(),
+                ),
                 403,
                 r#"{"error":{"code":"org_not_allowed","message":"rule \"onboarding\": O=\"finance\" is not allowed"}}"#,
             ),
@@ -655,8 +654,7 @@ mod tests {
                 denial(
                     ErrorCode::OrgNotAllowed,
                     "rule \"r\": O=\"x\" is not allowed",
-                )
-                .into(),
+                ),
                 403,
                 r#"{"success":false,"result":null,"errors":[{"code":5000,"message":"org_not_allowed: rule \"r\": O=\"x\" is not allowed"}],"messages":[]}"#,
             ),
