@@ -78,6 +78,8 @@ struct Facts {
 
 /// Defines [`ErrorCode`], [`ErrorCode::ALL`] and the facts of each code from one table.
 macro_rules! codes {
+    (@lookup $status:ident) => { StatusCode::$status };
+    (@lookup $status:ident, $lookup:ident) => { StatusCode::$lookup };
     ($(
         $(#[$doc:meta])*
         $variant:ident => $wire:literal, $status:ident $(/ lookup $lookup:ident)?, $cfssl:ident, $fault:ident;
@@ -96,19 +98,13 @@ macro_rules! codes {
 
             const fn facts(self) -> Facts {
                 match self {
-                    $( ErrorCode::$variant => {
-                        let status = StatusCode::$status;
-                        #[allow(unused_variables)]
-                        let lookup_status = status;
-                        $( let lookup_status = StatusCode::$lookup; )?
-                        Facts {
-                            wire: $wire,
-                            status,
-                            lookup_status,
-                            cfssl: CfsslCategory::$cfssl,
-                            fault: Fault::$fault,
-                        }
-                    } )*
+                    $( ErrorCode::$variant => Facts {
+                        wire: $wire,
+                        status: StatusCode::$status,
+                        lookup_status: codes!(@lookup $status $(, $lookup)?),
+                        cfssl: CfsslCategory::$cfssl,
+                        fault: Fault::$fault,
+                    }, )*
                 }
             }
         }
