@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::app::App;
-use crate::error_code::{self, Endpoint, ErrorCode, Failure};
+use crate::error_code::{self, Endpoint, ErrorCode, Failure, Fault};
 use crate::issue::{self, Answer, Ask, Context};
 use crate::policy::Caller;
 
@@ -92,8 +92,11 @@ pub fn ops_router() -> Router<Arc<App>> {
         .route("/metrics", get(metrics))
 }
 
-/// `endpoint`'s answer to `f`.
+/// `endpoint`'s answer to `f`; a bug is also logged, since no caller can act on it.
 fn error_response(endpoint: Endpoint, f: &Failure) -> Response {
+    if f.code.fault() == Fault::Bug {
+        tracing::error!(endpoint = endpoint.path(), code = %f.code, message = %f.message, "internal error");
+    }
     let (status, body) = error_code::reply(endpoint, f);
     (status, Json(body)).into_response()
 }
