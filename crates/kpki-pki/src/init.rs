@@ -112,6 +112,203 @@ enum LeafPlan {
     Issue { key: Option<Arc<dyn Signer>> },
 }
 
+/// What phase one found: every CA, leaf and kubeconfig of the cluster with what to do about
+/// it, and the service-account key if it exists.
+struct Plan {
+    cas: Vec<CaState>,
+    leaves: Vec<(&'static LeafSpec, LeafPlan)>,
+    /// Each kubeconfig, `true` when it is kept.
+    kubeconfigs: Vec<(&'static KubeconfigSpec, bool)>,
+    sa: Option<Arc<dyn Signer>>,
+}
+
+/// Phase one: reads and checks what exists and reaches every configured token; writes nothing.
+fn plan(spec: &ClusterSpec, keys: &KeyStore) -> Result<Plan, PkiError> {
+    let local_etcd = spec.local_etcd();
+    let mut cas: Vec<CaState> = Vec::new();
+    for ca in catalogue::cas(local_etcd) {
+        cas.push(inspect_ca(spec, keys, ca.id)?);
+    }
+    let mut leaves = Vec::new();
+    for leaf in catalogue::leaves(local_etcd) {
+        let plan = inspect_leaf(spec, leaf, find_ca(&cas, leaf.ca)?)?;
+        leaves.push((leaf, plan));
+    }
+    let ca_root = find_ca(&cas, CaId::Ca)?;
+    let mut kubeconfigs = Vec::new();
+    for kc in KUBECONFIGS.iter() {
+        kubeconfigs.push((kc, inspect_kubeconfig(spec, kc, ca_root)?));
+    }
+    let sa = authority::open_key(keys, &spec.sa_key)?;
+    Ok(Plan {
+        cas,
+        leaves,
+        kubeconfigs,
+        sa,
+    })
+}
+
+impl Plan {
+    /// Which CAs need a new key, and where every new key of this run goes, in the order
+    /// phase two takes them: new CA keys, `sa`, leaf keys, kubeconfig keys.
+    fn key_targets(&self, spec: &ClusterSpec) -> (Vec<bool>, Vec<KeyUri>) {
+        let new_cas: Vec<bool> = self
+            .cas
+            .iter()
+            .map(|c| c.cert.is_none() && c.key.is_none())
+            .collect();
+        let targets = self
+            .cas
+            .iter()
+            .zip(&new_cas)
+            .filter(|(_, new)| **new)
+            .map(|(c, _)| c.key_uri.clone())
+            .chain(self.sa.is_none().then(|| spec.sa_key.clone()))
+            .chain(
+                self.leaves
+                    .iter()
+                    .filter(|(_, p)| matches!(p, LeafPlan::Issue { key: None }))
+                    .map(|(leaf, _)| KeyUri::file(leaf.key_path(&spec.cert_dir))),
+            )
+            .chain(
+                self.kubeconfigs
+                    .iter()
+                    .filter(|(_, keep)| !*keep)
+                    .map(|(kc, _)| KeyUri::file(kc.path(&spec.kubeconfig_dir))),
+            )
+            .collect();
+        (new_cas, targets)
+    }
+}
+
+/// Phase two's state: the keys made for this run (taken in order), the report, the progress.
+struct Writer<'a> {
+    spec: &'a ClusterSpec,
+    start: OffsetDateTime,
+    fresh: std::vec::IntoIter<NewKey>,
+    report: InitReport,
+    progress: &'a mut dyn FnMut(String),
+}
+
+impl Writer<'_> {
+    fn next_key(&mut self) -> Result<NewKey, PkiError> {
+        self.fresh
+            .next()
+            .ok_or_else(|| refused("key creation came up short"))
+    }
+
+    /// Keeps or issues `leaf` as planned.
+    fn leaf(&mut self, cas: &[CaState], leaf: &LeafSpec, plan: LeafPlan) -> Result<(), PkiError> {
+        let spec = self.spec;
+        let crt = leaf.cert_path(&spec.cert_dir);
+        let key = match plan {
+            LeafPlan::Keep { chain } => {
+                (self.progress)(format!(
+                    "[certs] Using existing {} certificate and key on disk",
+                    leaf.name
+                ));
+                let der = chain.first().map(Vec::as_slice).unwrap_or_default();
+                push_cert(&mut self.report, leaf.name, &crt, "kept", der);
+                return Ok(());
+            }
+            LeafPlan::Issue { key: Some(k) } => k,
+            LeafPlan::Issue { key: None } => self.next_key()?.persist()?,
+        };
+        let sans = alt_names(spec, leaf.sans);
+        let profile = Profile {
+            cn: leaf.cn.for_node(&spec.node_name),
+            orgs: leaf.orgs.iter().map(|s| s.to_string()).collect(),
+            usages: leaf.usages.to_vec(),
+            sans: sans.clone(),
+        };
+        (self.progress)(format!(
+            "[certs] Generating {:?} certificate and key",
+            leaf.name
+        ));
+        if !sans.dns.is_empty() {
+            (self.progress)(format!(
+                "[certs] {} serving cert is signed for DNS names {:?} and IPs {:?}",
+                leaf.name,
+                sans.dns,
+                sans.ips.iter().map(|i| i.to_string()).collect::<Vec<_>>()
+            ));
+        }
+        let ca = find_ca(cas, leaf.ca)?;
+        let cert = ca.issue(&profile, Arc::clone(&key), self.start, spec.cert_validity)?;
+        store::create(&crt, cert.pem.as_bytes(), CERT_MODE).map_err(PkiError::Io)?;
+        self.report.files.push(FileReport {
+            name: leaf.name.into(),
+            kind: "key",
+            path: leaf.key_path(&spec.cert_dir).display().to_string(),
+            action: "generated",
+            sha256: Some(spki::sha256_hex(key.public_key_spki())),
+        });
+        push_cert(&mut self.report, leaf.name, &crt, "generated", &cert.der);
+        Ok(())
+    }
+
+    /// Keeps `kc`, or writes it with a new client certificate from `root` (whose certificate
+    /// is `ca_pem`).
+    fn kubeconfig(
+        &mut self,
+        root: &CaState,
+        ca_pem: &str,
+        kc: &KubeconfigSpec,
+        keep: bool,
+    ) -> Result<(), PkiError> {
+        let spec = self.spec;
+        let path = kc.path(&spec.kubeconfig_dir);
+        if keep {
+            (self.progress)(format!(
+                "[kubeconfig] Using existing kubeconfig file: {:?}",
+                path.display().to_string()
+            ));
+            self.report.files.push(FileReport {
+                name: kc.file.into(),
+                kind: "kubeconfig",
+                path: path.display().to_string(),
+                action: "kept",
+                sha256: None,
+            });
+            return Ok(());
+        }
+        let NewKey::Soft(key, key_pem) = self.next_key()? else {
+            return Err(refused("a kubeconfig key must be a software key"));
+        };
+        let cn = kc.cn.for_node(&spec.node_name);
+        let profile = Profile {
+            cn: cn.clone(),
+            orgs: kc.orgs.iter().map(|s| s.to_string()).collect(),
+            usages: vec![crate::catalogue::Usage::ClientAuth],
+            sans: AltNames::default(),
+        };
+        let cert = root.issue(&profile, Arc::new(*key), self.start, spec.cert_validity)?;
+        let server = kc.server_url(spec);
+        let yaml = kubeconfig::render(
+            &spec.cluster_name,
+            &server,
+            ca_pem,
+            &cn,
+            &cert.pem,
+            &key_pem,
+        )
+        .map_err(PkiError::Io)?;
+        (self.progress)(format!(
+            "[kubeconfig] Writing {:?} kubeconfig file",
+            kc.file
+        ));
+        store::create(&path, yaml.as_bytes(), PRIVATE_MODE).map_err(PkiError::Io)?;
+        self.report.files.push(FileReport {
+            name: kc.file.into(),
+            kind: "kubeconfig",
+            path: path.display().to_string(),
+            action: "generated",
+            sha256: Some(sha256_hex(&cert.der)),
+        });
+        Ok(())
+    }
+}
+
 /// Runs `kpki init` for `spec`; `progress` receives kubeadm-style lines.
 pub fn run(
     spec: &ClusterSpec,
@@ -119,34 +316,11 @@ pub fn run(
     progress: &mut dyn FnMut(String),
 ) -> Result<InitReport, PkiError> {
     let start = x509::whole_seconds(OffsetDateTime::now_utc());
-    let mut report = InitReport {
-        cert_dir: spec.cert_dir.clone(),
-        kubeconfig_dir: spec.kubeconfig_dir.clone(),
-        files: Vec::new(),
-    };
-    let local_etcd = spec.local_etcd();
-
     // A renewal killed half-way left staged pairs: finish them before judging any pair.
     for dir in [spec.cert_dir.clone(), spec.cert_dir.join("etcd")] {
         crate::pair::recover(&dir).map_err(PkiError::Io)?;
     }
-
-    // Phase one: read and check what exists; reach every configured token.
-    let mut cas: Vec<CaState> = Vec::new();
-    for ca in catalogue::cas(local_etcd) {
-        cas.push(inspect_ca(spec, keys, ca.id)?);
-    }
-    let mut leaf_plans = Vec::new();
-    for leaf in catalogue::leaves(local_etcd) {
-        let plan = inspect_leaf(spec, leaf, find_ca(&cas, leaf.ca)?)?;
-        leaf_plans.push((leaf, plan));
-    }
-    let ca_root = find_ca(&cas, CaId::Ca)?;
-    let mut kubeconfig_plans = Vec::new();
-    for kc in KUBECONFIGS.iter() {
-        kubeconfig_plans.push((kc, inspect_kubeconfig(spec, kc, ca_root)?));
-    }
-    let sa_existing = authority::open_key(keys, &spec.sa_key)?;
+    let plan = plan(spec, keys)?;
 
     // Phase two: make what is missing, after clearing what a killed run left half-written.
     for dir in [
@@ -162,170 +336,58 @@ pub fn run(
         spec.cert_dir.display().to_string()
     ));
     // Every key this run needs, made at once: software keys on all cores while the tokens
-    // generate theirs. Targets are listed in the order they are taken below.
-    let new_cas: Vec<bool> = cas
-        .iter()
-        .map(|c| c.cert.is_none() && c.key.is_none())
-        .collect();
-    let targets: Vec<KeyUri> = cas
-        .iter()
-        .zip(&new_cas)
-        .filter(|(_, new)| **new)
-        .map(|(c, _)| c.key_uri.clone())
-        .chain(sa_existing.is_none().then(|| spec.sa_key.clone()))
-        .chain(
-            leaf_plans
-                .iter()
-                .filter(|(_, p)| matches!(p, LeafPlan::Issue { key: None }))
-                .map(|(leaf, _)| KeyUri::file(leaf.key_path(&spec.cert_dir))),
-        )
-        .chain(
-            kubeconfig_plans
-                .iter()
-                .filter(|(_, keep)| !*keep)
-                .map(|(kc, _)| KeyUri::file(kc.path(&spec.kubeconfig_dir))),
-        )
-        .collect();
-    let mut fresh = create_keys(keys, spec.algorithm, targets)?.into_iter();
+    // generate theirs.
+    let (new_cas, targets) = plan.key_targets(spec);
+    let fresh = create_keys(keys, spec.algorithm, targets)?.into_iter();
+    let Plan {
+        mut cas,
+        leaves,
+        kubeconfigs,
+        sa,
+    } = plan;
     // Key generation can take a while on a token: a kept leaf that expired meanwhile is
     // refused before anything is written.
     let now = OffsetDateTime::now_utc();
-    for (leaf, plan) in &leaf_plans {
+    for (leaf, plan) in &leaves {
         if let LeafPlan::Keep { chain } = plan {
             check_kept(spec, leaf, find_ca(&cas, leaf.ca)?, chain, now)?;
         }
     }
-    let mut next_key = || {
-        fresh
-            .next()
-            .ok_or_else(|| refused("key creation came up short"))
+    let mut w = Writer {
+        spec,
+        start,
+        fresh,
+        report: InitReport {
+            cert_dir: spec.cert_dir.clone(),
+            kubeconfig_dir: spec.kubeconfig_dir.clone(),
+            files: Vec::new(),
+        },
+        progress,
     };
-
     for (ca, new) in cas.iter_mut().zip(new_cas) {
-        let key = if new { Some(next_key()?) } else { None };
-        ensure_ca(spec, ca, key, start, &mut report, progress)?;
+        let key = if new { Some(w.next_key()?) } else { None };
+        ensure_ca(spec, ca, key, start, &mut w.report, w.progress)?;
     }
-    let sa_new = if sa_existing.is_none() {
-        Some(next_key()?)
+    let sa_new = if sa.is_none() {
+        Some(w.next_key()?)
     } else {
         None
     };
-
-    for (leaf, plan) in leaf_plans {
-        let crt = leaf.cert_path(&spec.cert_dir);
-        let key_path = leaf.key_path(&spec.cert_dir);
-        match plan {
-            LeafPlan::Keep { chain } => {
-                progress(format!(
-                    "[certs] Using existing {} certificate and key on disk",
-                    leaf.name
-                ));
-                push_cert(
-                    &mut report,
-                    leaf.name,
-                    &crt,
-                    "kept",
-                    chain.first().map(Vec::as_slice).unwrap_or_default(),
-                );
-            }
-            LeafPlan::Issue { key } => {
-                let ca = find_ca(&cas, leaf.ca)?;
-                let key = match key {
-                    Some(k) => k,
-                    None => next_key()?.persist()?,
-                };
-                let sans = alt_names(spec, leaf.sans);
-                let profile = Profile {
-                    cn: leaf.cn.for_node(&spec.node_name),
-                    orgs: leaf.orgs.iter().map(|s| s.to_string()).collect(),
-                    usages: leaf.usages.to_vec(),
-                    sans: sans.clone(),
-                };
-                progress(format!(
-                    "[certs] Generating {:?} certificate and key",
-                    leaf.name
-                ));
-                if !sans.dns.is_empty() {
-                    progress(format!(
-                        "[certs] {} serving cert is signed for DNS names {:?} and IPs {:?}",
-                        leaf.name,
-                        sans.dns,
-                        sans.ips.iter().map(|i| i.to_string()).collect::<Vec<_>>()
-                    ));
-                }
-                let cert = ca.issue(&profile, Arc::clone(&key), start, spec.cert_validity)?;
-                store::create(&crt, cert.pem.as_bytes(), CERT_MODE).map_err(PkiError::Io)?;
-                report.files.push(FileReport {
-                    name: leaf.name.into(),
-                    kind: "key",
-                    path: key_path.display().to_string(),
-                    action: "generated",
-                    sha256: Some(spki::sha256_hex(key.public_key_spki())),
-                });
-                push_cert(&mut report, leaf.name, &crt, "generated", &cert.der);
-            }
-        }
+    for (leaf, plan) in leaves {
+        w.leaf(&cas, leaf, plan)?;
     }
+    ensure_sa(spec, sa, sa_new, &mut w.report, w.progress)?;
 
-    ensure_sa(spec, sa_existing, sa_new, &mut report, progress)?;
-
-    progress(format!(
+    (w.progress)(format!(
         "[kubeconfig] Using kubeconfig folder {:?}",
         spec.kubeconfig_dir.display().to_string()
     ));
     let root = find_ca(&cas, CaId::Ca)?;
     let ca_pem = x509::to_pem("CERTIFICATE", root.cert.as_deref().unwrap_or_default());
-    for (kc, keep) in kubeconfig_plans {
-        let path = kc.path(&spec.kubeconfig_dir);
-        if keep {
-            progress(format!(
-                "[kubeconfig] Using existing kubeconfig file: {:?}",
-                path.display().to_string()
-            ));
-            report.files.push(FileReport {
-                name: kc.file.into(),
-                kind: "kubeconfig",
-                path: path.display().to_string(),
-                action: "kept",
-                sha256: None,
-            });
-            continue;
-        }
-        let NewKey::Soft(key, key_pem) = next_key()? else {
-            return Err(refused("a kubeconfig key must be a software key"));
-        };
-        let cn = kc.cn.for_node(&spec.node_name);
-        let profile = Profile {
-            cn: cn.clone(),
-            orgs: kc.orgs.iter().map(|s| s.to_string()).collect(),
-            usages: vec![crate::catalogue::Usage::ClientAuth],
-            sans: AltNames::default(),
-        };
-        let cert = root.issue(&profile, Arc::new(*key), start, spec.cert_validity)?;
-        let server = kc.server_url(spec);
-        let yaml = kubeconfig::render(
-            &spec.cluster_name,
-            &server,
-            &ca_pem,
-            &cn,
-            &cert.pem,
-            &key_pem,
-        )
-        .map_err(PkiError::Io)?;
-        progress(format!(
-            "[kubeconfig] Writing {:?} kubeconfig file",
-            kc.file
-        ));
-        store::create(&path, yaml.as_bytes(), PRIVATE_MODE).map_err(PkiError::Io)?;
-        report.files.push(FileReport {
-            name: kc.file.into(),
-            kind: "kubeconfig",
-            path: path.display().to_string(),
-            action: "generated",
-            sha256: Some(sha256_hex(&cert.der)),
-        });
+    for (kc, keep) in kubeconfigs {
+        w.kubeconfig(root, &ca_pem, kc, keep)?;
     }
-    Ok(report)
+    Ok(w.report)
 }
 
 fn push_cert(report: &mut InitReport, name: &str, crt: &Path, action: &'static str, der: &[u8]) {
