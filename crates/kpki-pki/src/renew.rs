@@ -161,31 +161,98 @@ fn current_cluster(doc: &mut Value) -> Option<&mut serde_norway::Mapping> {
         .as_mapping_mut()
 }
 
-/// Renews `which` (a name from [`names`] or `all`).
-pub fn renew(
-    spec: &ClusterSpec,
-    keys: &KeyStore,
-    which: &str,
-    progress: &mut dyn FnMut(String),
-) -> Result<RenewReport, PkiError> {
-    let all = names(spec);
-    if which != "all" && !all.contains(&which) {
+/// The renewal profile of a kubeconfig's embedded client certificate; refuses a kubeconfig
+/// without an embedded CA or client certificate in its current context.
+fn kubeconfig_profile(path: &Path, doc: &str) -> Result<Profile, PkiError> {
+    let mut value: Value = serde_norway::from_str(doc)
+        .map_err(|e| refused(format!("{}: not a kubeconfig ({e})", path.display())))?;
+    let has_ca = current_cluster(&mut value)
+        .and_then(|c| c.get("certificate-authority-data"))
+        .and_then(Value::as_str)
+        .is_some_and(|d| !d.trim().is_empty());
+    if !has_ca {
         return Err(refused(format!(
-            "unknown certificate name {which:?}: expected all or one of {}",
-            all.join(", ")
+            "{}: the current cluster has no embedded certificate-authority-data",
+            path.display()
         )));
     }
-    let selected = |n: &str| which == "all" || which == n;
-    for dir in [spec.cert_dir.clone(), spec.cert_dir.join("etcd")] {
-        for crt in pair::recover(&dir).map_err(PkiError::Io)? {
-            progress(format!(
-                "[renew] Completed the interrupted renewal of {}",
-                crt.display()
-            ));
-        }
-    }
-    let start = x509::whole_seconds(OffsetDateTime::now_utc());
-    let mut report = RenewReport::default();
+    let user = current_user(&mut value).ok_or_else(|| {
+        refused(format!(
+            "{}: no user in the current context",
+            path.display()
+        ))
+    })?;
+    let data = user
+        .get("client-certificate-data")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            refused(format!(
+                "{}: the current user has no embedded client-certificate-data",
+                path.display()
+            ))
+        })?;
+    let pem_bytes = STANDARD.decode(data.trim()).map_err(|e| {
+        refused(format!(
+            "{}: client-certificate-data is not base64 ({e})",
+            path.display()
+        ))
+    })?;
+    let block = pem::parse(&pem_bytes).map_err(|e| {
+        refused(format!(
+            "{}: client certificate is not PEM ({e})",
+            path.display()
+        ))
+    })?;
+    profile_of(block.contents(), path)
+}
+
+/// Rewrites the kubeconfig `path` (its text `doc`) with the new client certificate
+/// `cert_pem` and key `key_pem`, and with the CA certificate `ca_der` as its current cluster's
+/// CA; everything else is kept.
+fn write_kubeconfig(
+    path: &Path,
+    doc: &str,
+    ca_der: &[u8],
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<(), PkiError> {
+    let mut value: Value =
+        serde_norway::from_str(doc).map_err(|e| refused(format!("{}: {e}", path.display())))?;
+    // kubeadm refreshes the embedded CA from the ca.crt on disk (the CA may have
+    // been replaced since the file was written).
+    let cluster = current_cluster(&mut value)
+        .ok_or_else(|| refused(format!("{}: no current cluster", path.display())))?;
+    cluster.insert(
+        "certificate-authority-data".into(),
+        STANDARD
+            .encode(x509::to_pem("CERTIFICATE", ca_der).as_bytes())
+            .into(),
+    );
+    let user = current_user(&mut value)
+        .ok_or_else(|| refused(format!("{}: no current user", path.display())))?;
+    user.insert(
+        "client-certificate-data".into(),
+        STANDARD.encode(cert_pem.as_bytes()).into(),
+    );
+    user.insert(
+        "client-key-data".into(),
+        Zeroizing::new(STANDARD.encode(key_pem.as_bytes()))
+            .as_str()
+            .into(),
+    );
+    let text = Zeroizing::new(
+        serde_norway::to_string(&value).map_err(|e| refused(format!("{}: {e}", path.display())))?,
+    );
+    store::replace(path, text.as_bytes(), store::PRIVATE_MODE).map_err(PkiError::Io)
+}
+
+/// The renewal job of every selected entry whose file exists; the others are reported missing.
+fn collect_jobs(
+    spec: &ClusterSpec,
+    selected: &dyn Fn(&str) -> bool,
+    report: &mut RenewReport,
+    progress: &mut dyn FnMut(String),
+) -> Result<Vec<Job>, PkiError> {
     let mut jobs = Vec::new();
     for leaf in catalogue::leaves(spec.local_etcd()).filter(|l| selected(l.name)) {
         let crt = leaf.cert_path(&spec.cert_dir);
@@ -216,46 +283,7 @@ pub fn renew(
             continue;
         };
         let doc = Zeroizing::new(text);
-        let mut value: Value = serde_norway::from_str(&doc)
-            .map_err(|e| refused(format!("{}: not a kubeconfig ({e})", path.display())))?;
-        let has_ca = current_cluster(&mut value)
-            .and_then(|c| c.get("certificate-authority-data"))
-            .and_then(Value::as_str)
-            .is_some_and(|d| !d.trim().is_empty());
-        if !has_ca {
-            return Err(refused(format!(
-                "{}: the current cluster has no embedded certificate-authority-data",
-                path.display()
-            )));
-        }
-        let user = current_user(&mut value).ok_or_else(|| {
-            refused(format!(
-                "{}: no user in the current context",
-                path.display()
-            ))
-        })?;
-        let data = user
-            .get("client-certificate-data")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                refused(format!(
-                    "{}: the current user has no embedded client-certificate-data",
-                    path.display()
-                ))
-            })?;
-        let pem_bytes = STANDARD.decode(data.trim()).map_err(|e| {
-            refused(format!(
-                "{}: client-certificate-data is not base64 ({e})",
-                path.display()
-            ))
-        })?;
-        let block = pem::parse(&pem_bytes).map_err(|e| {
-            refused(format!(
-                "{}: client certificate is not PEM ({e})",
-                path.display()
-            ))
-        })?;
-        let profile = profile_of(block.contents(), &path)?;
+        let profile = kubeconfig_profile(&path, &doc)?;
         jobs.push(Job {
             name: kc.file,
             long_name: kc.long_name,
@@ -265,6 +293,35 @@ pub fn renew(
             target: Target::Kubeconfig { path, doc },
         });
     }
+    Ok(jobs)
+}
+
+/// Renews `which` (a name from [`names`] or `all`).
+pub fn renew(
+    spec: &ClusterSpec,
+    keys: &KeyStore,
+    which: &str,
+    progress: &mut dyn FnMut(String),
+) -> Result<RenewReport, PkiError> {
+    let all = names(spec);
+    if which != "all" && !all.contains(&which) {
+        return Err(refused(format!(
+            "unknown certificate name {which:?}: expected all or one of {}",
+            all.join(", ")
+        )));
+    }
+    let selected = |n: &str| which == "all" || which == n;
+    for dir in [spec.cert_dir.clone(), spec.cert_dir.join("etcd")] {
+        for crt in pair::recover(&dir).map_err(PkiError::Io)? {
+            progress(format!(
+                "[renew] Completed the interrupted renewal of {}",
+                crt.display()
+            ));
+        }
+    }
+    let start = x509::whole_seconds(OffsetDateTime::now_utc());
+    let mut report = RenewReport::default();
+    let mut jobs = collect_jobs(spec, &selected, &mut report, progress)?;
 
     let mut signers: HashMap<CaId, Option<LoadedCa>> = HashMap::new();
     for id in [CaId::Ca, CaId::FrontProxyCa, CaId::EtcdCa] {
@@ -311,36 +368,7 @@ pub fn renew(
                     .map_err(PkiError::Io)?
             }
             Target::Kubeconfig { path, doc } => {
-                let mut value: Value = serde_norway::from_str(&doc)
-                    .map_err(|e| refused(format!("{}: {e}", path.display())))?;
-                // kubeadm refreshes the embedded CA from the ca.crt on disk (the CA may have
-                // been replaced since the file was written).
-                let cluster = current_cluster(&mut value)
-                    .ok_or_else(|| refused(format!("{}: no current cluster", path.display())))?;
-                cluster.insert(
-                    "certificate-authority-data".into(),
-                    STANDARD
-                        .encode(x509::to_pem("CERTIFICATE", &ca.cert_der).as_bytes())
-                        .into(),
-                );
-                let user = current_user(&mut value)
-                    .ok_or_else(|| refused(format!("{}: no current user", path.display())))?;
-                user.insert(
-                    "client-certificate-data".into(),
-                    STANDARD.encode(cert.pem.as_bytes()).into(),
-                );
-                user.insert(
-                    "client-key-data".into(),
-                    Zeroizing::new(STANDARD.encode(key_pem.as_bytes()))
-                        .as_str()
-                        .into(),
-                );
-                let text = Zeroizing::new(
-                    serde_norway::to_string(&value)
-                        .map_err(|e| refused(format!("{}: {e}", path.display())))?,
-                );
-                store::replace(&path, text.as_bytes(), store::PRIVATE_MODE)
-                    .map_err(PkiError::Io)?;
+                write_kubeconfig(&path, &doc, &ca.cert_der, &cert.pem, &key_pem)?
             }
         }
         progress(format!("{} renewed", job.long_name));
