@@ -11,13 +11,15 @@
 //! command takes the same one as the CA ([`signing_cert`]): the certificate whose public key
 //! is the CA key's; with no key at hand (an external CA), the first one, as kubeadm reads it.
 
+use std::net::IpAddr;
 use std::path::Path;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::PkiError;
+use crate::sans::AltNames;
 
 fn refused(msg: impl Into<String>) -> PkiError {
     PkiError::Refused(msg.into())
@@ -109,6 +111,31 @@ pub enum SigningCertError {
     NotCa(String),
     /// No certificate of the file holds the key's public key; the caller names the key.
     NoMatch,
+}
+
+/// The DNS and IP SANs of `cert`, in certificate order (other kinds, and IP entries that are
+/// neither 4 nor 16 bytes long, are left out). A SAN extension that does not parse reads as none.
+pub fn alt_names(cert: &X509Certificate<'_>) -> AltNames {
+    let mut out = AltNames::default();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(d) => out.dns.push(d.to_string()),
+                GeneralName::IPAddress(b) => out.ips.extend(ip_of(b)),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// The address of an IP SAN's bytes (4 for IPv4, 16 for IPv6).
+fn ip_of(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
+        _ => None,
+    }
 }
 
 fn parse<'a>(what: &str, der: &'a [u8]) -> Result<X509Certificate<'a>, ChainError> {

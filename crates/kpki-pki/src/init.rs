@@ -15,7 +15,7 @@ use kpki_signer::{KeyUri, Signer, spki};
 use kpki_soft::SoftBackend;
 use serde::Serialize;
 use time::OffsetDateTime;
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use x509_parser::prelude::{FromDer, X509Certificate};
 use zeroize::Zeroizing;
 
 use crate::catalogue::{self, CaId, CaSpec, KUBECONFIGS, KubeconfigSpec, LeafSpec};
@@ -519,18 +519,9 @@ fn inspect_leaf(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<Lea
     }
     check_kept(spec, leaf, ca, &chain, OffsetDateTime::now_utc())?;
     let expected = alt_names(spec, leaf.sans);
-    let (mut have_dns, mut have_ips) = (Vec::new(), Vec::new());
-    if let Ok(Some(san)) = parsed.subject_alternative_name() {
-        for name in &san.value.general_names {
-            match name {
-                GeneralName::DNSName(d) => have_dns.push(d.to_string()),
-                GeneralName::IPAddress(b) => have_ips.push(b.to_vec()),
-                _ => {}
-            }
-        }
-    }
+    let have = certfile::alt_names(&parsed);
     for d in &expected.dns {
-        if !have_dns.contains(d) {
+        if !have.dns.contains(d) {
             return Err(refused(format!(
                 "{}: lacks the required DNS SAN {d}",
                 crt.display()
@@ -538,11 +529,7 @@ fn inspect_leaf(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<Lea
         }
     }
     for ip in &expected.ips {
-        let bytes = match ip {
-            std::net::IpAddr::V4(a) => a.octets().to_vec(),
-            std::net::IpAddr::V6(a) => a.octets().to_vec(),
-        };
-        if !have_ips.contains(&bytes) {
+        if !have.ips.contains(ip) {
             return Err(refused(format!(
                 "{}: lacks the required IP SAN {ip}",
                 crt.display()

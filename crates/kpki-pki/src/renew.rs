@@ -5,7 +5,6 @@
 //! cluster's `certificate-authority-data` from the `ca.crt` on disk; everything else is kept.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,7 +14,7 @@ use kpki_signer::KeyUri;
 use serde::Serialize;
 use serde_norway::Value;
 use time::OffsetDateTime;
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use x509_parser::prelude::{FromDer, X509Certificate};
 use zeroize::Zeroizing;
 
 use crate::authority::LoadedCa;
@@ -87,21 +86,7 @@ fn profile_of(der: &[u8], what: &Path) -> Result<Profile, PkiError> {
         .unwrap_or_default()
         .to_string();
     let orgs = subject.orgs();
-    let mut dns = Vec::new();
-    let mut ips = Vec::new();
-    if let Ok(Some(san)) = c.subject_alternative_name() {
-        for n in &san.value.general_names {
-            match n {
-                GeneralName::DNSName(d) => dns.push(d.to_string()),
-                GeneralName::IPAddress(b) => match b.len() {
-                    4 => ips.extend(<[u8; 4]>::try_from(*b).ok().map(IpAddr::from)),
-                    16 => ips.extend(<[u8; 16]>::try_from(*b).ok().map(IpAddr::from)),
-                    _ => {}
-                },
-                _ => {}
-            }
-        }
-    }
+    let AltNames { mut dns, ips } = crate::certfile::alt_names(&c);
     dns.sort();
     dns.dedup();
     let mut usages = Vec::new();
