@@ -113,6 +113,13 @@ pub enum SigningCertError {
     NoMatch,
 }
 
+/// The certificate `der` read from `path`; refused, naming the file, when it does not parse.
+pub fn parse_at<'a>(path: &Path, der: &'a [u8]) -> Result<X509Certificate<'a>, PkiError> {
+    X509Certificate::from_der(der)
+        .map(|(_, c)| c)
+        .map_err(|e| refused(format!("{}: malformed certificate ({e})", path.display())))
+}
+
 /// The DNS and IP SANs of `cert`, in certificate order (other kinds, and IP entries that are
 /// neither 4 nor 16 bytes long, are left out). A SAN extension that does not parse reads as none.
 pub fn alt_names(cert: &X509Certificate<'_>) -> AltNames {
@@ -130,7 +137,7 @@ pub fn alt_names(cert: &X509Certificate<'_>) -> AltNames {
 }
 
 /// The address of an IP SAN's bytes (4 for IPv4, 16 for IPv6).
-fn ip_of(bytes: &[u8]) -> Option<IpAddr> {
+pub(crate) fn ip_of(bytes: &[u8]) -> Option<IpAddr> {
     match bytes.len() {
         4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
         16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),

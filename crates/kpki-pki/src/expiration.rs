@@ -8,7 +8,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 use time::OffsetDateTime;
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::catalogue::{self, CaId};
 use crate::config::ClusterSpec;
@@ -38,9 +37,7 @@ pub struct Report {
 }
 
 fn not_after_of(der: &[u8], what: &Path) -> Result<OffsetDateTime, PkiError> {
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| {
-        PkiError::Refused(format!("{}: malformed certificate ({e})", what.display()))
-    })?;
+    let cert = crate::certfile::parse_at(what, der)?;
     Ok(cert.validity().not_after.to_datetime())
 }
 

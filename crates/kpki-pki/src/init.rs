@@ -15,7 +15,6 @@ use kpki_signer::{KeyUri, Signer, spki};
 use kpki_soft::SoftBackend;
 use serde::Serialize;
 use time::OffsetDateTime;
-use x509_parser::prelude::{FromDer, X509Certificate};
 use zeroize::Zeroizing;
 
 use crate::catalogue::{self, CaId, CaSpec, KUBECONFIGS, KubeconfigSpec, LeafSpec};
@@ -57,16 +56,6 @@ pub struct InitReport {
 
 fn refused(msg: impl Into<String>) -> PkiError {
     PkiError::Refused(msg.into())
-}
-
-fn parse_cert<'a>(path: &Path, der: &'a [u8]) -> Result<X509Certificate<'a>, PkiError> {
-    X509Certificate::from_der(der)
-        .map(|(_, c)| c)
-        .map_err(|e| refused(format!("{}: malformed certificate ({e})", path.display())))
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes))
 }
 
 /// A CA after phase one: its certificate and key, if present; after its phase-two step,
@@ -303,7 +292,7 @@ impl Writer<'_> {
             kind: "kubeconfig",
             path: path.display().to_string(),
             action: "generated",
-            sha256: Some(sha256_hex(&cert.der)),
+            sha256: Some(spki::sha256_hex(&cert.der)),
         });
         Ok(())
     }
@@ -396,7 +385,7 @@ fn push_cert(report: &mut InitReport, name: &str, crt: &Path, action: &'static s
         kind: "certificate",
         path: crt.display().to_string(),
         action,
-        sha256: Some(sha256_hex(der)),
+        sha256: Some(spki::sha256_hex(der)),
     });
 }
 
@@ -509,7 +498,7 @@ fn inspect_leaf(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<Lea
         )));
     };
     let der = chain.first().map(Vec::as_slice).unwrap_or_default();
-    let parsed = parse_cert(&crt, der)?;
+    let parsed = certfile::parse_at(&crt, der)?;
     if parsed.public_key().raw != key.public_key_spki() {
         return Err(refused(format!(
             "{}: certificate does not match key {}",

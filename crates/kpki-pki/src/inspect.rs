@@ -191,15 +191,9 @@ fn sans_of<'a>(names: impl Iterator<Item = &'a GeneralName<'a>>) -> Sans {
             GeneralName::DNSName(d) => s.dns.push(d.to_string()),
             GeneralName::RFC822Name(e) => s.emails.push(e.to_string()),
             GeneralName::URI(u) => s.uris.push(u.to_string()),
-            GeneralName::IPAddress(b) => s.ips.push(match b.len() {
-                4 => <[u8; 4]>::try_from(*b)
-                    .map(|a| std::net::IpAddr::from(a).to_string())
-                    .unwrap_or_default(),
-                16 => <[u8; 16]>::try_from(*b)
-                    .map(|a| std::net::IpAddr::from(a).to_string())
-                    .unwrap_or_default(),
-                _ => hex::encode(b),
-            }),
+            GeneralName::IPAddress(b) => s.ips.push(
+                crate::certfile::ip_of(b).map_or_else(|| hex::encode(b), |ip| ip.to_string()),
+            ),
             _ => {}
         }
     }

@@ -14,7 +14,6 @@ use kpki_signer::KeyUri;
 use serde::Serialize;
 use serde_norway::Value;
 use time::OffsetDateTime;
-use x509_parser::prelude::{FromDer, X509Certificate};
 use zeroize::Zeroizing;
 
 use crate::authority::LoadedCa;
@@ -76,9 +75,7 @@ fn refused(msg: impl Into<String>) -> PkiError {
 
 /// The renewal profile of an existing certificate: CN, O, DNS/IP SANs and EKUs.
 fn profile_of(der: &[u8], what: &Path) -> Result<Profile, PkiError> {
-    let bad = |p: String| refused(format!("{}: {p}", what.display()));
-    let (_, c) =
-        X509Certificate::from_der(der).map_err(|e| bad(format!("malformed certificate ({e})")))?;
+    let c = crate::certfile::parse_at(what, der)?;
     let subject = Subject::known_of(c.subject());
     let cn = subject
         .values(Attr::CommonName)
