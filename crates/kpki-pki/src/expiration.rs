@@ -236,6 +236,26 @@ fn yes_no(b: bool) -> String {
     format!("{:<8}", if b { "yes" } else { "no" })
 }
 
+/// One line of a table: name, expiry, residual time, the CA (with `ca_column`) and whether
+/// it is externally managed; a missing file shows `!MISSING! <name>` and empty cells.
+fn table_row(r: &Row, now: OffsetDateTime, ca_column: bool) -> Vec<String> {
+    let Some(t) = r.not_after else {
+        let mut cells = vec![format!("!MISSING! {}", r.name)];
+        cells.resize(if ca_column { 5 } else { 4 }, String::new());
+        return cells;
+    };
+    let mut cells = vec![
+        r.name.clone(),
+        expires_text(t),
+        human_duration((t - now).whole_seconds()),
+    ];
+    if ca_column {
+        cells.push(r.ca_name.unwrap_or("").to_string());
+    }
+    cells.push(yes_no(r.externally_managed));
+    cells
+}
+
 /// The text kubeadm prints: the certificate table, an empty line, the CA table.
 pub fn render_text(report: &Report, now: OffsetDateTime) -> String {
     let mut certs = vec![
@@ -250,22 +270,7 @@ pub fn render_text(report: &Report, now: OffsetDateTime) -> String {
         .to_vec(),
     ];
     for r in &report.certificates {
-        certs.push(match r.not_after {
-            Some(t) => vec![
-                r.name.clone(),
-                expires_text(t),
-                human_duration((t - now).whole_seconds()),
-                r.ca_name.unwrap_or("").to_string(),
-                yes_no(r.externally_managed),
-            ],
-            None => vec![
-                format!("!MISSING! {}", r.name),
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-            ],
-        });
+        certs.push(table_row(r, now, true));
     }
     let mut cas = vec![
         [
@@ -278,20 +283,7 @@ pub fn render_text(report: &Report, now: OffsetDateTime) -> String {
         .to_vec(),
     ];
     for r in &report.authorities {
-        cas.push(match r.not_after {
-            Some(t) => vec![
-                r.name.clone(),
-                expires_text(t),
-                human_duration((t - now).whole_seconds()),
-                yes_no(r.externally_managed),
-            ],
-            None => vec![
-                format!("!MISSING! {}", r.name),
-                String::new(),
-                String::new(),
-                String::new(),
-            ],
-        });
+        cas.push(table_row(r, now, false));
     }
     format!("{}\n{}", tabulate(&certs), tabulate(&cas))
 }
@@ -385,6 +377,65 @@ mod tests {
             (3649 * 86400, "9y"),
         ] {
             assert_eq!(human_duration(secs), want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn table_rows_with_and_without_the_ca_column() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let row = |present: bool, ext: bool| Row {
+            name: "apiserver".into(),
+            not_after: present.then(|| now + time::Duration::days(3)),
+            ca_name: Some("ca"),
+            externally_managed: ext,
+        };
+        let expires = expires_text(now + time::Duration::days(3));
+        let table: &[(Row, bool, Vec<String>)] = &[
+            (
+                row(true, false),
+                true,
+                vec![
+                    "apiserver".into(),
+                    expires.clone(),
+                    "3d".into(),
+                    "ca".into(),
+                    "no      ".into(),
+                ],
+            ),
+            (
+                row(true, true),
+                false,
+                vec![
+                    "apiserver".into(),
+                    expires.clone(),
+                    "3d".into(),
+                    "yes     ".into(),
+                ],
+            ),
+            (
+                row(false, false),
+                true,
+                vec![
+                    "!MISSING! apiserver".into(),
+                    "".into(),
+                    "".into(),
+                    "".into(),
+                    "".into(),
+                ],
+            ),
+            (
+                row(false, true),
+                false,
+                vec![
+                    "!MISSING! apiserver".into(),
+                    "".into(),
+                    "".into(),
+                    "".into(),
+                ],
+            ),
+        ];
+        for (i, (r, ca_column, want)) in table.iter().enumerate() {
+            assert_eq!(&table_row(r, now, *ca_column), want, "case {i}");
         }
     }
 
