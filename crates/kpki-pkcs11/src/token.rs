@@ -748,6 +748,13 @@ impl Token {
                 Err(Attempt::NotFound(scan)) => {
                     let wanted = self.wanted();
                     if scan.transient.is_some() && backoff.pause() {
+                        // A slot that failed to answer (SoftHSM's store caught mid-write
+                        // answers C_GetTokenInfo with CKR_GENERAL_ERROR) stays that way in
+                        // modules that read their store at C_Initialize: read it again, while
+                        // no other token of this process uses the module.
+                        if module.attached() == 0 {
+                            module = context::reinitialize(id, module.epoch)?;
+                        }
                         continue;
                     }
                     // Some modules only read their store at C_Initialize: SoftHSM shows a
