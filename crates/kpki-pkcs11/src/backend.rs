@@ -14,6 +14,9 @@ use crate::key::{Pkcs11Key, find_one, object_template, read_protection, read_pub
 use crate::token::{DEFAULT_POOL_SIZE, Fail, Token, TokenView};
 use crate::{import, keygen, mechanisms};
 
+/// How often a key the token reported created but did not keep is made again.
+const KEPT_ATTEMPTS: u32 = 3;
+
 /// The PKCS#11 backend. Tokens and their sessions are shared process-wide; this value only
 /// carries the pool size used when a token is first opened.
 #[derive(Debug, Clone, Copy)]
@@ -205,15 +208,62 @@ impl Pkcs11Backend {
             }
         };
         let token = Token::get(uri, self.pool_size)?;
+        let mut named = uri.clone();
+        named.id = Some(id.clone());
+        for attempt in 1..=KEPT_ATTEMPTS {
+            let keeps_store_in_memory = self.make_once(&token, &label, &id, &mut make)?;
+            if !keeps_store_in_memory {
+                return Pkcs11Key::open(&named, self.pool_size);
+            }
+            // tpm2-pkcs11 keeps its object store in memory and writes it to sqlite: with
+            // other processes writing at the same moment it can answer C_GenerateKeyPair
+            // with CKR_OK and still not keep the key. Read the store again and make sure the
+            // new key is in it; if it is not, make it again.
+            token.reread_objects_when_free(&named.object_description())?;
+            match Pkcs11Key::open(&named, self.pool_size) {
+                Err(KeyError::NotFound(what)) => tracing::warn!(
+                    token = %token.name(),
+                    attempt,
+                    "the token reported {what} created but did not keep it; creating it again"
+                ),
+                other => return other,
+            }
+        }
+        Err(KeyError::Pkcs11 {
+            operation: "C_GenerateKeyPair".into(),
+            problem: format!(
+                "token {:?} busy: it reported {} created {KEPT_ATTEMPTS} times but did not \
+                 keep it (another process may be writing the token's store); try again",
+                token.name(),
+                named.object_description()
+            ),
+        })
+    }
+
+    /// One check-and-make of a new key on `token` (busy retried inside); true when the module
+    /// keeps its object store in memory, so what it reports must be read back from the store.
+    fn make_once(
+        &self,
+        token: &Token,
+        label: &str,
+        id: &[u8],
+        make: &mut impl FnMut(
+            &cryptoki::session::Session,
+            &TokenView,
+            &str,
+            &str,
+            &[u8],
+        ) -> std::result::Result<(), Fail>,
+    ) -> Result<bool> {
         token.with_rw_session(|session, view| {
             for (template, what) in [
                 (
-                    object_template(ObjectClass::PRIVATE_KEY, Some(&label), None),
+                    object_template(ObjectClass::PRIVATE_KEY, Some(label), None),
                     format!("label {label:?}"),
                 ),
                 (
-                    object_template(ObjectClass::PRIVATE_KEY, None, Some(&id)),
-                    format!("id {}", hex::encode(&id)),
+                    object_template(ObjectClass::PRIVATE_KEY, None, Some(id)),
+                    format!("id {}", hex::encode(id)),
                 ),
             ] {
                 if find_one(session, token.name(), &template, &what)?.is_some() {
@@ -223,11 +273,9 @@ impl Pkcs11Backend {
                     ))));
                 }
             }
-            make(session, view, token.name(), &label, &id)
-        })?;
-        let mut named = uri.clone();
-        named.id = Some(id);
-        Pkcs11Key::open(&named, self.pool_size)
+            make(session, view, token.name(), label, id)?;
+            Ok(view.module.library.is_tpm2_pkcs11())
+        })
     }
 
     fn info(key: &Pkcs11Key) -> Result<KeyInfo> {

@@ -585,6 +585,32 @@ impl Token {
             })
     }
 
+    /// [`Token::reread_objects`] for a module whose `C_Initialize` itself can find its store
+    /// busy (tpm2-pkcs11: sqlite "database is locked" while other processes write): loading
+    /// the module again is retried with backoff for up to [`BUSY_BUDGET`].
+    pub(crate) fn reread_objects_when_free(&self, what: &str) -> Result<()> {
+        let mut backoff = Backoff::new(BUSY_BUDGET);
+        let mut outcome = self.reread_objects(what);
+        loop {
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(e) if backoff.pause() => {
+                    tracing::debug!(token = %self.name, error = %e, "module busy while re-reading its objects; loading it again");
+                    // The failed attempt left the module unloaded (and this token's
+                    // connection stale): load it again; the token reconnects on next use.
+                    outcome = context::module(&self.selector.module)
+                        .map(|_| ())
+                        .map_err(|e| {
+                            self.unavailable(format!(
+                                "loading the module again to look for {what} failed: {e}"
+                            ))
+                        });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Runs `op` on a fresh read-write session (key generation and administration). Busy
     /// tokens are retried with backoff for up to [`BUSY_BUDGET`]; a lost connection is
     /// reconnected once.

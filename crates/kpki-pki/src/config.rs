@@ -1,7 +1,7 @@
 //! Configuration: `kpki.toml` (config crate) with `KPKI__SECTION__FIELD` environment
 //! overrides and CLI flags on top, cluster facts optionally from a kubeadm v1beta4
 //! `InitConfiguration`/`ClusterConfiguration` YAML, and kubeadm's defaults underneath.
-//! [`load`] resolves all of it into a validated [`ClusterSpec`].
+//! [`read_settings`] reads it and [`resolve`] turns it into a validated [`ClusterSpec`].
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

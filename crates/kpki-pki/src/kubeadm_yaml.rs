@@ -1,7 +1,7 @@
 //! Cluster facts from a kubeadm `InitConfiguration`/`ClusterConfiguration` YAML, read as
 //! kubeadm v1.37 reads it: only `kubeadm.k8s.io/v1beta4` (older versions refused, as kubeadm
 //! refuses v1beta3 since v1.37), every document must name its `apiVersion` and `kind`, a kind
-//! may appear once, and the kubeadm documents are decoded strictly (see [`crate::strict`]):
+//! may appear once, and the kubeadm documents are decoded strictly (see the `strict` module):
 //! an unknown or misspelt field, a value of the wrong type or a bad duration is an error naming
 //! the field and the document. `featureGates` must name gates kubeadm v1.37 knows.
 //! Documents of other API groups (KubeletConfiguration, ...) are ignored.
