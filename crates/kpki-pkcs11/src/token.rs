@@ -567,6 +567,10 @@ impl Token {
             let st = self.lock();
             match &st.connection {
                 Some(c) if !c.module.is_current() => return Ok(()),
+                // Only modules known to read their store once (tpm2-pkcs11): for the others
+                // a re-initialisation finds nothing new and, in a daemon whose token is
+                // coming back from an outage, stalls every other call on the module.
+                Some(c) if !c.module.library.is_tpm2_pkcs11() => return Ok(()),
                 Some(c) => c.module.epoch,
                 None => st.epoch,
             }
@@ -777,8 +781,10 @@ impl Token {
                         // A slot that failed to answer (SoftHSM's store caught mid-write
                         // answers C_GetTokenInfo with CKR_GENERAL_ERROR) stays that way in
                         // modules that read their store at C_Initialize: read it again, while
-                        // no other token of this process uses the module.
-                        if module.attached() == 0 {
+                        // no other token of this process uses the module. Only on a first
+                        // connection: a reconnect of a token that went away (the daemon in an
+                        // outage) must not stall in re-initialisations.
+                        if !reconnect && module.attached() == 0 {
                             module = context::reinitialize(id, module.epoch)?;
                         }
                         continue;
