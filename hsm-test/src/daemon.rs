@@ -147,6 +147,11 @@ impl Daemon {
     }
 
     /// Panics with the daemon's log when it has exited.
+    /// True while the process runs.
+    pub(crate) fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub(crate) fn assert_running(&mut self, log: &Path) {
         if let Some(st) = self.child.try_wait().expect("try_wait") {
             panic!(

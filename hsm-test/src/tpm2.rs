@@ -36,6 +36,16 @@ impl Tpm2 {
 
     /// Starts swtpm on the token's ports and state directory.
     pub fn start_swtpm(&mut self) {
+        assert!(
+            self.try_start_swtpm(),
+            "swtpm listens on port {}",
+            self.port
+        );
+    }
+
+    /// Starts swtpm; false when it exited at once (its ports were taken after they were
+    /// picked: free ports are only known free when picked).
+    fn try_start_swtpm(&mut self) -> bool {
         let state = self.dir.join("state");
         std::fs::create_dir_all(&state).expect("create TPM state dir");
         let log = self.log();
@@ -55,9 +65,38 @@ impl Tpm2 {
             &log,
         ));
         let port = self.port;
-        wait_for("swtpm listens", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let start = std::time::Instant::now();
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return true;
+            }
+            if let Some(d) = self.swtpm.as_mut()
+                && !d.is_running()
+            {
+                self.swtpm = None;
+                return false;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "swtpm listens on port {port} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// First start of swtpm: on ports taken since they were picked, picks others (at most
+    /// 5 times). Later restarts keep the ports tpm2-abrmd knows.
+    fn first_start_swtpm(&mut self) {
+        for _ in 0..5 {
+            if self.try_start_swtpm() {
+                return;
+            }
+            (self.port, self.ctrl_port) = port_pair();
+        }
+        panic!(
+            "swtpm did not start on 5 port pairs; see {}",
+            self.log().display()
+        );
     }
 
     /// Kills swtpm (the TPM disappears; its state stays on disk).
@@ -115,6 +154,17 @@ impl Drop for Tpm2 {
     }
 }
 
+/// A free port whose next port up is free too: the swtpm TCTI reaches the control channel
+/// there.
+fn port_pair() -> (u16, u16) {
+    loop {
+        let p = free_port();
+        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return (p, p + 1);
+        }
+    }
+}
+
 pub(crate) fn start(dir: &Path) -> Parts {
     require_file(Path::new(TPM2_MODULE), HINT);
     for tool in [
@@ -126,14 +176,7 @@ pub(crate) fn start(dir: &Path) -> Parts {
     ] {
         require(tool, HINT);
     }
-    // The swtpm TCTI reaches the control channel on the next port up.
-    let port = loop {
-        let p = free_port();
-        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            break p;
-        }
-    };
-    let ctrl_port = port + 1;
+    let (port, ctrl_port) = port_pair();
     let sock = dir.join("dbus.sock");
     let bus = format!("unix:path={}", sock.display());
     let mut tpm = Tpm2 {
@@ -155,7 +198,7 @@ pub(crate) fn start(dir: &Path) -> Parts {
     wait_for("dbus-daemon socket", Duration::from_secs(10), || {
         sock.exists()
     });
-    tpm.start_swtpm();
+    tpm.first_start_swtpm();
     tpm.start_abrmd();
 
     let store = dir.join("store");
