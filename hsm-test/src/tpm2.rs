@@ -36,11 +36,17 @@ impl Tpm2 {
 
     /// Starts swtpm on the token's ports and state directory.
     pub fn start_swtpm(&mut self) {
-        assert!(
-            self.try_start_swtpm(),
-            "swtpm listens on port {}",
-            self.port
-        );
+        // After a stop the killed swtpm may hold its ports a moment longer: try again.
+        let start = std::time::Instant::now();
+        while !self.try_start_swtpm() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "swtpm listens on port {} within 10 s; see {}",
+                self.port,
+                self.log().display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Starts swtpm; false when it exited at once (its ports were taken after they were
