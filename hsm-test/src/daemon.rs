@@ -58,17 +58,8 @@ pub(crate) fn require_file(path: &Path, hint: &str) {
 
 /// Panics with `hint` unless `tool` is on PATH.
 pub(crate) fn require(tool: &str, hint: &str) -> PathBuf {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .expect("run sh");
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        out.status.success() && !path.is_empty(),
-        "{tool} not found on PATH: run scripts/setup ({hint})"
-    );
-    PathBuf::from(path)
+    crate::which(tool)
+        .unwrap_or_else(|| panic!("{tool} not found on PATH: run scripts/setup ({hint})"))
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released).

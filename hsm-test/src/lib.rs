@@ -38,17 +38,22 @@ pub struct TestToken {
 
 /// Panics with an install hint unless `tool` is on PATH (tests never skip silently).
 pub fn require_tool(tool: &str) -> PathBuf {
+    which(tool).unwrap_or_else(|| {
+        panic!(
+            "{tool} not found on PATH: run scripts/setup (it installs softhsm2, opensc, openssl, p11-kit, etcd, cfssl)"
+        )
+    })
+}
+
+/// Where `tool` is on PATH (`command -v`), if anywhere.
+pub(crate) fn which(tool: &str) -> Option<PathBuf> {
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {tool}"))
         .output()
         .expect("run sh");
     let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        out.status.success() && !path.is_empty(),
-        "{tool} not found on PATH: run scripts/setup (it installs softhsm2, opensc, openssl, p11-kit, etcd, cfssl)"
-    );
-    PathBuf::from(path)
+    (out.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
 }
 
 /// The SoftHSM module path; panics with an install hint when softhsm2 is not installed.

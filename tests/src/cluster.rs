@@ -168,7 +168,7 @@ impl Cluster {
         let kubeadm_config = root.join("kubeadm.yaml");
         std::fs::write(
             &kubeadm_config,
-            kubeadm_config_text(port, options.algorithm),
+            self::kubeadm_config(port, options.algorithm),
         )
         .expect("write kubeadm config");
 
@@ -523,10 +523,6 @@ impl Cluster {
             .map(Proc::log_tail)
             .unwrap_or_default()
     }
-}
-
-fn kubeadm_config_text(port: u16, algorithm: &str) -> String {
-    kubeadm_config(port, algorithm)
 }
 
 /// A verify-only key of the token signer's configuration.
