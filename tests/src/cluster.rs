@@ -301,6 +301,29 @@ impl Cluster {
             .expect("run kubectl")
     }
 
+    /// `kubectl auth whoami -o json` with `kubeconfig`: (user, groups).
+    pub fn whoami(&self, kubeconfig: &Path) -> (String, Vec<String>) {
+        let out = self.kubectl_with(kubeconfig, &["auth", "whoami", "-o", "json"]);
+        assert!(
+            out.status.success(),
+            "kubectl auth whoami with {}: {:?}",
+            kubeconfig.display(),
+            text(&out)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("whoami JSON");
+        let info = &v["status"]["userInfo"];
+        let user = info["username"].as_str().unwrap_or_default().to_string();
+        let groups = info["groups"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|g| g.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (user, groups)
+    }
+
     /// Starts the p11-kit server in front of the token (again, after [`Cluster::stop_token`]).
     pub fn start_token_server(&mut self) {
         assert!(self.p11kit.is_none(), "p11-kit server already running");
@@ -522,6 +545,67 @@ impl Cluster {
             .as_ref()
             .map(Proc::log_tail)
             .unwrap_or_default()
+    }
+}
+
+/// A `kpki serve` process a test started beside the cluster (the CSR controller), with its
+/// log; stopped (SIGTERM) on drop.
+pub struct Daemon(Proc);
+
+impl Daemon {
+    /// SIGKILL: no clean shutdown, no lease release.
+    pub fn kill(&mut self) {
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
+    }
+
+    /// SIGTERM and wait (SIGKILL after 5 s).
+    pub fn stop(&mut self) {
+        self.0.stop();
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.0.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// The last lines of its log.
+    pub fn log(&self) -> String {
+        self.0.log_tail()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+impl Cluster {
+    /// Starts `kpki serve <args…>` named `name` (its log is `<dir>/<name>.log`), with the
+    /// token reached through this cluster's p11-kit server.
+    pub fn start_kpki_serve(&self, name: &'static str, args: &[&str]) -> Daemon {
+        let mut cmd = Command::new(crate::kpki_bin());
+        cmd.arg("serve").args(args).env("KPKI_LOG", "info").env(
+            "P11_KIT_SERVER_ADDRESS",
+            format!("unix:path={}", self.p11kit_socket.display()),
+        );
+        Daemon(Proc::spawn(name, self.dir.path(), &mut cmd))
+    }
+
+    /// The cluster CA key's URI through the p11-kit client module (a remote HSM the test
+    /// can take away with [`Cluster::stop_token`]).
+    pub fn remote_key_uri(&self, object: &str) -> String {
+        p11kit::key_uri(&self.token, object)
+    }
+
+    /// Stops kube-apiserver (SIGTERM) and starts it again; returns once it is ready.
+    pub fn restart_apiserver(&mut self) {
+        if let Some(mut p) = self.apiserver.take() {
+            p.stop();
+        }
+        self.start_apiserver(&peers::kubernetes("kube-apiserver"));
+        self.wait_ready();
     }
 }
 

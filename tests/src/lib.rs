@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 pub use kpki_hsm_test as hsm;
 
 pub mod cluster;
+pub mod csr_api;
 pub mod jwt_client;
 pub mod load;
 pub mod p11kit;

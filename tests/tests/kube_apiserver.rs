@@ -11,25 +11,6 @@ use kpki_e2e::cluster::{Cluster, Options, eventually};
 use kpki_e2e::text;
 use serde_json::Value;
 
-/// `kubectl auth whoami -o json` with `kubeconfig`: (user, groups).
-fn whoami(c: &Cluster, kubeconfig: &std::path::Path) -> (String, Vec<String>) {
-    let out = c.kubectl_with(kubeconfig, &["auth", "whoami", "-o", "json"]);
-    assert!(
-        out.status.success(),
-        "kubectl auth whoami with {}: {:?}",
-        kubeconfig.display(),
-        text(&out)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let info = &v["status"]["userInfo"];
-    let user = info["username"].as_str().unwrap().to_string();
-    let groups = info["groups"]
-        .as_array()
-        .map(|a| a.iter().map(|g| g.as_str().unwrap().to_string()).collect())
-        .unwrap_or_default();
-    (user, groups)
-}
-
 #[test]
 fn kube_apiserver_accepts_every_kubeconfig_and_the_controller_manager_leads() {
     let c = Cluster::start(Options {
@@ -65,7 +46,7 @@ fn kube_apiserver_accepts_every_kubeconfig_and_the_controller_manager_leads() {
         ),
     ];
     for (file, user, groups) in expected {
-        let (u, g) = whoami(&c, &c.path(file));
+        let (u, g) = c.whoami(&c.path(file));
         assert_eq!(u, user, "{file}");
         assert_eq!(g, groups, "{file}");
     }
@@ -160,7 +141,7 @@ fn a_user_from_kpki_kubeconfig_user_gets_exactly_the_printed_binding() {
     ]);
     assert!(out.status.success(), "{:?}", text(&out));
     assert_eq!(
-        whoami(&c, &jane),
+        c.whoami(&jane),
         (
             "jane".into(),
             vec!["dev".into(), "system:authenticated".into()]
@@ -257,12 +238,12 @@ fn a_ca_with_repeated_attributes_issues_certificates_go_accepts() {
 
     // init: the API server's serving certificate and admin.conf's client certificate.
     assert_eq!(issuer_of(&c.pki().join("apiserver.crt")), ca_subject);
-    assert_eq!(whoami(&c, &c.path("admin.conf")).0, "kubernetes-admin");
+    assert_eq!(c.whoami(&c.path("admin.conf")).0, "kubernetes-admin");
 
     // renew: a kubeconfig's client certificate, re-issued.
     let out = c.kpki(&["certs", "renew", "admin.conf"]);
     assert!(out.status.success(), "{:?}", text(&out));
-    assert_eq!(whoami(&c, &c.path("admin.conf")).0, "kubernetes-admin");
+    assert_eq!(c.whoami(&c.path("admin.conf")).0, "kubernetes-admin");
 
     // sign: a user's request, assembled into a kubeconfig by kubectl.
     let key = c.path("sam.key");
@@ -289,7 +270,7 @@ fn a_ca_with_repeated_attributes_issues_certificates_go_accepts() {
     );
     assert!(out.status.success(), "{:?}", text(&out));
     assert_eq!(
-        whoami(&c, &sam),
+        c.whoami(&sam),
         (
             "sam".into(),
             vec!["dev".into(), "system:authenticated".into()]

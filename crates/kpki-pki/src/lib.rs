@@ -10,6 +10,7 @@ pub mod certfile;
 pub mod config;
 pub mod csr;
 pub mod csr_object;
+pub mod csr_stage;
 mod duration;
 pub mod expiration;
 pub mod gencsr;

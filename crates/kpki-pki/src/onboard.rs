@@ -128,7 +128,7 @@ pub fn rbac_manifest(
 ) -> Result<String, PkiError> {
     let name = format!("kpki:{user}:{cluster_role}").replace(['/', '@'], "-");
     let role_ref = RoleRef {
-        api_group: "rbac.authorization.k8s.io".into(),
+        api_group: Some("rbac.authorization.k8s.io".into()),
         kind: "ClusterRole".into(),
         name: cluster_role.into(),
     };

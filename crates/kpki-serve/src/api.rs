@@ -134,8 +134,9 @@ async fn v1_sign(
         });
     let ctx = Context {
         caller: conn.caller,
-        remote: conn.remote,
+        remote: Some(conn.remote),
         endpoint: Endpoint::Sign.path(),
+        csr: None,
         body_sha256,
     };
     match issue::issue(app, ctx, ask).await {
@@ -238,8 +239,9 @@ async fn cfssl_sign(
         });
     let ctx = Context {
         caller: conn.caller,
-        remote: conn.remote,
+        remote: Some(conn.remote),
         endpoint: Endpoint::CfsslSign.path(),
+        csr: None,
         body_sha256,
     };
     cfssl_reply(

@@ -62,12 +62,14 @@ impl App {
         let address = |c: &ServeConfig| c.listen.as_ref().map(|l| l.address);
         let audit = |c: &ServeConfig| c.audit.as_ref().map(|a| a.path.clone());
         let socket = |c: &ServeConfig| c.jwt.as_ref().map(|j| (j.socket.clone(), j.socket_uid));
+        let kubernetes = |c: &ServeConfig| format!("{:?}", c.kubernetes);
         if address(&config) != address(&old.config)
             || audit(&config) != audit(&old.config)
             || socket(&config) != socket(&old.config)
+            || kubernetes(&config) != kubernetes(&old.config)
         {
             return Err(ConfigError(format!(
-                "config {}: listen.address, audit.path, jwt.socket and jwt.socket_uid need a restart",
+                "config {}: listen.address, audit.path, jwt.socket, jwt.socket_uid and [kubernetes] need a restart",
                 self.config_path.display()
             )));
         }

@@ -91,6 +91,9 @@ pub enum Event {
     Open,
     /// The daemon decided on a request.
     Decision,
+    /// The CSR controller's approver decided on a CertificateSigningRequest (approved it, or
+    /// left it to humans).
+    Approval,
     /// The daemon shut down cleanly and closed the log.
     Close,
 }
@@ -100,6 +103,7 @@ impl fmt::Display for Event {
         f.write_str(match self {
             Event::Open => "open",
             Event::Decision => "decision",
+            Event::Approval => "approval",
             Event::Close => "close",
         })
     }
@@ -186,6 +190,19 @@ pub struct Record {
     /// The URI of the CA key that signed (never carries a PIN).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_uri: Option<String>,
+    /// The Kubernetes CertificateSigningRequest decided on (CSR controller records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csr: Option<CsrRef>,
+}
+
+/// A CertificateSigningRequest object by name and uid (a name is reused after deletion; the
+/// uid is not).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct CsrRef {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.uid`.
+    pub uid: String,
 }
 
 impl Record {
@@ -207,6 +224,7 @@ impl Record {
             serial: None,
             not_after: None,
             key_uri: None,
+            csr: None,
         }
     }
 }
@@ -718,12 +736,13 @@ pub fn verify(path: &Path, options: VerifyOptions) -> Result<Verified, VerifyErr
             }
             _ => {}
         }
+        if matches!(event, Event::Decision | Event::Approval) && parsed.record.decision.is_none() {
+            return Err(fail(n, format!("a {event} record without a decision")));
+        }
         if event == Event::Decision {
             decisions += 1;
-            match parsed.record.decision {
-                Some(Decision::Allow) => allowed += 1,
-                Some(_) => {}
-                None => return Err(fail(n, "a decision record without a decision".into())),
+            if parsed.record.decision == Some(Decision::Allow) {
+                allowed += 1;
             }
         }
         prev = sha256_hex(line);

@@ -40,6 +40,9 @@ pub struct ServeConfig {
     /// The service-account token signer for kube-apiserver (ExternalJWTSigner).
     #[serde(default)]
     pub jwt: Option<JwtConfig>,
+    /// The Certificates API signer (CSR controller).
+    #[serde(default)]
+    pub kubernetes: Option<crate::controller::KubernetesConfig>,
 }
 
 /// The ExternalJWTSigner gRPC service on a unix socket.

@@ -36,10 +36,13 @@ pub struct Ask {
 pub struct Context {
     /// The caller's identity.
     pub caller: Caller,
-    /// Remote address.
-    pub remote: SocketAddr,
-    /// API path.
+    /// Remote address (none for the CSR controller, whose requests come from the API
+    /// server's objects).
+    pub remote: Option<SocketAddr>,
+    /// API path, or `controller` for the CSR controller.
     pub endpoint: &'static str,
+    /// The CertificateSigningRequest object (CSR controller only).
+    pub csr: Option<audit::CsrRef>,
     /// SHA-256 (hex) of the raw request body.
     pub body_sha256: String,
 }
@@ -111,7 +114,7 @@ async fn issue_task(
             cn: ctx.caller.cn.clone(),
             orgs: ctx.caller.orgs.clone(),
         }),
-        remote: Some(ctx.remote.to_string()),
+        remote: ctx.remote.map(|r| r.to_string()),
         endpoint: Some(ctx.endpoint.to_string()),
         request_sha256: Some(ctx.body_sha256.clone()),
         signer_name: Some(signer.clone()).filter(|s| !s.is_empty()),
@@ -126,6 +129,7 @@ async fn issue_task(
         serial: None,
         not_after: None,
         key_uri: ca.as_ref().map(|c| c.key_uri.clone()),
+        csr: ctx.csr.clone(),
     };
     match &result {
         Ok(a) => {

@@ -8,12 +8,14 @@
 //! from [`tls`], the compiled [`policy`], the CAs) held with the [`audit`] trail and
 //! [`metrics`] by [`app`]; [`api`] routes requests, [`issue`] carries one issuance through,
 //! [`error_code`] holds the closed list of error codes and maps every failure to its
-//! answer; [`jwt`] is the token signer.
+//! answer; [`jwt`] is the token signer; [`controller`] signs the cluster's
+//! CertificateSigningRequests.
 
 pub mod api;
 pub mod app;
 pub mod audit;
 pub mod config;
+pub mod controller;
 pub mod error_code;
 pub mod issue;
 pub mod jwt;
@@ -23,4 +25,4 @@ pub mod server;
 pub mod state;
 pub mod tls;
 
-pub use server::serve;
+pub use server::{Parts, serve};

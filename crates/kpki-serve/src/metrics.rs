@@ -56,6 +56,69 @@ pub struct Metrics {
     pub hsm_in_use: Family<CaLabels, Gauge>,
     /// 1 when every CA key is usable.
     pub ready: Gauge,
+    /// The CSR controller's counters.
+    pub csr: CsrMetrics,
+}
+
+/// The CSR controller's metrics.
+pub struct CsrMetrics {
+    /// Approved requests of the handled signers waiting for a certificate.
+    pub pending: Gauge,
+    /// Certificates written to `status.certificate`.
+    pub signed: Counter,
+    /// Requests marked `Failed` (refused by the signer rules or the policy).
+    pub failed: Counter,
+    /// Requests approved by kpki's approver.
+    pub approved: Counter,
+    /// Seconds from the `Approved` condition to the certificate being written.
+    pub approval_to_certificate_seconds: Histogram,
+    /// 1 while this replica holds the lease and signs.
+    pub leader: Gauge,
+}
+
+impl CsrMetrics {
+    fn register(registry: &mut Registry) -> CsrMetrics {
+        let m = CsrMetrics {
+            pending: Gauge::default(),
+            signed: Counter::default(),
+            failed: Counter::default(),
+            approved: Counter::default(),
+            // 10 ms … ~160 s.
+            approval_to_certificate_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 15)),
+            leader: Gauge::default(),
+        };
+        registry.register(
+            "csr_pending",
+            "Approved CertificateSigningRequests of the handled signers without a certificate",
+            m.pending.clone(),
+        );
+        registry.register(
+            "csr_signed",
+            "Certificates the CSR controller wrote to status.certificate",
+            m.signed.clone(),
+        );
+        registry.register(
+            "csr_failed",
+            "CertificateSigningRequests the CSR controller marked Failed",
+            m.failed.clone(),
+        );
+        registry.register(
+            "csr_approved",
+            "CertificateSigningRequests kpki's approver approved",
+            m.approved.clone(),
+        );
+        registry.register(
+            "csr_approval_to_certificate_seconds",
+            "Time from a CertificateSigningRequest's Approved condition to its certificate",
+            m.approval_to_certificate_seconds.clone(),
+        );
+        registry.register(
+            "csr_controller_leader",
+            "1 while this replica holds the CSR controller's lease",
+            m.leader.clone(),
+        );
+        m
+    }
 }
 
 impl Metrics {
@@ -97,6 +160,7 @@ impl Metrics {
         );
         let ready = Gauge::default();
         registry.register("ready", "1 when every CA key is usable", ready.clone());
+        let csr = CsrMetrics::register(&mut registry);
         Arc::new(Metrics {
             registry,
             requests,
@@ -105,6 +169,7 @@ impl Metrics {
             hsm_sign_errors,
             hsm_in_use,
             ready,
+            csr,
         })
     }
 

@@ -21,6 +21,7 @@ use crate::api::{self, Conn};
 use crate::app::{App, Part};
 use crate::audit::{AuditLog, SyncMode};
 use crate::config::ServeConfig;
+use crate::controller;
 use crate::jwt;
 use crate::metrics::Metrics;
 use crate::state::State;
@@ -29,49 +30,87 @@ use crate::tls;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// What one `kpki serve` process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parts {
+    /// The HTTPS API, and the token signer (`[jwt]`) and the CSR controller (`[kubernetes]`)
+    /// when configured.
+    All,
+    /// Only the service-account token signer.
+    JwtOnly,
+    /// Only the CSR controller (and its `[kubernetes].ops_address` listener).
+    ControllerOnly,
+}
+
 /// Runs the daemon for the configuration file `config_path` until SIGTERM or SIGINT: the
-/// HTTPS API and, with `[jwt]`, the token signer; with `jwt_only` the token signer alone.
-pub async fn serve(config_path: PathBuf, jwt_only: bool) -> Result<(), String> {
+/// parts `parts` names.
+pub async fn serve(config_path: PathBuf, parts: Parts) -> Result<(), String> {
     let config = ServeConfig::load(&config_path).map_err(|e| e.to_string())?;
     let in_config = |e: String| format!("config {}: {e}", config_path.display());
-    if jwt_only && config.jwt.is_none() {
-        return Err(in_config("--jwt-only needs a [jwt] section".into()));
+    match parts {
+        Parts::JwtOnly if config.jwt.is_none() => {
+            return Err(in_config("--jwt-only needs a [jwt] section".into()));
+        }
+        Parts::ControllerOnly if config.kubernetes.is_none() || config.audit.is_none() => {
+            return Err(in_config(
+                "--controller-only needs a [kubernetes] and an [audit] section".into(),
+            ));
+        }
+        Parts::All if config.listen.is_none() || config.audit.is_none() => {
+            return Err(in_config(
+                "[listen] and [audit] are required (or run the token signer alone with --jwt-only, the CSR controller with --controller-only)"
+                    .into(),
+            ));
+        }
+        _ => {}
     }
-    if !jwt_only && (config.listen.is_none() || config.audit.is_none()) {
-        return Err(in_config(
-            "[listen] and [audit] are required (or run the token signer alone with --jwt-only)"
-                .into(),
-        ));
-    }
+    let controller_settings = match (&config.kubernetes, parts) {
+        (Some(k), Parts::All | Parts::ControllerOnly) => {
+            let settings = controller::Settings::from_config(k, &config)
+                .map_err(|e| in_config(e.to_string()))?;
+            let client = controller::connect(&settings).await?;
+            Some((settings, client))
+        }
+        _ => None,
+    };
     let metrics = Metrics::new();
     let keys = KeyStore::with_pool_size(config.signing.pool_size.max(1));
     let state = State::build(config, &keys, &metrics).map_err(|e| in_config(e.to_string()))?;
-    let https = match (&state.config.listen, &state.config.audit, jwt_only) {
-        (Some(listen), Some(audit), false) => {
+    let audit = match (&state.config.audit, parts) {
+        (Some(audit), Parts::All | Parts::ControllerOnly) => {
             let sync = if audit.fsync {
                 SyncMode::Fsync
             } else {
                 SyncMode::Flush
             };
-            let log = AuditLog::open(&audit.path, sync).map_err(|e| e.to_string())?;
-            let listener = TcpListener::bind(listen.address)
-                .await
-                .map_err(|e| format!("listen.address {}: {e}", listen.address))?;
-            Some((listener, log))
+            Some(AuditLog::open(&audit.path, sync).map_err(|e| e.to_string())?)
         }
         _ => None,
     };
-    let ops = match state.config.listen.as_ref().and_then(|l| l.ops_address) {
+    let listener = match (&state.config.listen, parts) {
+        (Some(listen), Parts::All) => Some(
+            TcpListener::bind(listen.address)
+                .await
+                .map_err(|e| format!("listen.address {}: {e}", listen.address))?,
+        ),
+        _ => None,
+    };
+    let ops_address = match parts {
+        Parts::All => state.config.listen.as_ref().and_then(|l| l.ops_address),
+        Parts::ControllerOnly => state.config.kubernetes.as_ref().and_then(|k| k.ops_address),
+        Parts::JwtOnly => None,
+    };
+    let ops = match ops_address {
         Some(a) => Some(
             TcpListener::bind(a)
                 .await
-                .map_err(|e| format!("listen.ops_address {a}: {e}"))?,
+                .map_err(|e| format!("ops address {a}: {e}"))?,
         ),
         None => None,
     };
-    let jwt_socket = match &state.config.jwt {
-        Some(j) => Some((jwt::socket::bind(j)?, j.socket.clone())),
-        None => None,
+    let jwt_socket = match (&state.config.jwt, parts) {
+        (Some(j), Parts::All | Parts::JwtOnly) => Some((jwt::socket::bind(j)?, j.socket.clone())),
+        _ => None,
     };
     let signals = (
         signal(SignalKind::terminate()),
@@ -80,10 +119,6 @@ pub async fn serve(config_path: PathBuf, jwt_only: bool) -> Result<(), String> {
     );
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = signals else {
         return Err("cannot install signal handlers".into());
-    };
-    let (listener, audit) = match https {
-        Some((l, a)) => (Some(l), Some(a)),
-        None => (None, None),
     };
     let app = Arc::new(App::new(config_path, state, audit, metrics, keys));
 
@@ -108,6 +143,14 @@ pub async fn serve(config_path: PathBuf, jwt_only: bool) -> Result<(), String> {
         let app = Arc::clone(&app);
         let shutdown = stopped(stop_rx.clone());
         tokio::spawn(async move { jwt::socket::serve(app, listener, &path, shutdown).await })
+    });
+    let controller_task = controller_settings.map(|(settings, client)| {
+        tokio::spawn(controller::run(
+            Arc::clone(&app),
+            settings,
+            client,
+            stop_rx.clone(),
+        ))
     });
     tokio::spawn(probe_loop(Arc::clone(&app), stop_rx));
 
@@ -158,6 +201,13 @@ pub async fn serve(config_path: PathBuf, jwt_only: bool) -> Result<(), String> {
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "token signer failed"),
             Ok(_) => {}
             Err(_) => tracing::warn!("token signer did not stop within the grace period"),
+        }
+    }
+    if let Some(task) = controller_task {
+        match tokio::time::timeout(grace, task).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "CSR controller failed"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("CSR controller did not stop within the grace period"),
         }
     }
     if let Some(log) = &app.audit {

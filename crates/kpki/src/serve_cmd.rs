@@ -20,8 +20,12 @@ pub struct ServeArgs {
     pub config: PathBuf,
     /// Run only the service-account token signer (`[jwt]`), no HTTPS API: for
     /// control-plane nodes that need nothing else.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "controller_only")]
     pub jwt_only: bool,
+    /// Run only the CertificateSigningRequest controller (`[kubernetes]`), no HTTPS API:
+    /// for a signer Deployment in the cluster.
+    #[arg(long)]
+    pub controller_only: bool,
     /// Log line format (level from KPKI_LOG, default info).
     #[arg(long, value_enum, default_value_t)]
     pub log_format: LogFormat,
@@ -34,7 +38,14 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         .thread_name("kpki-serve")
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let result = runtime.block_on(kpki_serve::serve(args.config, args.jwt_only));
+    let parts = if args.jwt_only {
+        kpki_serve::Parts::JwtOnly
+    } else if args.controller_only {
+        kpki_serve::Parts::ControllerOnly
+    } else {
+        kpki_serve::Parts::All
+    };
+    let result = runtime.block_on(kpki_serve::serve(args.config, parts));
     // A probe or signature stuck on a hung token must not hold the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     result

@@ -1,0 +1,478 @@
+//! kpki's CertificateSigningRequest controller against the real kube-apiserver and
+//! kube-controller-manager (csrsigning disabled, no CA key file): the CA key on SoftHSM
+//! behind `p11-kit server`, the controller running alone (`kpki serve --controller-only`)
+//! as a ServiceAccount with the RBAC of `deploy/kubernetes`.
+//!
+//! - the user path: a CSR approved with `kubectl certificate approve` is signed within 2 s,
+//!   honours `expirationSeconds`, and authenticates; a denied one is never touched; one
+//!   asking `O=system:masters` gets `Failed` with the reason;
+//! - two replicas: one leads; the leader killed mid-way through 200 CSRs, the other signs
+//!   the rest within the lease duration + 5 s, one certificate per CSR;
+//! - the HSM taken away with 50 CSRs approved: none `Failed`, all signed within 5 s of its
+//!   return;
+//! - kube-apiserver restarted mid-stream: nothing lost, nothing signed twice.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use kpki_e2e::cluster::{Cluster, Options, eventually};
+use kpki_e2e::csr_api::{self, Replica};
+use kpki_e2e::{openssl_csr, text};
+use serde_json::Value;
+
+const CLIENT: &str = "kubernetes.io/kube-apiserver-client";
+
+fn cluster() -> Cluster {
+    Cluster::start(Options {
+        controller_manager: true,
+        ..Options::default()
+    })
+}
+
+/// Waits until replica `r` leads.
+fn wait_leading(r: &Replica, d: &mut kpki_e2e::cluster::Daemon) {
+    eventually(
+        "controller leads",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            if d.exited() {
+                panic!("controller exited:\n{}", d.log());
+            }
+            if csr_api::leads(r) {
+                Ok(())
+            } else {
+                Err(d.log())
+            }
+        },
+    );
+}
+
+/// `n` client CSRs named `<prefix>-<i>` for `O=dev` users, all with one key.
+fn user_objects(c: &Cluster, prefix: &str, n: usize) -> Vec<(String, Value)> {
+    let pem = openssl_csr(
+        c.dir.path(),
+        prefix,
+        "p256",
+        &format!("/O=dev/CN={prefix}"),
+        &[],
+    );
+    (0..n)
+        .map(|i| {
+            let name = format!("{prefix}-{i}");
+            let o = csr_api::object(&name, &pem, CLIENT, &["client auth"], Some(3600));
+            (name, o)
+        })
+        .collect()
+}
+
+/// Certificates issued per CSR uid, from every audit trail given (allowed controller
+/// decisions).
+fn signatures_per_uid(trails: &[&std::path::Path]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for t in trails {
+        for l in csr_api::audit_lines(t) {
+            if l["event"] == "decision" && l["decision"] == "allow" && l["endpoint"] == "controller"
+            {
+                *m.entry(l["csr"]["uid"].as_str().unwrap().to_string())
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+    m
+}
+
+#[test]
+fn approved_user_request_is_signed_denied_is_untouched_system_masters_fails() {
+    let c = cluster();
+    let kubeconfig = csr_api::install_rbac(&c);
+    let r = csr_api::replica(&c, &kubeconfig, "replica-a");
+    let mut d = csr_api::start(&c, &r);
+    wait_leading(&r, &mut d);
+
+    // jane, as in the reference: created and approved by the cluster admin.
+    let key = c.dir.path().join("jane.key");
+    let jane_csr = openssl_csr(c.dir.path(), "jane", "p256", "/CN=jane/O=dev", &[]);
+    let bob_csr = openssl_csr(c.dir.path(), "bob", "p256", "/CN=bob/O=dev", &[]);
+    let root_csr = openssl_csr(
+        c.dir.path(),
+        "mallory",
+        "p256",
+        "/CN=system:node:mallory/O=system:masters",
+        &[],
+    );
+    let ops_csr = openssl_csr(c.dir.path(), "olga", "p256", "/CN=olga/O=ops", &[]);
+    // kube-apiserver itself refuses system:masters for kube-apiserver-client.
+    let out = csr_api::try_create(
+        &c,
+        "admin.conf",
+        &[csr_api::object(
+            "root",
+            &root_csr,
+            CLIENT,
+            &["client auth"],
+            None,
+        )],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("system:masters group is not allowed"),
+        "{:?}",
+        text(&out)
+    );
+    csr_api::create(
+        &c,
+        "admin.conf",
+        &[
+            csr_api::object("jane", &jane_csr, CLIENT, &["client auth"], Some(86400)),
+            csr_api::object("bob", &bob_csr, CLIENT, &["client auth"], None),
+            // Through the kubelet signer instead: the signer's rules refuse it.
+            csr_api::object(
+                "mallory",
+                &root_csr,
+                "kubernetes.io/kube-apiserver-client-kubelet",
+                &["digital signature", "client auth"],
+                None,
+            ),
+            // A group no policy rule allows.
+            csr_api::object("olga", &ops_csr, CLIENT, &["client auth"], None),
+        ],
+    );
+    csr_api::decide(&c, "approve", &["jane".into()]);
+    let (pem, took) = eventually(
+        "jane's certificate",
+        Duration::from_secs(2),
+        Duration::from_millis(20),
+        || csr_api::certificate(&csr_api::get(&c, "jane")).ok_or_else(|| d.log()),
+    );
+    eprintln!("jane: approved → certificate in {took:?}");
+    let crt = c.dir.path().join("jane.crt");
+    std::fs::write(&crt, &pem).unwrap();
+    let out = kpki_e2e::openssl(&[
+        "x509",
+        "-in",
+        crt.to_str().unwrap(),
+        "-noout",
+        "-subject",
+        "-startdate",
+        "-enddate",
+    ]);
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        shown.contains("O = dev") && shown.contains("CN = jane"),
+        "{shown}"
+    );
+    // expirationSeconds = 86400 honoured (not the policy's 48h, nor the CA's year).
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+    let cert = block.parse_x509().unwrap();
+    let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+    assert!(
+        (86_000..=86_400).contains(&lifetime),
+        "lifetime {lifetime} s"
+    );
+    let out = kpki_e2e::openssl(&[
+        "verify",
+        "-CAfile",
+        c.pki().join("ca.crt").to_str().unwrap(),
+        crt.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    // kubectl as jane authenticates as jane in dev.
+    let jane_conf = c.path("jane.conf");
+    std::fs::copy(c.path("admin.conf"), &jane_conf).unwrap();
+    for args in [
+        vec![
+            "config",
+            "set-credentials",
+            "jane",
+            &format!("--client-certificate={}", crt.display()),
+            &format!("--client-key={}", key.display()),
+            "--embed-certs=true",
+        ],
+        vec!["config", "set-context", "--current", "--user=jane"],
+    ] {
+        let out = c.kubectl_with(
+            &jane_conf,
+            &args.iter().map(|s| s.as_ref()).collect::<Vec<&str>>(),
+        );
+        assert!(out.status.success(), "{:?}", text(&out));
+    }
+    let (user, groups) = c.whoami(&jane_conf);
+    assert_eq!(user, "jane");
+    assert!(groups.contains(&"dev".to_string()), "{groups:?}");
+
+    // Denied: never signed, never marked Failed.
+    csr_api::decide(&c, "deny", &["bob".into()]);
+    // system:masters and an unlisted group: approved by a human, refused by the signer's
+    // rules and by the policy → Failed with the reason.
+    csr_api::decide(&c, "approve", &["mallory".into(), "olga".into()]);
+    for (name, code, words) in [
+        ("mallory", "signer_rule", "system:masters"),
+        ("olga", "org_not_allowed", "ops"),
+    ] {
+        let (failed, _) = eventually(
+            &format!("{name} Failed"),
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+            || csr_api::condition(&csr_api::get(&c, name), "Failed").ok_or_else(|| d.log()),
+        );
+        assert_eq!(failed["reason"], "SignerValidationFailure");
+        let message = failed["message"].as_str().unwrap();
+        eprintln!("{name}: Failed: {message}");
+        assert!(
+            message.contains(code) && message.contains(words),
+            "{message}"
+        );
+        assert!(csr_api::certificate(&csr_api::get(&c, name)).is_none());
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let bob = csr_api::get(&c, "bob");
+    assert!(
+        csr_api::certificate(&bob).is_none(),
+        "denied bob was signed"
+    );
+    assert!(
+        csr_api::condition(&bob, "Failed").is_none(),
+        "denied bob was touched"
+    );
+
+    // Audited: one line per decision naming the CSR, uid, requester and signer.
+    let lines = csr_api::audit_lines(&r.audit);
+    let jane_line = lines
+        .iter()
+        .find(|l| l["csr"]["name"] == "jane")
+        .expect("jane audited");
+    assert_eq!(jane_line["decision"], "allow");
+    assert_eq!(jane_line["caller"]["cn"], "kubernetes-admin");
+    assert_eq!(jane_line["signer_name"], CLIENT);
+    assert_eq!(
+        jane_line["csr"]["uid"],
+        csr_api::get(&c, "jane")["metadata"]["uid"]
+    );
+    for (name, code) in [("mallory", "signer_rule"), ("olga", "org_not_allowed")] {
+        let line = lines
+            .iter()
+            .find(|l| l["csr"]["name"] == name)
+            .expect("audited");
+        assert_eq!(line["decision"], "deny", "{line}");
+        assert_eq!(line["code"], code, "{line}");
+    }
+    assert!(
+        lines.iter().all(|l| l["csr"]["name"] != "bob"),
+        "bob audited"
+    );
+    let out = kpki_e2e::kpki(&["audit", "verify", "--allow-open", r.audit.to_str().unwrap()]);
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    // Metrics.
+    let m = csr_api::metrics(&r);
+    assert_eq!(
+        csr_api::metric(&m, "kpki_csr_signed_total"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        csr_api::metric(&m, "kpki_csr_failed_total"),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(
+        csr_api::metric(&m, "kpki_csr_approval_to_certificate_seconds_count"),
+        Some(1.0),
+        "{m}"
+    );
+    d.stop();
+    assert!(d.log().contains("released its lease"), "{}", d.log());
+}
+
+#[test]
+fn two_replicas_one_signs_and_the_other_takes_over_when_the_leader_is_killed() {
+    let c = cluster();
+    let kubeconfig = csr_api::install_rbac(&c);
+    let ra = csr_api::replica(&c, &kubeconfig, "replica-a");
+    let rb = csr_api::replica(&c, &kubeconfig, "replica-b");
+    let mut da = csr_api::start(&c, &ra);
+    wait_leading(&ra, &mut da);
+    let mut db = csr_api::start(&c, &rb);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!csr_api::leads(&rb), "two leaders");
+
+    let objects = user_objects(&c, "u", 200);
+    let names: Vec<String> = objects.iter().map(|(n, _)| n.clone()).collect();
+    csr_api::create(
+        &c,
+        "admin.conf",
+        &objects.into_iter().map(|(_, o)| o).collect::<Vec<_>>(),
+    );
+    csr_api::decide(&c, "approve", &names[..100]);
+    // Kill the leader once it has signed some of the first half.
+    eventually(
+        "some signed",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            let signed = csr_api::list(&c)
+                .iter()
+                .filter(|o| csr_api::certificate(o).is_some())
+                .count();
+            if signed >= 20 {
+                Ok(())
+            } else {
+                Err(format!("{signed} signed"))
+            }
+        },
+    );
+    da.kill();
+    let killed = Instant::now();
+    csr_api::decide(&c, "approve", &names[100..]);
+    let (_, took) = eventually(
+        "all 200 signed by the survivor",
+        Duration::from_secs(4 + 5),
+        Duration::from_millis(100),
+        || {
+            let items = csr_api::list(&c);
+            let signed = items
+                .iter()
+                .filter(|o| csr_api::certificate(o).is_some())
+                .count();
+            if signed == 200 {
+                Ok(())
+            } else {
+                Err(format!("{signed}/200 signed\n{}", db.log()))
+            }
+        },
+    );
+    eprintln!(
+        "leader killed; all 200 signed {:?} later ({took:?} of waiting)",
+        killed.elapsed()
+    );
+    assert!(csr_api::leads(&rb));
+    // One certificate per CSR; every uid signed once across both trails.
+    let items = csr_api::list(&c);
+    assert!(
+        items
+            .iter()
+            .all(|o| csr_api::condition(o, "Failed").is_none())
+    );
+    let per_uid = signatures_per_uid(&[&ra.audit, &rb.audit]);
+    let twice: Vec<_> = per_uid.iter().filter(|(_, n)| **n > 1).collect();
+    eprintln!(
+        "signatures: {} uids, {} signed more than once",
+        per_uid.len(),
+        twice.len()
+    );
+    assert_eq!(per_uid.len(), 200);
+    assert!(twice.is_empty(), "signed twice: {twice:?}");
+    let a = signatures_per_uid(&[&ra.audit]).len();
+    let b = signatures_per_uid(&[&rb.audit]).len();
+    eprintln!("replica-a signed {a}, replica-b {b}");
+    assert!(a >= 20 && b >= 100, "a {a} b {b}");
+    let _ = db.exited();
+}
+
+#[test]
+fn hsm_outage_leaves_requests_pending_and_they_are_signed_when_it_returns() {
+    let mut c = cluster();
+    let kubeconfig = csr_api::install_rbac(&c);
+    let r = csr_api::replica(&c, &kubeconfig, "replica-a");
+    let mut d = csr_api::start(&c, &r);
+    wait_leading(&r, &mut d);
+
+    c.stop_token();
+    let objects = user_objects(&c, "o", 50);
+    let names: Vec<String> = objects.iter().map(|(n, _)| n.clone()).collect();
+    csr_api::create(
+        &c,
+        "admin.conf",
+        &objects.into_iter().map(|(_, o)| o).collect::<Vec<_>>(),
+    );
+    csr_api::decide(&c, "approve", &names);
+    std::thread::sleep(Duration::from_secs(3));
+    let items = csr_api::list(&c);
+    assert!(
+        items.iter().all(|o| csr_api::certificate(o).is_none()),
+        "signed without the HSM"
+    );
+    assert!(
+        items
+            .iter()
+            .all(|o| csr_api::condition(o, "Failed").is_none()),
+        "Failed for an outage"
+    );
+    assert_eq!(
+        csr_api::metric(&csr_api::metrics(&r), "kpki_csr_pending"),
+        Some(50.0)
+    );
+
+    c.start_token_server();
+    let back = Instant::now();
+    let (_, _) = eventually(
+        "all 50 signed after the HSM returned",
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || {
+            let signed = csr_api::list(&c)
+                .iter()
+                .filter(|o| csr_api::certificate(o).is_some())
+                .count();
+            if signed == 50 {
+                Ok(())
+            } else {
+                Err(format!("{signed}/50\n{}", d.log()))
+            }
+        },
+    );
+    eprintln!("HSM back: 50 signed {:?} later", back.elapsed());
+    assert!(
+        csr_api::list(&c)
+            .iter()
+            .all(|o| csr_api::condition(o, "Failed").is_none())
+    );
+    let per_uid = signatures_per_uid(&[&r.audit]);
+    assert_eq!(per_uid.len(), 50);
+    assert!(per_uid.values().all(|n| *n == 1));
+}
+
+#[test]
+fn kube_apiserver_restart_mid_stream_loses_nothing_and_signs_nothing_twice() {
+    let mut c = cluster();
+    let kubeconfig = csr_api::install_rbac(&c);
+    let r = csr_api::replica(&c, &kubeconfig, "replica-a");
+    let mut d = csr_api::start(&c, &r);
+    wait_leading(&r, &mut d);
+
+    let objects = user_objects(&c, "r", 100);
+    let names: Vec<String> = objects.iter().map(|(n, _)| n.clone()).collect();
+    csr_api::create(
+        &c,
+        "admin.conf",
+        &objects.into_iter().map(|(_, o)| o).collect::<Vec<_>>(),
+    );
+    csr_api::decide(&c, "approve", &names[..60]);
+    c.restart_apiserver();
+    csr_api::decide(&c, "approve", &names[60..]);
+    let (_, took) = eventually(
+        "all 100 signed after the restart",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let signed = csr_api::list(&c)
+                .iter()
+                .filter(|o| csr_api::certificate(o).is_some())
+                .count();
+            if signed == 100 {
+                Ok(())
+            } else {
+                Err(format!("{signed}/100\n{}", d.log()))
+            }
+        },
+    );
+    eprintln!("after the restart: all signed within {took:?}");
+    assert!(!d.exited(), "controller exited: {}", d.log());
+    let per_uid = signatures_per_uid(&[&r.audit]);
+    assert_eq!(per_uid.len(), 100);
+    let twice: Vec<_> = per_uid.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "signed twice: {twice:?}");
+}
