@@ -220,8 +220,16 @@ pub fn object(
 /// Creates `objects` in one `kubectl create` as `kubeconfig`'s user; panics unless it
 /// succeeds.
 pub fn create(cluster: &Cluster, kubeconfig: &str, objects: &[Value]) {
-    let out = try_create(cluster, kubeconfig, objects);
-    assert!(out.status.success(), "kubectl create: {:?}", text(&out));
+    std::thread::scope(|s| {
+        let batches: Vec<_> = objects
+            .chunks(20)
+            .map(|batch| s.spawn(move || try_create(cluster, kubeconfig, batch)))
+            .collect();
+        for b in batches {
+            let out = b.join().expect("kubectl thread");
+            assert!(out.status.success(), "kubectl create: {:?}", text(&out));
+        }
+    });
 }
 
 /// `kubectl create` of `objects` as `kubeconfig`'s user, whatever the outcome.
@@ -246,12 +254,26 @@ pub fn try_create(cluster: &Cluster, kubeconfig: &str, objects: &[Value]) -> Out
     child.wait_with_output().expect("kubectl")
 }
 
-/// `kubectl certificate approve|deny names…` as the cluster admin, in batches.
+/// `kubectl certificate approve|deny names…` as the cluster admin: batches of 10 names in
+/// parallel kubectl processes (one kubectl throttles itself to a few requests a second).
 pub fn decide(cluster: &Cluster, verb: &str, names: &[String]) {
-    for chunk in names.chunks(100) {
-        let mut args = vec!["certificate", verb];
-        args.extend(chunk.iter().map(String::as_str));
-        let out = cluster.kubectl("admin.conf", &args);
+    crate::hsm::require_tool("kubectl");
+    let children: Vec<_> = names
+        .chunks(10)
+        .map(|chunk| {
+            Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(cluster.path("admin.conf"))
+                .args(["certificate", verb])
+                .args(chunk)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run kubectl")
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().expect("kubectl");
         assert!(
             out.status.success(),
             "kubectl certificate {verb}: {:?}",

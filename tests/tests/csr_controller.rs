@@ -301,39 +301,47 @@ fn two_replicas_one_signs_and_the_other_takes_over_when_the_leader_is_killed() {
 
     let objects = user_objects(&c, "u", 200);
     let names: Vec<String> = objects.iter().map(|(n, _)| n.clone()).collect();
+    let t = Instant::now();
     csr_api::create(
         &c,
         "admin.conf",
         &objects.into_iter().map(|(_, o)| o).collect::<Vec<_>>(),
     );
-    csr_api::decide(&c, "approve", &names[..100]);
-    // Kill the leader once it has signed some of the first half.
-    eventually(
-        "some signed",
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        || {
-            let signed = csr_api::list(&c)
-                .iter()
-                .filter(|o| csr_api::certificate(o).is_some())
-                .count();
-            if signed >= 20 {
-                Ok(())
-            } else {
-                Err(format!("{signed} signed"))
-            }
-        },
-    );
-    da.kill();
-    let killed = Instant::now();
-    csr_api::decide(&c, "approve", &names[100..]);
-    let (_, took) = eventually(
+    eprintln!("200 created in {:?}", t.elapsed());
+    // Approve all 200 from another thread; kill the leader once it has signed some.
+    let killed = std::thread::scope(|s| {
+        let approving = s.spawn(|| {
+            let t = Instant::now();
+            csr_api::decide(&c, "approve", &names);
+            eprintln!("200 approved in {:?}", t.elapsed());
+        });
+        eventually(
+            "some signed",
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            || {
+                let signed = csr_api::list(&c)
+                    .iter()
+                    .filter(|o| csr_api::certificate(o).is_some())
+                    .count();
+                if signed >= 20 {
+                    Ok(())
+                } else {
+                    Err(format!("{signed} signed"))
+                }
+            },
+        );
+        da.kill();
+        let killed = Instant::now();
+        approving.join().expect("approvals");
+        killed
+    });
+    let (_, _) = eventually(
         "all 200 signed by the survivor",
         Duration::from_secs(4 + 5),
         Duration::from_millis(100),
         || {
-            let items = csr_api::list(&c);
-            let signed = items
+            let signed = csr_api::list(&c)
                 .iter()
                 .filter(|o| csr_api::certificate(o).is_some())
                 .count();
@@ -344,10 +352,8 @@ fn two_replicas_one_signs_and_the_other_takes_over_when_the_leader_is_killed() {
             }
         },
     );
-    eprintln!(
-        "leader killed; all 200 signed {:?} later ({took:?} of waiting)",
-        killed.elapsed()
-    );
+    eprintln!("leader killed; all 200 signed {:?} later", killed.elapsed());
+    assert!(killed.elapsed() <= Duration::from_secs(4 + 5));
     assert!(csr_api::leads(&rb));
     // One certificate per CSR; every uid signed once across both trails.
     let items = csr_api::list(&c);
@@ -358,17 +364,16 @@ fn two_replicas_one_signs_and_the_other_takes_over_when_the_leader_is_killed() {
     );
     let per_uid = signatures_per_uid(&[&ra.audit, &rb.audit]);
     let twice: Vec<_> = per_uid.iter().filter(|(_, n)| **n > 1).collect();
+    let a = signatures_per_uid(&[&ra.audit]).len();
+    let b = signatures_per_uid(&[&rb.audit]).len();
     eprintln!(
-        "signatures: {} uids, {} signed more than once",
+        "signatures: {} uids, {} signed more than once; replica-a signed {a}, replica-b {b}",
         per_uid.len(),
         twice.len()
     );
     assert_eq!(per_uid.len(), 200);
     assert!(twice.is_empty(), "signed twice: {twice:?}");
-    let a = signatures_per_uid(&[&ra.audit]).len();
-    let b = signatures_per_uid(&[&rb.audit]).len();
-    eprintln!("replica-a signed {a}, replica-b {b}");
-    assert!(a >= 20 && b >= 100, "a {a} b {b}");
+    assert!(a >= 20 && b >= 1, "a {a} b {b}");
     let _ = db.exited();
 }
 
