@@ -26,6 +26,10 @@ pub struct Options {
     pub ca_files: Option<(PathBuf, PathBuf)>,
     /// Start kube-controller-manager too.
     pub controller_manager: bool,
+    /// kube-controller-manager signs CertificateSigningRequests itself (csrsigning on, with
+    /// `ca_files` as `--cluster-signing-cert-file`/`--cluster-signing-key-file`): the
+    /// baseline kpki's controller is compared with.
+    pub controller_manager_signs: bool,
 }
 
 impl Default for Options {
@@ -34,6 +38,7 @@ impl Default for Options {
             algorithm: "ECDSA-P256",
             ca_files: None,
             controller_manager: false,
+            controller_manager_signs: false,
         }
     }
 }
@@ -262,7 +267,19 @@ impl Cluster {
             "bind kubeadm:cluster-admins: {:?}",
             text(&out)
         );
-        if options.controller_manager {
+        if options.controller_manager_signs {
+            c.start_controller_manager_with(&[
+                format!(
+                    "--cluster-signing-cert-file={}",
+                    c.pki().join("ca.crt").display()
+                ),
+                format!(
+                    "--cluster-signing-key-file={}",
+                    c.pki().join("ca.key").display()
+                ),
+                "--controllers=*".into(),
+            ]);
+        } else if options.controller_manager {
             c.start_controller_manager();
         }
         c
@@ -500,6 +517,12 @@ impl Cluster {
     /// Starts kube-controller-manager with kpki's `controller-manager.conf` for every
     /// kubeconfig flag, leader election on.
     pub fn start_controller_manager(&mut self) {
+        self.start_controller_manager_with(&["--controllers=*,-csrsigning".into()]);
+    }
+
+    /// Starts kube-controller-manager as [`Cluster::start_controller_manager`] does, with
+    /// `extra` flags (one of them `--controllers=…`).
+    pub fn start_controller_manager_with(&mut self, extra: &[String]) {
         let bin = peers::kubernetes("kube-controller-manager");
         let conf = self.path("controller-manager.conf").display().to_string();
         let pki = self.pki();
@@ -522,8 +545,8 @@ impl Cluster {
             ),
             format!("--client-ca-file={}", pki.join("ca.crt").display()),
             "--service-cluster-ip-range=10.96.0.0/12".into(),
-            "--controllers=*,-csrsigning".into(),
         ]);
+        cmd.args(extra);
         self.controller_manager = Some(Proc::spawn(
             "kube-controller-manager",
             self.dir.path(),
@@ -572,6 +595,11 @@ impl Daemon {
     /// The last lines of its log.
     pub fn log(&self) -> String {
         self.0.log_tail()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.0.child.id()
     }
 }
 

@@ -1,0 +1,243 @@
+//! Approved → certificate latency of kpki's CSR controller for 1,000 CertificateSigningRequests
+//! approved at once (`kubectl certificate approve` from parallel processes), RSA-2048 cluster
+//! CA on SoftHSM behind `p11-kit server`, real kube-apiserver; next to, in the same run,
+//! kube-controller-manager's own csrsigning controller with an RSA-2048 CA key file (what
+//! kubeadm clusters use when the key is on disk). Latency is measured from the moment a watch
+//! (`kubectl get csr -w`) sees a request approved to the moment it sees its certificate, so
+//! both sides pay the same watch delay. Also: kpki controller CPU per certificate.
+//! `KPKI_BENCH_CSRS` sets the count (default 1000).
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::io::BufReader;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kpki_e2e::cluster::{Cluster, Options, eventually};
+use kpki_e2e::{csr_api, openssl, openssl_csr, text};
+use serde_json::Value;
+
+#[derive(Default)]
+struct Seen {
+    approved: HashMap<String, Instant>,
+    signed: HashMap<String, Instant>,
+}
+
+/// Watches every CSR; records when each was first seen approved and first seen signed.
+fn watch(c: &Cluster) -> (Arc<Mutex<Seen>>, std::process::Child) {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(c.path("super-admin.conf"))
+        .args(["get", "csr", "--watch", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl watch");
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stdout = child.stdout.take().unwrap();
+    let s = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for v in serde_json::Deserializer::from_reader(BufReader::new(stdout)).into_iter::<Value>()
+        {
+            let Ok(v) = v else { return };
+            let now = Instant::now();
+            let name = v["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let mut seen = s.lock().unwrap();
+            if csr_api::condition(&v, "Approved").is_some() {
+                seen.approved.entry(name.clone()).or_insert(now);
+            }
+            if csr_api::certificate(&v).is_some() {
+                seen.signed.entry(name).or_insert(now);
+            }
+        }
+    });
+    (seen, child)
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+struct Run {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    wall: Duration,
+}
+
+/// Creates `n` CSRs, approves them all at once, waits for every certificate.
+fn run(c: &Cluster, n: usize, prefix: &str) -> Run {
+    let pem = openssl_csr(
+        c.dir.path(),
+        prefix,
+        "p256",
+        &format!("/O=dev/CN={prefix}"),
+        &[],
+    );
+    let objects: Vec<Value> = (0..n)
+        .map(|i| {
+            csr_api::object(
+                &format!("{prefix}-{i}"),
+                &pem,
+                "kubernetes.io/kube-apiserver-client",
+                &["client auth"],
+                Some(3600),
+            )
+        })
+        .collect();
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    let (seen, mut watcher) = watch(c);
+    csr_api::create(c, "admin.conf", &objects);
+    let start = Instant::now();
+    csr_api::decide(c, "approve", &names);
+    eprintln!("  {n} approved in {:?}", start.elapsed());
+    eventually(
+        "every certificate",
+        Duration::from_secs(300),
+        Duration::from_millis(200),
+        || {
+            let s = seen.lock().unwrap();
+            let done = names.iter().filter(|n| s.signed.contains_key(*n)).count();
+            if done == names.len() {
+                Ok(())
+            } else {
+                Err(format!("{done}/{}", names.len()))
+            }
+        },
+    );
+    let wall = start.elapsed();
+    let _ = watcher.kill();
+    let s = seen.lock().unwrap();
+    let mut lat: Vec<Duration> = names
+        .iter()
+        .map(|n| s.signed[n].saturating_duration_since(*s.approved.get(n).unwrap_or(&s.signed[n])))
+        .collect();
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1];
+    Run {
+        p50: pct(0.50),
+        p99: pct(0.99),
+        max: *lat.last().unwrap(),
+        wall,
+    }
+}
+
+fn main() {
+    let n: usize = std::env::var("KPKI_BENCH_CSRS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+
+    eprintln!("kpki controller (RSA-2048 CA on SoftHSM via p11-kit):");
+    let c = Cluster::start(Options {
+        algorithm: "RSA-2048",
+        controller_manager: true,
+        ..Options::default()
+    });
+    let kubeconfig = csr_api::install_rbac(&c);
+    let r = csr_api::replica(&c, &kubeconfig, "bench");
+    let mut d = csr_api::start(&c, &r);
+    eventually(
+        "controller leads",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            if csr_api::leads(&r) {
+                Ok(())
+            } else {
+                Err(d.log())
+            }
+        },
+    );
+    let cpu0 = cpu_seconds(d.pid());
+    let kpki = run(&c, n, "k");
+    let cpu = cpu_seconds(d.pid()) - cpu0;
+    d.stop();
+    drop(c);
+
+    eprintln!("kube-controller-manager csrsigning (RSA-2048 CA key file):");
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_crt, ca_key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
+    let out = openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "3650",
+        "-keyout",
+        ca_key.to_str().unwrap(),
+        "-subj",
+        "/CN=kubernetes",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        "-out",
+        ca_crt.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let c = Cluster::start(Options {
+        algorithm: "RSA-2048",
+        ca_files: Some((ca_crt, ca_key)),
+        controller_manager: true,
+        controller_manager_signs: true,
+        ..Options::default()
+    });
+    let base = run(&c, n, "b");
+    drop(c);
+
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("approved → certificate, {n} CSRs approved at once (watch-observed):");
+    println!(
+        "{:<44} {:>9} {:>9} {:>9} {:>9} {:>12}",
+        "", "p50_ms", "p99_ms", "max_ms", "wall_s", "cpu_ms/cert"
+    );
+    println!(
+        "{:<44} {:>9.0} {:>9.0} {:>9.0} {:>9.1} {:>12.2}",
+        "kpki controller, CA on SoftHSM",
+        ms(kpki.p50),
+        ms(kpki.p99),
+        ms(kpki.max),
+        kpki.wall.as_secs_f64(),
+        cpu * 1000.0 / n as f64
+    );
+    println!(
+        "{:<44} {:>9.0} {:>9.0} {:>9.0} {:>9.1} {:>12}",
+        "kube-controller-manager csrsigning, key file",
+        ms(base.p50),
+        ms(base.p99),
+        ms(base.max),
+        base.wall.as_secs_f64(),
+        "-"
+    );
+    println!(
+        "p99 ratio kpki/kcm: {:.2}; target p99 <= 2000 ms: {}",
+        ms(kpki.p99) / ms(base.p99).max(1.0),
+        if kpki.p99 <= Duration::from_secs(2) {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+}
