@@ -481,9 +481,15 @@ impl Node {
         self.spawn_serving(kubeconfig, ips, dns, timeout).finish()
     }
 
-    /// Creates or updates the node's Node object with `internal_ips` and hostname `name`,
-    /// authenticated with `kubeconfig` (default [`Node::kubeconfig`]).
-    pub fn register(&self, kubeconfig: Option<&Path>, internal_ips: &[&str]) -> Outcome {
+    /// Creates or updates the node's Node object with addresses `internal_ips` (InternalIP),
+    /// `internal_dns` (InternalDNS) and hostname `name`, authenticated with `kubeconfig`
+    /// (default [`Node::kubeconfig`]).
+    pub fn register(
+        &self,
+        kubeconfig: Option<&Path>,
+        internal_ips: &[&str],
+        internal_dns: &[&str],
+    ) -> Outcome {
         let mut args = vec![
             "--kubeconfig",
             path_str(kubeconfig.unwrap_or(&self.kubeconfig)),
@@ -492,6 +498,9 @@ impl Node {
         ];
         for ip in internal_ips {
             args.extend(["--internal-ip", ip]);
+        }
+        for d in internal_dns {
+            args.extend(["--internal-dns", d]);
         }
         self.spawn("register-node", &args).finish()
     }

@@ -223,10 +223,14 @@ fn node_rotation_serving_and_registration_requests() {
     );
 
     // Registration: the node writes its own Node object and only its own.
-    let out = node.register(Some(&initial), &["127.0.0.1"]);
+    let out = node.register(Some(&initial), &["127.0.0.1"], &[]);
     assert!(out.success(), "{out:?}");
     assert_eq!(out.field("node"), Some("cp1 created"));
-    let out = node.register(Some(&initial), &["127.0.0.1", "10.0.0.10"]);
+    let out = node.register(
+        Some(&initial),
+        &["127.0.0.1", "10.0.0.10"],
+        &["cp1.example"],
+    );
     assert!(out.success(), "{out:?}");
     assert_eq!(out.field("node"), Some("cp1 updated"));
     let got = c.kubectl("super-admin.conf", &["get", "node", "cp1", "-o", "json"]);
@@ -248,12 +252,13 @@ fn node_rotation_serving_and_registration_requests() {
         [
             ("InternalIP".to_string(), "127.0.0.1".to_string()),
             ("InternalIP".into(), "10.0.0.10".into()),
+            ("InternalDNS".into(), "cp1.example".into()),
             ("Hostname".into(), "cp1".into()),
         ]
     );
     assert_eq!(obj["metadata"]["labels"]["kubernetes.io/hostname"], "cp1");
     let other = Node::new(&c, "worker2");
-    let out = other.register(Some(&initial), &["127.0.0.9"]);
+    let out = other.register(Some(&initial), &["127.0.0.9"], &[]);
     assert_eq!(out.code, Some(1), "{out:?}");
     assert_eq!(
         out.stderr.trim(),
