@@ -10,7 +10,8 @@
 //	kubelet-csr register-node creates or updates the node's own Node object, as the node
 //
 // Every subcommand prints `csr: <name>` as soon as its request exists, then on success the
-// certificate's subject, serial and validity. On failure it prints one line on stderr and
+// certificate's subject, serial and validity (bootstrap prints `skipped: …` instead of a
+// request when its kubeconfig already holds a valid certificate, as the kubelet skips it). On failure it prints one line on stderr and
 // exits 1 (2 for bad flags). The libraries log to --log-file (nothing is logged otherwise).
 //
 // Built by scripts/build-kubelet-csr against the Kubernetes release pinned in
@@ -383,7 +384,7 @@ func runBootstrap(args []string) error {
 		return fmt.Errorf("certificate store %s: %v", c.certDir, err)
 	}
 	if rec.request() == "" {
-		fmt.Printf("csr: none (%s already holds a valid certificate)\n", c.kubeconfig)
+		fmt.Printf("skipped: %s already holds a valid certificate, nothing requested\n", c.kubeconfig)
 	}
 	return report(store, "kubeconfig", c.kubeconfig)
 }

@@ -16,6 +16,8 @@ use kpki_e2e::kubelet::{
 use kpki_e2e::text;
 
 fn cluster() -> Cluster {
+    // A missing build fails before a cluster is started for nothing.
+    kubelet::kubelet_csr_bin();
     Cluster::start(Options {
         controller_manager: true,
         ..Options::default()
