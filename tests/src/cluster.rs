@@ -472,6 +472,7 @@ impl Cluster {
                 self.signer_socket.display()
             ),
             "--service-cluster-ip-range=10.96.0.0/12".into(),
+            "--enable-bootstrap-token-auth=true".into(),
             "--authorization-mode=Node,RBAC".into(),
             "--enable-admission-plugins=NodeRestriction".into(),
             "--allow-privileged=true".into(),

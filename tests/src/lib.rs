@@ -10,6 +10,7 @@ pub use kpki_hsm_test as hsm;
 pub mod cluster;
 pub mod csr_api;
 pub mod jwt_client;
+pub mod kubelet;
 pub mod load;
 pub mod p11kit;
 pub mod peers;
