@@ -481,3 +481,76 @@ fn kube_apiserver_restart_mid_stream_loses_nothing_and_signs_nothing_twice() {
     let twice: Vec<_> = per_uid.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "signed twice: {twice:?}");
 }
+
+#[test]
+fn kubelet_bootstrap_rotation_and_serving_signed_by_kpki_with_its_approver() {
+    use kpki_e2e::kubelet;
+    let c = cluster();
+    let kubeconfig = csr_api::install_rbac(&c);
+    let r = csr_api::replica(&c, &kubeconfig, "replica-a");
+    let mut d = csr_api::start(&c, &r);
+    wait_leading(&r, &mut d);
+    let limit = Duration::from_secs(30);
+
+    // TLS bootstrap with a bootstrap token: approved by kube-controller-manager's
+    // csrapproving (kubeadm's RBAC), signed by kpki.
+    let node = kubelet::Node::new(&c, "worker1.test");
+    kubelet::prepare_bootstrap(&c, &node);
+    let boot = node.bootstrap(limit);
+    assert!(boot.success(), "bootstrap: {boot:?}\n{}", d.log());
+    let boot_csr = csr_api::get(&c, boot.csr().expect("csr name"));
+    assert_eq!(
+        csr_api::condition(&boot_csr, "Approved").unwrap()["reason"],
+        "AutoApproved"
+    );
+    let (user, groups) = c.whoami(&node.kubeconfig);
+    assert_eq!(user, "system:node:worker1.test");
+    assert!(groups.contains(&"system:nodes".to_string()), "{groups:?}");
+
+    // Client rotation, as the node itself (selfnodeclient).
+    let rotated = node.rotate_client(None, limit);
+    assert!(rotated.success(), "rotate-client: {rotated:?}\n{}", d.log());
+    assert_ne!(rotated.field("serial"), boot.field("serial"));
+    assert_eq!(c.whoami(&node.kubeconfig).0, "system:node:worker1.test");
+
+    // Serving: the node registers its addresses; kpki's approver approves a request for
+    // exactly those, and leaves one naming another host for a human.
+    let reg = node.register(None, &["127.0.0.1"], &["worker1.internal.test"]);
+    assert!(reg.success(), "register-node: {reg:?}");
+    let serving = node.serving(None, &["127.0.0.1"], &["worker1.internal.test"], limit);
+    assert!(serving.success(), "serving: {serving:?}\n{}", d.log());
+    let serving_csr = csr_api::get(&c, serving.csr().expect("csr name"));
+    let approved = csr_api::condition(&serving_csr, "Approved").unwrap();
+    assert_eq!(approved["reason"], "AutoApproved");
+    assert!(
+        approved["message"].as_str().unwrap().contains("kpki"),
+        "{approved}"
+    );
+
+    let foreign = node.serving(None, &["127.0.0.1"], &["evil.test"], Duration::from_secs(5));
+    assert!(!foreign.success(), "foreign SAN signed: {foreign:?}");
+    let foreign_csr = csr_api::get(&c, foreign.csr().expect("csr name"));
+    assert!(csr_api::condition(&foreign_csr, "Approved").is_none());
+    assert!(csr_api::certificate(&foreign_csr).is_none());
+    let lines = csr_api::audit_lines(&r.audit);
+    let left = lines
+        .iter()
+        .find(|l| l["event"] == "approval" && l["csr"]["name"] == foreign.csr().unwrap())
+        .expect("approval audited");
+    assert_eq!(left["decision"], "deny");
+    assert!(
+        left["reason"].as_str().unwrap().contains("DNS:evil.test"),
+        "{left}"
+    );
+    let m = csr_api::metrics(&r);
+    assert_eq!(
+        csr_api::metric(&m, "kpki_csr_approved_total"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        csr_api::metric(&m, "kpki_csr_signed_total"),
+        Some(3.0),
+        "{m}"
+    );
+}
