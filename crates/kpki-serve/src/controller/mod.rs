@@ -17,10 +17,11 @@ mod sign;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::coordination::v1::Lease;
 use kpki_pki::csr_stage::{Stage, stage};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::Store;
@@ -122,6 +123,7 @@ pub async fn run(
         tokio::select! {
             _ = &mut signing => tracing::error!("CSR controller stopped on its own"),
             _ = lost => tracing::warn!(identity = %ctx.settings.identity, "CSR controller lost the lease: stopped signing"),
+            reason = unconfirmed(&ctx) => tracing::warn!(identity = %ctx.settings.identity, %reason, "CSR controller cannot confirm it holds the lease: stopped signing"),
             _ = stop.changed() => {}
         }
         app.metrics.csr.leader.set(0);
@@ -138,6 +140,34 @@ pub async fn run(
         Err(_) => tracing::warn!("CSR controller lease release timed out"),
     }
     Ok(())
+}
+
+/// Returns once this replica cannot confirm it holds the Lease: another holder is recorded,
+/// or the Lease could not be read for a whole `lease_duration` (a replica cut off from the
+/// API server stops signing within the lease duration, before another may take over).
+async fn unconfirmed(ctx: &Ctx) -> String {
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+    let every = (ctx.settings.renew_before / 2).max(Duration::from_millis(500));
+    let mut confirmed = Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        match leases.get(&ctx.settings.lease_name).await {
+            Ok(lease) => {
+                let holder = lease
+                    .spec
+                    .and_then(|s| s.holder_identity)
+                    .unwrap_or_default();
+                if holder != ctx.settings.identity {
+                    return format!("the lease names {holder:?}");
+                }
+                confirmed = Instant::now();
+            }
+            Err(e) if confirmed.elapsed() + every >= ctx.settings.lease_duration => {
+                return format!("lease unreadable for {:?}: {e}", confirmed.elapsed());
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// The kube-runtime controller over every CertificateSigningRequest, with the pending gauge
