@@ -9,8 +9,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::io::BufReader;
-use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,38 +23,66 @@ struct Seen {
     signed: HashMap<String, Instant>,
 }
 
-/// Watches every CSR; records when each was first seen approved and first seen signed.
-fn watch(c: &Cluster) -> (Arc<Mutex<Seen>>, std::process::Child) {
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(c.path("super-admin.conf"))
-        .args(["get", "csr", "--watch", "-o", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kubectl watch");
+/// Watches every CSR (kube-rs watcher as `super-admin.conf`); records when each was first
+/// seen approved and first seen signed.
+fn watch(
+    c: &Cluster,
+) -> (
+    Arc<Mutex<Seen>>,
+    std::thread::JoinHandle<()>,
+    Arc<AtomicBool>,
+) {
+    use futures::StreamExt;
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+    use kube::runtime::watcher;
+
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let stdout = child.stdout.take().unwrap();
-    let s = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        for v in serde_json::Deserializer::from_reader(BufReader::new(stdout)).into_iter::<Value>()
-        {
-            let Ok(v) = v else { return };
-            let now = Instant::now();
-            let name = v["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let mut seen = s.lock().unwrap();
-            if csr_api::condition(&v, "Approved").is_some() {
-                seen.approved.entry(name.clone()).or_insert(now);
+    let stop = Arc::new(AtomicBool::new(false));
+    let kubeconfig = c.path("super-admin.conf");
+    let (s, halt) = (Arc::clone(&seen), Arc::clone(&stop));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+            let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .unwrap();
+            let client = kube::Client::try_from(config).unwrap();
+            let api: kube::Api<CertificateSigningRequest> = kube::Api::all(client);
+            let mut events = watcher(api, watcher::Config::default()).boxed();
+            let _ = ready_tx.send(());
+            while !halt.load(Ordering::Relaxed) {
+                let next = tokio::time::timeout(Duration::from_millis(200), events.next()).await;
+                let Ok(Some(Ok(event))) = next else { continue };
+                let now = Instant::now();
+                let objects = match event {
+                    watcher::Event::Apply(o) | watcher::Event::InitApply(o) => vec![o],
+                    _ => vec![],
+                };
+                let mut seen = s.lock().unwrap();
+                for o in objects {
+                    let name = o.metadata.name.clone().unwrap_or_default();
+                    let status = o.status.as_ref();
+                    let conditions = status.and_then(|s| s.conditions.as_ref());
+                    if conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Approved")) {
+                        seen.approved.entry(name.clone()).or_insert(now);
+                    }
+                    if status
+                        .and_then(|s| s.certificate.as_ref())
+                        .is_some_and(|c| !c.0.is_empty())
+                    {
+                        seen.signed.entry(name).or_insert(now);
+                    }
+                }
             }
-            if csr_api::certificate(&v).is_some() {
-                seen.signed.entry(name).or_insert(now);
-            }
-        }
+        });
     });
-    (seen, child)
+    ready_rx.recv().expect("watcher started");
+    (seen, handle, stop)
 }
 
 fn cpu_seconds(pid: u32) -> f64 {
@@ -105,7 +132,7 @@ fn run(c: &Cluster, n: usize, prefix: &str) -> Run {
         })
         .collect();
     let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
-    let (seen, mut watcher) = watch(c);
+    let (seen, watcher, stop) = watch(c);
     csr_api::create(c, "admin.conf", &objects);
     let start = Instant::now();
     csr_api::decide(c, "approve", &names);
@@ -125,7 +152,8 @@ fn run(c: &Cluster, n: usize, prefix: &str) -> Run {
         },
     );
     let wall = start.elapsed();
-    let _ = watcher.kill();
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().expect("watcher");
     let s = seen.lock().unwrap();
     let mut lat: Vec<Duration> = names
         .iter()

@@ -97,10 +97,30 @@ pub struct Replica {
 /// the policy the tests need (users of group `dev` requested by cluster admins; kubelets from
 /// bootstrap tokens and from themselves).
 pub fn replica(cluster: &Cluster, kubeconfig: &Path, identity: &'static str) -> Replica {
+    replica_approving(
+        cluster,
+        kubeconfig,
+        identity,
+        &["kubernetes.io/kubelet-serving"],
+    )
+}
+
+/// [`replica`] with the approver on for the signer names `approve`.
+pub fn replica_approving(
+    cluster: &Cluster,
+    kubeconfig: &Path,
+    identity: &'static str,
+    approve: &[&str],
+) -> Replica {
     let ops_port = free_port();
     let audit = cluster.path(&format!("{identity}-audit.jsonl"));
     let config = cluster.path(&format!("{identity}.toml"));
     let signers = SIGNERS.map(|s| format!("{s:?}")).join(", ");
+    let approve = approve
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let text = format!(
         r#"[cas.ca]
 cert = "{ca}"
@@ -115,7 +135,7 @@ probe_interval = "200ms"
 [kubernetes]
 kubeconfig = "{kubeconfig}"
 signers = [{signers}]
-approve = ["kubernetes.io/kubelet-serving"]
+approve = [{approve}]
 ops_address = "127.0.0.1:{ops_port}"
 
 [kubernetes.leader_election]

@@ -554,3 +554,89 @@ fn kubelet_bootstrap_rotation_and_serving_signed_by_kpki_with_its_approver() {
         "{m}"
     );
 }
+
+#[test]
+fn kpki_approves_kubelet_client_requests_by_rbac_when_csrapproving_is_off() {
+    use kpki_e2e::kubelet;
+    let mut c = Cluster::start(Options::default());
+    c.start_controller_manager_with(&["--controllers=*,-csrsigning,-csrapproving".into()]);
+    let kubeconfig = csr_api::install_rbac(&c);
+    let r = csr_api::replica_approving(
+        &c,
+        &kubeconfig,
+        "replica-a",
+        &["kubernetes.io/kube-apiserver-client-kubelet"],
+    );
+    let mut d = csr_api::start(&c, &r);
+    wait_leading(&r, &mut d);
+    let limit = Duration::from_secs(30);
+
+    let node = kubelet::Node::new(&c, "worker2.test");
+    kubelet::prepare_bootstrap(&c, &node);
+    let boot = node.bootstrap(limit);
+    assert!(boot.success(), "bootstrap: {boot:?}\n{}", d.log());
+    let approved = csr_api::condition(&csr_api::get(&c, boot.csr().unwrap()), "Approved").unwrap();
+    assert_eq!(approved["reason"], "AutoApproved");
+    assert!(
+        approved["message"]
+            .as_str()
+            .unwrap()
+            .contains("kpki: nodeclient"),
+        "{approved}"
+    );
+    let rotated = node.rotate_client(None, limit);
+    assert!(rotated.success(), "rotate-client: {rotated:?}\n{}", d.log());
+    let approved =
+        csr_api::condition(&csr_api::get(&c, rotated.csr().unwrap()), "Approved").unwrap();
+    assert!(
+        approved["message"]
+            .as_str()
+            .unwrap()
+            .contains("selfnodeclient"),
+        "{approved}"
+    );
+    assert_eq!(c.whoami(&node.kubeconfig).0, "system:node:worker2.test");
+
+    // The cluster admin asking a kubelet certificate for a node: neither a bootstrap token
+    // nor the node itself, so left for a human (and audited).
+    let pem = openssl_csr(
+        c.dir.path(),
+        "w3",
+        "p256",
+        "/O=system:nodes/CN=system:node:worker3.test",
+        &[],
+    );
+    csr_api::create(
+        &c,
+        "admin.conf",
+        &[csr_api::object(
+            "w3",
+            &pem,
+            "kubernetes.io/kube-apiserver-client-kubelet",
+            &["digital signature", "client auth"],
+            None,
+        )],
+    );
+    let (line, _) = eventually(
+        "w3 approval audited",
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || {
+            csr_api::audit_lines(&r.audit)
+                .into_iter()
+                .find(|l| l["event"] == "approval" && l["csr"]["name"] == "w3")
+                .ok_or_else(|| d.log())
+        },
+    );
+    assert_eq!(line["decision"], "deny");
+    assert!(
+        line["reason"]
+            .as_str()
+            .unwrap()
+            .contains("neither a bootstrap token"),
+        "{line}"
+    );
+    let w3 = csr_api::get(&c, "w3");
+    assert!(csr_api::condition(&w3, "Approved").is_none());
+    assert!(csr_api::certificate(&w3).is_none());
+}
