@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kpki_e2e::cluster::{Cluster, Options, eventually};
-use kpki_e2e::{csr_api, openssl, openssl_csr, text};
+use kpki_e2e::{csr_api, openssl_csr};
 use serde_json::Value;
 
 #[derive(Default)]
@@ -184,18 +184,7 @@ fn main() {
     let kubeconfig = csr_api::install_rbac(&c);
     let r = csr_api::replica(&c, &kubeconfig, "bench");
     let mut d = csr_api::start(&c, &r);
-    eventually(
-        "controller leads",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || {
-            if csr_api::leads(&r) {
-                Ok(())
-            } else {
-                Err(d.log())
-            }
-        },
-    );
+    csr_api::wait_leading(&r, &mut d);
     let cpu0 = cpu_seconds(d.pid());
     let kpki = run(&c, n, "k");
     let cpu = cpu_seconds(d.pid()) - cpu0;
@@ -204,33 +193,12 @@ fn main() {
 
     eprintln!("kube-controller-manager csrsigning (RSA-2048 CA key file):");
     let dir = tempfile::tempdir().unwrap();
-    let (ca_crt, ca_key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
-    let out = openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "3650",
-        "-keyout",
-        ca_key.to_str().unwrap(),
-        "-subj",
-        "/CN=kubernetes",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-        "-out",
-        ca_crt.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{:?}", text(&out));
+    let (ca_crt, ca_key) = kpki_e2e::openssl_ca(dir.path(), "ca", "rsa2048", "/CN=kubernetes");
     let c = Cluster::start(Options {
         algorithm: "RSA-2048",
         ca_files: Some((ca_crt, ca_key)),
         controller_manager: true,
         controller_manager_signs: true,
-        ..Options::default()
     });
     let base = run(&c, n, "b");
     drop(c);

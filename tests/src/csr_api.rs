@@ -208,6 +208,19 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// Waits (30 s at most) until replica `r`, running as `d`, says it leads.
+pub fn wait_leading(r: &Replica, d: &mut Daemon) {
+    crate::cluster::eventually(
+        "controller leads",
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(100),
+        || {
+            assert!(!d.exited(), "controller exited:\n{}", d.log());
+            if leads(r) { Ok(()) } else { Err(d.log()) }
+        },
+    );
+}
+
 /// Whether replica `r` says it leads.
 pub fn leads(r: &Replica) -> bool {
     metric(&metrics(r), "kpki_csr_controller_leader") == Some(1.0)
@@ -308,6 +321,14 @@ pub fn list(cluster: &Cluster) -> Vec<Value> {
     assert!(out.status.success(), "kubectl get csr: {:?}", text(&out));
     let v: Value = serde_json::from_slice(&out.stdout).expect("kubectl JSON");
     v["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// How many CSRs carry a certificate.
+pub fn signed(cluster: &Cluster) -> usize {
+    list(cluster)
+        .iter()
+        .filter(|o| certificate(o).is_some())
+        .count()
 }
 
 /// One object.

@@ -131,6 +131,36 @@ pub fn openssl_key(path: &Path, kind: &str) {
     assert!(out.status.success(), "{:?}", text(&out));
 }
 
+/// A self-signed CA made by `openssl req -x509` with a new key of `kind` (as
+/// [`openssl_key`]): `<dir>/<name>.crt` and `<dir>/<name>.key`, subject `subj`; returns
+/// both paths.
+pub fn openssl_ca(dir: &Path, name: &str, kind: &str, subj: &str) -> (PathBuf, PathBuf) {
+    let (crt, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    openssl_key(&key, kind);
+    let out = openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        key.to_str().expect("UTF-8 path"),
+        "-days",
+        "3650",
+        "-subj",
+        subj,
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        "-out",
+        crt.to_str().expect("UTF-8 path"),
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    (crt, key)
+}
+
 /// A PKCS#10 request (PEM) made by `openssl req` with the key file `key` for `subj`
 /// (e.g. `/CN=jane/O=dev`) and extra `-addext` values.
 pub fn openssl_req(key: &Path, subj: &str, addext: &[&str]) -> String {

@@ -152,7 +152,7 @@ impl Settings {
             )));
         }
         for (what, v) in [("lease_name", &le.lease_name), ("namespace", &le.namespace)] {
-            if !is_dns_label_or_subdomain(v) {
+            if !kpki_pki::config::is_dns_subdomain(v) {
                 return Err(err(format!(
                     "leader_election.{what}: {v:?} is not a Kubernetes object name"
                 )));
@@ -189,21 +189,6 @@ fn default_identity() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "kpki".into());
     format!("{host}_{}", std::process::id())
-}
-
-/// An RFC 1123 subdomain: lowercase alphanumerics, `-` and `.`, at most 253 characters,
-/// each label starting and ending alphanumeric.
-fn is_dns_label_or_subdomain(s: &str) -> bool {
-    s.len() <= 253
-        && !s.is_empty()
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        })
 }
 
 #[cfg(test)]
