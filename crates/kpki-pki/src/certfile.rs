@@ -21,8 +21,8 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use crate::PkiError;
 use crate::sans::AltNames;
 
-fn refused(msg: impl Into<String>) -> PkiError {
-    PkiError::Refused(msg.into())
+fn malformed(msg: String) -> PkiError {
+    PkiError::Malformed(msg)
 }
 
 /// The DER certificates of a PEM file, first block first; `Ok(None)` when the file is absent.
@@ -31,12 +31,12 @@ pub fn read(path: &Path) -> Result<Option<Vec<Vec<u8>>>, PkiError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(refused(format!("{}: {e}", path.display()))),
+        Err(e) => return Err(PkiError::io(path, e)),
     };
     let blocks = pem::parse_many(&bytes)
-        .map_err(|e| refused(format!("{}: not a PEM certificate ({e})", path.display())))?;
+        .map_err(|e| malformed(format!("{}: not a PEM certificate ({e})", path.display())))?;
     if blocks.is_empty() {
-        return Err(refused(format!(
+        return Err(malformed(format!(
             "{}: not a PEM certificate (no PEM block)",
             path.display()
         )));
@@ -44,7 +44,7 @@ pub fn read(path: &Path) -> Result<Option<Vec<Vec<u8>>>, PkiError> {
     let mut certs = Vec::with_capacity(blocks.len());
     for block in blocks {
         if block.tag() != "CERTIFICATE" {
-            return Err(refused(format!(
+            return Err(malformed(format!(
                 "{}: PEM block is {:?}, not CERTIFICATE",
                 path.display(),
                 block.tag()
@@ -57,7 +57,12 @@ pub fn read(path: &Path) -> Result<Option<Vec<Vec<u8>>>, PkiError> {
 
 /// The certificates of `path` (see [`read`]), refusing an absent file.
 pub fn read_existing(path: &Path) -> Result<Vec<Vec<u8>>, PkiError> {
-    read(path)?.ok_or_else(|| refused(format!("{}: No such file or directory", path.display())))
+    read(path)?.ok_or_else(|| absent(path))
+}
+
+/// The error of a certificate file `path` that does not exist (worded as the system words it).
+pub(crate) fn absent(path: &Path) -> PkiError {
+    PkiError::Missing(format!("{}: No such file or directory", path.display()))
 }
 
 /// The signing certificate among the `certs` of the CA file `path`: the first whose public key
@@ -117,7 +122,7 @@ pub enum SigningCertError {
 pub fn parse_at<'a>(path: &Path, der: &'a [u8]) -> Result<X509Certificate<'a>, PkiError> {
     X509Certificate::from_der(der)
         .map(|(_, c)| c)
-        .map_err(|e| refused(format!("{}: malformed certificate ({e})", path.display())))
+        .map_err(|e| malformed(format!("{}: malformed certificate ({e})", path.display())))
 }
 
 /// The DNS and IP SANs of `cert`, in certificate order (other kinds, and IP entries that are
@@ -178,7 +183,10 @@ impl std::fmt::Display for ChainError {
 
 impl From<ChainError> for PkiError {
     fn from(e: ChainError) -> PkiError {
-        PkiError::Refused(e.to_string())
+        match e {
+            ChainError::Period { message, .. } => PkiError::Refused(message),
+            ChainError::Invalid(message) => PkiError::Mismatch(message),
+        }
     }
 }
 
@@ -188,11 +196,7 @@ fn stamp(t: OffsetDateTime) -> String {
 
 /// Refuses `cert` (named `what` in the message) unless `now` lies in its validity period:
 /// not before its NotBefore, and before its NotAfter.
-pub fn check_period(
-    what: &str,
-    cert: &X509Certificate<'_>,
-    now: OffsetDateTime,
-) -> Result<(), String> {
+fn check_period(what: &str, cert: &X509Certificate<'_>, now: OffsetDateTime) -> Result<(), String> {
     let validity = cert.validity();
     let (not_before, not_after) = (
         validity.not_before.to_datetime(),

@@ -112,12 +112,6 @@ pub enum SignError {
     Key(#[from] kpki_signer::KeyError),
 }
 
-impl From<CsrError> for PkiError {
-    fn from(e: CsrError) -> PkiError {
-        PkiError::Refused(e.message)
-    }
-}
-
 impl From<SignError> for PkiError {
     fn from(e: SignError) -> PkiError {
         match e {
@@ -141,7 +135,7 @@ fn refusal(refusal: Refusal, msg: impl Into<String>) -> CsrError {
     CsrError::new(refusal, msg)
 }
 
-fn refused(msg: impl Into<String>) -> CsrError {
+fn malformed(msg: impl Into<String>) -> CsrError {
     refusal(Refusal::Malformed, msg)
 }
 
@@ -186,7 +180,10 @@ fn parse_request(csr: &X509CertificationRequest<'_>) -> Result<Examined, CsrErro
     if !dropped.is_empty() {
         tracing::info!(attributes = ?dropped, "subject attributes dropped as the Kubernetes signers drop them");
     }
-    let cn = subject.single_cn().map_err(refused)?.to_string();
+    let cn = subject
+        .single_cn()
+        .map_err(|e| malformed(e.to_string()))?
+        .to_string();
     let orgs = subject.orgs();
     let mut req = Examined {
         subject,
@@ -216,9 +213,9 @@ fn parse_request(csr: &X509CertificationRequest<'_>) -> Result<Examined, CsrErro
                             16 => req
                                 .ips
                                 .extend(<[u8; 16]>::try_from(*b).ok().map(IpAddr::from)),
-                            _ => return Err(refused("malformed IP address SAN")),
+                            _ => return Err(malformed("malformed IP address SAN")),
                         },
-                        other => return Err(refused(format!("unsupported SAN type {other:?}"))),
+                        other => return Err(malformed(format!("unsupported SAN type {other:?}"))),
                     }
                 }
             }
@@ -281,9 +278,9 @@ pub fn examine(request: &SignRequest) -> Result<Examined, CsrError> {
 /// by the caller, e.g. narrowed to configured usages; `request.signer_name` is not read).
 pub fn examine_for(signer: &KubeSigner, request: &SignRequest) -> Result<Examined, CsrError> {
     let (rest, csr) = X509CertificationRequest::from_der(&request.csr_der)
-        .map_err(|e| refused(format!("malformed certificate request ({e})")))?;
+        .map_err(|e| malformed(format!("malformed certificate request ({e})")))?;
     if !rest.is_empty() {
-        return Err(refused("trailing bytes after the certificate request"));
+        return Err(malformed("trailing bytes after the certificate request"));
     }
     let key = check_key(&csr)?;
     csr.verify_signature().map_err(|_| {
@@ -370,7 +367,7 @@ pub fn issue(
         p.subject_alt_names.push(SanType::DnsName(
             d.as_str()
                 .try_into()
-                .map_err(|e| refused(format!("DNS SAN {d:?}: {e}")))?,
+                .map_err(|e| malformed(format!("DNS SAN {d:?}: {e}")))?,
         ));
     }
     for ip in &req.ips {
@@ -380,14 +377,14 @@ pub fn issue(
         p.subject_alt_names.push(SanType::Rfc822Name(
             e.as_str()
                 .try_into()
-                .map_err(|err| refused(format!("email SAN {e:?}: {err}")))?,
+                .map_err(|err| malformed(format!("email SAN {e:?}: {err}")))?,
         ));
     }
     for u in &req.uris {
         p.subject_alt_names.push(SanType::URI(
             u.as_str()
                 .try_into()
-                .map_err(|err| refused(format!("URI SAN {u:?}: {err}")))?,
+                .map_err(|err| malformed(format!("URI SAN {u:?}: {err}")))?,
         ));
     }
     apply_usages(&mut p, &req.usages)?;
@@ -399,7 +396,7 @@ pub fn issue(
     // The key comes from the request's SubjectPublicKeyInfo (curve included), not from its
     // signature algorithm: a P-384 key signed with SHA-256 stays a P-384 key.
     let public = rcgen::SubjectPublicKeyInfo::from_der(&req.spki_der)
-        .map_err(|e| refused(format!("request public key: {e}")))?;
+        .map_err(|e| malformed(format!("request public key: {e}")))?;
     let cert = authority
         .signer
         .issue_with(x509::Draft::new(p, req.subject.clone()), &public)?;

@@ -54,10 +54,6 @@ pub struct InitReport {
     pub files: Vec<FileReport>,
 }
 
-fn refused(msg: impl Into<String>) -> PkiError {
-    PkiError::Refused(msg.into())
-}
-
 /// A CA after phase one: its certificate and key, if present; after its phase-two step,
 /// its issuer (certificate parsed once, key on its backend) unless the key is absent.
 struct CaState {
@@ -78,7 +74,7 @@ impl CaState {
         period: std::time::Duration,
     ) -> Result<x509::Issued, PkiError> {
         let signer = self.signer.as_ref().ok_or_else(|| {
-            refused(format!(
+            PkiError::Missing(format!(
                 "cannot issue {:?}: the {} key {} is absent (external CA); provide the certificate or the key",
                 profile.cn, self.spec.name, self.key_uri
             ))
@@ -90,7 +86,7 @@ impl CaState {
 fn find_ca(cas: &[CaState], id: CaId) -> Result<&CaState, PkiError> {
     cas.iter()
         .find(|c| c.spec.id == id)
-        .ok_or_else(|| refused("CA not configured"))
+        .ok_or_else(|| PkiError::internal("CA not configured"))
 }
 
 /// A leaf after phase one.
@@ -183,7 +179,7 @@ impl Writer<'_> {
     fn next_key(&mut self) -> Result<NewKey, PkiError> {
         self.fresh
             .next()
-            .ok_or_else(|| refused("key creation came up short"))
+            .ok_or_else(|| PkiError::internal("key creation came up short"))
     }
 
     /// Keeps or issues `leaf` as planned.
@@ -224,7 +220,7 @@ impl Writer<'_> {
         }
         let ca = find_ca(cas, leaf.ca)?;
         let cert = ca.issue(&profile, Arc::clone(&key), self.start, spec.cert_validity)?;
-        store::create(&crt, cert.pem.as_bytes(), CERT_MODE).map_err(PkiError::Io)?;
+        store::create(&crt, cert.pem.as_bytes(), CERT_MODE)?;
         self.report.files.push(FileReport {
             name: leaf.name.into(),
             kind: "key",
@@ -262,7 +258,9 @@ impl Writer<'_> {
             return Ok(());
         }
         let NewKey::Soft(key, key_pem) = self.next_key()? else {
-            return Err(refused("a kubeconfig key must be a software key"));
+            return Err(PkiError::internal(
+                "a kubeconfig key must be a software key",
+            ));
         };
         let cn = kc.cn.for_node(&spec.node_name);
         let profile = Profile {
@@ -280,13 +278,12 @@ impl Writer<'_> {
             &cn,
             &cert.pem,
             &key_pem,
-        )
-        .map_err(PkiError::Io)?;
+        )?;
         (self.progress)(format!(
             "[kubeconfig] Writing {:?} kubeconfig file",
             kc.file
         ));
-        store::create(&path, yaml.as_bytes(), PRIVATE_MODE).map_err(PkiError::Io)?;
+        store::create(&path, yaml.as_bytes(), PRIVATE_MODE)?;
         self.report.files.push(FileReport {
             name: kc.file.into(),
             kind: "kubeconfig",
@@ -307,7 +304,7 @@ pub fn run(
     let start = x509::whole_seconds(OffsetDateTime::now_utc());
     // A renewal killed half-way left staged pairs: finish them before judging any pair.
     for dir in [spec.cert_dir.clone(), spec.cert_dir.join("etcd")] {
-        crate::pair::recover(&dir).map_err(PkiError::Io)?;
+        crate::pair::recover(&dir)?;
     }
     let plan = plan(spec, keys)?;
 
@@ -317,8 +314,7 @@ pub fn run(
         spec.cert_dir.join("etcd"),
         spec.kubeconfig_dir.clone(),
     ] {
-        kpki_soft::atomic::remove_stale_temps(&dir)
-            .map_err(|e| PkiError::Io(format!("{}: {e}", dir.display())))?;
+        kpki_soft::atomic::remove_stale_temps(&dir).map_err(|e| PkiError::io(&dir, e))?;
     }
     progress(format!(
         "[certs] Using certificateDir folder {:?}",
@@ -394,7 +390,7 @@ fn push_cert(report: &mut InitReport, name: &str, crt: &Path, action: &'static s
 fn inspect_ca(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<CaState, PkiError> {
     let found = authority::find(spec, keys, id)?;
     if found.cert.is_some() && found.key.is_none() && found.key_uri.is_pkcs11() {
-        return Err(refused(format!(
+        return Err(PkiError::Missing(format!(
             "{}: its key {} is not on the token",
             found.crt.display(),
             found.key_uri
@@ -446,7 +442,7 @@ fn ensure_ca(
         (Some(k), _) => (k, "kept"),
         (None, Some(new)) => (new.persist()?, "generated"),
         (None, None) => {
-            return Err(refused(format!(
+            return Err(PkiError::internal(format!(
                 "{}: no key to sign the CA certificate with",
                 ca.spec.name
             )));
@@ -463,7 +459,7 @@ fn ensure_ca(
     ));
     let params = x509::ca_params(ca.spec.cn, key.public_key_spki(), start, spec.ca_validity)?;
     let cert = x509::self_sign(params, Arc::clone(&key))?;
-    store::create(&crt, cert.pem.as_bytes(), CERT_MODE).map_err(PkiError::Io)?;
+    store::create(&crt, cert.pem.as_bytes(), CERT_MODE)?;
     report.files.push(FileReport {
         name: ca.spec.name.into(),
         kind: "key",
@@ -491,7 +487,7 @@ fn inspect_leaf(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<Lea
         return Ok(LeafPlan::Issue { key });
     };
     let Some(key) = key else {
-        return Err(refused(format!(
+        return Err(PkiError::Missing(format!(
             "{}: certificate exists but its key {} is missing",
             crt.display(),
             key_path.display()
@@ -500,7 +496,7 @@ fn inspect_leaf(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<Lea
     let der = chain.first().map(Vec::as_slice).unwrap_or_default();
     let parsed = certfile::parse_at(&crt, der)?;
     if parsed.public_key().raw != key.public_key_spki() {
-        return Err(refused(format!(
+        return Err(PkiError::Mismatch(format!(
             "{}: certificate does not match key {}",
             crt.display(),
             key_path.display()
@@ -511,7 +507,7 @@ fn inspect_leaf(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<Lea
     let have = certfile::alt_names(&parsed);
     for d in &expected.dns {
         if !have.dns.contains(d) {
-            return Err(refused(format!(
+            return Err(PkiError::Mismatch(format!(
                 "{}: lacks the required DNS SAN {d}",
                 crt.display()
             )));
@@ -519,7 +515,7 @@ fn inspect_leaf(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<Lea
     }
     for ip in &expected.ips {
         if !have.ips.contains(ip) {
-            return Err(refused(format!(
+            return Err(PkiError::Mismatch(format!(
                 "{}: lacks the required IP SAN {ip}",
                 crt.display()
             )));
@@ -542,7 +538,7 @@ fn check_kept(
     let crt = leaf.cert_path(&spec.cert_dir);
     let ca_crt = ca.spec.cert_path(&spec.cert_dir);
     let Some(ca_der) = &ca.cert else {
-        return Err(refused(format!(
+        return Err(PkiError::Missing(format!(
             "{}: exists but its CA {}.crt does not",
             crt.display(),
             ca.spec.base
@@ -552,7 +548,7 @@ fn check_kept(
         certfile::ChainError::Period {
             message,
             of_ca: false,
-        } => refused(format!(
+        } => PkiError::Refused(format!(
             "{message}; kubeadm refuses it too: run `kpki certs renew {}`, or remove {} and its key so that init issues it again",
             leaf.name,
             crt.display()
@@ -571,11 +567,11 @@ fn inspect_kubeconfig(
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => Zeroizing::new(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(refused(format!("{}: {e}", path.display()))),
+        Err(e) => return Err(PkiError::io(&path, e)),
     };
-    let cfg = kubeconfig::parse(&text).map_err(|e| refused(format!("{}: {e}", path.display())))?;
+    let cfg = kubeconfig::parse(&text).map_err(|e| e.in_file(&path))?;
     let have = cfg.current_ca_pem().ok_or_else(|| {
-        refused(format!(
+        PkiError::Missing(format!(
             "{}: no certificate-authority-data in the current context",
             path.display()
         ))
@@ -583,12 +579,12 @@ fn inspect_kubeconfig(
     let want = ca.cert.as_deref().map(|d| x509::to_pem("CERTIFICATE", d));
     match want {
         Some(w) if w.trim() == have.trim() => Ok(true),
-        Some(_) => Err(refused(format!(
+        Some(_) => Err(PkiError::Mismatch(format!(
             "{}: embeds a different CA than {}/ca.crt",
             path.display(),
             spec.cert_dir.display()
         ))),
-        None => Err(refused(format!(
+        None => Err(PkiError::Missing(format!(
             "{}: exists but ca.crt does not",
             path.display()
         ))),
@@ -612,7 +608,7 @@ fn ensure_sa(
             progress("[certs] Generating \"sa\" key and public key".into());
             (new.persist()?, "generated")
         }
-        (None, None) => return Err(refused("no service-account key")),
+        (None, None) => return Err(PkiError::internal("no service-account key")),
     };
     report.files.push(FileReport {
         name: "sa".into(),
@@ -625,14 +621,14 @@ fn ensure_sa(
     let pub_action = match std::fs::read_to_string(&pub_path) {
         Ok(existing) if existing.trim() == pem.trim() => "kept",
         Ok(_) => {
-            return Err(refused(format!(
+            return Err(PkiError::Mismatch(format!(
                 "{}: does not match the service-account key {}",
                 pub_path.display(),
                 spec.sa_key
             )));
         }
         Err(_) => {
-            store::create(&pub_path, pem.as_bytes(), PRIVATE_MODE).map_err(PkiError::Io)?;
+            store::create(&pub_path, pem.as_bytes(), PRIVATE_MODE)?;
             "generated"
         }
     };

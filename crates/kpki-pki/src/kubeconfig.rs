@@ -1,10 +1,14 @@
 //! Kubeconfig files as `clientcmd.WriteToFile` writes them: one cluster, one user with an
 //! embedded client certificate and key, one context `<user>@<cluster>`.
 
+use std::path::Path;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
+
+use crate::PkiError;
 
 /// A kubeconfig (the fields kubeadm writes).
 #[derive(Debug, Serialize, Deserialize)]
@@ -104,7 +108,7 @@ pub fn render(
     user: &str,
     cert_pem: &str,
     key_pem: &str,
-) -> Result<Zeroizing<String>, String> {
+) -> Result<Zeroizing<String>, PkiError> {
     build(cluster, server, Some(ca_pem), user, Some(cert_pem), key_pem)
 }
 
@@ -115,7 +119,7 @@ pub fn render_partial(
     server: &str,
     user: &str,
     key_pem: &str,
-) -> Result<Zeroizing<String>, String> {
+) -> Result<Zeroizing<String>, PkiError> {
     build(cluster, server, None, user, None, key_pem)
 }
 
@@ -126,7 +130,7 @@ fn build(
     user: &str,
     cert_pem: Option<&str>,
     key_pem: &str,
-) -> Result<Zeroizing<String>, String> {
+) -> Result<Zeroizing<String>, PkiError> {
     let context = format!("{user}@{cluster}");
     let key_data = Zeroizing::new(STANDARD.encode(key_pem.as_bytes()));
     let cfg = Kubeconfig {
@@ -166,14 +170,44 @@ fn build(
             },
         }],
     };
-    let text = serde_norway::to_string(&cfg).map_err(|e| format!("kubeconfig: {e}"))?;
+    let text = serde_norway::to_string(&cfg)
+        .map_err(|e| PkiError::internal(format!("kubeconfig: {e}")))?;
     drop(cfg);
     Ok(Zeroizing::new(text))
 }
 
 /// Parses a kubeconfig.
-pub fn parse(text: &str) -> Result<Kubeconfig, String> {
-    serde_norway::from_str(text).map_err(|e| format!("not a kubeconfig: {e}"))
+pub fn parse(text: &str) -> Result<Kubeconfig, PkiError> {
+    serde_norway::from_str(text).map_err(|e| PkiError::Malformed(format!("not a kubeconfig: {e}")))
+}
+
+/// The error of a kubeconfig `path` whose current context names no user.
+pub(crate) fn no_current_user(path: &Path) -> PkiError {
+    PkiError::Missing(format!(
+        "{}: no user in the current context",
+        path.display()
+    ))
+}
+
+/// The bytes of the kubeconfig `path`'s `client-certificate-data` value `data` (base64).
+pub(crate) fn decode_client_data(path: &Path, data: &str) -> Result<Vec<u8>, PkiError> {
+    STANDARD.decode(data.trim()).map_err(|e| {
+        PkiError::Malformed(format!(
+            "{}: client-certificate-data is not base64 ({e})",
+            path.display()
+        ))
+    })
+}
+
+/// The DER of the client certificate `pem` of the kubeconfig `path` (its first PEM block).
+pub(crate) fn client_cert_der(path: &Path, pem: &[u8]) -> Result<Vec<u8>, PkiError> {
+    let block = pem::parse(pem).map_err(|e| {
+        PkiError::Malformed(format!(
+            "{}: client certificate is not PEM ({e})",
+            path.display()
+        ))
+    })?;
+    Ok(block.into_contents())
 }
 
 impl Kubeconfig {

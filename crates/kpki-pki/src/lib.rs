@@ -11,6 +11,7 @@ pub mod config;
 pub mod csr;
 pub mod csr_object;
 mod duration;
+mod error;
 pub mod expiration;
 pub mod gencsr;
 pub mod init;
@@ -30,20 +31,4 @@ pub mod subject;
 pub mod x509;
 
 pub use duration::parse_go_duration;
-
-/// An error of a PKI operation: one line naming the file or key and the problem.
-#[derive(Debug, thiserror::Error)]
-pub enum PkiError {
-    /// Existing material is wrong or a precondition fails; nothing was changed for it.
-    #[error("{0}")]
-    Refused(String),
-    /// A key backend failed.
-    #[error(transparent)]
-    Key(#[from] kpki_signer::KeyError),
-    /// Configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] config::ConfigError),
-    /// Writing a file failed.
-    #[error("{0}")]
-    Io(String),
-}
+pub use error::PkiError;

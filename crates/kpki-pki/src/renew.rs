@@ -24,7 +24,7 @@ use crate::keystore::KeyStore;
 use crate::sans::AltNames;
 use crate::subject::{Attr, Subject};
 use crate::x509::{self, Profile};
-use crate::{PkiError, pair, store};
+use crate::{PkiError, kubeconfig, pair, store};
 
 /// What `renew` did.
 #[derive(Debug, Default, Serialize)]
@@ -67,10 +67,6 @@ struct Job {
     ca: CaId,
     profile: Profile,
     target: Target,
-}
-
-fn refused(msg: impl Into<String>) -> PkiError {
-    PkiError::Refused(msg.into())
 }
 
 /// The renewal profile of an existing certificate: CN, O, DNS/IP SANs and EKUs.
@@ -147,45 +143,29 @@ fn current_cluster(doc: &mut Value) -> Option<&mut serde_norway::Mapping> {
 /// without an embedded CA or client certificate in its current context.
 fn kubeconfig_profile(path: &Path, doc: &str) -> Result<Profile, PkiError> {
     let mut value: Value = serde_norway::from_str(doc)
-        .map_err(|e| refused(format!("{}: not a kubeconfig ({e})", path.display())))?;
+        .map_err(|e| PkiError::Malformed(format!("{}: not a kubeconfig ({e})", path.display())))?;
     let has_ca = current_cluster(&mut value)
         .and_then(|c| c.get("certificate-authority-data"))
         .and_then(Value::as_str)
         .is_some_and(|d| !d.trim().is_empty());
     if !has_ca {
-        return Err(refused(format!(
+        return Err(PkiError::Missing(format!(
             "{}: the current cluster has no embedded certificate-authority-data",
             path.display()
         )));
     }
-    let user = current_user(&mut value).ok_or_else(|| {
-        refused(format!(
-            "{}: no user in the current context",
-            path.display()
-        ))
-    })?;
+    let user = current_user(&mut value).ok_or_else(|| kubeconfig::no_current_user(path))?;
     let data = user
         .get("client-certificate-data")
         .and_then(Value::as_str)
         .ok_or_else(|| {
-            refused(format!(
+            PkiError::Missing(format!(
                 "{}: the current user has no embedded client-certificate-data",
                 path.display()
             ))
         })?;
-    let pem_bytes = STANDARD.decode(data.trim()).map_err(|e| {
-        refused(format!(
-            "{}: client-certificate-data is not base64 ({e})",
-            path.display()
-        ))
-    })?;
-    let block = pem::parse(&pem_bytes).map_err(|e| {
-        refused(format!(
-            "{}: client certificate is not PEM ({e})",
-            path.display()
-        ))
-    })?;
-    profile_of(block.contents(), path)
+    let der = kubeconfig::client_cert_der(path, &kubeconfig::decode_client_data(path, data)?)?;
+    profile_of(&der, path)
 }
 
 /// Rewrites the kubeconfig `path` (its text `doc`) with the new client certificate
@@ -198,12 +178,12 @@ fn write_kubeconfig(
     cert_pem: &str,
     key_pem: &str,
 ) -> Result<(), PkiError> {
-    let mut value: Value =
-        serde_norway::from_str(doc).map_err(|e| refused(format!("{}: {e}", path.display())))?;
+    let mut value: Value = serde_norway::from_str(doc)
+        .map_err(|e| PkiError::Malformed(format!("{}: {e}", path.display())))?;
     // kubeadm refreshes the embedded CA from the ca.crt on disk (the CA may have
     // been replaced since the file was written).
     let cluster = current_cluster(&mut value)
-        .ok_or_else(|| refused(format!("{}: no current cluster", path.display())))?;
+        .ok_or_else(|| PkiError::Missing(format!("{}: no current cluster", path.display())))?;
     cluster.insert(
         "certificate-authority-data".into(),
         STANDARD
@@ -211,7 +191,7 @@ fn write_kubeconfig(
             .into(),
     );
     let user = current_user(&mut value)
-        .ok_or_else(|| refused(format!("{}: no current user", path.display())))?;
+        .ok_or_else(|| PkiError::Missing(format!("{}: no current user", path.display())))?;
     user.insert(
         "client-certificate-data".into(),
         STANDARD.encode(cert_pem.as_bytes()).into(),
@@ -223,9 +203,10 @@ fn write_kubeconfig(
             .into(),
     );
     let text = Zeroizing::new(
-        serde_norway::to_string(&value).map_err(|e| refused(format!("{}: {e}", path.display())))?,
+        serde_norway::to_string(&value)
+            .map_err(|e| PkiError::internal(format!("{}: {e}", path.display())))?,
     );
-    store::replace(path, text.as_bytes(), store::PRIVATE_MODE).map_err(PkiError::Io)
+    store::replace(path, text.as_bytes(), store::PRIVATE_MODE)
 }
 
 /// The renewal job of every selected entry whose file exists; the others are reported missing.
@@ -287,14 +268,14 @@ pub fn renew(
 ) -> Result<RenewReport, PkiError> {
     let all = names(spec);
     if which != "all" && !all.contains(&which) {
-        return Err(refused(format!(
+        return Err(PkiError::Malformed(format!(
             "unknown certificate name {which:?}: expected all or one of {}",
             all.join(", ")
         )));
     }
     let selected = |n: &str| which == "all" || which == n;
     for dir in [spec.cert_dir.clone(), spec.cert_dir.join("etcd")] {
-        for crt in pair::recover(&dir).map_err(PkiError::Io)? {
+        for crt in pair::recover(&dir)? {
             progress(format!(
                 "[renew] Completed the interrupted renewal of {}",
                 crt.display()
@@ -334,20 +315,19 @@ pub fn renew(
     let fresh = create_keys(keys, spec.algorithm, targets)?;
     for (job, new) in jobs.into_iter().zip(fresh) {
         let NewKey::Soft(key, key_pem) = new else {
-            return Err(refused("renewed keys are software keys"));
+            return Err(PkiError::internal("renewed keys are software keys"));
         };
         let ca = signers
             .get(&job.ca)
             .and_then(Option::as_ref)
-            .ok_or_else(|| refused("CA signer missing"))?;
+            .ok_or_else(|| PkiError::internal("CA signer missing"))?;
         let cert = ca.signer.issue(
             x509::leaf_params(&job.profile, start, spec.cert_validity)?,
             Arc::new(*key),
         )?;
         match job.target {
             Target::Leaf { key, crt } => {
-                pair::replace(&key, key_pem.as_bytes(), &crt, cert.pem.as_bytes())
-                    .map_err(PkiError::Io)?
+                pair::replace(&key, key_pem.as_bytes(), &crt, cert.pem.as_bytes())?
             }
             Target::Kubeconfig { path, doc } => {
                 write_kubeconfig(&path, &doc, &ca.cert_der, &cert.pem, &key_pem)?

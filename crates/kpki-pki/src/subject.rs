@@ -9,6 +9,8 @@ use x509_cert::attr::AttributeTypeAndValue;
 use x509_cert::name::{RdnSequence, RelativeDistinguishedName};
 use x509_parser::x509::X509Name;
 
+use crate::PkiError;
+
 /// A subject attribute kpki issues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attr {
@@ -116,11 +118,13 @@ impl Subject {
 
     /// The CN (empty when absent); `Err` when there are several: Go (kube-apiserver, the
     /// kubelet) honours the last, so rules checking one name would let peers see another.
-    pub fn single_cn(&self) -> Result<&str, String> {
+    pub fn single_cn(&self) -> Result<&str, PkiError> {
         let mut cns = self.values(Attr::CommonName);
         let cn = cns.next().unwrap_or_default();
         match cns.next() {
-            Some(_) => Err("subject has more than one CN; a certificate names one user".into()),
+            Some(_) => Err(PkiError::Malformed(
+                "subject has more than one CN; a certificate names one user".into(),
+            )),
             None => Ok(cn),
         }
     }

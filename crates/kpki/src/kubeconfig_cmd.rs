@@ -97,7 +97,7 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
             path.display()
         ));
     }
-    store::create(path, bytes, mode)
+    store::create(path, bytes, mode).map_err(|e| e.to_string())
 }
 
 /// Runs a `kpki kubeconfig` command.
