@@ -30,5 +30,5 @@ mod strict;
 pub mod subject;
 pub mod x509;
 
-pub use duration::parse_go_duration;
+pub use duration::{DurationError, GoDuration};
 pub use error::PkiError;

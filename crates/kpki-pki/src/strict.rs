@@ -6,7 +6,7 @@
 
 use serde_norway::Value;
 
-use crate::duration::parse_go_duration;
+use crate::duration::GoDuration;
 
 /// The shape of a value in kubeadm's Go types.
 #[derive(Clone, Copy)]
@@ -317,7 +317,7 @@ fn walk(path: &str, value: &Value, shape: &Shape) -> Result<(), String> {
         },
         Duration => {
             let text = value.as_str().ok_or_else(|| wrong("a duration string"))?;
-            parse_go_duration(text)
+            GoDuration::parse_kubeadm(text)
                 .map(|_| ())
                 .map_err(|e| format!("field {path:?}: {e}"))
         }

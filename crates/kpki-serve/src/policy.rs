@@ -10,7 +10,7 @@ use kpki_pki::csr::Examined;
 use kpki_pki::signers::{NODE_USER_PREFIX, SYSTEM_MASTERS};
 use regex::Regex;
 
-use crate::config::{self, ConfigError, RuleConfig};
+use crate::config::{ConfigError, RuleConfig};
 use crate::error_code::ErrorCode;
 
 /// Who is calling: the client certificate's CN and O values.
@@ -129,7 +129,7 @@ impl Policy {
                 dns_suffixes: r.dns_suffixes.clone(),
                 ip_ranges,
                 uri_prefixes: r.uri_prefixes.clone(),
-                max_validity: config::duration(&format!("{what}: max_validity"), &r.max_validity)?,
+                max_validity: r.max_validity.get(),
                 key_types: r.key_types.clone(),
             });
         }

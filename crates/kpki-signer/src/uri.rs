@@ -283,6 +283,15 @@ impl KeyUri {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for KeyUri {
+    /// A key URI from its text (configuration), read as [`KeyUri::from_str`] reads it; the
+    /// text is zeroized (it may carry a `pin-value`).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<KeyUri, D::Error> {
+        let text = Zeroizing::new(<String as serde::Deserialize>::deserialize(d)?);
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for KeyUri {
     type Err = KeyError;
 

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use kpki_pki::keystore::KeyStore;
 use kpki_signer::{KeyAlgorithm, KeyUri, Signer, spki};
 
-use crate::config::{self, ConfigError, JwtConfig};
+use crate::config::{ConfigError, JwtConfig};
 
 /// The smallest `max_token_expiration_seconds` kube-apiserver accepts.
 pub const MIN_TOKEN_EXPIRATION: Duration = Duration::from_secs(600);
@@ -81,11 +81,8 @@ fn public_key_file(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
     Ok(der)
 }
 
-fn open(uri_text: &str, keys: &KeyStore, what: &str) -> Result<Arc<dyn Signer>, ConfigError> {
-    let uri: KeyUri = uri_text
-        .parse()
-        .map_err(|e| ConfigError(format!("{what}: {e}")))?;
-    keys.open(&uri)
+fn open(uri: &KeyUri, keys: &KeyStore, what: &str) -> Result<Arc<dyn Signer>, ConfigError> {
+    keys.open(uri)
         .map_err(|e| ConfigError(format!("{what}: {e}")))
 }
 
@@ -122,14 +119,14 @@ impl JwtKeys {
                 exclude_from_oidc_discovery: v.exclude_from_oidc_discovery,
             });
         }
-        let max = config::duration("jwt.max_token_expiration", &cfg.max_token_expiration)?;
+        let max = cfg.max_token_expiration.get();
         if max < MIN_TOKEN_EXPIRATION {
             return Err(ConfigError(format!(
                 "jwt.max_token_expiration: {}s is below kube-apiserver's minimum of 600s",
                 max.as_secs()
             )));
         }
-        let refresh = config::duration("jwt.refresh_hint", &cfg.refresh_hint)?;
+        let refresh = cfg.refresh_hint.get();
         if refresh.as_secs() == 0 {
             return Err(ConfigError("jwt.refresh_hint: must be at least 1s".into()));
         }
