@@ -776,42 +776,13 @@ impl Token {
                     return Ok(());
                 }
                 Err(Attempt::NotFound(scan)) => {
-                    let wanted = self.wanted();
-                    if scan.transient.is_some() && backoff.pause() {
-                        // A slot that failed to answer (SoftHSM's store caught mid-write
-                        // answers C_GetTokenInfo with CKR_GENERAL_ERROR) stays that way in
-                        // modules that read their store at C_Initialize: read it again, while
-                        // no other token of this process uses the module. Only on a first
-                        // connection: a reconnect of a token that went away (the daemon in an
-                        // outage) must not stall in re-initialisations.
-                        if !reconnect && module.attached() == 0 {
-                            module = context::reinitialize(id, module.epoch)?;
-                        }
-                        continue;
-                    }
-                    // Some modules only read their store at C_Initialize: SoftHSM shows a
-                    // token caught mid-write as uninitialised, openCryptoki's soft token can
-                    // be missing from the slot list while other processes attach. Both stay
-                    // that way until re-initialised.
-                    let empty = scan.seen.is_empty() && scan.causes.is_empty() && !reconnect;
-                    if scan.transient.is_none()
-                        && (scan.uninitialised > 0 || empty)
-                        && unsettled.pause()
-                    {
-                        // Only while no other token of this process uses the module.
-                        if module.attached() == 0 {
-                            module = context::reinitialize(id, module.epoch)?;
-                        }
-                        continue;
-                    }
-                    let text = scan.describe(&wanted, id);
-                    if reconnect && scan.transient.is_none() && scan.causes.is_empty() {
-                        // The token was there before: it went away and may come back.
-                        return Err(Fail::Key(
-                            self.unavailable(format!("token went away ({text})")),
-                        ));
-                    }
-                    return Err(Fail::Key(KeyError::TokenNotFound(text)));
+                    self.after_not_found(
+                        &scan,
+                        &mut module,
+                        reconnect,
+                        &mut backoff,
+                        &mut unsettled,
+                    )?;
                 }
                 Err(Attempt::Fail(Fail::Ck {
                     err: Error::Pkcs11(RvError::UserPinNotInitialized, _),
@@ -843,6 +814,52 @@ impl Token {
                 }
             }
         }
+    }
+
+    /// After a lookup that found no matching token: `Ok` to try again (the module read
+    /// afresh where that helps), or the error to give up with.
+    fn after_not_found(
+        &self,
+        scan: &Scan,
+        module: &mut Module,
+        reconnect: bool,
+        backoff: &mut Backoff,
+        unsettled: &mut Backoff,
+    ) -> std::result::Result<(), Fail> {
+        let id = &self.selector.module;
+        let wanted = self.wanted();
+        if scan.transient.is_some() && backoff.pause() {
+            // A slot that failed to answer (SoftHSM's store caught mid-write
+            // answers C_GetTokenInfo with CKR_GENERAL_ERROR) stays that way in
+            // modules that read their store at C_Initialize: read it again, while
+            // no other token of this process uses the module. Only on a first
+            // connection: a reconnect of a token that went away (the daemon in an
+            // outage) must not stall in re-initialisations.
+            if !reconnect && module.attached() == 0 {
+                *module = context::reinitialize(id, module.epoch)?;
+            }
+            return Ok(());
+        }
+        // Some modules only read their store at C_Initialize: SoftHSM shows a
+        // token caught mid-write as uninitialised, openCryptoki's soft token can
+        // be missing from the slot list while other processes attach. Both stay
+        // that way until re-initialised.
+        let empty = scan.seen.is_empty() && scan.causes.is_empty() && !reconnect;
+        if scan.transient.is_none() && (scan.uninitialised > 0 || empty) && unsettled.pause() {
+            // Only while no other token of this process uses the module.
+            if module.attached() == 0 {
+                *module = context::reinitialize(id, module.epoch)?;
+            }
+            return Ok(());
+        }
+        let text = scan.describe(&wanted, id);
+        if reconnect && scan.transient.is_none() && scan.causes.is_empty() {
+            // The token was there before: it went away and may come back.
+            return Err(Fail::Key(
+                self.unavailable(format!("token went away ({text})")),
+            ));
+        }
+        Err(Fail::Key(KeyError::TokenNotFound(text)))
     }
 
     fn wanted(&self) -> String {
