@@ -66,7 +66,7 @@ fn request_pem(
 /// to `csr_path`, creating the request's directory with kubeadm's mode.
 fn write_pair(key_path: &Path, key_text: &str, csr_path: &Path, csr: &str) -> Result<(), PkiError> {
     if let Some(dir) = csr_path.parent() {
-        kpki_soft::atomic::create_dir_all(dir, CSR_DIR_MODE).map_err(|e| PkiError::io(dir, e))?;
+        kpki_atomic::create_dir_all(dir, CSR_DIR_MODE).map_err(|e| PkiError::io(dir, e))?;
     }
     store::create(key_path, key_text.as_bytes(), store::PRIVATE_MODE)?;
     store::create(csr_path, csr.as_bytes(), store::PRIVATE_MODE)

@@ -314,7 +314,7 @@ pub fn run(
         spec.cert_dir.join("etcd"),
         spec.kubeconfig_dir.clone(),
     ] {
-        kpki_soft::atomic::remove_stale_temps(&dir).map_err(|e| PkiError::io(&dir, e))?;
+        kpki_atomic::remove_stale_temps(&dir).map_err(|e| PkiError::io(&dir, e))?;
     }
     progress(format!(
         "[certs] Using certificateDir folder {:?}",

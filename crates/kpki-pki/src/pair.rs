@@ -11,7 +11,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use kpki_soft::atomic::{self, Existing};
+use kpki_atomic::{self as atomic, Existing};
 
 use crate::PkiError;
 use crate::store::{CERT_MODE, PRIVATE_MODE};

@@ -1,8 +1,8 @@
-//! Writing the PKI to disk with kubeadm's modes, atomically (see `kpki_soft::atomic`).
+//! Writing the PKI to disk with kubeadm's modes, atomically (see `kpki_atomic`).
 
 use std::path::Path;
 
-use kpki_soft::atomic::{self, Existing};
+use kpki_atomic::{self as atomic, Existing};
 
 use crate::PkiError;
 

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use kpki_signer::{KeyAlgorithm, KeyBackend, KeyError, KeyInfo, KeyUri, Result, Signer, spki};
 use zeroize::Zeroizing;
 
-use crate::atomic::{self, Existing};
 use crate::keyfile::check_key_file_permissions;
 use crate::softkey::SoftKey;
+use kpki_atomic::{self as atomic, Existing};
 
 /// The software key backend. Stateless: every call works on the file the URI names.
 #[derive(Debug, Default, Clone, Copy)]

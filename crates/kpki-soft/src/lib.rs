@@ -2,9 +2,11 @@
 //! (PKCS#1 `RSA PRIVATE KEY`, SEC1 `EC PRIVATE KEY`, LF endings, mode 0600), loaded from
 //! PKCS#1, SEC1 or PKCS#8 only when the file is private to its (root) owner.
 //!
-//! [`atomic`] holds the crash-safe file writing every kpki writer uses.
+//! Key files are written with `kpki-atomic` (final mode before an atomic rename).
+//!
+//! Modules: `backend` ([`SoftBackend`]), `keyfile` (PEM encoding and the file's permission
+//! check), `material` (reading key material to import), `softkey` ([`SoftKey`]).
 
-pub mod atomic;
 mod backend;
 mod keyfile;
 mod material;
