@@ -32,7 +32,7 @@ use crate::errors::{Class, busy_error, class, describe, op_error};
 use crate::retry::{BUSY_BUDGET, Backoff};
 
 /// Default number of signing sessions per token.
-pub const DEFAULT_POOL_SIZE: usize = 2;
+pub(crate) const DEFAULT_POOL_SIZE: usize = 2;
 
 /// How long a reconnect retries a failing token before the recovery ladder escalates.
 const RECONNECT_BUDGET: Duration = Duration::from_millis(300);
@@ -174,7 +174,7 @@ impl Lease<'_> {
     }
 
     /// True when the token lists this mechanism.
-    pub fn has_mechanism(&self, m: MechanismType) -> bool {
+    pub(crate) fn has_mechanism(&self, m: MechanismType) -> bool {
         self.mechanisms.contains(&m)
     }
 

@@ -42,7 +42,7 @@ pub struct FoundCa {
 
 /// Opens the key at `uri`; `Ok(None)` when it is absent: a key file that does not exist, a
 /// token object that is not found.
-pub fn open_key(keys: &KeyStore, uri: &KeyUri) -> Result<Option<Arc<dyn Signer>>, PkiError> {
+pub(crate) fn open_key(keys: &KeyStore, uri: &KeyUri) -> Result<Option<Arc<dyn Signer>>, PkiError> {
     match uri {
         KeyUri::File(p) if !p.exists() => Ok(None),
         uri => match keys.open(uri) {
@@ -55,7 +55,10 @@ pub fn open_key(keys: &KeyStore, uri: &KeyUri) -> Result<Option<Arc<dyn Signer>>
 
 /// The signing certificate of the CA file `crt` for `key` (or the first one without a key),
 /// as DER; `Ok(None)` when the file is absent.
-pub fn signing_cert(crt: &Path, key: Option<&dyn Signer>) -> Result<Option<Vec<u8>>, PkiError> {
+pub(crate) fn signing_cert(
+    crt: &Path,
+    key: Option<&dyn Signer>,
+) -> Result<Option<Vec<u8>>, PkiError> {
     let Some(certs) = certfile::read(crt)? else {
         return Ok(None);
     };

@@ -56,7 +56,7 @@ pub fn read(path: &Path) -> Result<Option<Vec<Vec<u8>>>, PkiError> {
 }
 
 /// The certificates of `path` (see [`read`]), refusing an absent file.
-pub fn read_existing(path: &Path) -> Result<Vec<Vec<u8>>, PkiError> {
+pub(crate) fn read_existing(path: &Path) -> Result<Vec<Vec<u8>>, PkiError> {
     read(path)?.ok_or_else(|| absent(path))
 }
 
@@ -68,7 +68,7 @@ pub(crate) fn absent(path: &Path) -> PkiError {
 /// The signing certificate among the `certs` of the CA file `path`: the first whose public key
 /// is `key_spki`, or, with no key (an external CA), the first certificate. Refused when a
 /// certificate is malformed, when none matches the key, or when the chosen one is no CA.
-pub fn signing_cert<'a>(
+pub(crate) fn signing_cert<'a>(
     path: &Path,
     certs: &'a [Vec<u8>],
     key_spki: Option<&[u8]>,
@@ -109,7 +109,7 @@ pub fn signing_cert<'a>(
 
 /// Why [`signing_cert`] found no signing certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SigningCertError {
+pub(crate) enum SigningCertError {
     /// A certificate of the file cannot be parsed, or the file holds none (one line).
     Malformed(String),
     /// The certificate chosen is not a CA certificate (one line).
@@ -119,7 +119,7 @@ pub enum SigningCertError {
 }
 
 /// The certificate `der` read from `path`; refused, naming the file, when it does not parse.
-pub fn parse_at<'a>(path: &Path, der: &'a [u8]) -> Result<X509Certificate<'a>, PkiError> {
+pub(crate) fn parse_at<'a>(path: &Path, der: &'a [u8]) -> Result<X509Certificate<'a>, PkiError> {
     X509Certificate::from_der(der)
         .map(|(_, c)| c)
         .map_err(|e| malformed(format!("{}: malformed certificate ({e})", path.display())))
@@ -127,7 +127,7 @@ pub fn parse_at<'a>(path: &Path, der: &'a [u8]) -> Result<X509Certificate<'a>, P
 
 /// The DNS and IP SANs of `cert`, in certificate order (other kinds, and IP entries that are
 /// neither 4 nor 16 bytes long, are left out). A SAN extension that does not parse reads as none.
-pub fn alt_names(cert: &X509Certificate<'_>) -> AltNames {
+pub(crate) fn alt_names(cert: &X509Certificate<'_>) -> AltNames {
     let mut out = AltNames::default();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
@@ -158,7 +158,7 @@ fn parse<'a>(what: &str, der: &'a [u8]) -> Result<X509Certificate<'a>, ChainErro
 
 /// Why a chain is not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChainError {
+pub(crate) enum ChainError {
     /// A certificate is outside its validity period at the time of the check; `of_ca` when it
     /// is the CA certificate itself.
     Period {
@@ -236,7 +236,7 @@ fn may_issue(cert: &X509Certificate<'_>, below: usize) -> bool {
 
 /// Verifies the chain read from `path` (leaf first, then intermediates in any order) up to the
 /// CA certificate `ca_der` (read from `ca_path`) at time `now`.
-pub fn verify_chain(
+pub(crate) fn verify_chain(
     path: &Path,
     chain: &[Vec<u8>],
     ca_path: &Path,

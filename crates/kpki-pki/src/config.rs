@@ -233,17 +233,17 @@ impl ClusterSpec {
     }
 
     /// True with stacked etcd.
-    pub fn local_etcd(&self) -> bool {
+    pub(crate) fn local_etcd(&self) -> bool {
         matches!(self.etcd, Etcd::Local { .. })
     }
 
     /// `https://advertise:port`.
-    pub fn local_url(&self) -> String {
+    pub(crate) fn local_url(&self) -> String {
         url(&Host::Ip(self.advertise_address), self.bind_port)
     }
 
     /// The control-plane endpoint URL, or the local one when unset.
-    pub fn control_plane_url(&self) -> String {
+    pub(crate) fn control_plane_url(&self) -> String {
         match &self.control_plane_endpoint {
             Some(e) => url(&e.host, e.port.unwrap_or(self.bind_port)),
             None => self.local_url(),
@@ -550,7 +550,7 @@ fn signer_cas(s: &Settings) -> Result<std::collections::BTreeMap<String, CaId>, 
 }
 
 /// True for an RFC 1123 subdomain (lower-case labels of `[a-z0-9-]`, dot-separated).
-pub fn is_dns_subdomain(name: &str) -> bool {
+pub(crate) fn is_dns_subdomain(name: &str) -> bool {
     name.len() <= 253
         && name.split('.').all(|l| {
             !l.is_empty()
@@ -563,7 +563,7 @@ pub fn is_dns_subdomain(name: &str) -> bool {
 }
 
 /// Parses `host[:port]` (IPv6 in brackets) of `controlPlaneEndpoint`.
-pub fn parse_endpoint(text: &str) -> Result<Endpoint, ConfigError> {
+pub(crate) fn parse_endpoint(text: &str) -> Result<Endpoint, ConfigError> {
     let bad = |why: &str| ConfigError(format!("unparsable controlPlaneEndpoint {text:?}: {why}"));
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let (h, after) = rest.split_once(']').ok_or_else(|| bad("missing ']'"))?;
@@ -615,7 +615,7 @@ fn parse_cidr_sloppy(text: &str) -> Option<ipnet::IpNet> {
 
 /// Parses an IP address as Go's `ParseIPSloppy` does: like [`IpAddr`]'s parser, and IPv4
 /// octets may carry leading zeros (read as decimal).
-pub fn parse_ip_sloppy(text: &str) -> Option<IpAddr> {
+pub(crate) fn parse_ip_sloppy(text: &str) -> Option<IpAddr> {
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Some(ip);
     }

@@ -20,13 +20,10 @@ use crate::subject::Subject;
 use crate::x509::{self, CaSigner, Issued};
 
 /// The signer names and the usage vocabulary; their home is [`crate::signers`].
-pub use crate::signers::{
-    KNOWN_USAGES, KUBE_APISERVER_CLIENT, KUBE_APISERVER_CLIENT_KUBELET, KUBELET_SERVING,
-    LEGACY_UNKNOWN, check_spec_usages,
-};
+pub use crate::signers::{KUBE_APISERVER_CLIENT, KUBE_APISERVER_CLIENT_KUBELET, KUBELET_SERVING};
 
 /// The smallest `expirationSeconds` Kubernetes accepts.
-pub const MIN_EXPIRATION_SECONDS: i64 = 600;
+pub(crate) const MIN_EXPIRATION_SECONDS: i64 = 600;
 
 /// A signing request with the fields of a CertificateSigningRequest's spec.
 #[derive(Debug, Clone)]

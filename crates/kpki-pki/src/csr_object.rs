@@ -56,7 +56,7 @@ pub fn read(bytes: &[u8]) -> Result<Input, PkiError> {
 /// hold: `Denied` (any status) or `Failed` (status `True` or empty) as kube-controller-manager's
 /// signer skips them; a certificate already issued (`status.certificate` is immutable); and
 /// `spec.usages` that the API server's validation rejects (empty, unknown, duplicated).
-pub fn check_signable(object: &CertificateSigningRequest) -> Result<(), PkiError> {
+pub(crate) fn check_signable(object: &CertificateSigningRequest) -> Result<(), PkiError> {
     let name = object
         .metadata
         .name
@@ -88,13 +88,15 @@ pub fn check_signable(object: &CertificateSigningRequest) -> Result<(), PkiError
             )));
         }
     }
-    crate::csr::check_spec_usages(object.spec.usages.as_deref().unwrap_or_default()).map_err(|e| {
-        crate::csr::CsrError::new(
-            e.refusal,
-            format!("CertificateSigningRequest {name:?}: {e}"),
-        )
-        .into()
-    })
+    crate::signers::check_spec_usages(object.spec.usages.as_deref().unwrap_or_default()).map_err(
+        |e| {
+            crate::csr::CsrError::new(
+                e.refusal,
+                format!("CertificateSigningRequest {name:?}: {e}"),
+            )
+            .into()
+        },
+    )
 }
 
 /// The signing request an object asks for (`--signer-name` may override the object's);

@@ -136,7 +136,7 @@ fn two_units(major: i64, unit: &str, minor: i64, minor_unit: &str) -> String {
 }
 
 /// apimachinery's `HumanDuration` of a signed number of seconds (`<invalid>` below −1 s).
-pub fn human_duration(seconds: i64) -> String {
+pub(crate) fn human_duration(seconds: i64) -> String {
     if seconds < -1 {
         return "<invalid>".into();
     }
@@ -175,7 +175,7 @@ pub fn human_duration(seconds: i64) -> String {
 
 /// Lays out rows like Go's `tabwriter` with kubeadm's settings (minwidth 10, padding 3):
 /// every cell but the last of a line is padded to its column's width.
-pub fn tabulate(rows: &[Vec<String>]) -> String {
+pub(crate) fn tabulate(rows: &[Vec<String>]) -> String {
     let columns = rows
         .iter()
         .map(|r| r.len().saturating_sub(1))

@@ -17,7 +17,7 @@ use crate::duration::GoDuration;
 
 /// The facts kpki takes from kubeadm's configuration.
 #[derive(Debug, Default, Clone)]
-pub struct KubeadmFacts {
+pub(crate) struct KubeadmFacts {
     /// `certificatesDir`.
     pub certificates_dir: Option<PathBuf>,
     /// `clusterName`.
@@ -58,7 +58,7 @@ struct Header {
 }
 
 /// The only kubeadm API version read.
-pub const API_VERSION: &str = "kubeadm.k8s.io/v1beta4";
+pub(crate) const API_VERSION: &str = "kubeadm.k8s.io/v1beta4";
 
 /// Feature gates kubeadm v1.37 accepts in `featureGates` (none of them changes the PKI).
 const FEATURE_GATES: &[&str] = &["RootlessControlPlane"];

@@ -114,7 +114,7 @@ pub fn render(
 
 /// A partial kubeconfig as `kubeadm certs generate-csr` writes it: empty CA data and client
 /// certificate, only the client key.
-pub fn render_partial(
+pub(crate) fn render_partial(
     cluster: &str,
     server: &str,
     user: &str,

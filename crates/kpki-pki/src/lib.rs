@@ -18,7 +18,7 @@ pub mod init;
 pub mod inspect;
 mod keygen;
 pub mod keystore;
-pub mod kubeadm_yaml;
+pub(crate) mod kubeadm_yaml;
 pub mod kubeconfig;
 pub mod onboard;
 pub mod pair;

@@ -24,7 +24,7 @@ use crate::x509::{self, Profile};
 use crate::{PkiError, kubeconfig};
 
 /// Components whose kubeconfig `kubeconfig component` writes: name → (CN, O).
-pub const COMPONENTS: &[(&str, &str, &[&str])] =
+pub(crate) const COMPONENTS: &[(&str, &str, &[&str])] =
     &[("kube-proxy", "system:kube-proxy", &["system:node-proxier"])];
 
 fn cluster_ca(spec: &ClusterSpec, keys: &KeyStore) -> Result<LoadedCa, PkiError> {

@@ -17,7 +17,7 @@ use crate::PkiError;
 use crate::store::{CERT_MODE, PRIVATE_MODE};
 
 /// Suffix of staged files.
-pub const STAGED: &str = ".kpki-new";
+pub(crate) const STAGED: &str = ".kpki-new";
 
 fn staged(path: &Path) -> PathBuf {
     let mut name = path

@@ -8,7 +8,7 @@ use crate::config::{ClusterSpec, Etcd, Host, is_dns_subdomain, parse_ip_sloppy};
 
 /// The SANs of one certificate.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AltNames {
+pub(crate) struct AltNames {
     /// DNS names, sorted.
     pub dns: Vec<String>,
     /// IP addresses, in kubeadm's order.
@@ -42,7 +42,7 @@ impl AltNames {
 }
 
 /// The SANs `rule` gives on the node described by `spec`.
-pub fn alt_names(spec: &ClusterSpec, rule: SanRule) -> AltNames {
+pub(crate) fn alt_names(spec: &ClusterSpec, rule: SanRule) -> AltNames {
     match rule {
         SanRule::None => AltNames::default(),
         SanRule::ApiServer => {

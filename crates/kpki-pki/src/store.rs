@@ -11,7 +11,7 @@ pub const CERT_MODE: u32 = 0o644;
 /// Mode of private keys, `sa.pub` and kubeconfigs.
 pub const PRIVATE_MODE: u32 = 0o600;
 /// Mode of directories kpki creates.
-pub const DIR_MODE: u32 = 0o755;
+pub(crate) const DIR_MODE: u32 = 0o755;
 
 /// Writes `bytes` to `path` (creating parent directories 0755) with `mode`, never replacing
 /// an existing file.

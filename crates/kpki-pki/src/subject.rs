@@ -49,7 +49,7 @@ const ATTRIBUTES: &[(Attr, &str, &str)] = &[
 
 impl Attr {
     /// The attribute with dotted OID `oid`, if kpki issues it.
-    pub fn from_oid(oid: &str) -> Option<Attr> {
+    pub(crate) fn from_oid(oid: &str) -> Option<Attr> {
         ATTRIBUTES.iter().find(|a| a.1 == oid).map(|a| a.0)
     }
 
@@ -67,7 +67,7 @@ impl Attr {
     }
 
     /// Short name (`CN`, `O`, ...).
-    pub fn short_name(self) -> &'static str {
+    pub(crate) fn short_name(self) -> &'static str {
         self.entry().2
     }
 
@@ -98,7 +98,7 @@ impl Subject {
     /// value, in request order. Any other attribute (emailAddress, DC, UID, ...) and any value
     /// that is not a string is dropped, as kube-controller-manager's signer drops them; their
     /// OIDs are returned beside the subject.
-    pub fn from_name(name: &X509Name<'_>) -> (Subject, Vec<String>) {
+    pub(crate) fn from_name(name: &X509Name<'_>) -> (Subject, Vec<String>) {
         let mut subject = Subject::default();
         let mut dropped = Vec::new();
         for attr in name.iter_attributes() {
@@ -137,7 +137,7 @@ impl Subject {
     }
 
     /// Kubernetes' usual subject: one O per group, then CN.
-    pub fn groups_then_name(groups: &[String], cn: &str) -> Subject {
+    pub(crate) fn groups_then_name(groups: &[String], cn: &str) -> Subject {
         let mut s = Subject::default();
         for g in groups {
             s.push(Attr::Organization, g.clone());
@@ -160,7 +160,8 @@ impl Subject {
     }
 
     /// True when some attribute has more than one value.
-    pub fn is_multi_valued(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_multi_valued(&self) -> bool {
         self.attrs
             .iter()
             .enumerate()
@@ -257,7 +258,7 @@ pub(crate) struct Parts {
 
 impl Parts {
     /// The DER certificate: TBS, the unchanged signature algorithm, `signature`.
-    pub fn assemble(self, signature: &[u8]) -> Result<Vec<u8>, KeyError> {
+    pub(crate) fn assemble(self, signature: &[u8]) -> Result<Vec<u8>, KeyError> {
         let bad = |e: der::Error| KeyError::Crypto(format!("assembling the certificate: {e}"));
         let sig = der::asn1::BitString::from_bytes(signature).map_err(bad)?;
         let parts = vec![

@@ -30,7 +30,7 @@ impl RcgenSigner {
     }
 
     /// The backend error behind the last `rcgen::Error::RemoteKeyError`, if any.
-    pub fn take_error(&self) -> Option<KeyError> {
+    pub(crate) fn take_error(&self) -> Option<KeyError> {
         self.last_error.lock().ok().and_then(|mut e| e.take())
     }
 

@@ -13,6 +13,6 @@ mod material;
 mod softkey;
 
 pub use backend::SoftBackend;
-pub use keyfile::{check_key_file_permissions, decode_private_key_pem, encode_private_key_pem};
+pub use keyfile::check_key_file_permissions;
 pub use material::read_key_material;
 pub use softkey::SoftKey;
