@@ -4,7 +4,7 @@
 //!
 //! Login state is per token per process (PKCS#11), so one "anchor" session holds the login
 //! for the life of the connection. Signing sessions are leased from a pool of at most
-//! `pool_size`; callers beyond that wait. Recovery ([`Token::run`]) climbs a ladder:
+//! `pool_size`; callers beyond that wait. Recovery (`Token::run`) climbs a ladder:
 //! a lost session reconnects (find the slot again, log in again, bump the generation so
 //! keys look their handles up again); a token that keeps failing after that has its module
 //! finalised and initialised again ([`context::reinitialize`]), which every other token of

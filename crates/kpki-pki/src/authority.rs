@@ -2,7 +2,7 @@
 //! configured backend (file or token), checked to belong together. The only CA loader: `init`,
 //! `renew`, `check-expiration`, `sign`, the kubeconfig commands and the daemon all come here,
 //! so every one of them takes the same certificate of a bundle as the CA (see
-//! [`certfile::signing_cert`]) and agrees on whether the key is there.
+//! `certfile::signing_cert`) and agrees on whether the key is there.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 //! of the check. kpki treats `NotAfter <= now` as expired (Go lets the last second pass).
 //!
 //! A CA's `.crt` may hold several certificates (a bundle, as while a CA is rotated). Every
-//! command takes the same one as the CA ([`signing_cert`]): the certificate whose public key
+//! command takes the same one as the CA (`signing_cert`): the certificate whose public key
 //! is the CA key's; with no key at hand (an external CA), the first one, as kubeadm reads it.
 
 use std::net::IpAddr;

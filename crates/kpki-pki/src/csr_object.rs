@@ -100,7 +100,7 @@ pub(crate) fn check_signable(object: &CertificateSigningRequest) -> Result<(), P
 }
 
 /// The signing request an object asks for (`--signer-name` may override the object's);
-/// refuses what [`check_signable`] refuses.
+/// refuses what `check_signable` refuses.
 pub fn request_of(
     object: &CertificateSigningRequest,
     signer_override: Option<&str>,

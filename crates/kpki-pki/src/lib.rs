@@ -1,12 +1,24 @@
-//! The Kubernetes PKI library of kpki: configuration ([`config`], [`kubeadm_yaml`]), the kubeadm
-//! catalogue as data ([`catalogue`]), SAN rules ([`sans`]), one validator per Kubernetes signerName
-//! ([`signers`]) and signing requests under it ([`csr`]), certificate profiles and issuance through
-//! any key backend ([`x509`]), kubeconfigs ([`kubeconfig`]), atomic storage ([`store`]), key
-//! backend selection ([`keystore`]) and `kpki init` ([`init`]).
+//! The Kubernetes PKI library of kpki, in two layers.
+//!
+//! Concepts, each fact computed in one place: [`catalogue`] (kubeadm's CAs, leaves and
+//! kubeconfigs as tables, their paths, the local-etcd filter), `certfile` (one reader of
+//! certificate files, one parsed view, one bundle rule), [`authority`] (the only CA loader),
+//! [`kubeconfig`] (reading, rendering and the client certificate of kubeconfigs), `sans`
+//! (kubeadm's SAN rules), [`signers`] (one validator per Kubernetes signerName), [`subject`]
+//! (distinguished names), [`x509`] (profiles and issuance through any key backend), the
+//! configuration ([`config`], `kubeadm_yaml` with its strict decoding in `strict`, Go
+//! durations in `duration`), [`PkiError`] (`error`), [`store`] and `pair` (atomic writes
+//! with kubeadm's modes, crash-safe key/certificate replacement), `keygen` (many keys at
+//! once) and [`keystore`] (which backend a key URI goes to).
+//!
+//! Commands: [`init`] (plan, then write), [`renew`], [`expiration`] (`check-expiration`),
+//! [`gencsr`] (`generate-csr`), [`onboard`] (user, component and node credentials),
+//! [`inspect`], [`csr`] (signing a PKCS#10 request under its signer's rules) and
+//! [`csr_object`] (CertificateSigningRequest objects).
 
 pub mod authority;
 pub mod catalogue;
-pub mod certfile;
+pub(crate) mod certfile;
 pub mod config;
 pub mod csr;
 pub mod csr_object;
@@ -21,9 +33,9 @@ pub mod keystore;
 pub(crate) mod kubeadm_yaml;
 pub mod kubeconfig;
 pub mod onboard;
-pub mod pair;
+pub(crate) mod pair;
 pub mod renew;
-pub mod sans;
+pub(crate) mod sans;
 pub mod signers;
 pub mod store;
 mod strict;

@@ -89,7 +89,7 @@ pub fn user_kubeconfig(
     client_kubeconfig(spec, &ca, &profile, validity)
 }
 
-/// The kubeconfig of a component in [`COMPONENTS`].
+/// The kubeconfig of a component kpki knows (`kube-proxy`).
 pub fn component_kubeconfig(
     spec: &ClusterSpec,
     keys: &KeyStore,

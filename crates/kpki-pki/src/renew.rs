@@ -1,6 +1,6 @@
 //! `certs renew <name>|all`: kubeadm's renewal (keep CN, O, DNS and IP SANs and EKUs; new key
 //! of the configured algorithm; validity from this run's start), signed by each CA on its
-//! configured backend — token-held CAs included. Pairs are replaced through [`crate::pair`];
+//! configured backend — token-held CAs included. Pairs are replaced through `crate::pair`;
 //! kubeconfigs get new embedded client credentials and, as kubeadm does, the current
 //! cluster's `certificate-authority-data` from the `ca.crt` on disk; everything else is kept.
 

@@ -6,7 +6,7 @@
 //! `spec.usages` and `spec.signerName`, and the `CertificateSubjectRestriction` admission
 //! plugin (`O=system:masters` on `kubernetes.io/kube-apiserver-client`). Each signer carries
 //! its default usages, the usages it allows, and its subject and SAN rules;
-//! [`KubeSigner::validate`] is the one check that `kpki sign`, the daemon's APIs and the
+//! `KubeSigner::validate` is the one check that `kpki sign`, the daemon's APIs and the
 //! Certificates API controller run. The usage words kpki can carry into a certificate, and
 //! the extension each becomes, are here too (`purpose`).
 
