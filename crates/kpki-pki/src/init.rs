@@ -650,3 +650,267 @@ pub fn counts(report: &InitReport) -> HashMap<&'static str, usize> {
     }
     m
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use kpki_signer::KeyAlgorithm;
+
+    use super::*;
+    use crate::config::{ClusterSettings, EtcdMode, Settings, resolve};
+
+    /// What a row does to a complete PKI before planning (paths under the node's directory:
+    /// certificates in `pki/`, kubeconfigs beside it).
+    #[derive(Debug, Clone, Copy)]
+    enum Op {
+        /// Remove every file: nothing is on disk.
+        Clear,
+        /// Remove a file.
+        Remove(&'static str),
+        /// Replace a file's contents with another file's.
+        Put {
+            from: &'static str,
+            to: &'static str,
+        },
+        /// Replace a file's contents with text that is no PEM.
+        Garble(&'static str),
+    }
+    use Op::{Clear, Garble, Put, Remove};
+
+    /// One row: what is done, external etcd, then either what the plan changes (every CA,
+    /// leaf, kubeconfig and `sa` entry not kept as it is, `name=what`) with the new keys'
+    /// targets in order, or the error's kind and a fragment of its line.
+    type Row = (
+        &'static [Op],
+        bool,
+        Result<(&'static [&'static str], &'static [&'static str]), (&'static str, &'static str)>,
+    );
+
+    const ALL_NEW: &[&str] = &[
+        "ca=new",
+        "front-proxy-ca=new",
+        "etcd-ca=new",
+        "apiserver=issue",
+        "apiserver-kubelet-client=issue",
+        "front-proxy-client=issue",
+        "etcd-server=issue",
+        "etcd-peer=issue",
+        "etcd-healthcheck-client=issue",
+        "apiserver-etcd-client=issue",
+        "admin.conf=make",
+        "super-admin.conf=make",
+        "controller-manager.conf=make",
+        "scheduler.conf=make",
+        "kubelet.conf=make",
+        "sa=new",
+    ];
+    const ALL_TARGETS: &[&str] = &[
+        "pki/ca.key",
+        "pki/front-proxy-ca.key",
+        "pki/etcd/ca.key",
+        "pki/sa.key",
+        "pki/apiserver.key",
+        "pki/apiserver-kubelet-client.key",
+        "pki/front-proxy-client.key",
+        "pki/etcd/server.key",
+        "pki/etcd/peer.key",
+        "pki/etcd/healthcheck-client.key",
+        "pki/apiserver-etcd-client.key",
+        "admin.conf",
+        "super-admin.conf",
+        "controller-manager.conf",
+        "scheduler.conf",
+        "kubelet.conf",
+    ];
+
+    #[rustfmt::skip]
+    const ROWS: &[Row] = &[
+        (&[], false, Ok((&[], &[]))),
+        (&[Clear], false, Ok((ALL_NEW, ALL_TARGETS))),
+        // External etcd: no etcd CA, no etcd leaves, whatever is on disk.
+        (&[Clear], true, Ok((
+            &["ca=new", "front-proxy-ca=new", "apiserver=issue", "apiserver-kubelet-client=issue",
+              "front-proxy-client=issue", "admin.conf=make", "super-admin.conf=make",
+              "controller-manager.conf=make", "scheduler.conf=make", "kubelet.conf=make", "sa=new"],
+            &["pki/ca.key", "pki/front-proxy-ca.key", "pki/sa.key", "pki/apiserver.key",
+              "pki/apiserver-kubelet-client.key", "pki/front-proxy-client.key", "admin.conf",
+              "super-admin.conf", "controller-manager.conf", "scheduler.conf", "kubelet.conf"],
+        ))),
+        (&[], true, Ok((&[], &[]))),
+        // A leaf whose certificate is gone is issued again for the key on disk.
+        (&[Remove("pki/apiserver.crt")], false, Ok((&["apiserver=reuse"], &[]))),
+        (&[Remove("pki/etcd/peer.crt")], false, Ok((&["etcd-peer=reuse"], &[]))),
+        (&[Remove("pki/apiserver.crt"), Remove("pki/apiserver.key")], false,
+            Ok((&["apiserver=issue"], &["pki/apiserver.key"]))),
+        (&[Remove("pki/etcd/server.crt"), Remove("pki/etcd/server.key")], true, Ok((&[], &[]))),
+        (&[Remove("admin.conf")], false, Ok((&["admin.conf=make"], &["admin.conf"]))),
+        (&[Remove("kubelet.conf"), Remove("scheduler.conf")], false,
+            Ok((&["scheduler.conf=make", "kubelet.conf=make"], &["scheduler.conf", "kubelet.conf"]))),
+        (&[Remove("pki/sa.key"), Remove("pki/sa.pub")], false, Ok((&["sa=new"], &["pki/sa.key"]))),
+        // A CA with its key but no certificate self-signs that key; without either, a new CA.
+        (&[Remove("pki/front-proxy-ca.crt"), Remove("pki/front-proxy-client.crt"),
+           Remove("pki/front-proxy-client.key")], false,
+            Ok((&["front-proxy-ca=key", "front-proxy-client=issue"], &["pki/front-proxy-client.key"]))),
+        (&[Remove("pki/front-proxy-ca.crt"), Remove("pki/front-proxy-ca.key"),
+           Remove("pki/front-proxy-client.crt"), Remove("pki/front-proxy-client.key")], false,
+            Ok((&["front-proxy-ca=new", "front-proxy-client=issue"],
+                &["pki/front-proxy-ca.key", "pki/front-proxy-client.key"]))),
+        // An external CA: its certificate without its key; leaves signed by it are kept.
+        (&[Remove("pki/ca.key")], false, Ok((&["ca=external"], &[]))),
+        (&[Remove("pki/etcd/ca.key")], false, Ok((&["etcd-ca=external"], &[]))),
+        // A CA file may hold more certificates: the one matching the key signs.
+        (&[Put { from: "pki/ca.crt+pki/front-proxy-ca.crt", to: "pki/ca.crt" }], false, Ok((&[], &[]))),
+        (&[Put { from: "pki/front-proxy-ca.crt+pki/ca.crt", to: "pki/ca.crt" }], false, Ok((&[], &[]))),
+        // What init refuses, before writing anything.
+        (&[Remove("pki/apiserver.key")], false,
+            Err(("missing", "apiserver.crt: certificate exists but its key"))),
+        (&[Put { from: "pki/apiserver-kubelet-client.key", to: "pki/apiserver.key" }], false,
+            Err(("mismatch", "apiserver.crt: certificate does not match key"))),
+        (&[Put { from: "pki/front-proxy-client.crt", to: "pki/apiserver.crt" },
+           Put { from: "pki/front-proxy-client.key", to: "pki/apiserver.key" }], false,
+            Err(("mismatch", "apiserver.crt: "))),
+        (&[Put { from: "pki/front-proxy-ca.crt", to: "pki/ca.crt" }], false,
+            Err(("mismatch", "ca.crt: CA certificate does not match its key"))),
+        (&[Put { from: "pki/apiserver.crt", to: "pki/ca.crt" }, Remove("pki/ca.key")], false,
+            Err(("mismatch", "ca.crt: not a CA certificate"))),
+        (&[Garble("pki/ca.crt")], false, Err(("malformed", "ca.crt: not a PEM certificate"))),
+        (&[Garble("pki/apiserver.crt")], false, Err(("malformed", "apiserver.crt: not a PEM certificate"))),
+        (&[Remove("pki/ca.crt")], false, Err(("missing", "exists but its CA ca.crt does not"))),
+        (&[Garble("admin.conf")], false, Err(("malformed", "admin.conf: not a kubeconfig"))),
+        (&[Put { from: "pki/front-proxy-ca.crt", to: "pki/ca.crt" }, Remove("pki/ca.key")], false,
+            Err(("mismatch", "apiserver.crt: "))),
+    ];
+
+    fn spec(dir: &Path, external_etcd: bool) -> ClusterSpec {
+        let settings = Settings {
+            cert_dir: Some(dir.join("pki")),
+            kubeconfig_dir: Some(dir.to_path_buf()),
+            cluster: ClusterSettings {
+                node_name: Some("cp1".into()),
+                advertise_address: Some("10.0.0.10".into()),
+                encryption_algorithm: Some(KeyAlgorithm::EcdsaP256),
+                etcd: external_etcd.then_some(EtcdMode::External),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        resolve(&settings).expect("the test node resolves")
+    }
+
+    fn copy_tree(from: &Path, to: &Path) {
+        fs::create_dir_all(to).expect("mkdir");
+        for entry in fs::read_dir(from).expect("read_dir") {
+            let entry = entry.expect("entry");
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("type").is_dir() {
+                copy_tree(&entry.path(), &target);
+            } else {
+                fs::copy(entry.path(), &target).expect("copy");
+            }
+        }
+    }
+
+    fn apply(dir: &Path, op: Op) {
+        match op {
+            Clear => {
+                fs::remove_dir_all(dir).expect("clear");
+                fs::create_dir_all(dir).expect("mkdir");
+            }
+            Remove(p) => fs::remove_file(dir.join(p)).expect(p),
+            Put { from, to } => {
+                let bytes: Vec<u8> = from
+                    .split('+')
+                    .flat_map(|f| fs::read(dir.join(f)).expect(f))
+                    .collect();
+                fs::write(dir.join(to), bytes).expect(to);
+            }
+            Garble(p) => fs::write(dir.join(p), "not PEM\n").expect(p),
+        }
+    }
+
+    fn kind(e: &PkiError) -> &'static str {
+        match e {
+            PkiError::Missing(_) => "missing",
+            PkiError::Mismatch(_) => "mismatch",
+            PkiError::Malformed(_) => "malformed",
+            PkiError::Refused(_) => "refused",
+            PkiError::Request(_) => "request",
+            PkiError::Internal(_) => "internal",
+            PkiError::Key(_) => "key",
+            PkiError::Config(_) => "config",
+            PkiError::Io { .. } => "io",
+        }
+    }
+
+    /// Every entry the plan does not keep as it is, then the new keys' targets relative to
+    /// `dir`.
+    fn summary(spec: &ClusterSpec, dir: &Path, plan: &Plan) -> (Vec<String>, Vec<String>) {
+        let mut changes = Vec::new();
+        for ca in &plan.cas {
+            match (&ca.cert, &ca.key) {
+                (Some(_), Some(_)) => {}
+                (Some(_), None) => changes.push(format!("{}=external", ca.spec.name)),
+                (None, Some(_)) => changes.push(format!("{}=key", ca.spec.name)),
+                (None, None) => changes.push(format!("{}=new", ca.spec.name)),
+            }
+        }
+        for (leaf, p) in &plan.leaves {
+            match p {
+                LeafPlan::Keep { .. } => {}
+                LeafPlan::Issue { key: Some(_) } => changes.push(format!("{}=reuse", leaf.name)),
+                LeafPlan::Issue { key: None } => changes.push(format!("{}=issue", leaf.name)),
+            }
+        }
+        for (kc, keep) in &plan.kubeconfigs {
+            if !keep {
+                changes.push(format!("{}=make", kc.file));
+            }
+        }
+        if plan.sa.is_none() {
+            changes.push("sa=new".into());
+        }
+        let (_, targets) = plan.key_targets(spec);
+        let targets = targets
+            .iter()
+            .map(|t| {
+                let path = t.as_file().expect("software targets in this table");
+                path.strip_prefix(dir)
+                    .expect("under the node")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        (changes, targets)
+    }
+
+    #[test]
+    fn plan_table() {
+        let complete = tempfile::tempdir().expect("tempdir");
+        let keys = KeyStore::default();
+        run(&spec(complete.path(), false), &keys, &mut |_| {}).expect("a complete PKI");
+        for (i, (ops, external, want)) in ROWS.iter().enumerate() {
+            let node = tempfile::tempdir().expect("tempdir");
+            copy_tree(complete.path(), node.path());
+            for op in *ops {
+                apply(node.path(), *op);
+            }
+            let spec = spec(node.path(), *external);
+            let got = plan(&spec, &keys).map(|p| summary(&spec, node.path(), &p));
+            match (want, got) {
+                (Ok((changes, targets)), Ok((got_changes, got_targets))) => {
+                    assert_eq!(got_changes, *changes, "row {i}: {ops:?}");
+                    assert_eq!(got_targets, *targets, "row {i}: {ops:?}");
+                }
+                (Err((want_kind, fragment)), Err(e)) => {
+                    assert_eq!(kind(&e), *want_kind, "row {i}: {ops:?}: {e}");
+                    assert!(
+                        e.to_string().contains(fragment),
+                        "row {i}: {ops:?}: {e} lacks {fragment:?}"
+                    );
+                }
+                (want, got) => panic!("row {i}: {ops:?}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
+}
