@@ -161,6 +161,39 @@ pub struct Examined {
     pub spki_der: Vec<u8>,
 }
 
+#[cfg(any(test, feature = "testing"))]
+impl Examined {
+    /// A request as examined, for the tables of rules (here and in the daemon's policy): CN,
+    /// O values, SANs written as [`Examined::san_strings`] writes them, key name. Panics on a
+    /// SAN it cannot read: the tables are code.
+    #[allow(clippy::panic, clippy::expect_used)]
+    pub fn sample(cn: &str, orgs: &[&str], sans: &[&str], key: &str) -> Examined {
+        let orgs: Vec<String> = orgs.iter().map(|s| s.to_string()).collect();
+        let mut e = Examined {
+            subject: Subject::groups_then_name(&orgs, cn),
+            orgs,
+            cn: cn.to_string(),
+            dns: vec![],
+            ips: vec![],
+            emails: vec![],
+            uris: vec![],
+            key: key.to_string(),
+            usages: vec![],
+            spki_der: vec![],
+        };
+        for san in sans {
+            match san.split_once(':') {
+                Some(("DNS", v)) => e.dns.push(v.into()),
+                Some(("IP", v)) => e.ips.push(v.parse().expect("an IP address in the table")),
+                Some(("email", v)) => e.emails.push(v.into()),
+                Some(("URI", v)) => e.uris.push(v.into()),
+                _ => panic!("bad SAN in table: {san}"),
+            }
+        }
+        e
+    }
+}
+
 impl Examined {
     /// SANs as `DNS:…`, `IP:…`, `email:…`, `URI:…`.
     pub fn san_strings(&self) -> Vec<String> {

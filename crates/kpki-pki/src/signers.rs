@@ -417,10 +417,7 @@ impl KubeSigner {
 
 #[cfg(test)]
 mod tests {
-    use std::net::IpAddr;
-
     use super::*;
-    use crate::subject::Subject;
     use Refusal::{SignerRule as Rule, SystemMasters as Masters, Usage};
 
     const KAC: &str = KUBE_APISERVER_CLIENT;
@@ -458,32 +455,6 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
-    fn examined(cn: &str, orgs: &[&str], sans: &[&str], key: &str) -> Examined {
-        let orgs = strings(orgs);
-        let mut e = Examined {
-            subject: Subject::groups_then_name(&orgs, cn),
-            orgs,
-            cn: cn.to_string(),
-            dns: vec![],
-            ips: vec![],
-            emails: vec![],
-            uris: vec![],
-            key: key.to_string(),
-            usages: vec![],
-            spki_der: vec![],
-        };
-        for san in sans {
-            match san.split_once(':') {
-                Some(("DNS", v)) => e.dns.push(v.into()),
-                Some(("IP", v)) => e.ips.push(v.parse::<IpAddr>().unwrap()),
-                Some(("email", v)) => e.emails.push(v.into()),
-                Some(("URI", v)) => e.uris.push(v.into()),
-                _ => panic!("bad SAN in table: {san}"),
-            }
-        }
-        e
-    }
-
     fn run(row: &Row) -> Result<Vec<String>, CsrError> {
         let (signer, configured, cn, orgs, sans, key, usages, masters, _) = *row;
         let request = SignRequest {
@@ -495,7 +466,7 @@ mod tests {
         };
         KubeSigner::for_name(signer)
             .with_usages(&strings(configured))
-            .validate(&request, &examined(cn, orgs, sans, key))
+            .validate(&request, &Examined::sample(cn, orgs, sans, key))
     }
 
     fn check(rows: &[Row]) -> usize {

@@ -439,31 +439,6 @@ cn = "fallback"
         Policy::compile(&config.policy).expect("the table's rules compile")
     }
 
-    fn examined(cn: &str, orgs: &[&str], sans: &[&str], key: &str) -> Examined {
-        let mut e = Examined {
-            subject: kpki_pki::subject::Subject::default(),
-            orgs: orgs.iter().map(|s| s.to_string()).collect(),
-            cn: cn.to_string(),
-            dns: vec![],
-            ips: vec![],
-            emails: vec![],
-            uris: vec![],
-            key: key.to_string(),
-            usages: vec![],
-            spki_der: vec![],
-        };
-        for san in sans {
-            match san.split_once(':') {
-                Some(("DNS", v)) => e.dns.push(v.into()),
-                Some(("IP", v)) => e.ips.push(v.parse().expect("an IP in the table")),
-                Some(("email", v)) => e.emails.push(v.into()),
-                Some(("URI", v)) => e.uris.push(v.into()),
-                _ => panic!("bad SAN in table: {san}"),
-            }
-        }
-        e
-    }
-
     #[test]
     fn decisions_table() {
         let policy = policy();
@@ -476,7 +451,7 @@ cn = "fallback"
             let got = policy.decide(
                 &caller,
                 signer,
-                &examined(cn, orgs, sans, key),
+                &Examined::sample(cn, orgs, sans, key),
                 validity.map(Duration::from_secs),
             );
             match (want, got) {
@@ -502,7 +477,7 @@ cn = "fallback"
             orgs: vec!["system:nodes".into()],
         };
         let grant = policy
-            .decide(&caller, KS, &examined(N1, NODES, NONE, P256), None)
+            .decide(&caller, KS, &Examined::sample(N1, NODES, NONE, P256), None)
             .expect("allowed");
         assert_eq!(grant.max_validity, Duration::from_secs(30 * 86400));
     }
