@@ -371,22 +371,9 @@ impl Token {
     pub(crate) fn lease_inner(&self) -> std::result::Result<Lease<'_>, Fail> {
         let mut st = self.lock();
         loop {
-            if st
-                .connection
-                .as_ref()
-                .is_some_and(|c| !c.module.is_current())
-            {
-                self.forget_stale(&mut st);
-            }
-            if st.connection.is_none() {
-                self.connect(&mut st)?;
-            }
+            let in_flight = self.enter_current(&mut st)?;
             let state: &mut State = &mut st;
             let Some(conn) = state.connection.as_ref() else {
-                continue;
-            };
-            let Some(in_flight) = conn.module.enter() else {
-                self.forget_stale(state);
                 continue;
             };
             let mechanisms = Arc::clone(&conn.mechanisms);
@@ -649,21 +636,8 @@ impl Token {
         let (view, in_flight) = {
             let mut st = self.lock();
             loop {
-                if st
-                    .connection
-                    .as_ref()
-                    .is_some_and(|c| !c.module.is_current())
-                {
-                    self.forget_stale(&mut st);
-                }
-                if st.connection.is_none() {
-                    self.connect(&mut st)?;
-                }
+                let in_flight = self.enter_current(&mut st)?;
                 let Some(conn) = st.connection.as_ref() else {
-                    continue;
-                };
-                let Some(in_flight) = conn.module.enter() else {
-                    self.forget_stale(&mut st);
                     continue;
                 };
                 let view = TokenView {
@@ -710,6 +684,31 @@ impl Token {
 
     /// Drops a connection whose module was re-initialised by someone else: its sessions
     /// and handles are gone (not closed: their numbers may belong to new sessions now).
+    /// Connects `st` to the current initialisation of the module (dropping a connection
+    /// from an earlier one, reconnecting as needed) and enters it: the guard keeps the module
+    /// from being re-initialised while it is held.
+    fn enter_current(&self, st: &mut State) -> std::result::Result<InFlight, Fail> {
+        loop {
+            if st
+                .connection
+                .as_ref()
+                .is_some_and(|c| !c.module.is_current())
+            {
+                self.forget_stale(st);
+            }
+            if st.connection.is_none() {
+                self.connect(st)?;
+            }
+            let Some(conn) = st.connection.as_ref() else {
+                continue;
+            };
+            match conn.module.enter() {
+                Some(in_flight) => return Ok(in_flight),
+                None => self.forget_stale(st),
+            }
+        }
+    }
+
     fn forget_stale(&self, st: &mut State) {
         st.idle.clear();
         if st.connection.take().is_some() {
