@@ -377,7 +377,27 @@ impl Token {
                 continue;
             };
             let mechanisms = Arc::clone(&conn.mechanisms);
-            if let Some(session) = state.idle.pop() {
+            // An idle session, else a new one while the pool has room, else wait.
+            let session = match state.idle.pop() {
+                Some(session) => Some(session),
+                None if state.in_use < self.pool_size => {
+                    match conn.module.ctx.open_ro_session_no_drop(conn.slot) {
+                        Ok(session) => Some(session),
+                        Err(err) => {
+                            drop(in_flight);
+                            if class(&err) == Class::Lost {
+                                self.disconnect(state);
+                            }
+                            return Err(Fail::Ck {
+                                op: "C_OpenSession",
+                                err,
+                            });
+                        }
+                    }
+                }
+                None => None,
+            };
+            if let Some(session) = session {
                 state.in_use += 1;
                 state.peak_in_use = state.peak_in_use.max(state.in_use);
                 return Ok(Lease {
@@ -387,31 +407,6 @@ impl Token {
                     mechanisms,
                     in_flight: Some(in_flight),
                 });
-            }
-            if state.in_use < self.pool_size {
-                match conn.module.ctx.open_ro_session_no_drop(conn.slot) {
-                    Ok(session) => {
-                        state.in_use += 1;
-                        state.peak_in_use = state.peak_in_use.max(state.in_use);
-                        return Ok(Lease {
-                            token: self,
-                            session: Some(session),
-                            generation: state.generation,
-                            mechanisms,
-                            in_flight: Some(in_flight),
-                        });
-                    }
-                    Err(err) => {
-                        drop(in_flight);
-                        if class(&err) == Class::Lost {
-                            self.disconnect(state);
-                        }
-                        return Err(Fail::Ck {
-                            op: "C_OpenSession",
-                            err,
-                        });
-                    }
-                }
             }
             drop(in_flight);
             st = self.returned.wait(st).unwrap_or_else(|p| p.into_inner());
