@@ -861,4 +861,65 @@ mod tests {
         assert_eq!(spec.control_plane_url(), "https://10.0.0.10:6443");
         assert!(spec.local_etcd());
     }
+
+    /// One row: lines of `[cluster]` and of `[keys]` in a kpki.toml, then what the node
+    /// resolves to (algorithm, etcd, leaf validity in hours, signing duration in hours, the
+    /// cluster CA's key) or a fragment of the error.
+    #[rustfmt::skip]
+    const TYPED: &[(&str, &str, Result<&str, &str>)] = &[
+        ("", "", Ok("RSA-2048 local 8760h 8760h file:/pki/ca.key")),
+        ("encryption_algorithm = \"ECDSA-P384\"", "", Ok("ECDSA-P384 local 8760h 8760h file:/pki/ca.key")),
+        ("encryption_algorithm = \"\"", "", Ok("RSA-2048 local 8760h 8760h file:/pki/ca.key")),
+        ("encryption_algorithm = \"DSA-1024\"", "", Err("unknown encryptionAlgorithm \"DSA-1024\": expected RSA-2048")),
+        ("encryption_algorithm = \"ecdsa-p256\"", "", Err("unknown encryptionAlgorithm \"ecdsa-p256\"")),
+        ("etcd = \"external\"", "", Ok("RSA-2048 external 8760h 8760h file:/pki/ca.key")),
+        ("etcd = \"local\"", "", Ok("RSA-2048 local 8760h 8760h file:/pki/ca.key")),
+        ("etcd = \"remote\"", "", Err("etcd \"remote\": expected \"local\" or \"external\" for key `cluster.etcd`")),
+        ("certificate_validity = \"30d\"", "", Ok("RSA-2048 local 720h 8760h file:/pki/ca.key")),
+        ("certificate_validity = \"2160.5h\"", "", Ok("RSA-2048 local 2160h 8760h file:/pki/ca.key")),
+        ("certificate_validity = \"1y\"", "", Err("invalid duration \"1y\": unknown unit")),
+        ("certificate_validity = \"0s\"", "", Err("certificateValidityPeriod: must be positive")),
+        ("certificate_validity = \"-1h\"", "", Err("invalid duration \"-1h\": negative")),
+        ("signing_duration = \"1d12h\"", "", Ok("RSA-2048 local 8760h 36h file:/pki/ca.key")),
+        ("signing_duration = \"0\"", "", Err("cluster.signing_duration: must be positive")),
+        ("", "ca = \"pkcs11:token=k8s;object=ca\"", Ok("RSA-2048 local 8760h 8760h pkcs11:token=k8s;object=ca")),
+        ("", "ca = \"file:/hsm/ca.key\"", Ok("RSA-2048 local 8760h 8760h file:/hsm/ca.key")),
+        ("", "ca = \"bogus:x\"", Err("invalid key URI \"bogus:x\"")),
+        ("", "ca = \"pkcs11:object=ca\"", Err("no token, serial or slot-id attribute")),
+        ("", "front-proxy-ca = \"file:/x.key\"", Ok("RSA-2048 local 8760h 8760h file:/pki/ca.key")),
+        ("", "etcd_ca = \"file:\"", Err("for key `keys.etcd_ca`")),
+    ];
+
+    #[test]
+    fn settings_are_read_into_their_types() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("kpki.toml");
+        for (cluster, keys, want) in TYPED {
+            let text = format!(
+                "cert_dir = \"/pki\"\n[cluster]\nnode_name = \"cp1\"\nadvertise_address = \"10.0.0.10\"\n{cluster}\n[keys]\n{keys}\n"
+            );
+            std::fs::write(&file, &text).expect("write");
+            let got = read_settings(Some(&file), &Settings::default())
+                .and_then(|s| resolve(&s))
+                .map(|spec| {
+                    format!(
+                        "{} {} {}h {}h {}",
+                        spec.algorithm,
+                        if spec.local_etcd() {
+                            "local"
+                        } else {
+                            "external"
+                        },
+                        spec.cert_validity.as_secs() / 3600,
+                        spec.signing_duration.as_secs() / 3600,
+                        spec.ca_key(CaId::Ca)
+                    )
+                });
+            match (want, got) {
+                (Ok(want), Ok(got)) => assert_eq!(got, *want, "{text}"),
+                (Err(fragment), Err(e)) => assert!(e.0.contains(fragment), "{text}: {}", e.0),
+                (want, got) => panic!("{text}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
 }

@@ -334,4 +334,62 @@ path = "/var/log/kpki/audit.jsonl"
         assert!(e.contains("unknown field `fsink`"), "{e}");
         assert!(!e.contains('\n'));
     }
+
+    /// One row: what replaces the `[cas.ca]` key and adds to `[limits]`, then the CA's key
+    /// URI and the request timeout (ms) read, or a fragment of the error.
+    type Row = (
+        &'static str,
+        &'static str,
+        Result<(&'static str, u64), &'static str>,
+    );
+
+    #[rustfmt::skip]
+    const TYPED: &[Row] = &[
+        ("file:/etc/kubernetes/pki/ca.key", "", Ok(("file:/etc/kubernetes/pki/ca.key", 30_000))),
+        ("pkcs11:token=k8s;object=ca", "request_timeout = \"1.5s\"", Ok(("pkcs11:token=k8s;object=ca", 1_500))),
+        ("file:/k", "request_timeout = \"1d\"", Ok(("file:/k", 86_400_000))),
+        ("file:/k", "request_timeout = \"250ms\"", Ok(("file:/k", 250))),
+        ("file:/k", "request_timeout = \"30\"", Err("invalid duration \"30\": missing unit")),
+        ("file:/k", "request_timeout = 30", Err("invalid type")),
+        ("bogus:x", "", Err("invalid key URI \"bogus:x\"")),
+        ("pkcs11:object=ca", "", Err("no token, serial or slot-id attribute")),
+        ("file:relative.key", "", Err("invalid key URI")),
+    ];
+
+    #[test]
+    fn values_are_read_into_their_types() {
+        for (key, limits, want) in TYPED {
+            let text = MINIMAL
+                .replace("file:/etc/kubernetes/pki/ca.key", key)
+                .replace("[audit]", &format!("[limits]\n{limits}\n\n[audit]"));
+            let got = ServeConfig::parse(&text).map(|c| {
+                let ca = &c.cas["ca"];
+                (
+                    ca.key.to_string(),
+                    c.limits.request_timeout.get().as_millis(),
+                )
+            });
+            match (want, got) {
+                (Ok((uri, ms)), Ok((got_uri, got_ms))) => {
+                    assert_eq!(
+                        (got_uri.as_str(), got_ms),
+                        (*uri, u128::from(*ms)),
+                        "{text}"
+                    )
+                }
+                (Err(fragment), Err(e)) => {
+                    assert!(e.0.contains(fragment), "{text}: {}", e.0);
+                    assert!(!e.0.contains('\n'), "one line: {}", e.0);
+                }
+                (want, got) => panic!("{text}: want {want:?}, got {got:?}"),
+            }
+        }
+        let c = ServeConfig::parse(MINIMAL).expect("minimal");
+        assert_eq!(
+            c.cas["ca"].max_validity.get(),
+            Duration::from_secs(8760 * 3600)
+        );
+        assert_eq!(c.signing.probe_interval.get(), Duration::from_millis(500));
+        assert_eq!(c.limits.shutdown_grace.get(), Duration::from_secs(30));
+    }
 }
