@@ -48,7 +48,7 @@ pub enum PkiError {
 
 impl PkiError {
     /// An I/O failure on `path`.
-    pub fn io(path: &Path, source: std::io::Error) -> PkiError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> PkiError {
         PkiError::Io {
             path: path.to_path_buf(),
             source,
