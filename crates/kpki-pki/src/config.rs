@@ -473,18 +473,28 @@ fn network(c: &ClusterSettings, k: &KubeadmFacts) -> Result<Network, ConfigError
             "networking.dnsDomain: invalid value {dns_domain:?}: must be a DNS-1123 subdomain"
         )));
     }
-    let cert_sans = c
-        .cert_sans
-        .clone()
-        .or(k.cert_sans.clone())
-        .unwrap_or_default();
-    check_cert_sans(&cert_sans, "apiServer.certSANs")?;
+    let cert_sans = san_list(&c.cert_sans, &k.cert_sans, "apiServer.certSANs")?;
     Ok(Network {
         control_plane_endpoint,
         service_vip,
         dns_domain,
         cert_sans,
     })
+}
+
+/// A SAN list: the setting, else the kubeadm document's, else none; checked as kubeadm
+/// checks `field`.
+fn san_list(
+    setting: &Option<Vec<String>>,
+    kubeadm: &Option<Vec<String>>,
+    field: &str,
+) -> Result<Vec<String>, ConfigError> {
+    let sans = setting
+        .clone()
+        .or_else(|| kubeadm.clone())
+        .unwrap_or_default();
+    check_cert_sans(&sans, field)?;
+    Ok(sans)
 }
 
 /// A validity period: `value`, or `default_hours`; zero is refused.
@@ -504,18 +514,16 @@ fn etcd(c: &ClusterSettings, k: &KubeadmFacts) -> Result<Etcd, ConfigError> {
     if c.etcd.or(k.etcd) == Some(EtcdMode::External) {
         return Ok(Etcd::External);
     }
-    let server_sans = c
-        .etcd_server_sans
-        .clone()
-        .or(k.etcd_server_sans.clone())
-        .unwrap_or_default();
-    let peer_sans = c
-        .etcd_peer_sans
-        .clone()
-        .or(k.etcd_peer_sans.clone())
-        .unwrap_or_default();
-    check_cert_sans(&server_sans, "etcd.local.serverCertSANs")?;
-    check_cert_sans(&peer_sans, "etcd.local.peerCertSANs")?;
+    let server_sans = san_list(
+        &c.etcd_server_sans,
+        &k.etcd_server_sans,
+        "etcd.local.serverCertSANs",
+    )?;
+    let peer_sans = san_list(
+        &c.etcd_peer_sans,
+        &k.etcd_peer_sans,
+        "etcd.local.peerCertSANs",
+    )?;
     Ok(Etcd::Local {
         server_sans,
         peer_sans,
