@@ -18,7 +18,7 @@ pub mod serve;
 pub mod tls_server;
 pub mod token_matrix;
 
-/// The `kpki` binary of this build (target/<profile>/kpki).
+/// The `kpki` binary of this build (`target/<profile>/kpki`).
 pub fn kpki_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let mut dir = exe.parent().expect("exe dir").to_path_buf();

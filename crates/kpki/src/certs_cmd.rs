@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use kpki_pki::GoDuration;
 use kpki_pki::expiration;
 use kpki_pki::keystore::KeyStore;
 use time::OffsetDateTime;
@@ -42,13 +43,9 @@ pub enum CertsCommand {
 const EXPIRING: u8 = 3;
 
 fn parse_window(text: &str) -> Result<std::time::Duration, String> {
-    match text.strip_suffix('d') {
-        Some(days) => days
-            .parse::<u64>()
-            .map(|d| std::time::Duration::from_secs(d * 86400))
-            .map_err(|_| format!("--warn-within {text:?}: expected e.g. 30d or 720h")),
-        None => kpki_pki::parse_go_duration(text).map_err(|e| format!("--warn-within: {e}")),
-    }
+    text.parse::<GoDuration>()
+        .map(GoDuration::get)
+        .map_err(|e| format!("--warn-within: {e}"))
 }
 
 /// Runs a `kpki certs` command; returns the process exit code.

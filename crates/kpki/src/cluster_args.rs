@@ -64,7 +64,12 @@ impl ClusterArgs {
         s.cluster.node_name = self.node_name.clone();
         s.cluster.advertise_address = self.advertise_address.clone();
         s.cluster.control_plane_endpoint = self.control_plane_endpoint.clone();
-        s.cluster.encryption_algorithm = self.encryption_algorithm.clone();
+        s.cluster.encryption_algorithm = self
+            .encryption_algorithm
+            .as_deref()
+            .map(config::parse_algorithm)
+            .transpose()
+            .map_err(|e| e.to_string())?;
         for entry in &self.keys {
             let (name, uri) = entry
                 .split_once('=')
@@ -80,7 +85,7 @@ impl ClusterArgs {
                     ));
                 }
             };
-            *slot = Some(uri.to_string());
+            *slot = Some(uri.parse().map_err(|e| format!("keys.{name}: {e}"))?);
         }
         Ok(s)
     }

@@ -97,7 +97,7 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
             path.display()
         ));
     }
-    store::create(path, bytes, mode)
+    store::create(path, bytes, mode).map_err(|e| e.to_string())
 }
 
 /// Runs a `kpki kubeconfig` command.
@@ -128,9 +128,10 @@ pub fn run_kubeconfig(cmd: KubeconfigCommand) -> Result<(), String> {
             };
             let spec = cluster.spec()?;
             let validity = match validity {
-                Some(v) => {
-                    kpki_pki::parse_go_duration(&v).map_err(|e| format!("--validity: {e}"))?
-                }
+                Some(v) => v
+                    .parse::<kpki_pki::GoDuration>()
+                    .map_err(|e| format!("--validity: {e}"))?
+                    .get(),
                 None => spec.cert_validity,
             };
             let manifest = rbac

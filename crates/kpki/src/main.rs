@@ -1,5 +1,14 @@
 //! The `kpki` command: a thin CLI over `kpki-pki`. Exit codes: 0 success, 1 refusal or
 //! error (one line on stderr), 2 usage error.
+//!
+//! Modules: `cluster_args` (the flags naming a node's PKI, resolved into a `ClusterSpec`),
+//! `init_cmd`, `certs_cmd`, `sign_cmd`, `kubeconfig_cmd` (users, components and nodes),
+//! `keys` (backend key management), `audit_cmd`, `serve_cmd` (the daemon) and `output`
+//! (text, JSON and YAML).
+
+// The doc comments of the clap types are the command's `--help` text, written for a
+// terminal: `<file>` and `host[:port]` there are placeholders, not HTML or links.
+#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 
 mod audit_cmd;
 mod certs_cmd;
