@@ -29,6 +29,16 @@ pub enum KeyUri {
     Pkcs11(Pkcs11Uri),
 }
 
+impl KeyUri {
+    /// The URI scheme (`file` or `pkcs11`): which backend handles the key.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            KeyUri::File(_) => "file",
+            KeyUri::Pkcs11(_) => "pkcs11",
+        }
+    }
+}
+
 /// Where a PKCS#11 PIN comes from.
 #[derive(Clone, PartialEq, Eq)]
 pub enum PinSource {

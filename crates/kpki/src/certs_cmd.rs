@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use kpki_pki::GoDuration;
 use kpki_pki::expiration;
-use kpki_pki::keystore::KeyStore;
 use time::OffsetDateTime;
 
 use crate::cluster_args::ClusterArgs;
@@ -58,8 +57,8 @@ pub fn run(cmd: CertsCommand, format: Format) -> Result<ExitCode, String> {
             let window = warn_within.as_deref().map(parse_window).transpose()?;
             let spec = cluster.spec()?;
             let now = OffsetDateTime::now_utc();
-            let report =
-                expiration::check(&spec, &KeyStore::default()).map_err(|e| e.to_string())?;
+            let report = expiration::check(&spec, &crate::backends::key_store())
+                .map_err(|e| e.to_string())?;
             print_data(format, &expiration::to_info(&report, now), || {
                 print!("{}", expiration::render_text(&report, now))
             })?;
@@ -97,8 +96,9 @@ pub fn run(cmd: CertsCommand, format: Format) -> Result<ExitCode, String> {
                     println!("{line}");
                 }
             };
-            let report = kpki_pki::renew::renew(&spec, &KeyStore::default(), &name, &mut progress)
-                .map_err(|e| e.to_string())?;
+            let report =
+                kpki_pki::renew::renew(&spec, &crate::backends::key_store(), &name, &mut progress)
+                    .map_err(|e| e.to_string())?;
             print_data(format, &report, || {
                 if name == "all" {
                     println!(

@@ -1,7 +1,6 @@
 //! `kpki keys`: create, list and show keys on any backend.
 
 use clap::Subcommand;
-use kpki_pki::keystore::KeyStore;
 use kpki_signer::{KeyAlgorithm, KeyInfo, KeyUri};
 
 use crate::output::{Format, print_data};
@@ -44,7 +43,7 @@ pub enum KeysCommand {
 
 /// Runs a `kpki keys` command.
 pub fn run(cmd: KeysCommand, format: Format) -> Result<(), String> {
-    let store = KeyStore::default();
+    let store = crate::backends::key_store();
     match cmd {
         KeysCommand::Create { uri, algorithm } => {
             let algorithm: KeyAlgorithm = algorithm.parse().map_err(|e| format!("{e}"))?;

@@ -5,7 +5,6 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use kpki_pki::keystore::KeyStore;
 use kpki_pki::{onboard, store};
 
 use crate::cluster_args::ClusterArgs;
@@ -141,7 +140,7 @@ pub fn run_kubeconfig(cmd: KubeconfigCommand) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             let kubeconfig = onboard::user_kubeconfig(
                 &spec,
-                &KeyStore::default(),
+                &crate::backends::key_store(),
                 &client_name,
                 &orgs,
                 validity,
@@ -159,8 +158,9 @@ pub fn run_kubeconfig(cmd: KubeconfigCommand) -> Result<(), String> {
         }
         KubeconfigCommand::Component { name, out, cluster } => {
             let spec = cluster.spec()?;
-            let kubeconfig = onboard::component_kubeconfig(&spec, &KeyStore::default(), &name)
-                .map_err(|e| e.to_string())?;
+            let kubeconfig =
+                onboard::component_kubeconfig(&spec, &crate::backends::key_store(), &name)
+                    .map_err(|e| e.to_string())?;
             let path = out.unwrap_or_else(|| spec.kubeconfig_dir.join(format!("{name}.conf")));
             write_new(&path, kubeconfig.as_bytes(), store::PRIVATE_MODE)?;
             println!("[kubeconfig] Wrote {:?}", path.display().to_string());
@@ -180,8 +180,14 @@ pub fn run_node(cmd: NodeCommand, format: Format) -> Result<(), String> {
         } => {
             let spec = cluster.spec()?;
             let dir = out_dir.unwrap_or_else(|| spec.kubeconfig_dir.join("nodes").join(&name));
-            let files = onboard::add_node(&spec, &KeyStore::default(), &name, &addresses, &dir)
-                .map_err(|e| e.to_string())?;
+            let files = onboard::add_node(
+                &spec,
+                &crate::backends::key_store(),
+                &name,
+                &addresses,
+                &dir,
+            )
+            .map_err(|e| e.to_string())?;
             print_data(format, &files, || {
                 println!(
                     "[node] Wrote {:?}, {:?} and {:?}",

@@ -11,6 +11,7 @@
 #![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 
 mod audit_cmd;
+mod backends;
 mod certs_cmd;
 mod cluster_args;
 mod init_cmd;
