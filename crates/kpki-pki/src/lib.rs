@@ -9,7 +9,7 @@
 //! configuration ([`config`], `kubeadm_yaml` with its strict decoding in `strict`, Go
 //! durations in `duration`), [`PkiError`] (`error`), [`store`] and `pair` (atomic writes
 //! with kubeadm's modes, crash-safe key/certificate replacement), `keygen` (many keys at
-//! once) and [`keystore`] (which backend a key URI goes to).
+//! once) and [`keystore`] (the key backends by URI scheme, registered by the program).
 //!
 //! Commands: [`init`] (plan, then write), [`renew`], [`expiration`] (`check-expiration`),
 //! [`gencsr`] (`generate-csr`), [`onboard`] (user, component and node credentials),
