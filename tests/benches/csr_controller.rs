@@ -232,6 +232,13 @@ fn main() {
     let kpki = run(&c, n, "k");
     let cpu = cpu_seconds(d.pid()) - cpu0;
     d.stop();
+    let log = std::fs::read_to_string(c.path("bench.log")).unwrap_or_default()
+        + &std::fs::read_to_string(c.path("bench.err")).unwrap_or_default();
+    let retried = log.matches("trying again").count();
+    eprintln!("  controller: {retried} reconciles retried");
+    for l in log.lines().filter(|l| l.contains("trying again")).take(3) {
+        eprintln!("    {l}");
+    }
     drop(c);
 
     eprintln!("kube-controller-manager csrsigning (RSA-2048 CA key file):");
