@@ -13,10 +13,12 @@
 //!
 //! Commands: [`init`] (plan, then write), [`renew`], [`expiration`] (`check-expiration`),
 //! [`gencsr`] (`generate-csr`), [`onboard`] (user, component and node credentials),
-//! [`inspect`], [`csr`] (signing a PKCS#10 request under its signer's rules) and
-//! [`csr_object`] (CertificateSigningRequest objects).
+//! [`inspect`], [`csr`] (signing a PKCS#10 request under its signer's rules),
+//! [`csr_object`] (CertificateSigningRequest objects), [`csr_stage`] (where such an object
+//! stands) and [`ca`] (`ca create`: a CA for any purpose on any backend).
 
 pub mod authority;
+pub mod ca;
 pub mod catalogue;
 pub(crate) mod certfile;
 pub mod config;

@@ -12,6 +12,7 @@
 
 mod audit_cmd;
 mod backends;
+mod ca_cmd;
 mod certs_cmd;
 mod cluster_args;
 mod init_cmd;
@@ -61,6 +62,9 @@ enum Command {
     /// Manage keys on their backends (files or PKCS#11 tokens).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Certificate authorities for any purpose, keys on any backend: create.
+    #[command(subcommand)]
+    Ca(ca_cmd::CaCommand),
     /// The signing daemon's audit log.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
             })
             .map(|()| ExitCode::SUCCESS),
         Command::Keys(cmd) => keys::run(cmd, cli.output).map(|()| ExitCode::SUCCESS),
+        Command::Ca(cmd) => ca_cmd::run(cmd, cli.output).map(|()| ExitCode::SUCCESS),
         Command::Audit(cmd) => audit_cmd::run(cmd, cli.output).map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => serve_cmd::run(args).map(|()| ExitCode::SUCCESS),
     };
