@@ -34,8 +34,14 @@ impl Tpm2 {
         self.dir.join("daemons.log")
     }
 
-    /// Starts swtpm on the token's ports and state directory.
+    /// Starts swtpm on the token's ports and state directory. With tpm2-abrmd stopped
+    /// (nothing knows the ports yet) ports taken meanwhile by another process are given up
+    /// for new ones, as on the first start.
     pub fn start_swtpm(&mut self) {
+        if self.abrmd.is_none() {
+            self.first_start_swtpm();
+            return;
+        }
         // After a stop the killed swtpm may hold its ports a moment longer: try again.
         let start = std::time::Instant::now();
         while !self.try_start_swtpm() {
