@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kpki_signer::{KeyAlgorithm, KeyUri, Signer};
 use kpki_signer::spki;
+use kpki_signer::{KeyAlgorithm, KeyUri, Signer};
 use time::OffsetDateTime;
 
 use crate::PkiError;
