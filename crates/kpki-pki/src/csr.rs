@@ -320,6 +320,7 @@ pub fn examine_for(signer: &KubeSigner, request: &SignRequest) -> Result<Examine
         )
     })?;
     let mut req = parse_request(&csr)?;
+    crate::names::check(&req.dns, &req.emails, &req.uris).map_err(malformed)?;
     req.key = key;
     req.usages = signer.validate(request, &req)?;
     Ok(req)

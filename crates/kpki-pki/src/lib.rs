@@ -3,7 +3,7 @@
 //! Concepts, each fact computed in one place: [`catalogue`] (kubeadm's CAs, leaves and
 //! kubeconfigs as tables, their paths, the local-etcd filter), `certfile` (one reader of
 //! certificate files, one parsed view, one bundle rule), [`authority`] (the only CA loader),
-//! [`kubeconfig`] (reading, rendering and the client certificate of kubeconfigs), `sans`
+//! `names` (what a requested SAN value must look like), [`kubeconfig`] (reading, rendering and the client certificate of kubeconfigs), `sans`
 //! (kubeadm's SAN rules), [`signers`] (one validator per Kubernetes signerName), [`subject`]
 //! (distinguished names), [`x509`] (profiles and issuance through any key backend), the
 //! configuration ([`config`], `kubeadm_yaml` with its strict decoding in `strict`, Go
@@ -35,6 +35,7 @@ mod keygen;
 pub mod keystore;
 pub(crate) mod kubeadm_yaml;
 pub mod kubeconfig;
+mod names;
 pub mod onboard;
 pub(crate) mod pair;
 pub mod renew;
