@@ -160,6 +160,7 @@ pub async fn serve(config_path: PathBuf, parts: Parts) -> Result<(), String> {
     {
         tracing::info!(%address, cas = app.state().cas.len(), "kpki serve listening");
     }
+    crate::notify::ready();
     loop {
         tokio::select! {
             accepted = accept(listener.as_ref()) => match accepted {
