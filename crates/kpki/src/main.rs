@@ -126,17 +126,22 @@ fn parse() -> Result<Cli, ExitCode> {
     }
 }
 
-/// clap's multi-line usage error as one line: its first line, and where to look.
+/// clap's multi-line usage error as one line: its first paragraph (the message and, for a
+/// missing argument, the arguments listed under it), and where to look.
 fn usage_line(rendered: &str) -> String {
-    let first = rendered
+    let paragraph: Vec<&str> = rendered
         .lines()
         .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("usage error");
-    format!(
-        "{} (see --help)",
-        first.strip_prefix("error: ").unwrap_or(first)
-    )
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let text = paragraph.join(" ");
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    if text.is_empty() {
+        "usage error (see --help)".into()
+    } else {
+        format!("{text} (see --help)")
+    }
 }
 
 /// Installs the stderr log subscriber: `KPKI_LOG` filters every command.
@@ -229,6 +234,10 @@ mod tests {
                 "unexpected argument '--bogus' found (see --help)",
             ),
             ("\n\nerror: x\n", "x (see --help)"),
+            (
+                "error: the following required arguments were not provided:\n  --address <ADDRESSES>\n\nUsage: kpki node add --address <ADDRESSES> <NAME>\n",
+                "the following required arguments were not provided: --address <ADDRESSES> (see --help)",
+            ),
             ("", "usage error (see --help)"),
         ];
         for (rendered, want) in cases {
