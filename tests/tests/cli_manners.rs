@@ -166,6 +166,21 @@ fn dash_reads_stdin_for_inspect_and_the_kubeadm_config() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out).1.lines().count(), 1, "{:?}", text(&out));
 
+    // An audit trail on stdin.
+    let audit = dir.path().join("audit.jsonl");
+    let log =
+        kpki_serve::audit::AuditLog::open(&audit, kpki_serve::audit::SyncMode::Flush).unwrap();
+    log.close().unwrap();
+    drop(log);
+    let out = with_stdin(&["audit", "verify", "-"], &std::fs::read(&audit).unwrap());
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("audit log -: 2 lines, 0 decisions")
+            && stdout.contains("closed cleanly"),
+        "{stdout}"
+    );
+
     // kubeadm YAML on stdin.
     let yaml = "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\napiServer:\n  certSANs:\n  - from-stdin.example.com\n";
     let other = dir.path().join("other");
