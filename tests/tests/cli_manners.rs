@@ -514,7 +514,7 @@ fn help_lists_every_command_with_what_it_does() {
     }
     for section in [
         "Exit status:",
-        "  3  certs check-expiration --warn-within",
+        "3    certs check-expiration --warn-within: certificates expiring or missing",
         "KPKI_LOG",
     ] {
         assert!(stdout.contains(section), "{section}: {stdout}");

@@ -28,18 +28,16 @@ const USAGE: u8 = 2;
 /// The exit codes and environment, shown under `kpki --help`.
 const AFTER_HELP: &str = "\
 Exit status:
-  0  success
-  1  the command failed or refused (one line on stderr: kpki: error: ...)
-  2  usage error: unknown command or flag, missing or conflicting arguments, a flag value
-     of the wrong form (one line on stderr)
-  3  certs check-expiration --warn-within: a certificate expires inside the window or is
-     missing
-  A closed stdout (kpki ... | head -1) ends kpki by SIGPIPE (status 141 in a shell).
+  0    success
+  1    the command failed or refused (one line on stderr: kpki: error: ...)
+  2    usage error: bad command, flag or flag value (one line on stderr)
+  3    certs check-expiration --warn-within: certificates expiring or missing
+  141  stdout closed early (kpki ... | head -1): ended by SIGPIPE, silently
 
 Environment:
-  KPKI_LOG     log filter for every command (stderr; default warn, serve: info), e.g. debug
+  KPKI_LOG     log filter of every command, on stderr (default warn)
   KPKI_CONFIG  kpki.toml of the commands that work on a node's PKI
-  KPKI__SECTION__FIELD  any kpki.toml field, e.g. KPKI__CLUSTER__NODE_NAME";
+  KPKI__<SECTION>__<FIELD>  any kpki.toml field, e.g. KPKI__CLUSTER__NODE_NAME";
 
 /// Kubernetes PKI with CA keys held in files or PKCS#11 tokens.
 #[derive(Parser, Debug)]

@@ -49,7 +49,7 @@ pub fn completion(args: CompletionArgs, mut cmd: clap::Command) -> Result<(), St
 
 /// Prints kpki(1), or writes every page into `args.dir` (each file replaced atomically).
 pub fn man(args: ManArgs, cmd: clap::Command) -> Result<(), String> {
-    let mut cmd = cmd;
+    let mut cmd = without_help_subcommands(cmd);
     cmd.build();
     let mut pages = Vec::new();
     collect_pages(&cmd, None, &mut pages)?;
@@ -68,6 +68,20 @@ pub fn man(args: ManArgs, cmd: clap::Command) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `cmd` without the generated `help` subcommands (`kpki help certs`), which have no page:
+/// every command's page documents `--help` instead.
+fn without_help_subcommands(cmd: clap::Command) -> clap::Command {
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    names
+        .into_iter()
+        .fold(cmd.disable_help_subcommand(true), |cmd, name| {
+            cmd.mut_subcommand(name, without_help_subcommands)
+        })
 }
 
 fn written(dir: &Path, count: usize) -> String {
@@ -109,7 +123,7 @@ mod tests {
     use clap::CommandFactory;
 
     fn pages() -> Vec<(String, Vec<u8>)> {
-        let mut cmd = crate::Cli::command();
+        let mut cmd = without_help_subcommands(crate::Cli::command());
         cmd.build();
         let mut pages = Vec::new();
         collect_pages(&cmd, None, &mut pages).unwrap();
@@ -146,6 +160,7 @@ mod tests {
             String::from_utf8(p.clone()).unwrap()
         };
         let top = page("kpki");
+        assert!(!top.contains("kpki\\-help"), "{top}");
         assert!(top.starts_with(".ie \\n(.g .ds Aq \\(aq"), "{top}");
         assert!(top.contains(".TH KPKI 1"), "{top}");
         assert!(
