@@ -2,7 +2,8 @@
 //! rendered by man-db; the systemd units checked by `systemd-analyze verify` with their
 //! command lines accepted by this build; `Type=notify` readiness sent only once the token
 //! signer's socket accepts connections; the LICENSE the manifests declare; the Dockerfile's
-//! user and tag matching the Kubernetes manifest.
+//! user and tag matching the Kubernetes manifest; the .deb of scripts/package-deb installed
+//! by dpkg.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -325,4 +326,82 @@ fn license_dockerfile_and_manifest_agree() {
     assert!(deployment.contains("command: [\"/usr/local/bin/kpki\"]"));
     // SoftHSM only on request.
     assert!(dockerfile.contains("ARG WITH_SOFTHSM=false"));
+}
+
+#[test]
+fn the_deb_installs_kpki_its_man_pages_completions_and_units() {
+    hsm::require_tool("cargo-deb");
+    hsm::require_tool("dpkg");
+    // The debug build this suite runs, packaged by the same script as a release.
+    assert!(kpki_bin().is_file());
+    let dir = tempfile::tempdir().unwrap();
+    let deb = dir.path().join("kpki.deb");
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/package-deb"))
+        .args(["--dev", "-o", deb.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "package-deb: {:?}", text(&out));
+
+    let info = Command::new("dpkg-deb")
+        .args(["-f", deb.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let fields = text(&info).0;
+    assert!(fields.contains("Package: kpki\n"), "{fields}");
+    assert!(
+        fields.contains(&format!("Version: {}-1\n", env!("CARGO_PKG_VERSION"))),
+        "{fields}"
+    );
+
+    // dpkg -i into a scratch root (its own database): no maintainer scripts run.
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("var/lib/dpkg/info")).unwrap();
+    std::fs::create_dir_all(root.join("var/lib/dpkg/updates")).unwrap();
+    std::fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
+    let out = Command::new("dpkg")
+        .arg(format!("--root={}", root.display()))
+        .args(["--force-depends", "-i", deb.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "dpkg -i: {:?}", text(&out));
+
+    let installed = root.join("usr/bin/kpki");
+    let out = Command::new(&installed).arg("--version").output().unwrap();
+    assert_eq!(
+        text(&out).0.trim(),
+        format!("kpki {}", env!("CARGO_PKG_VERSION"))
+    );
+    for unit in [
+        "kpki-serve.service",
+        "kpki-jwt.service",
+        "kpki-csr-controller.service",
+    ] {
+        let got = std::fs::read(root.join("usr/lib/systemd/system").join(unit)).unwrap();
+        assert_eq!(
+            got,
+            std::fs::read(repo().join("deploy/systemd").join(unit)).unwrap()
+        );
+    }
+    assert!(root.join("usr/lib/sysusers.d/kpki.conf").is_file());
+    for f in [
+        "usr/share/bash-completion/completions/kpki",
+        "usr/share/zsh/vendor-completions/_kpki",
+        "usr/share/fish/vendor_completions.d/kpki.fish",
+        "usr/share/doc/kpki/copyright",
+        "usr/share/doc/kpki/examples/serve.toml.example",
+    ] {
+        assert!(root.join(f).is_file(), "{f}");
+    }
+    hsm::require_tool("man");
+    let page = root.join("usr/share/man/man1/kpki-certs-renew.1.gz");
+    let out = Command::new("man")
+        .args(["-l", "-P", "cat", page.to_str().unwrap()])
+        .env("MANWIDTH", "100")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success() && stderr.is_empty(), "{stderr}");
+    assert!(stdout.contains("kpki-certs-renew"), "{stdout}");
+    assert!(root.join("usr/share/man/man1/kpki.1.gz").is_file());
 }
