@@ -326,6 +326,17 @@ fn license_dockerfile_and_manifest_agree() {
     assert!(deployment.contains("command: [\"/usr/local/bin/kpki\"]"));
     // SoftHSM only on request.
     assert!(dockerfile.contains("ARG WITH_SOFTHSM=false"));
+    // Every RUN instruction is valid shell once its continuation lines are joined.
+    let joined = dockerfile.replace("\\\n", " ");
+    let runs: Vec<&str> = joined
+        .lines()
+        .filter_map(|l| l.strip_prefix("RUN "))
+        .collect();
+    assert_eq!(runs.len(), 3, "{joined}");
+    for run in runs {
+        let out = Command::new("sh").args(["-n", "-c", run]).output().unwrap();
+        assert!(out.status.success(), "{run}: {:?}", text(&out));
+    }
 }
 
 #[test]
