@@ -108,7 +108,13 @@ fn parse() -> Result<Cli, ExitCode> {
     match Cli::try_parse() {
         Ok(cli) => Ok(cli),
         Err(e) if !e.use_stderr() => {
-            output::out!("{}", e.render());
+            // Through kpki's writer (a closed pipe ends by SIGPIPE); styled on a terminal.
+            let help = e.render();
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                output::out!("{}", help.ansi());
+            } else {
+                output::out!("{help}");
+            }
             output::flush_stdout();
             Err(ExitCode::SUCCESS)
         }
