@@ -42,7 +42,7 @@ Environment:
 /// Kubernetes PKI with CA keys held in files or PKCS#11 tokens.
 #[derive(Parser, Debug)]
 #[command(name = "kpki", version, about, long_about = None, after_help = AFTER_HELP)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
