@@ -1,5 +1,5 @@
 //! Approved → certificate latency of kpki's CSR controller for 1,000 CertificateSigningRequests
-//! approved at once (`kubectl certificate approve` from parallel processes), RSA-2048 cluster
+//! approved at once (through the `/approval` subresource, 32 in flight), RSA-2048 cluster
 //! CA on SoftHSM behind `p11-kit server`, real kube-apiserver; next to, in the same run,
 //! kube-controller-manager's own csrsigning controller with an RSA-2048 CA key file (what
 //! kubeadm clusters use when the key is on disk). Latency is measured from the moment a watch
@@ -9,13 +9,12 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::io::BufReader;
-use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kpki_e2e::cluster::{Cluster, Options, eventually};
-use kpki_e2e::{csr_api, openssl, openssl_csr, text};
+use kpki_e2e::{csr_api, openssl_csr};
 use serde_json::Value;
 
 #[derive(Default)]
@@ -24,38 +23,66 @@ struct Seen {
     signed: HashMap<String, Instant>,
 }
 
-/// Watches every CSR; records when each was first seen approved and first seen signed.
-fn watch(c: &Cluster) -> (Arc<Mutex<Seen>>, std::process::Child) {
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(c.path("super-admin.conf"))
-        .args(["get", "csr", "--watch", "-o", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kubectl watch");
+/// Watches every CSR (kube-rs watcher as `super-admin.conf`); records when each was first
+/// seen approved and first seen signed.
+fn watch(
+    c: &Cluster,
+) -> (
+    Arc<Mutex<Seen>>,
+    std::thread::JoinHandle<()>,
+    Arc<AtomicBool>,
+) {
+    use futures::StreamExt;
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+    use kube::runtime::watcher;
+
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let stdout = child.stdout.take().unwrap();
-    let s = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        for v in serde_json::Deserializer::from_reader(BufReader::new(stdout)).into_iter::<Value>()
-        {
-            let Ok(v) = v else { return };
-            let now = Instant::now();
-            let name = v["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let mut seen = s.lock().unwrap();
-            if csr_api::condition(&v, "Approved").is_some() {
-                seen.approved.entry(name.clone()).or_insert(now);
+    let stop = Arc::new(AtomicBool::new(false));
+    let kubeconfig = c.path("super-admin.conf");
+    let (s, halt) = (Arc::clone(&seen), Arc::clone(&stop));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+            let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .unwrap();
+            let client = kube::Client::try_from(config).unwrap();
+            let api: kube::Api<CertificateSigningRequest> = kube::Api::all(client);
+            let mut events = watcher(api, watcher::Config::default()).boxed();
+            let _ = ready_tx.send(());
+            while !halt.load(Ordering::Relaxed) {
+                let next = tokio::time::timeout(Duration::from_millis(200), events.next()).await;
+                let Ok(Some(Ok(event))) = next else { continue };
+                let now = Instant::now();
+                let objects = match event {
+                    watcher::Event::Apply(o) | watcher::Event::InitApply(o) => vec![o],
+                    _ => vec![],
+                };
+                let mut seen = s.lock().unwrap();
+                for o in objects {
+                    let name = o.metadata.name.clone().unwrap_or_default();
+                    let status = o.status.as_ref();
+                    let conditions = status.and_then(|s| s.conditions.as_ref());
+                    if conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Approved")) {
+                        seen.approved.entry(name.clone()).or_insert(now);
+                    }
+                    if status
+                        .and_then(|s| s.certificate.as_ref())
+                        .is_some_and(|c| !c.0.is_empty())
+                    {
+                        seen.signed.entry(name).or_insert(now);
+                    }
+                }
             }
-            if csr_api::certificate(&v).is_some() {
-                seen.signed.entry(name).or_insert(now);
-            }
-        }
+        });
     });
-    (seen, child)
+    ready_rx.recv().expect("watcher started");
+    (seen, handle, stop)
 }
 
 fn cpu_seconds(pid: u32) -> f64 {
@@ -84,6 +111,49 @@ struct Run {
     wall: Duration,
 }
 
+/// Approves every CSR of `names` as the cluster admin through the `/approval` subresource,
+/// 32 requests in flight (one client: no per-process start-up, no client-side throttling).
+fn approve_all(c: &Cluster, names: &[String]) {
+    use futures::StreamExt;
+    use k8s_openapi::api::certificates::v1::{
+        CertificateSigningRequest, CertificateSigningRequestCondition,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(c.path("admin.conf")).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        let api: kube::Api<CertificateSigningRequest> =
+            kube::Api::all(kube::Client::try_from(config).unwrap());
+        let api = &api;
+        futures::stream::iter(names)
+            .map(|name| async move {
+                let mut o = api.get(name).await.unwrap();
+                o.status
+                    .get_or_insert_with(Default::default)
+                    .conditions
+                    .get_or_insert_with(Vec::new)
+                    .push(CertificateSigningRequestCondition {
+                        type_: "Approved".into(),
+                        status: "True".into(),
+                        reason: Some("BenchApprove".into()),
+                        message: Some("approved by the bench".into()),
+                        ..Default::default()
+                    });
+                api.replace_subresource("approval", name, &Default::default(), &o)
+                    .await
+                    .unwrap();
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<()>>()
+            .await;
+    });
+}
+
 /// Creates `n` CSRs, approves them all at once, waits for every certificate.
 fn run(c: &Cluster, n: usize, prefix: &str) -> Run {
     let pem = openssl_csr(
@@ -105,10 +175,10 @@ fn run(c: &Cluster, n: usize, prefix: &str) -> Run {
         })
         .collect();
     let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
-    let (seen, mut watcher) = watch(c);
+    let (seen, watcher, stop) = watch(c);
     csr_api::create(c, "admin.conf", &objects);
     let start = Instant::now();
-    csr_api::decide(c, "approve", &names);
+    approve_all(c, &names);
     eprintln!("  {n} approved in {:?}", start.elapsed());
     eventually(
         "every certificate",
@@ -125,7 +195,8 @@ fn run(c: &Cluster, n: usize, prefix: &str) -> Run {
         },
     );
     let wall = start.elapsed();
-    let _ = watcher.kill();
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().expect("watcher");
     let s = seen.lock().unwrap();
     let mut lat: Vec<Duration> = names
         .iter()
@@ -156,53 +227,28 @@ fn main() {
     let kubeconfig = csr_api::install_rbac(&c);
     let r = csr_api::replica(&c, &kubeconfig, "bench");
     let mut d = csr_api::start(&c, &r);
-    eventually(
-        "controller leads",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || {
-            if csr_api::leads(&r) {
-                Ok(())
-            } else {
-                Err(d.log())
-            }
-        },
-    );
+    csr_api::wait_leading(&r, &mut d);
     let cpu0 = cpu_seconds(d.pid());
     let kpki = run(&c, n, "k");
     let cpu = cpu_seconds(d.pid()) - cpu0;
     d.stop();
+    let log = std::fs::read_to_string(c.path("bench.log")).unwrap_or_default()
+        + &std::fs::read_to_string(c.path("bench.err")).unwrap_or_default();
+    let retried = log.matches("trying again").count();
+    eprintln!("  controller: {retried} reconciles retried");
+    for l in log.lines().filter(|l| l.contains("trying again")).take(3) {
+        eprintln!("    {l}");
+    }
     drop(c);
 
     eprintln!("kube-controller-manager csrsigning (RSA-2048 CA key file):");
     let dir = tempfile::tempdir().unwrap();
-    let (ca_crt, ca_key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
-    let out = openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "3650",
-        "-keyout",
-        ca_key.to_str().unwrap(),
-        "-subj",
-        "/CN=kubernetes",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-        "-out",
-        ca_crt.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{:?}", text(&out));
+    let (ca_crt, ca_key) = kpki_e2e::openssl_ca(dir.path(), "ca", "rsa2048", "/CN=kubernetes");
     let c = Cluster::start(Options {
         algorithm: "RSA-2048",
         ca_files: Some((ca_crt, ca_key)),
         controller_manager: true,
         controller_manager_signs: true,
-        ..Options::default()
     });
     let base = run(&c, n, "b");
     drop(c);

@@ -97,10 +97,30 @@ pub struct Replica {
 /// the policy the tests need (users of group `dev` requested by cluster admins; kubelets from
 /// bootstrap tokens and from themselves).
 pub fn replica(cluster: &Cluster, kubeconfig: &Path, identity: &'static str) -> Replica {
+    replica_approving(
+        cluster,
+        kubeconfig,
+        identity,
+        &["kubernetes.io/kubelet-serving"],
+    )
+}
+
+/// [`replica`] with the approver on for the signer names `approve`.
+pub fn replica_approving(
+    cluster: &Cluster,
+    kubeconfig: &Path,
+    identity: &'static str,
+    approve: &[&str],
+) -> Replica {
     let ops_port = free_port();
     let audit = cluster.path(&format!("{identity}-audit.jsonl"));
     let config = cluster.path(&format!("{identity}.toml"));
     let signers = SIGNERS.map(|s| format!("{s:?}")).join(", ");
+    let approve = approve
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let text = format!(
         r#"[cas.ca]
 cert = "{ca}"
@@ -115,7 +135,7 @@ probe_interval = "200ms"
 [kubernetes]
 kubeconfig = "{kubeconfig}"
 signers = [{signers}]
-approve = ["kubernetes.io/kubelet-serving"]
+approve = [{approve}]
 ops_address = "127.0.0.1:{ops_port}"
 
 [kubernetes.leader_election]
@@ -186,6 +206,19 @@ pub fn metrics(r: &Replica) -> String {
 pub fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Waits (30 s at most) until replica `r`, running as `d`, says it leads.
+pub fn wait_leading(r: &Replica, d: &mut Daemon) {
+    crate::cluster::eventually(
+        "controller leads",
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(100),
+        || {
+            assert!(!d.exited(), "controller exited:\n{}", d.log());
+            if leads(r) { Ok(()) } else { Err(d.log()) }
+        },
+    );
 }
 
 /// Whether replica `r` says it leads.
@@ -288,6 +321,14 @@ pub fn list(cluster: &Cluster) -> Vec<Value> {
     assert!(out.status.success(), "kubectl get csr: {:?}", text(&out));
     let v: Value = serde_json::from_slice(&out.stdout).expect("kubectl JSON");
     v["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// How many CSRs carry a certificate.
+pub fn signed(cluster: &Cluster) -> usize {
+    list(cluster)
+        .iter()
+        .filter(|o| certificate(o).is_some())
+        .count()
 }
 
 /// One object.

@@ -18,7 +18,7 @@ pub mod serve;
 pub mod tls_server;
 pub mod token_matrix;
 
-/// The `kpki` binary of this build (target/<profile>/kpki).
+/// The `kpki` binary of this build (`target/<profile>/kpki`).
 pub fn kpki_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let mut dir = exe.parent().expect("exe dir").to_path_buf();
@@ -129,6 +129,36 @@ pub fn openssl_key(path: &Path, kind: &str) {
     args.extend(["-out", path.to_str().expect("UTF-8 path")]);
     let out = openssl(&args);
     assert!(out.status.success(), "{:?}", text(&out));
+}
+
+/// A self-signed CA made by `openssl req -x509` with a new key of `kind` (as
+/// [`openssl_key`]): `<dir>/<name>.crt` and `<dir>/<name>.key`, subject `subj`; returns
+/// both paths.
+pub fn openssl_ca(dir: &Path, name: &str, kind: &str, subj: &str) -> (PathBuf, PathBuf) {
+    let (crt, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    openssl_key(&key, kind);
+    let out = openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        key.to_str().expect("UTF-8 path"),
+        "-days",
+        "3650",
+        "-subj",
+        subj,
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        "-out",
+        crt.to_str().expect("UTF-8 path"),
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    (crt, key)
 }
 
 /// A PKCS#10 request (PEM) made by `openssl req` with the key file `key` for `subj`

@@ -16,8 +16,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use kpki_e2e::cluster::{Cluster, Options, eventually};
-use kpki_e2e::csr_api::{self, Replica};
+use kpki_e2e::cluster::{Cluster, Daemon, Options, eventually};
+use kpki_e2e::csr_api;
 use kpki_e2e::{openssl_csr, text};
 use serde_json::Value;
 
@@ -30,23 +30,25 @@ fn cluster() -> Cluster {
     })
 }
 
-/// Waits until replica `r` leads.
-fn wait_leading(r: &Replica, d: &mut kpki_e2e::cluster::Daemon) {
-    eventually(
-        "controller leads",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || {
-            if d.exited() {
-                panic!("controller exited:\n{}", d.log());
-            }
-            if csr_api::leads(r) {
-                Ok(())
-            } else {
-                Err(d.log())
-            }
-        },
-    );
+/// Waits until at least `n` CSRs carry a certificate; returns how long that took.
+/// `d` is the controller whose log a failure shows.
+fn wait_signed(
+    c: &Cluster,
+    d: &Daemon,
+    what: &str,
+    n: usize,
+    limit: Duration,
+    every: Duration,
+) -> Duration {
+    let (_, took) = eventually(what, limit, every, || {
+        let signed = csr_api::signed(c);
+        if signed >= n {
+            Ok(())
+        } else {
+            Err(format!("{signed}/{n} signed\n{}", d.log()))
+        }
+    });
+    took
 }
 
 /// `n` client CSRs named `<prefix>-<i>` for `O=dev` users, all with one key.
@@ -89,7 +91,7 @@ fn approved_user_request_is_signed_denied_is_untouched_system_masters_fails() {
     let kubeconfig = csr_api::install_rbac(&c);
     let r = csr_api::replica(&c, &kubeconfig, "replica-a");
     let mut d = csr_api::start(&c, &r);
-    wait_leading(&r, &mut d);
+    csr_api::wait_leading(&r, &mut d);
 
     // jane, as in the reference: created and approved by the cluster admin.
     let key = c.dir.path().join("jane.key");
@@ -294,7 +296,7 @@ fn two_replicas_one_signs_and_the_other_takes_over_when_the_leader_is_killed() {
     let ra = csr_api::replica(&c, &kubeconfig, "replica-a");
     let rb = csr_api::replica(&c, &kubeconfig, "replica-b");
     let mut da = csr_api::start(&c, &ra);
-    wait_leading(&ra, &mut da);
+    csr_api::wait_leading(&ra, &mut da);
     let mut db = csr_api::start(&c, &rb);
     std::thread::sleep(Duration::from_secs(2));
     assert!(!csr_api::leads(&rb), "two leaders");
@@ -315,42 +317,26 @@ fn two_replicas_one_signs_and_the_other_takes_over_when_the_leader_is_killed() {
             csr_api::decide(&c, "approve", &names);
             eprintln!("200 approved in {:?}", t.elapsed());
         });
-        eventually(
+        wait_signed(
+            &c,
+            &da,
             "some signed",
+            20,
             Duration::from_secs(30),
             Duration::from_millis(20),
-            || {
-                let signed = csr_api::list(&c)
-                    .iter()
-                    .filter(|o| csr_api::certificate(o).is_some())
-                    .count();
-                if signed >= 20 {
-                    Ok(())
-                } else {
-                    Err(format!("{signed} signed"))
-                }
-            },
         );
         da.kill();
         let killed = Instant::now();
         approving.join().expect("approvals");
         killed
     });
-    let (_, _) = eventually(
+    wait_signed(
+        &c,
+        &db,
         "all 200 signed by the survivor",
+        200,
         Duration::from_secs(4 + 5),
         Duration::from_millis(100),
-        || {
-            let signed = csr_api::list(&c)
-                .iter()
-                .filter(|o| csr_api::certificate(o).is_some())
-                .count();
-            if signed == 200 {
-                Ok(())
-            } else {
-                Err(format!("{signed}/200 signed\n{}", db.log()))
-            }
-        },
     );
     eprintln!("leader killed; all 200 signed {:?} later", killed.elapsed());
     assert!(killed.elapsed() <= Duration::from_secs(4 + 5));
@@ -383,7 +369,7 @@ fn hsm_outage_leaves_requests_pending_and_they_are_signed_when_it_returns() {
     let kubeconfig = csr_api::install_rbac(&c);
     let r = csr_api::replica(&c, &kubeconfig, "replica-a");
     let mut d = csr_api::start(&c, &r);
-    wait_leading(&r, &mut d);
+    csr_api::wait_leading(&r, &mut d);
 
     c.stop_token();
     let objects = user_objects(&c, "o", 50);
@@ -413,21 +399,13 @@ fn hsm_outage_leaves_requests_pending_and_they_are_signed_when_it_returns() {
 
     c.start_token_server();
     let back = Instant::now();
-    let (_, _) = eventually(
+    wait_signed(
+        &c,
+        &d,
         "all 50 signed after the HSM returned",
+        50,
         Duration::from_secs(5),
         Duration::from_millis(50),
-        || {
-            let signed = csr_api::list(&c)
-                .iter()
-                .filter(|o| csr_api::certificate(o).is_some())
-                .count();
-            if signed == 50 {
-                Ok(())
-            } else {
-                Err(format!("{signed}/50\n{}", d.log()))
-            }
-        },
     );
     eprintln!("HSM back: 50 signed {:?} later", back.elapsed());
     assert!(
@@ -446,7 +424,7 @@ fn kube_apiserver_restart_mid_stream_loses_nothing_and_signs_nothing_twice() {
     let kubeconfig = csr_api::install_rbac(&c);
     let r = csr_api::replica(&c, &kubeconfig, "replica-a");
     let mut d = csr_api::start(&c, &r);
-    wait_leading(&r, &mut d);
+    csr_api::wait_leading(&r, &mut d);
 
     let objects = user_objects(&c, "r", 100);
     let names: Vec<String> = objects.iter().map(|(n, _)| n.clone()).collect();
@@ -458,21 +436,13 @@ fn kube_apiserver_restart_mid_stream_loses_nothing_and_signs_nothing_twice() {
     csr_api::decide(&c, "approve", &names[..60]);
     c.restart_apiserver();
     csr_api::decide(&c, "approve", &names[60..]);
-    let (_, took) = eventually(
+    let took = wait_signed(
+        &c,
+        &d,
         "all 100 signed after the restart",
+        100,
         Duration::from_secs(30),
         Duration::from_millis(100),
-        || {
-            let signed = csr_api::list(&c)
-                .iter()
-                .filter(|o| csr_api::certificate(o).is_some())
-                .count();
-            if signed == 100 {
-                Ok(())
-            } else {
-                Err(format!("{signed}/100\n{}", d.log()))
-            }
-        },
     );
     eprintln!("after the restart: all signed within {took:?}");
     assert!(!d.exited(), "controller exited: {}", d.log());
@@ -489,7 +459,7 @@ fn kubelet_bootstrap_rotation_and_serving_signed_by_kpki_with_its_approver() {
     let kubeconfig = csr_api::install_rbac(&c);
     let r = csr_api::replica(&c, &kubeconfig, "replica-a");
     let mut d = csr_api::start(&c, &r);
-    wait_leading(&r, &mut d);
+    csr_api::wait_leading(&r, &mut d);
     let limit = Duration::from_secs(30);
 
     // TLS bootstrap with a bootstrap token: approved by kube-controller-manager's
@@ -553,4 +523,90 @@ fn kubelet_bootstrap_rotation_and_serving_signed_by_kpki_with_its_approver() {
         Some(3.0),
         "{m}"
     );
+}
+
+#[test]
+fn kpki_approves_kubelet_client_requests_by_rbac_when_csrapproving_is_off() {
+    use kpki_e2e::kubelet;
+    let mut c = Cluster::start(Options::default());
+    c.start_controller_manager_with(&["--controllers=*,-csrsigning,-csrapproving".into()]);
+    let kubeconfig = csr_api::install_rbac(&c);
+    let r = csr_api::replica_approving(
+        &c,
+        &kubeconfig,
+        "replica-a",
+        &["kubernetes.io/kube-apiserver-client-kubelet"],
+    );
+    let mut d = csr_api::start(&c, &r);
+    csr_api::wait_leading(&r, &mut d);
+    let limit = Duration::from_secs(30);
+
+    let node = kubelet::Node::new(&c, "worker2.test");
+    kubelet::prepare_bootstrap(&c, &node);
+    let boot = node.bootstrap(limit);
+    assert!(boot.success(), "bootstrap: {boot:?}\n{}", d.log());
+    let approved = csr_api::condition(&csr_api::get(&c, boot.csr().unwrap()), "Approved").unwrap();
+    assert_eq!(approved["reason"], "AutoApproved");
+    assert!(
+        approved["message"]
+            .as_str()
+            .unwrap()
+            .contains("kpki: nodeclient"),
+        "{approved}"
+    );
+    let rotated = node.rotate_client(None, limit);
+    assert!(rotated.success(), "rotate-client: {rotated:?}\n{}", d.log());
+    let approved =
+        csr_api::condition(&csr_api::get(&c, rotated.csr().unwrap()), "Approved").unwrap();
+    assert!(
+        approved["message"]
+            .as_str()
+            .unwrap()
+            .contains("selfnodeclient"),
+        "{approved}"
+    );
+    assert_eq!(c.whoami(&node.kubeconfig).0, "system:node:worker2.test");
+
+    // The cluster admin asking a kubelet certificate for a node: neither a bootstrap token
+    // nor the node itself, so left for a human (and audited).
+    let pem = openssl_csr(
+        c.dir.path(),
+        "w3",
+        "p256",
+        "/O=system:nodes/CN=system:node:worker3.test",
+        &[],
+    );
+    csr_api::create(
+        &c,
+        "admin.conf",
+        &[csr_api::object(
+            "w3",
+            &pem,
+            "kubernetes.io/kube-apiserver-client-kubelet",
+            &["digital signature", "client auth"],
+            None,
+        )],
+    );
+    let (line, _) = eventually(
+        "w3 approval audited",
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || {
+            csr_api::audit_lines(&r.audit)
+                .into_iter()
+                .find(|l| l["event"] == "approval" && l["csr"]["name"] == "w3")
+                .ok_or_else(|| d.log())
+        },
+    );
+    assert_eq!(line["decision"], "deny");
+    assert!(
+        line["reason"]
+            .as_str()
+            .unwrap()
+            .contains("neither a bootstrap token"),
+        "{line}"
+    );
+    let w3 = csr_api::get(&c, "w3");
+    assert!(csr_api::condition(&w3, "Approved").is_none());
+    assert!(csr_api::certificate(&w3).is_none());
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use kpki_e2e::cluster::{Cluster, Options, eventually};
 use kpki_e2e::text;
-use serde_json::Value;
 
 #[test]
 fn kube_apiserver_accepts_every_kubeconfig_and_the_controller_manager_leads() {
@@ -200,27 +199,8 @@ fn a_user_from_kpki_kubeconfig_user_gets_exactly_the_printed_binding() {
 #[test]
 fn a_ca_with_repeated_attributes_issues_certificates_go_accepts() {
     let ca_dir = tempfile::tempdir().unwrap();
-    let ca_key = ca_dir.path().join("ca.key");
-    let ca_crt = ca_dir.path().join("ca.crt");
-    kpki_e2e::openssl_key(&ca_key, "p256");
-    let out = kpki_e2e::openssl(&[
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        ca_key.to_str().unwrap(),
-        "-days",
-        "3650",
-        "-subj",
-        "/DC=com/DC=example/CN=k8s-ca",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-        "-out",
-        ca_crt.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{:?}", text(&out));
+    let (ca_crt, ca_key) =
+        kpki_e2e::openssl_ca(ca_dir.path(), "ca", "p256", "/DC=com/DC=example/CN=k8s-ca");
     let c = Cluster::start(Options {
         ca_files: Some((ca_crt.clone(), ca_key.clone())),
         ..Options::default()

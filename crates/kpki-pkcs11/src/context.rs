@@ -55,7 +55,7 @@ impl fmt::Display for ModuleId {
 
 /// The token information kpki needs, read without parsing `utcTime`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenInfo {
+pub(crate) struct TokenInfo {
     /// `label`, trailing blanks removed.
     pub label: String,
     /// `manufacturerID`, trailing blanks removed.
@@ -71,10 +71,10 @@ pub struct TokenInfo {
 }
 
 /// `CKF_TOKEN_INITIALIZED`.
-pub const CKF_TOKEN_INITIALIZED: u64 = 0x0000_0400;
+pub(crate) const CKF_TOKEN_INITIALIZED: u64 = 0x0000_0400;
 
 /// `CKF_USER_PIN_TO_BE_CHANGED`.
-pub const CKF_USER_PIN_TO_BE_CHANGED: u64 = 0x0008_0000;
+pub(crate) const CKF_USER_PIN_TO_BE_CHANGED: u64 = 0x0008_0000;
 
 impl TokenInfo {
     fn from_raw(raw: &cryptoki_sys::CK_TOKEN_INFO) -> TokenInfo {
@@ -149,7 +149,7 @@ pub struct LibraryInfo {
 impl LibraryInfo {
     /// tpm2-pkcs11: derives public-key usage from the TPM key and refuses templates that
     /// state it otherwise; takes no private keys through `C_CreateObject`.
-    pub fn is_tpm2_pkcs11(&self) -> bool {
+    pub(crate) fn is_tpm2_pkcs11(&self) -> bool {
         self.manufacturer.contains("tpm2-software") || self.description.starts_with("TPM2")
     }
 }
@@ -209,7 +209,7 @@ impl Shared {
 /// One operation running on a module's sessions: a re-initialisation waits for it (up to
 /// [`DRAIN_LIMIT`]), so no call ever runs on a session number that a re-initialised module
 /// may have given to someone else.
-pub struct InFlight {
+pub(crate) struct InFlight {
     shared: Arc<Shared>,
 }
 
@@ -229,7 +229,7 @@ impl Drop for InFlight {
 
 /// A token connected through a module: while any exists, looking for a missing token does
 /// not re-initialise the module (that would cut the connected tokens off).
-pub struct Attached {
+pub(crate) struct Attached {
     shared: Arc<Shared>,
 }
 
@@ -258,12 +258,12 @@ pub struct Module {
 impl Module {
     /// False once the module was re-initialised after this context was handed out: its
     /// sessions and object handles are gone (and their numbers may be reused).
-    pub fn is_current(&self) -> bool {
+    pub(crate) fn is_current(&self) -> bool {
         self.shared.current.load(Ordering::SeqCst) == self.epoch
     }
 
     /// Counts a connected token until the guard is dropped.
-    pub fn attach(&self) -> Attached {
+    pub(crate) fn attach(&self) -> Attached {
         self.shared.attached.fetch_add(1, Ordering::SeqCst);
         Attached {
             shared: Arc::clone(&self.shared),
@@ -271,13 +271,13 @@ impl Module {
     }
 
     /// How many tokens of this process are connected through the module.
-    pub fn attached(&self) -> usize {
+    pub(crate) fn attached(&self) -> usize {
         self.shared.attached.load(Ordering::SeqCst)
     }
 
     /// Marks an operation as running on this context's sessions, or `None` when the module
     /// was re-initialised since (the caller must reconnect).
-    pub fn enter(&self) -> Option<InFlight> {
+    pub(crate) fn enter(&self) -> Option<InFlight> {
         self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
         let guard = InFlight {
             shared: Arc::clone(&self.shared),
@@ -290,7 +290,7 @@ impl Module {
     /// list, without that conversion. Not first: a module whose `C_GetFunctionList` hands
     /// out a new, uninitialised instance per call (p11-kit's client and proxy modules)
     /// answers that second list with `CKR_CRYPTOKI_NOT_INITIALIZED`.
-    pub fn token_info(&self, slot: Slot) -> std::result::Result<TokenInfo, Error> {
+    pub(crate) fn token_info(&self, slot: Slot) -> std::result::Result<TokenInfo, Error> {
         let t = match self.ctx.get_token_info(slot) {
             Ok(t) => t,
             Err(e @ Error::Pkcs11(..)) => return Err(e),

@@ -4,7 +4,7 @@
 //!
 //! Login state is per token per process (PKCS#11), so one "anchor" session holds the login
 //! for the life of the connection. Signing sessions are leased from a pool of at most
-//! `pool_size`; callers beyond that wait. Recovery ([`Token::run`]) climbs a ladder:
+//! `pool_size`; callers beyond that wait. Recovery (`Token::run`) climbs a ladder:
 //! a lost session reconnects (find the slot again, log in again, bump the generation so
 //! keys look their handles up again); a token that keeps failing after that has its module
 //! finalised and initialised again ([`context::reinitialize`]), which every other token of
@@ -32,7 +32,7 @@ use crate::errors::{Class, busy_error, class, describe, op_error};
 use crate::retry::{BUSY_BUDGET, Backoff};
 
 /// Default number of signing sessions per token.
-pub const DEFAULT_POOL_SIZE: usize = 2;
+pub(crate) const DEFAULT_POOL_SIZE: usize = 2;
 
 /// How long a reconnect retries a failing token before the recovery ladder escalates.
 const RECONNECT_BUDGET: Duration = Duration::from_millis(300);
@@ -174,7 +174,7 @@ impl Lease<'_> {
     }
 
     /// True when the token lists this mechanism.
-    pub fn has_mechanism(&self, m: MechanismType) -> bool {
+    pub(crate) fn has_mechanism(&self, m: MechanismType) -> bool {
         self.mechanisms.contains(&m)
     }
 
@@ -371,26 +371,33 @@ impl Token {
     pub(crate) fn lease_inner(&self) -> std::result::Result<Lease<'_>, Fail> {
         let mut st = self.lock();
         loop {
-            if st
-                .connection
-                .as_ref()
-                .is_some_and(|c| !c.module.is_current())
-            {
-                self.forget_stale(&mut st);
-            }
-            if st.connection.is_none() {
-                self.connect(&mut st)?;
-            }
+            let in_flight = self.enter_current(&mut st)?;
             let state: &mut State = &mut st;
             let Some(conn) = state.connection.as_ref() else {
                 continue;
             };
-            let Some(in_flight) = conn.module.enter() else {
-                self.forget_stale(state);
-                continue;
-            };
             let mechanisms = Arc::clone(&conn.mechanisms);
-            if let Some(session) = state.idle.pop() {
+            // An idle session, else a new one while the pool has room, else wait.
+            let session = match state.idle.pop() {
+                Some(session) => Some(session),
+                None if state.in_use < self.pool_size => {
+                    match conn.module.ctx.open_ro_session_no_drop(conn.slot) {
+                        Ok(session) => Some(session),
+                        Err(err) => {
+                            drop(in_flight);
+                            if class(&err) == Class::Lost {
+                                self.disconnect(state);
+                            }
+                            return Err(Fail::Ck {
+                                op: "C_OpenSession",
+                                err,
+                            });
+                        }
+                    }
+                }
+                None => None,
+            };
+            if let Some(session) = session {
                 state.in_use += 1;
                 state.peak_in_use = state.peak_in_use.max(state.in_use);
                 return Ok(Lease {
@@ -400,31 +407,6 @@ impl Token {
                     mechanisms,
                     in_flight: Some(in_flight),
                 });
-            }
-            if state.in_use < self.pool_size {
-                match conn.module.ctx.open_ro_session_no_drop(conn.slot) {
-                    Ok(session) => {
-                        state.in_use += 1;
-                        state.peak_in_use = state.peak_in_use.max(state.in_use);
-                        return Ok(Lease {
-                            token: self,
-                            session: Some(session),
-                            generation: state.generation,
-                            mechanisms,
-                            in_flight: Some(in_flight),
-                        });
-                    }
-                    Err(err) => {
-                        drop(in_flight);
-                        if class(&err) == Class::Lost {
-                            self.disconnect(state);
-                        }
-                        return Err(Fail::Ck {
-                            op: "C_OpenSession",
-                            err,
-                        });
-                    }
-                }
             }
             drop(in_flight);
             st = self.returned.wait(st).unwrap_or_else(|p| p.into_inner());
@@ -649,21 +631,8 @@ impl Token {
         let (view, in_flight) = {
             let mut st = self.lock();
             loop {
-                if st
-                    .connection
-                    .as_ref()
-                    .is_some_and(|c| !c.module.is_current())
-                {
-                    self.forget_stale(&mut st);
-                }
-                if st.connection.is_none() {
-                    self.connect(&mut st)?;
-                }
+                let in_flight = self.enter_current(&mut st)?;
                 let Some(conn) = st.connection.as_ref() else {
-                    continue;
-                };
-                let Some(in_flight) = conn.module.enter() else {
-                    self.forget_stale(&mut st);
                     continue;
                 };
                 let view = TokenView {
@@ -710,6 +679,31 @@ impl Token {
 
     /// Drops a connection whose module was re-initialised by someone else: its sessions
     /// and handles are gone (not closed: their numbers may belong to new sessions now).
+    /// Connects `st` to the current initialisation of the module (dropping a connection
+    /// from an earlier one, reconnecting as needed) and enters it: the guard keeps the module
+    /// from being re-initialised while it is held.
+    fn enter_current(&self, st: &mut State) -> std::result::Result<InFlight, Fail> {
+        loop {
+            if st
+                .connection
+                .as_ref()
+                .is_some_and(|c| !c.module.is_current())
+            {
+                self.forget_stale(st);
+            }
+            if st.connection.is_none() {
+                self.connect(st)?;
+            }
+            let Some(conn) = st.connection.as_ref() else {
+                continue;
+            };
+            match conn.module.enter() {
+                Some(in_flight) => return Ok(in_flight),
+                None => self.forget_stale(st),
+            }
+        }
+    }
+
     fn forget_stale(&self, st: &mut State) {
         st.idle.clear();
         if st.connection.take().is_some() {
@@ -776,42 +770,13 @@ impl Token {
                     return Ok(());
                 }
                 Err(Attempt::NotFound(scan)) => {
-                    let wanted = self.wanted();
-                    if scan.transient.is_some() && backoff.pause() {
-                        // A slot that failed to answer (SoftHSM's store caught mid-write
-                        // answers C_GetTokenInfo with CKR_GENERAL_ERROR) stays that way in
-                        // modules that read their store at C_Initialize: read it again, while
-                        // no other token of this process uses the module. Only on a first
-                        // connection: a reconnect of a token that went away (the daemon in an
-                        // outage) must not stall in re-initialisations.
-                        if !reconnect && module.attached() == 0 {
-                            module = context::reinitialize(id, module.epoch)?;
-                        }
-                        continue;
-                    }
-                    // Some modules only read their store at C_Initialize: SoftHSM shows a
-                    // token caught mid-write as uninitialised, openCryptoki's soft token can
-                    // be missing from the slot list while other processes attach. Both stay
-                    // that way until re-initialised.
-                    let empty = scan.seen.is_empty() && scan.causes.is_empty() && !reconnect;
-                    if scan.transient.is_none()
-                        && (scan.uninitialised > 0 || empty)
-                        && unsettled.pause()
-                    {
-                        // Only while no other token of this process uses the module.
-                        if module.attached() == 0 {
-                            module = context::reinitialize(id, module.epoch)?;
-                        }
-                        continue;
-                    }
-                    let text = scan.describe(&wanted, id);
-                    if reconnect && scan.transient.is_none() && scan.causes.is_empty() {
-                        // The token was there before: it went away and may come back.
-                        return Err(Fail::Key(
-                            self.unavailable(format!("token went away ({text})")),
-                        ));
-                    }
-                    return Err(Fail::Key(KeyError::TokenNotFound(text)));
+                    self.after_not_found(
+                        &scan,
+                        &mut module,
+                        reconnect,
+                        &mut backoff,
+                        &mut unsettled,
+                    )?;
                 }
                 Err(Attempt::Fail(Fail::Ck {
                     err: Error::Pkcs11(RvError::UserPinNotInitialized, _),
@@ -843,6 +808,52 @@ impl Token {
                 }
             }
         }
+    }
+
+    /// After a lookup that found no matching token: `Ok` to try again (the module read
+    /// afresh where that helps), or the error to give up with.
+    fn after_not_found(
+        &self,
+        scan: &Scan,
+        module: &mut Module,
+        reconnect: bool,
+        backoff: &mut Backoff,
+        unsettled: &mut Backoff,
+    ) -> std::result::Result<(), Fail> {
+        let id = &self.selector.module;
+        let wanted = self.wanted();
+        if scan.transient.is_some() && backoff.pause() {
+            // A slot that failed to answer (SoftHSM's store caught mid-write
+            // answers C_GetTokenInfo with CKR_GENERAL_ERROR) stays that way in
+            // modules that read their store at C_Initialize: read it again, while
+            // no other token of this process uses the module. Only on a first
+            // connection: a reconnect of a token that went away (the daemon in an
+            // outage) must not stall in re-initialisations.
+            if !reconnect && module.attached() == 0 {
+                *module = context::reinitialize(id, module.epoch)?;
+            }
+            return Ok(());
+        }
+        // Some modules only read their store at C_Initialize: SoftHSM shows a
+        // token caught mid-write as uninitialised, openCryptoki's soft token can
+        // be missing from the slot list while other processes attach. Both stay
+        // that way until re-initialised.
+        let empty = scan.seen.is_empty() && scan.causes.is_empty() && !reconnect;
+        if scan.transient.is_none() && (scan.uninitialised > 0 || empty) && unsettled.pause() {
+            // Only while no other token of this process uses the module.
+            if module.attached() == 0 {
+                *module = context::reinitialize(id, module.epoch)?;
+            }
+            return Ok(());
+        }
+        let text = scan.describe(&wanted, id);
+        if reconnect && scan.transient.is_none() && scan.causes.is_empty() {
+            // The token was there before: it went away and may come back.
+            return Err(Fail::Key(
+                self.unavailable(format!("token went away ({text})")),
+            ));
+        }
+        Err(Fail::Key(KeyError::TokenNotFound(text)))
     }
 
     fn wanted(&self) -> String {

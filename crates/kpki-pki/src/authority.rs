@@ -2,7 +2,7 @@
 //! configured backend (file or token), checked to belong together. The only CA loader: `init`,
 //! `renew`, `check-expiration`, `sign`, the kubeconfig commands and the daemon all come here,
 //! so every one of them takes the same certificate of a bundle as the CA (see
-//! [`certfile::signing_cert`]) and agrees on whether the key is there.
+//! `certfile::signing_cert`) and agrees on whether the key is there.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,13 +40,9 @@ pub struct FoundCa {
     pub key: Option<Arc<dyn Signer>>,
 }
 
-fn refused(msg: impl Into<String>) -> PkiError {
-    PkiError::Refused(msg.into())
-}
-
 /// Opens the key at `uri`; `Ok(None)` when it is absent: a key file that does not exist, a
 /// token object that is not found.
-pub fn open_key(keys: &KeyStore, uri: &KeyUri) -> Result<Option<Arc<dyn Signer>>, PkiError> {
+pub(crate) fn open_key(keys: &KeyStore, uri: &KeyUri) -> Result<Option<Arc<dyn Signer>>, PkiError> {
     match uri {
         KeyUri::File(p) if !p.exists() => Ok(None),
         uri => match keys.open(uri) {
@@ -59,14 +55,18 @@ pub fn open_key(keys: &KeyStore, uri: &KeyUri) -> Result<Option<Arc<dyn Signer>>
 
 /// The signing certificate of the CA file `crt` for `key` (or the first one without a key),
 /// as DER; `Ok(None)` when the file is absent.
-pub fn signing_cert(crt: &Path, key: Option<&dyn Signer>) -> Result<Option<Vec<u8>>, PkiError> {
+pub(crate) fn signing_cert(
+    crt: &Path,
+    key: Option<&dyn Signer>,
+) -> Result<Option<Vec<u8>>, PkiError> {
     let Some(certs) = certfile::read(crt)? else {
         return Ok(None);
     };
     let der = certfile::signing_cert(crt, &certs, key.map(|k| k.public_key_spki())).map_err(
         |e| match e {
-            SigningCertError::Malformed(m) | SigningCertError::NotCa(m) => refused(m),
-            SigningCertError::NoMatch => refused(format!(
+            SigningCertError::Malformed(m) => PkiError::Malformed(m),
+            SigningCertError::NotCa(m) => PkiError::Mismatch(m),
+            SigningCertError::NoMatch => PkiError::Mismatch(format!(
                 "{}: CA certificate does not match its key {}",
                 crt.display(),
                 key.map(|k| k.uri().to_string()).unwrap_or_default()
@@ -96,12 +96,7 @@ pub fn find(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<FoundCa, Pk
 /// its certificate file is absent.
 pub fn open(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<Option<LoadedCa>, PkiError> {
     let found = find(spec, keys, id)?;
-    let cert_der = found.cert.ok_or_else(|| {
-        refused(format!(
-            "{}: No such file or directory",
-            found.crt.display()
-        ))
-    })?;
+    let cert_der = found.cert.ok_or_else(|| certfile::absent(&found.crt))?;
     let Some(key) = found.key else {
         return Ok(None);
     };
@@ -116,8 +111,7 @@ pub fn open(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<Option<Load
 /// Loads the CA whose certificate file is `crt` (a bundle allowed) and whose key is `key`:
 /// its signing certificate (DER) and its issuer. For CAs outside the catalogue (the daemon's).
 pub fn load(crt: &Path, key: Arc<dyn Signer>) -> Result<(Vec<u8>, CaSigner), PkiError> {
-    let cert_der = signing_cert(crt, Some(key.as_ref()))?
-        .ok_or_else(|| refused(format!("{}: No such file or directory", crt.display())))?;
+    let cert_der = signing_cert(crt, Some(key.as_ref()))?.ok_or_else(|| certfile::absent(crt))?;
     let signer = CaSigner::new(&cert_der, key)?;
     Ok((cert_der, signer))
 }

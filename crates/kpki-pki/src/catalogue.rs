@@ -39,7 +39,7 @@ pub enum Cn {
 
 impl Cn {
     /// The CN on the node named `node`.
-    pub fn for_node(self, node: &str) -> String {
+    pub(crate) fn for_node(self, node: &str) -> String {
         match self {
             Cn::Fixed(s) => s.to_string(),
             Cn::NodeName => node.to_string(),
@@ -131,7 +131,7 @@ pub struct KubeconfigSpec {
 }
 
 /// The three CAs.
-pub const CAS: [CaSpec; 3] = [
+pub(crate) const CAS: [CaSpec; 3] = [
     CaSpec {
         id: CaId::Ca,
         name: "ca",
@@ -304,12 +304,12 @@ pub const KUBECONFIGS: [KubeconfigSpec; 5] = [
 ];
 
 /// The certificate file `<base>.crt` under `dir`.
-pub fn cert_path(dir: &Path, base: &str) -> PathBuf {
+pub(crate) fn cert_path(dir: &Path, base: &str) -> PathBuf {
     dir.join(format!("{base}.crt"))
 }
 
 /// The private key file `<base>.key` under `dir`.
-pub fn key_path(dir: &Path, base: &str) -> PathBuf {
+pub(crate) fn key_path(dir: &Path, base: &str) -> PathBuf {
     dir.join(format!("{base}.key"))
 }
 
@@ -331,7 +331,7 @@ pub fn leaves(local_etcd: bool) -> impl Iterator<Item = &'static LeafSpec> {
 }
 
 /// The kubeconfigs kpki renews and `check-expiration` lists: all but `kubelet.conf`.
-pub fn renewable_kubeconfigs() -> impl Iterator<Item = &'static KubeconfigSpec> {
+pub(crate) fn renewable_kubeconfigs() -> impl Iterator<Item = &'static KubeconfigSpec> {
     KUBECONFIGS.iter().filter(|k| k.renewable)
 }
 
@@ -345,30 +345,32 @@ pub fn ca(id: CaId) -> &'static CaSpec {
 }
 
 /// The leaf named `name` (kubeadm's name, e.g. `apiserver`).
-pub fn leaf(name: &str) -> Option<&'static LeafSpec> {
+#[cfg(test)]
+pub(crate) fn leaf(name: &str) -> Option<&'static LeafSpec> {
     LEAVES.iter().find(|l| l.name == name)
 }
 
 impl CaSpec {
     /// Its certificate file under the certificate directory `cert_dir`.
-    pub fn cert_path(&self, cert_dir: &Path) -> PathBuf {
+    pub(crate) fn cert_path(&self, cert_dir: &Path) -> PathBuf {
         cert_path(cert_dir, self.base)
     }
 
     /// Its key file under `cert_dir` (where kubeadm keeps it; `[keys]` may say otherwise).
-    pub fn key_path(&self, cert_dir: &Path) -> PathBuf {
+    #[cfg(test)]
+    pub(crate) fn key_path(&self, cert_dir: &Path) -> PathBuf {
         key_path(cert_dir, self.base)
     }
 }
 
 impl LeafSpec {
     /// Its certificate file under the certificate directory `cert_dir`.
-    pub fn cert_path(&self, cert_dir: &Path) -> PathBuf {
+    pub(crate) fn cert_path(&self, cert_dir: &Path) -> PathBuf {
         cert_path(cert_dir, self.base)
     }
 
     /// Its key file under `cert_dir`.
-    pub fn key_path(&self, cert_dir: &Path) -> PathBuf {
+    pub(crate) fn key_path(&self, cert_dir: &Path) -> PathBuf {
         key_path(cert_dir, self.base)
     }
 
@@ -378,14 +380,15 @@ impl LeafSpec {
     }
 
     /// The CA that issues it.
-    pub fn issuer(&self) -> &'static CaSpec {
+    #[cfg(test)]
+    pub(crate) fn issuer(&self) -> &'static CaSpec {
         ca(self.ca)
     }
 }
 
 impl KubeconfigSpec {
     /// The API server URL it points at for the cluster `spec`.
-    pub fn server_url(&self, spec: &crate::config::ClusterSpec) -> String {
+    pub(crate) fn server_url(&self, spec: &crate::config::ClusterSpec) -> String {
         match self.server {
             Server::ControlPlane => spec.control_plane_url(),
             Server::Local => spec.local_url(),

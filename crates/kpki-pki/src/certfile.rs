@@ -8,7 +8,7 @@
 //! of the check. kpki treats `NotAfter <= now` as expired (Go lets the last second pass).
 //!
 //! A CA's `.crt` may hold several certificates (a bundle, as while a CA is rotated). Every
-//! command takes the same one as the CA ([`signing_cert`]): the certificate whose public key
+//! command takes the same one as the CA (`signing_cert`): the certificate whose public key
 //! is the CA key's; with no key at hand (an external CA), the first one, as kubeadm reads it.
 
 use std::net::IpAddr;
@@ -21,8 +21,8 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use crate::PkiError;
 use crate::sans::AltNames;
 
-fn refused(msg: impl Into<String>) -> PkiError {
-    PkiError::Refused(msg.into())
+fn malformed(msg: String) -> PkiError {
+    PkiError::Malformed(msg)
 }
 
 /// The DER certificates of a PEM file, first block first; `Ok(None)` when the file is absent.
@@ -31,12 +31,12 @@ pub fn read(path: &Path) -> Result<Option<Vec<Vec<u8>>>, PkiError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(refused(format!("{}: {e}", path.display()))),
+        Err(e) => return Err(PkiError::io(path, e)),
     };
     let blocks = pem::parse_many(&bytes)
-        .map_err(|e| refused(format!("{}: not a PEM certificate ({e})", path.display())))?;
+        .map_err(|e| malformed(format!("{}: not a PEM certificate ({e})", path.display())))?;
     if blocks.is_empty() {
-        return Err(refused(format!(
+        return Err(malformed(format!(
             "{}: not a PEM certificate (no PEM block)",
             path.display()
         )));
@@ -44,7 +44,7 @@ pub fn read(path: &Path) -> Result<Option<Vec<Vec<u8>>>, PkiError> {
     let mut certs = Vec::with_capacity(blocks.len());
     for block in blocks {
         if block.tag() != "CERTIFICATE" {
-            return Err(refused(format!(
+            return Err(malformed(format!(
                 "{}: PEM block is {:?}, not CERTIFICATE",
                 path.display(),
                 block.tag()
@@ -56,14 +56,19 @@ pub fn read(path: &Path) -> Result<Option<Vec<Vec<u8>>>, PkiError> {
 }
 
 /// The certificates of `path` (see [`read`]), refusing an absent file.
-pub fn read_existing(path: &Path) -> Result<Vec<Vec<u8>>, PkiError> {
-    read(path)?.ok_or_else(|| refused(format!("{}: No such file or directory", path.display())))
+pub(crate) fn read_existing(path: &Path) -> Result<Vec<Vec<u8>>, PkiError> {
+    read(path)?.ok_or_else(|| absent(path))
+}
+
+/// The error of a certificate file `path` that does not exist (worded as the system words it).
+pub(crate) fn absent(path: &Path) -> PkiError {
+    PkiError::Missing(format!("{}: No such file or directory", path.display()))
 }
 
 /// The signing certificate among the `certs` of the CA file `path`: the first whose public key
 /// is `key_spki`, or, with no key (an external CA), the first certificate. Refused when a
 /// certificate is malformed, when none matches the key, or when the chosen one is no CA.
-pub fn signing_cert<'a>(
+pub(crate) fn signing_cert<'a>(
     path: &Path,
     certs: &'a [Vec<u8>],
     key_spki: Option<&[u8]>,
@@ -104,7 +109,7 @@ pub fn signing_cert<'a>(
 
 /// Why [`signing_cert`] found no signing certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SigningCertError {
+pub(crate) enum SigningCertError {
     /// A certificate of the file cannot be parsed, or the file holds none (one line).
     Malformed(String),
     /// The certificate chosen is not a CA certificate (one line).
@@ -114,15 +119,15 @@ pub enum SigningCertError {
 }
 
 /// The certificate `der` read from `path`; refused, naming the file, when it does not parse.
-pub fn parse_at<'a>(path: &Path, der: &'a [u8]) -> Result<X509Certificate<'a>, PkiError> {
+pub(crate) fn parse_at<'a>(path: &Path, der: &'a [u8]) -> Result<X509Certificate<'a>, PkiError> {
     X509Certificate::from_der(der)
         .map(|(_, c)| c)
-        .map_err(|e| refused(format!("{}: malformed certificate ({e})", path.display())))
+        .map_err(|e| malformed(format!("{}: malformed certificate ({e})", path.display())))
 }
 
 /// The DNS and IP SANs of `cert`, in certificate order (other kinds, and IP entries that are
 /// neither 4 nor 16 bytes long, are left out). A SAN extension that does not parse reads as none.
-pub fn alt_names(cert: &X509Certificate<'_>) -> AltNames {
+pub(crate) fn alt_names(cert: &X509Certificate<'_>) -> AltNames {
     let mut out = AltNames::default();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
@@ -153,7 +158,7 @@ fn parse<'a>(what: &str, der: &'a [u8]) -> Result<X509Certificate<'a>, ChainErro
 
 /// Why a chain is not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChainError {
+pub(crate) enum ChainError {
     /// A certificate is outside its validity period at the time of the check; `of_ca` when it
     /// is the CA certificate itself.
     Period {
@@ -178,7 +183,10 @@ impl std::fmt::Display for ChainError {
 
 impl From<ChainError> for PkiError {
     fn from(e: ChainError) -> PkiError {
-        PkiError::Refused(e.to_string())
+        match e {
+            ChainError::Period { message, .. } => PkiError::Refused(message),
+            ChainError::Invalid(message) => PkiError::Mismatch(message),
+        }
     }
 }
 
@@ -188,11 +196,7 @@ fn stamp(t: OffsetDateTime) -> String {
 
 /// Refuses `cert` (named `what` in the message) unless `now` lies in its validity period:
 /// not before its NotBefore, and before its NotAfter.
-pub fn check_period(
-    what: &str,
-    cert: &X509Certificate<'_>,
-    now: OffsetDateTime,
-) -> Result<(), String> {
+fn check_period(what: &str, cert: &X509Certificate<'_>, now: OffsetDateTime) -> Result<(), String> {
     let validity = cert.validity();
     let (not_before, not_after) = (
         validity.not_before.to_datetime(),
@@ -232,7 +236,7 @@ fn may_issue(cert: &X509Certificate<'_>, below: usize) -> bool {
 
 /// Verifies the chain read from `path` (leaf first, then intermediates in any order) up to the
 /// CA certificate `ca_der` (read from `ca_path`) at time `now`.
-pub fn verify_chain(
+pub(crate) fn verify_chain(
     path: &Path,
     chain: &[Vec<u8>],
     ca_path: &Path,

@@ -1,17 +1,18 @@
 //! Configuration: `kpki.toml` (config crate) with `KPKI__SECTION__FIELD` environment
 //! overrides and CLI flags on top, cluster facts optionally from a kubeadm v1beta4
 //! `InitConfiguration`/`ClusterConfiguration` YAML, and kubeadm's defaults underneath.
-//! [`read_settings`] reads it and [`resolve`] turns it into a validated [`ClusterSpec`].
+//! [`read_settings`] reads it, each value into its type as it is read (key URIs, algorithms,
+//! durations, the etcd mode), and [`resolve`] turns it into a validated [`ClusterSpec`].
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kpki_signer::{KeyAlgorithm, KeyUri};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::catalogue::CaId;
-use crate::duration::parse_go_duration;
+use crate::duration::GoDuration;
 use crate::kubeadm_yaml::{self, KubeadmFacts};
 
 /// A configuration problem, one line naming the input and the problem.
@@ -60,19 +61,76 @@ pub struct ClusterSettings {
     /// `apiServer.certSANs`.
     pub cert_sans: Option<Vec<String>>,
     /// `local` (default) or `external` etcd.
-    pub etcd: Option<String>,
+    pub etcd: Option<EtcdMode>,
     /// `etcd.local.serverCertSANs`.
     pub etcd_server_sans: Option<Vec<String>>,
     /// `etcd.local.peerCertSANs`.
     pub etcd_peer_sans: Option<Vec<String>>,
-    /// `encryptionAlgorithm`.
-    pub encryption_algorithm: Option<String>,
-    /// `certificateValidityPeriod` (Go duration).
-    pub certificate_validity: Option<String>,
-    /// `caCertificateValidityPeriod` (Go duration).
-    pub ca_certificate_validity: Option<String>,
+    /// `encryptionAlgorithm` (empty: the default, RSA-2048).
+    #[serde(default, deserialize_with = "encryption_algorithm")]
+    pub encryption_algorithm: Option<KeyAlgorithm>,
+    /// `certificateValidityPeriod`.
+    pub certificate_validity: Option<GoDuration>,
+    /// `caCertificateValidityPeriod`.
+    pub ca_certificate_validity: Option<GoDuration>,
     /// Longest validity `kpki sign` grants (kube-controller-manager's `--cluster-signing-duration`).
-    pub signing_duration: Option<String>,
+    pub signing_duration: Option<GoDuration>,
+}
+
+/// Where etcd runs: stacked on the control-plane nodes or outside the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtcdMode {
+    /// Stacked etcd: kpki makes the etcd CA and the etcd certificates.
+    Local,
+    /// External etcd: no etcd CA or etcd certificates.
+    External,
+}
+
+impl std::str::FromStr for EtcdMode {
+    type Err = ConfigError;
+
+    fn from_str(text: &str) -> Result<EtcdMode, ConfigError> {
+        match text {
+            "local" => Ok(EtcdMode::Local),
+            "external" => Ok(EtcdMode::External),
+            other => Err(ConfigError(format!(
+                "etcd {other:?}: expected \"local\" or \"external\""
+            ))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EtcdMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<EtcdMode, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Reads an `encryptionAlgorithm` value as kubeadm does: one of its five names, or empty for
+/// the default (RSA-2048).
+pub fn parse_algorithm(text: &str) -> Result<KeyAlgorithm, ConfigError> {
+    if text.is_empty() {
+        return Ok(KeyAlgorithm::Rsa2048);
+    }
+    text.parse().map_err(|_| {
+        ConfigError(format!(
+            "unknown encryptionAlgorithm {text:?}: expected RSA-2048, RSA-3072, RSA-4096, ECDSA-P256 or ECDSA-P384"
+        ))
+    })
+}
+
+/// Deserialises an optional `encryptionAlgorithm` with [`parse_algorithm`].
+pub(crate) fn encryption_algorithm<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<KeyAlgorithm>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        Some(text) => parse_algorithm(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        None => Ok(None),
+    }
 }
 
 /// `[keys]`: where each CA key (and the service-account key) lives.
@@ -80,15 +138,15 @@ pub struct ClusterSettings {
 #[serde(deny_unknown_fields)]
 pub struct KeySettings {
     /// The cluster CA key.
-    pub ca: Option<String>,
+    pub ca: Option<KeyUri>,
     /// The front-proxy CA key.
     #[serde(alias = "front-proxy-ca")]
-    pub front_proxy_ca: Option<String>,
+    pub front_proxy_ca: Option<KeyUri>,
     /// The etcd CA key.
     #[serde(alias = "etcd-ca")]
-    pub etcd_ca: Option<String>,
+    pub etcd_ca: Option<KeyUri>,
     /// The service-account signing key.
-    pub sa: Option<String>,
+    pub sa: Option<KeyUri>,
 }
 
 /// The API server address part of `controlPlaneEndpoint`.
@@ -175,17 +233,17 @@ impl ClusterSpec {
     }
 
     /// True with stacked etcd.
-    pub fn local_etcd(&self) -> bool {
+    pub(crate) fn local_etcd(&self) -> bool {
         matches!(self.etcd, Etcd::Local { .. })
     }
 
     /// `https://advertise:port`.
-    pub fn local_url(&self) -> String {
+    pub(crate) fn local_url(&self) -> String {
         url(&Host::Ip(self.advertise_address), self.bind_port)
     }
 
     /// The control-plane endpoint URL, or the local one when unset.
-    pub fn control_plane_url(&self) -> String {
+    pub(crate) fn control_plane_url(&self) -> String {
         match &self.control_plane_endpoint {
             Some(e) => url(&e.host, e.port.unwrap_or(self.bind_port)),
             None => self.local_url(),
@@ -280,25 +338,87 @@ pub fn resolve(s: &Settings) -> Result<ClusterSpec, ConfigError> {
     let cert_dir = s
         .cert_dir
         .clone()
-        .or(k.certificates_dir)
+        .or(k.certificates_dir.clone())
         .unwrap_or_else(|| PathBuf::from("/etc/kubernetes/pki"));
     let kubeconfig_dir = s
         .kubeconfig_dir
         .clone()
         .or_else(|| cert_dir.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("/etc/kubernetes"));
+    let node = node(c, &k)?;
+    let network = network(c, &k)?;
+    let cert_validity = period(
+        c.certificate_validity.or(k.certificate_validity),
+        8760,
+        "certificateValidityPeriod",
+    )?;
+    let ca_validity = period(
+        c.ca_certificate_validity.or(k.ca_certificate_validity),
+        87600,
+        "caCertificateValidityPeriod",
+    )?;
+    let [ca, front_proxy_ca, etcd_ca, sa] = [
+        (&s.keys.ca, "ca"),
+        (&s.keys.front_proxy_ca, "front-proxy-ca"),
+        (&s.keys.etcd_ca, "etcd/ca"),
+        (&s.keys.sa, "sa"),
+    ]
+    .map(|(uri, base)| match uri {
+        Some(uri) => uri.clone(),
+        None => KeyUri::file(cert_dir.join(format!("{base}.key"))),
+    });
+    Ok(ClusterSpec {
+        cert_dir,
+        kubeconfig_dir,
+        cluster_name: c
+            .name
+            .clone()
+            .or(k.cluster_name.clone())
+            .unwrap_or_else(|| "kubernetes".into()),
+        node_name: node.name,
+        advertise_address: node.advertise_address,
+        bind_port: node.bind_port,
+        control_plane_endpoint: network.control_plane_endpoint,
+        service_vip: network.service_vip,
+        dns_domain: network.dns_domain,
+        cert_sans: network.cert_sans,
+        etcd: etcd(c, &k)?,
+        algorithm: c
+            .encryption_algorithm
+            .or(k.encryption_algorithm)
+            .unwrap_or(KeyAlgorithm::Rsa2048),
+        cert_validity,
+        ca_validity,
+        ca_keys: [
+            (CaId::Ca, ca),
+            (CaId::FrontProxyCa, front_proxy_ca),
+            (CaId::EtcdCa, etcd_ca),
+        ],
+        sa_key: sa,
+        signer_cas: signer_cas(s)?,
+        signing_duration: period(c.signing_duration, 8760, "cluster.signing_duration")?,
+    })
+}
 
-    let node_name = c
+/// This node's name and API endpoint, validated.
+struct Node {
+    name: String,
+    advertise_address: IpAddr,
+    bind_port: u16,
+}
+
+fn node(c: &ClusterSettings, k: &KubeadmFacts) -> Result<Node, ConfigError> {
+    let name = c
         .node_name
         .clone()
-        .or(k.node_name)
+        .or(k.node_name.clone())
         .unwrap_or_else(default_node_name);
-    if node_name.is_empty() || !is_dns_subdomain(&node_name) {
+    if name.is_empty() || !is_dns_subdomain(&name) {
         return Err(ConfigError(format!(
-            "invalid node name {node_name:?}: must be a DNS-1123 subdomain"
+            "invalid node name {name:?}: must be a DNS-1123 subdomain"
         )));
     }
-    let advertise_address = match c.advertise_address.clone().or(k.advertise_address) {
+    let advertise_address = match c.advertise_address.clone().or(k.advertise_address.clone()) {
         Some(text) => text.parse::<IpAddr>().map_err(|_| {
             ConfigError(format!(
                 "invalid advertise address {text:?}: not an IP address"
@@ -311,11 +431,26 @@ pub fn resolve(s: &Settings) -> Result<ClusterSpec, ConfigError> {
             "invalid advertise address {advertise_address}: must not be unspecified"
         )));
     }
-    let bind_port = c.bind_port.or(k.bind_port).unwrap_or(6443);
+    Ok(Node {
+        name,
+        advertise_address,
+        bind_port: c.bind_port.or(k.bind_port).unwrap_or(6443),
+    })
+}
+
+/// The cluster's network facts, validated.
+struct Network {
+    control_plane_endpoint: Option<Endpoint>,
+    service_vip: IpAddr,
+    dns_domain: String,
+    cert_sans: Vec<String>,
+}
+
+fn network(c: &ClusterSettings, k: &KubeadmFacts) -> Result<Network, ConfigError> {
     let control_plane_endpoint = match c
         .control_plane_endpoint
         .clone()
-        .or(k.control_plane_endpoint)
+        .or(k.control_plane_endpoint.clone())
     {
         Some(text) if !text.is_empty() => Some(parse_endpoint(&text)?),
         _ => None,
@@ -323,14 +458,14 @@ pub fn resolve(s: &Settings) -> Result<ClusterSpec, ConfigError> {
     let subnet_text = c
         .service_subnet
         .clone()
-        .or(k.service_subnet)
+        .or(k.service_subnet.clone())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "10.96.0.0/12".into());
     let service_vip = service_vip(&subnet_text)?;
     let dns_domain = c
         .dns_domain
         .clone()
-        .or(k.dns_domain)
+        .or(k.dns_domain.clone())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "cluster.local".into());
     if !is_dns_subdomain(&dns_domain) {
@@ -338,87 +473,66 @@ pub fn resolve(s: &Settings) -> Result<ClusterSpec, ConfigError> {
             "networking.dnsDomain: invalid value {dns_domain:?}: must be a DNS-1123 subdomain"
         )));
     }
-    let cert_sans = c.cert_sans.clone().or(k.cert_sans).unwrap_or_default();
-    check_cert_sans(&cert_sans, "apiServer.certSANs")?;
-    let algorithm_text = c
-        .encryption_algorithm
+    let cert_sans = san_list(&c.cert_sans, &k.cert_sans, "apiServer.certSANs")?;
+    Ok(Network {
+        control_plane_endpoint,
+        service_vip,
+        dns_domain,
+        cert_sans,
+    })
+}
+
+/// A SAN list: the setting, else the kubeadm document's, else none; checked as kubeadm
+/// checks `field`.
+fn san_list(
+    setting: &Option<Vec<String>>,
+    kubeadm: &Option<Vec<String>>,
+    field: &str,
+) -> Result<Vec<String>, ConfigError> {
+    let sans = setting
         .clone()
-        .or(k.encryption_algorithm)
-        .unwrap_or_else(|| "RSA-2048".into());
-    let algorithm = if algorithm_text.is_empty() {
-        KeyAlgorithm::Rsa2048
-    } else {
-        algorithm_text
-            .parse::<KeyAlgorithm>()
-            .map_err(|_| ConfigError(format!("unknown encryptionAlgorithm {algorithm_text:?}: expected RSA-2048, RSA-3072, RSA-4096, ECDSA-P256 or ECDSA-P384")))?
-    };
-    let period = |v: Option<String>, default: &str, what: &str| -> Result<Duration, ConfigError> {
-        let text = v.unwrap_or_else(|| default.to_string());
-        let d = parse_go_duration(&text).map_err(|e| ConfigError(format!("{what}: {e}")))?;
-        if d.is_zero() {
-            return Err(ConfigError(format!("{what}: must be positive")));
-        }
-        Ok(d)
-    };
-    let cert_validity = period(
-        c.certificate_validity.clone().or(k.certificate_validity),
-        "8760h",
-        "certificateValidityPeriod",
+        .or_else(|| kubeadm.clone())
+        .unwrap_or_default();
+    check_cert_sans(&sans, field)?;
+    Ok(sans)
+}
+
+/// A validity period: `value`, or `default_hours`; zero is refused.
+fn period(
+    value: Option<GoDuration>,
+    default_hours: u64,
+    what: &str,
+) -> Result<Duration, ConfigError> {
+    let d = value.map_or(Duration::from_secs(default_hours * 3600), GoDuration::get);
+    if d.is_zero() {
+        return Err(ConfigError(format!("{what}: must be positive")));
+    }
+    Ok(d)
+}
+
+fn etcd(c: &ClusterSettings, k: &KubeadmFacts) -> Result<Etcd, ConfigError> {
+    if c.etcd.or(k.etcd) == Some(EtcdMode::External) {
+        return Ok(Etcd::External);
+    }
+    let server_sans = san_list(
+        &c.etcd_server_sans,
+        &k.etcd_server_sans,
+        "etcd.local.serverCertSANs",
     )?;
-    let ca_validity = period(
-        c.ca_certificate_validity
-            .clone()
-            .or(k.ca_certificate_validity),
-        "87600h",
-        "caCertificateValidityPeriod",
+    let peer_sans = san_list(
+        &c.etcd_peer_sans,
+        &k.etcd_peer_sans,
+        "etcd.local.peerCertSANs",
     )?;
-    let external_etcd = match c.etcd.as_deref() {
-        Some("external") => true,
-        Some("local") => false,
-        None => k.external_etcd,
-        Some(other) => {
-            return Err(ConfigError(format!(
-                "cluster.etcd {other:?}: expected \"local\" or \"external\""
-            )));
-        }
-    };
-    let etcd = if external_etcd {
-        Etcd::External
-    } else {
-        let server_sans = c
-            .etcd_server_sans
-            .clone()
-            .or(k.etcd_server_sans)
-            .unwrap_or_default();
-        let peer_sans = c
-            .etcd_peer_sans
-            .clone()
-            .or(k.etcd_peer_sans)
-            .unwrap_or_default();
-        check_cert_sans(&server_sans, "etcd.local.serverCertSANs")?;
-        check_cert_sans(&peer_sans, "etcd.local.peerCertSANs")?;
-        Etcd::Local {
-            server_sans,
-            peer_sans,
-        }
-    };
-    let key = |v: &Option<String>, base: &str, what: &str| -> Result<KeyUri, ConfigError> {
-        match v {
-            Some(text) => text
-                .parse::<KeyUri>()
-                .map_err(|e| ConfigError(format!("keys.{what}: {e}"))),
-            None => Ok(KeyUri::file(cert_dir.join(format!("{base}.key")))),
-        }
-    };
-    let ca_keys = [
-        (CaId::Ca, key(&s.keys.ca, "ca", "ca")?),
-        (
-            CaId::FrontProxyCa,
-            key(&s.keys.front_proxy_ca, "front-proxy-ca", "front-proxy-ca")?,
-        ),
-        (CaId::EtcdCa, key(&s.keys.etcd_ca, "etcd/ca", "etcd-ca")?),
-    ];
-    let sa_key = key(&s.keys.sa, "sa", "sa")?;
+    Ok(Etcd::Local {
+        server_sans,
+        peer_sans,
+    })
+}
+
+/// Which CA signs each CSR signerName: the `kubernetes.io` signers by the cluster CA, then
+/// `[signers]`.
+fn signer_cas(s: &Settings) -> Result<std::collections::BTreeMap<String, CaId>, ConfigError> {
     let mut signer_cas: std::collections::BTreeMap<String, CaId> = [
         "kubernetes.io/kube-apiserver-client",
         "kubernetes.io/kube-apiserver-client-kubelet",
@@ -440,35 +554,7 @@ pub fn resolve(s: &Settings) -> Result<ClusterSpec, ConfigError> {
         };
         signer_cas.insert(name.clone(), id);
     }
-    let signing_duration = period(
-        c.signing_duration.clone(),
-        "8760h",
-        "cluster.signing_duration",
-    )?;
-    Ok(ClusterSpec {
-        cert_dir,
-        kubeconfig_dir,
-        cluster_name: c
-            .name
-            .clone()
-            .or(k.cluster_name)
-            .unwrap_or_else(|| "kubernetes".into()),
-        node_name,
-        advertise_address,
-        bind_port,
-        control_plane_endpoint,
-        service_vip,
-        dns_domain,
-        cert_sans,
-        etcd,
-        algorithm,
-        cert_validity,
-        ca_validity,
-        ca_keys,
-        sa_key,
-        signer_cas,
-        signing_duration,
-    })
+    Ok(signer_cas)
 }
 
 /// True for an RFC 1123 subdomain (lower-case labels of `[a-z0-9-]`, dot-separated).
@@ -485,7 +571,7 @@ pub fn is_dns_subdomain(name: &str) -> bool {
 }
 
 /// Parses `host[:port]` (IPv6 in brackets) of `controlPlaneEndpoint`.
-pub fn parse_endpoint(text: &str) -> Result<Endpoint, ConfigError> {
+pub(crate) fn parse_endpoint(text: &str) -> Result<Endpoint, ConfigError> {
     let bad = |why: &str| ConfigError(format!("unparsable controlPlaneEndpoint {text:?}: {why}"));
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let (h, after) = rest.split_once(']').ok_or_else(|| bad("missing ']'"))?;
@@ -537,7 +623,7 @@ fn parse_cidr_sloppy(text: &str) -> Option<ipnet::IpNet> {
 
 /// Parses an IP address as Go's `ParseIPSloppy` does: like [`IpAddr`]'s parser, and IPv4
 /// octets may carry leading zeros (read as decimal).
-pub fn parse_ip_sloppy(text: &str) -> Option<IpAddr> {
+pub(crate) fn parse_ip_sloppy(text: &str) -> Option<IpAddr> {
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Some(ip);
     }
@@ -782,5 +868,66 @@ mod tests {
         assert_eq!(spec.kubeconfig_dir, PathBuf::from("/etc/kubernetes"));
         assert_eq!(spec.control_plane_url(), "https://10.0.0.10:6443");
         assert!(spec.local_etcd());
+    }
+
+    /// One row: lines of `[cluster]` and of `[keys]` in a kpki.toml, then what the node
+    /// resolves to (algorithm, etcd, leaf validity in hours, signing duration in hours, the
+    /// cluster CA's key) or a fragment of the error.
+    #[rustfmt::skip]
+    const TYPED: &[(&str, &str, Result<&str, &str>)] = &[
+        ("", "", Ok("RSA-2048 local 8760h 8760h file:/pki/ca.key")),
+        ("encryption_algorithm = \"ECDSA-P384\"", "", Ok("ECDSA-P384 local 8760h 8760h file:/pki/ca.key")),
+        ("encryption_algorithm = \"\"", "", Ok("RSA-2048 local 8760h 8760h file:/pki/ca.key")),
+        ("encryption_algorithm = \"DSA-1024\"", "", Err("unknown encryptionAlgorithm \"DSA-1024\": expected RSA-2048")),
+        ("encryption_algorithm = \"ecdsa-p256\"", "", Err("unknown encryptionAlgorithm \"ecdsa-p256\"")),
+        ("etcd = \"external\"", "", Ok("RSA-2048 external 8760h 8760h file:/pki/ca.key")),
+        ("etcd = \"local\"", "", Ok("RSA-2048 local 8760h 8760h file:/pki/ca.key")),
+        ("etcd = \"remote\"", "", Err("etcd \"remote\": expected \"local\" or \"external\" for key `cluster.etcd`")),
+        ("certificate_validity = \"30d\"", "", Ok("RSA-2048 local 720h 8760h file:/pki/ca.key")),
+        ("certificate_validity = \"2160.5h\"", "", Ok("RSA-2048 local 2160h 8760h file:/pki/ca.key")),
+        ("certificate_validity = \"1y\"", "", Err("invalid duration \"1y\": unknown unit")),
+        ("certificate_validity = \"0s\"", "", Err("certificateValidityPeriod: must be positive")),
+        ("certificate_validity = \"-1h\"", "", Err("invalid duration \"-1h\": negative")),
+        ("signing_duration = \"1d12h\"", "", Ok("RSA-2048 local 8760h 36h file:/pki/ca.key")),
+        ("signing_duration = \"0\"", "", Err("cluster.signing_duration: must be positive")),
+        ("", "ca = \"pkcs11:token=k8s;object=ca\"", Ok("RSA-2048 local 8760h 8760h pkcs11:token=k8s;object=ca")),
+        ("", "ca = \"file:/hsm/ca.key\"", Ok("RSA-2048 local 8760h 8760h file:/hsm/ca.key")),
+        ("", "ca = \"bogus:x\"", Err("invalid key URI \"bogus:x\"")),
+        ("", "ca = \"pkcs11:object=ca\"", Err("no token, serial or slot-id attribute")),
+        ("", "front-proxy-ca = \"file:/x.key\"", Ok("RSA-2048 local 8760h 8760h file:/pki/ca.key")),
+        ("", "etcd_ca = \"file:\"", Err("for key `keys.etcd_ca`")),
+    ];
+
+    #[test]
+    fn settings_are_read_into_their_types() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("kpki.toml");
+        for (cluster, keys, want) in TYPED {
+            let text = format!(
+                "cert_dir = \"/pki\"\n[cluster]\nnode_name = \"cp1\"\nadvertise_address = \"10.0.0.10\"\n{cluster}\n[keys]\n{keys}\n"
+            );
+            std::fs::write(&file, &text).expect("write");
+            let got = read_settings(Some(&file), &Settings::default())
+                .and_then(|s| resolve(&s))
+                .map(|spec| {
+                    format!(
+                        "{} {} {}h {}h {}",
+                        spec.algorithm,
+                        if spec.local_etcd() {
+                            "local"
+                        } else {
+                            "external"
+                        },
+                        spec.cert_validity.as_secs() / 3600,
+                        spec.signing_duration.as_secs() / 3600,
+                        spec.ca_key(CaId::Ca)
+                    )
+                });
+            match (want, got) {
+                (Ok(want), Ok(got)) => assert_eq!(got, *want, "{text}"),
+                (Err(fragment), Err(e)) => assert!(e.0.contains(fragment), "{text}: {}", e.0),
+                (want, got) => panic!("{text}: want {want:?}, got {got:?}"),
+            }
+        }
     }
 }

@@ -20,13 +20,10 @@ use crate::subject::Subject;
 use crate::x509::{self, CaSigner, Issued};
 
 /// The signer names and the usage vocabulary; their home is [`crate::signers`].
-pub use crate::signers::{
-    KNOWN_USAGES, KUBE_APISERVER_CLIENT, KUBE_APISERVER_CLIENT_KUBELET, KUBELET_SERVING,
-    LEGACY_UNKNOWN, check_spec_usages,
-};
+pub use crate::signers::{KUBE_APISERVER_CLIENT, KUBE_APISERVER_CLIENT_KUBELET, KUBELET_SERVING};
 
 /// The smallest `expirationSeconds` Kubernetes accepts.
-pub const MIN_EXPIRATION_SECONDS: i64 = 600;
+pub(crate) const MIN_EXPIRATION_SECONDS: i64 = 600;
 
 /// A signing request with the fields of a CertificateSigningRequest's spec.
 #[derive(Debug, Clone)]
@@ -112,12 +109,6 @@ pub enum SignError {
     Key(#[from] kpki_signer::KeyError),
 }
 
-impl From<CsrError> for PkiError {
-    fn from(e: CsrError) -> PkiError {
-        PkiError::Refused(e.message)
-    }
-}
-
 impl From<SignError> for PkiError {
     fn from(e: SignError) -> PkiError {
         match e {
@@ -141,7 +132,7 @@ fn refusal(refusal: Refusal, msg: impl Into<String>) -> CsrError {
     CsrError::new(refusal, msg)
 }
 
-fn refused(msg: impl Into<String>) -> CsrError {
+fn malformed(msg: impl Into<String>) -> CsrError {
     refusal(Refusal::Malformed, msg)
 }
 
@@ -170,6 +161,39 @@ pub struct Examined {
     pub spki_der: Vec<u8>,
 }
 
+#[cfg(any(test, feature = "testing"))]
+impl Examined {
+    /// A request as examined, for the tables of rules (here and in the daemon's policy): CN,
+    /// O values, SANs written as [`Examined::san_strings`] writes them, key name. Panics on a
+    /// SAN it cannot read: the tables are code.
+    #[allow(clippy::panic, clippy::expect_used)]
+    pub fn sample(cn: &str, orgs: &[&str], sans: &[&str], key: &str) -> Examined {
+        let orgs: Vec<String> = orgs.iter().map(|s| s.to_string()).collect();
+        let mut e = Examined {
+            subject: Subject::groups_then_name(&orgs, cn),
+            orgs,
+            cn: cn.to_string(),
+            dns: vec![],
+            ips: vec![],
+            emails: vec![],
+            uris: vec![],
+            key: key.to_string(),
+            usages: vec![],
+            spki_der: vec![],
+        };
+        for san in sans {
+            match san.split_once(':') {
+                Some(("DNS", v)) => e.dns.push(v.into()),
+                Some(("IP", v)) => e.ips.push(v.parse().expect("an IP address in the table")),
+                Some(("email", v)) => e.emails.push(v.into()),
+                Some(("URI", v)) => e.uris.push(v.into()),
+                _ => panic!("bad SAN in table: {san}"),
+            }
+        }
+        e
+    }
+}
+
 impl Examined {
     /// SANs as `DNS:…`, `IP:…`, `email:…`, `URI:…`.
     pub fn san_strings(&self) -> Vec<String> {
@@ -186,7 +210,10 @@ fn parse_request(csr: &X509CertificationRequest<'_>) -> Result<Examined, CsrErro
     if !dropped.is_empty() {
         tracing::info!(attributes = ?dropped, "subject attributes dropped as the Kubernetes signers drop them");
     }
-    let cn = subject.single_cn().map_err(refused)?.to_string();
+    let cn = subject
+        .single_cn()
+        .map_err(|e| malformed(e.to_string()))?
+        .to_string();
     let orgs = subject.orgs();
     let mut req = Examined {
         subject,
@@ -216,9 +243,9 @@ fn parse_request(csr: &X509CertificationRequest<'_>) -> Result<Examined, CsrErro
                             16 => req
                                 .ips
                                 .extend(<[u8; 16]>::try_from(*b).ok().map(IpAddr::from)),
-                            _ => return Err(refused("malformed IP address SAN")),
+                            _ => return Err(malformed("malformed IP address SAN")),
                         },
-                        other => return Err(refused(format!("unsupported SAN type {other:?}"))),
+                        other => return Err(malformed(format!("unsupported SAN type {other:?}"))),
                     }
                 }
             }
@@ -281,9 +308,9 @@ pub fn examine(request: &SignRequest) -> Result<Examined, CsrError> {
 /// by the caller, e.g. narrowed to configured usages; `request.signer_name` is not read).
 pub fn examine_for(signer: &KubeSigner, request: &SignRequest) -> Result<Examined, CsrError> {
     let (rest, csr) = X509CertificationRequest::from_der(&request.csr_der)
-        .map_err(|e| refused(format!("malformed certificate request ({e})")))?;
+        .map_err(|e| malformed(format!("malformed certificate request ({e})")))?;
     if !rest.is_empty() {
-        return Err(refused("trailing bytes after the certificate request"));
+        return Err(malformed("trailing bytes after the certificate request"));
     }
     let key = check_key(&csr)?;
     csr.verify_signature().map_err(|_| {
@@ -370,7 +397,7 @@ pub fn issue(
         p.subject_alt_names.push(SanType::DnsName(
             d.as_str()
                 .try_into()
-                .map_err(|e| refused(format!("DNS SAN {d:?}: {e}")))?,
+                .map_err(|e| malformed(format!("DNS SAN {d:?}: {e}")))?,
         ));
     }
     for ip in &req.ips {
@@ -380,14 +407,14 @@ pub fn issue(
         p.subject_alt_names.push(SanType::Rfc822Name(
             e.as_str()
                 .try_into()
-                .map_err(|err| refused(format!("email SAN {e:?}: {err}")))?,
+                .map_err(|err| malformed(format!("email SAN {e:?}: {err}")))?,
         ));
     }
     for u in &req.uris {
         p.subject_alt_names.push(SanType::URI(
             u.as_str()
                 .try_into()
-                .map_err(|err| refused(format!("URI SAN {u:?}: {err}")))?,
+                .map_err(|err| malformed(format!("URI SAN {u:?}: {err}")))?,
         ));
     }
     apply_usages(&mut p, &req.usages)?;
@@ -399,7 +426,7 @@ pub fn issue(
     // The key comes from the request's SubjectPublicKeyInfo (curve included), not from its
     // signature algorithm: a P-384 key signed with SHA-256 stays a P-384 key.
     let public = rcgen::SubjectPublicKeyInfo::from_der(&req.spki_der)
-        .map_err(|e| refused(format!("request public key: {e}")))?;
+        .map_err(|e| malformed(format!("request public key: {e}")))?;
     let cert = authority
         .signer
         .issue_with(x509::Draft::new(p, req.subject.clone()), &public)?;

@@ -22,12 +22,16 @@ fn refused(msg: impl Into<String>) -> PkiError {
     PkiError::Refused(msg.into())
 }
 
+fn malformed(msg: impl Into<String>) -> PkiError {
+    PkiError::Malformed(msg.into())
+}
+
 fn pem_request(bytes: &[u8]) -> Result<Vec<u8>, PkiError> {
     let block =
-        pem::parse(bytes).map_err(|e| refused(format!("not a PEM certificate request ({e})")))?;
+        pem::parse(bytes).map_err(|e| malformed(format!("not a PEM certificate request ({e})")))?;
     match block.tag() {
         "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST" => Ok(block.into_contents()),
-        other => Err(refused(format!(
+        other => Err(malformed(format!(
             "PEM block is {other:?}, not CERTIFICATE REQUEST"
         ))),
     }
@@ -36,14 +40,14 @@ fn pem_request(bytes: &[u8]) -> Result<Vec<u8>, PkiError> {
 /// Reads a PEM request or a CertificateSigningRequest object (YAML or JSON).
 pub fn read(bytes: &[u8]) -> Result<Input, PkiError> {
     let text = std::str::from_utf8(bytes)
-        .map_err(|_| refused("input is neither PEM nor a YAML/JSON object (binary data)"))?;
+        .map_err(|_| malformed("input is neither PEM nor a YAML/JSON object (binary data)"))?;
     if text.trim_start().starts_with("-----BEGIN") {
         return pem_request(bytes).map(Input::Pem);
     }
     let object: CertificateSigningRequest = serde_norway::from_str(text)
-        .map_err(|e| refused(format!("not a CertificateSigningRequest object: {e}")))?;
+        .map_err(|e| malformed(format!("not a CertificateSigningRequest object: {e}")))?;
     if object.metadata.name.is_none() && object.metadata.generate_name.is_none() {
-        return Err(refused("CertificateSigningRequest has no metadata.name"));
+        return Err(malformed("CertificateSigningRequest has no metadata.name"));
     }
     Ok(Input::Object(Box::new(object)))
 }
@@ -52,7 +56,7 @@ pub fn read(bytes: &[u8]) -> Result<Input, PkiError> {
 /// hold: `Denied` (any status) or `Failed` (status `True` or empty) as kube-controller-manager's
 /// signer skips them; a certificate already issued (`status.certificate` is immutable); and
 /// `spec.usages` that the API server's validation rejects (empty, unknown, duplicated).
-pub fn check_signable(object: &CertificateSigningRequest) -> Result<(), PkiError> {
+pub(crate) fn check_signable(object: &CertificateSigningRequest) -> Result<(), PkiError> {
     let name = object
         .metadata
         .name
@@ -84,12 +88,19 @@ pub fn check_signable(object: &CertificateSigningRequest) -> Result<(), PkiError
             )));
         }
     }
-    crate::csr::check_spec_usages(object.spec.usages.as_deref().unwrap_or_default())
-        .map_err(|e| refused(format!("CertificateSigningRequest {name:?}: {e}")))
+    crate::signers::check_spec_usages(object.spec.usages.as_deref().unwrap_or_default()).map_err(
+        |e| {
+            crate::csr::CsrError::new(
+                e.refusal,
+                format!("CertificateSigningRequest {name:?}: {e}"),
+            )
+            .into()
+        },
+    )
 }
 
 /// The signing request an object asks for (`--signer-name` may override the object's);
-/// refuses what [`check_signable`] refuses.
+/// refuses what `check_signable` refuses.
 pub fn request_of(
     object: &CertificateSigningRequest,
     signer_override: Option<&str>,
@@ -114,7 +125,7 @@ pub fn approve(
 ) -> Result<(), PkiError> {
     let secs = time::OffsetDateTime::now_utc().unix_timestamp();
     let now = k8s_openapi::jiff::Timestamp::from_second(secs)
-        .map_err(|e| refused(format!("clock: {e}")))?;
+        .map_err(|e| PkiError::internal(format!("clock: {e}")))?;
     let status = object
         .status
         .get_or_insert_with(CertificateSigningRequestStatus::default);

@@ -82,7 +82,8 @@ mod tests {
     fn stages_follow_the_upstream_reading_of_conditions() {
         let denied = Stage::Denied(Some("DeniedReason".into()));
         let failed = Stage::Failed(Some("FailedReason".into()));
-        let cases: &[(&[(&str, &str)], &str, Stage)] = &[
+        type Conditions<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Conditions, &str, Stage)] = &[
             (&[], "", Stage::AwaitingApproval),
             (&[("Approved", "True")], "", Stage::Approved),
             (&[("Approved", "")], "", Stage::Approved),

@@ -1,16 +1,68 @@
-//! Go durations (`time.ParseDuration`, what kubeadm's `metav1.Duration` fields accept):
+//! [`GoDuration`]: every duration kpki reads (settings, flags, kubeadm documents) in one
+//! grammar, Go's `time.ParseDuration` (what kubeadm's `metav1.Duration` fields accept):
 //! `8760h`, `87600h0m0s`, `1h30m`, `2160.5h`, `.5h`, `1.5h30m`, `300ms`, `0`; units `ns`,
-//! `us` (`µs`, `μs`), `ms`, `s`, `m`, `h`; an optional sign. Fractions are computed as Go
-//! does (nanoseconds, truncated), and values beyond Go's int64 nanoseconds are refused.
+//! `us` (`µs`, `μs`), `ms`, `s`, `m`, `h`; an optional sign. kpki's own settings and flags
+//! also take `d` (24h): `30d`. kubeadm documents do not ([`GoDuration::parse_kubeadm`]): Go
+//! has no such unit, and kubeadm refuses them. Fractions are computed as Go does
+//! (nanoseconds, truncated), and values beyond Go's int64 nanoseconds are refused.
 //! Negative durations are valid Go but never a valid period here, so they are refused.
 
+use std::str::FromStr;
 use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
 
 /// The largest magnitude Go's `Duration` (int64 nanoseconds) can hold, plus one (`1<<63`).
 const LIMIT: u64 = 1 << 63;
 
-fn unit_nanos(unit: &str) -> Option<u64> {
+/// A duration read from text in the grammar of the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct GoDuration(pub Duration);
+
+/// A duration that does not parse: the text and why, in one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration {text:?}: {why} (Go duration such as 8760h, 2160.5h or 1h30m)")]
+pub struct DurationError {
+    text: String,
+    why: &'static str,
+}
+
+impl GoDuration {
+    /// The duration.
+    pub fn get(self) -> Duration {
+        self.0
+    }
+
+    /// Parses `text` as kubeadm does: Go's grammar, without kpki's `d` unit.
+    pub(crate) fn parse_kubeadm(text: &str) -> Result<GoDuration, DurationError> {
+        parse(text, false).map(GoDuration)
+    }
+}
+
+impl FromStr for GoDuration {
+    type Err = DurationError;
+
+    fn from_str(text: &str) -> Result<GoDuration, DurationError> {
+        parse(text, true).map(GoDuration)
+    }
+}
+
+impl From<GoDuration> for Duration {
+    fn from(d: GoDuration) -> Duration {
+        d.0
+    }
+}
+
+impl<'de> Deserialize<'de> for GoDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<GoDuration, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn unit_nanos(unit: &str, days: bool) -> Option<u64> {
     Some(match unit {
+        "d" if days => 24 * 3600 * 1_000_000_000,
         "ns" => 1,
         "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
         "ms" => 1_000_000,
@@ -21,10 +73,12 @@ fn unit_nanos(unit: &str) -> Option<u64> {
     })
 }
 
-/// Parses a Go duration string as `time.ParseDuration` does; refuses negative values.
-pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
-    let bad = |why: &str| {
-        format!("invalid duration {text:?}: {why} (Go duration such as 8760h, 2160.5h or 1h30m)")
+/// Parses a Go duration string as `time.ParseDuration` does (with the `d` unit when `days`);
+/// refuses negative values.
+fn parse(text: &str, days: bool) -> Result<Duration, DurationError> {
+    let bad = |why: &'static str| DurationError {
+        text: text.to_string(),
+        why,
     };
     let mut s = text;
     let mut negative = false;
@@ -90,7 +144,7 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
         if unit_len == 0 {
             return Err(bad("missing unit"));
         }
-        let unit = unit_nanos(&s[..unit_len]).ok_or_else(|| bad("unknown unit"))?;
+        let unit = unit_nanos(&s[..unit_len], days).ok_or_else(|| bad("unknown unit"))?;
         s = &s[unit_len..];
         if whole > LIMIT / unit {
             return Err(bad("overflow"));
@@ -122,56 +176,86 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
 
+    const H: u64 = 3600;
+
+    /// Text, then the duration in both grammars (`None`: refused).
+    const ROWS: &[(&str, Option<Duration>)] = &[
+        ("8760h", Some(Duration::from_secs(8760 * H))),
+        ("87600h0m0s", Some(Duration::from_secs(87600 * H))),
+        ("1h30m", Some(Duration::from_secs(5400))),
+        ("2160.5h", Some(Duration::from_secs(2160 * H + 1800))),
+        ("1.5h", Some(Duration::from_secs(5400))),
+        (".5h", Some(Duration::from_secs(1800))),
+        ("5.h", Some(Duration::from_secs(5 * H))),
+        ("1.5h30m", Some(Duration::from_secs(2 * H))),
+        ("+2h", Some(Duration::from_secs(2 * H))),
+        ("0", Some(Duration::ZERO)),
+        ("-0", Some(Duration::ZERO)),
+        ("0s", Some(Duration::ZERO)),
+        ("90s", Some(Duration::from_secs(90))),
+        ("300ms", Some(Duration::from_millis(300))),
+        ("1us", Some(Duration::from_micros(1))),
+        ("1\u{b5}s", Some(Duration::from_micros(1))),
+        ("1\u{3bc}s", Some(Duration::from_micros(1))),
+        ("7ns", Some(Duration::from_nanos(7))),
+        ("1.000000001s", Some(Duration::from_nanos(1_000_000_001))),
+        (
+            "2562047h47m16.854775807s",
+            Some(Duration::from_nanos((1 << 63) - 1)),
+        ),
+        ("", None),
+        ("h", None),
+        ("10", None),
+        ("-1h", None),
+        ("1h-2m", None),
+        (".h", None),
+        (".", None),
+        ("1..5h", None),
+        (" 1h", None),
+        ("1h ", None),
+        ("1H", None),
+        ("1D", None),
+        ("1y", None),
+        ("2562047h47m16.854775808s", None),
+        ("9999999999999999999h", None),
+        ("+", None),
+        ("-", None),
+    ];
+
+    /// Texts only kpki's grammar reads (`d` = 24h), with their duration.
+    const DAYS: &[(&str, Duration)] = &[
+        ("30d", Duration::from_secs(30 * 24 * H)),
+        ("400d", Duration::from_secs(400 * 24 * H)),
+        ("1.5d", Duration::from_secs(36 * H)),
+        ("1d12h", Duration::from_secs(36 * H)),
+        ("0d", Duration::ZERO),
+    ];
+
     #[test]
     fn parses_like_go() {
-        let h = |x: u64| Duration::from_secs(x * 3600);
-        let cases: &[(&str, Duration)] = &[
-            ("8760h", h(8760)),
-            ("87600h0m0s", h(87600)),
-            ("1h30m", Duration::from_secs(5400)),
-            ("2160.5h", Duration::from_secs(2160 * 3600 + 1800)),
-            ("1.5h", Duration::from_secs(5400)),
-            (".5h", Duration::from_secs(1800)),
-            ("5.h", h(5)),
-            ("1.5h30m", h(2)),
-            ("+2h", h(2)),
-            ("0", Duration::ZERO),
-            ("-0", Duration::ZERO),
-            ("0s", Duration::ZERO),
-            ("90s", Duration::from_secs(90)),
-            ("300ms", Duration::from_millis(300)),
-            ("1us", Duration::from_micros(1)),
-            ("1\u{b5}s", Duration::from_micros(1)),
-            ("1\u{3bc}s", Duration::from_micros(1)),
-            ("7ns", Duration::from_nanos(7)),
-            ("1.000000001s", Duration::from_nanos(1_000_000_001)),
-            (
-                "2562047h47m16.854775807s",
-                Duration::from_nanos((1 << 63) - 1),
-            ),
-        ];
-        for (text, want) in cases {
-            assert_eq!(parse_go_duration(text).as_ref(), Ok(want), "{text}");
+        for (text, want) in ROWS {
+            let kpki = text.parse::<GoDuration>().ok().map(GoDuration::get);
+            let kubeadm = GoDuration::parse_kubeadm(text).ok().map(GoDuration::get);
+            assert_eq!(kpki, *want, "{text}");
+            assert_eq!(kubeadm, *want, "{text} (kubeadm)");
         }
-        for bad in [
-            "",
-            "h",
-            "10",
-            "10d",
-            "-1h",
-            "1h-2m",
-            ".h",
-            ".",
-            "1..5h",
-            " 1h",
-            "1h ",
-            "1H",
-            "2562047h47m16.854775808s",
-            "9999999999999999999h",
-            "+",
-            "-",
-        ] {
-            assert!(parse_go_duration(bad).is_err(), "{bad}");
+    }
+
+    #[test]
+    fn days_only_in_kpki_settings() {
+        for (text, want) in DAYS {
+            assert_eq!(
+                text.parse::<GoDuration>().map(GoDuration::get),
+                Ok(*want),
+                "{text}"
+            );
+            let e = GoDuration::parse_kubeadm(text).expect_err(text);
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "invalid duration {text:?}: unknown unit (Go duration such as 8760h, 2160.5h or 1h30m)"
+                )
+            );
         }
     }
 }

@@ -4,8 +4,6 @@
 
 use std::path::Path;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -55,40 +53,23 @@ fn kubeconfig_not_after(path: &Path) -> Result<Option<OffsetDateTime>, PkiError>
     let text = match std::fs::read_to_string(path) {
         Ok(t) => zeroize::Zeroizing::new(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(PkiError::Refused(format!("{}: {e}", path.display()))),
+        Err(e) => return Err(PkiError::io(path, e)),
     };
-    let cfg = kubeconfig::parse(&text)
-        .map_err(|e| PkiError::Refused(format!("{}: {e}", path.display())))?;
-    let user = cfg.current_user().ok_or_else(|| {
-        PkiError::Refused(format!(
-            "{}: no user in the current context",
-            path.display()
-        ))
-    })?;
+    let cfg = kubeconfig::parse(&text).map_err(|e| e.in_file(path))?;
+    let user = cfg
+        .current_user()
+        .ok_or_else(|| kubeconfig::no_current_user(path))?;
     let pem_bytes = match (&user.client_certificate_data, &user.client_certificate) {
-        (Some(data), _) => STANDARD.decode(data.trim()).map_err(|e| {
-            PkiError::Refused(format!(
-                "{}: client-certificate-data is not base64 ({e})",
-                path.display()
-            ))
-        })?,
-        (None, Some(file)) => {
-            std::fs::read(file).map_err(|e| PkiError::Refused(format!("{file}: {e}")))?
-        }
+        (Some(data), _) => kubeconfig::decode_client_data(path, data)?,
+        (None, Some(file)) => std::fs::read(file).map_err(|e| PkiError::io(Path::new(file), e))?,
         (None, None) => {
-            return Err(PkiError::Refused(format!(
+            return Err(PkiError::Missing(format!(
                 "{}: no client certificate",
                 path.display()
             )));
         }
     };
-    let block = pem::parse(&pem_bytes).map_err(|e| {
-        PkiError::Refused(format!(
-            "{}: client certificate is not PEM ({e})",
-            path.display()
-        ))
-    })?;
-    not_after_of(block.contents(), path).map(Some)
+    not_after_of(&kubeconfig::client_cert_der(path, &pem_bytes)?, path).map(Some)
 }
 
 /// Reads every certificate of the catalogue for `spec`.
@@ -155,7 +136,7 @@ fn two_units(major: i64, unit: &str, minor: i64, minor_unit: &str) -> String {
 }
 
 /// apimachinery's `HumanDuration` of a signed number of seconds (`<invalid>` below −1 s).
-pub fn human_duration(seconds: i64) -> String {
+pub(crate) fn human_duration(seconds: i64) -> String {
     if seconds < -1 {
         return "<invalid>".into();
     }
@@ -194,7 +175,7 @@ pub fn human_duration(seconds: i64) -> String {
 
 /// Lays out rows like Go's `tabwriter` with kubeadm's settings (minwidth 10, padding 3):
 /// every cell but the last of a line is padded to its column's width.
-pub fn tabulate(rows: &[Vec<String>]) -> String {
+pub(crate) fn tabulate(rows: &[Vec<String>]) -> String {
     let columns = rows
         .iter()
         .map(|r| r.len().saturating_sub(1))

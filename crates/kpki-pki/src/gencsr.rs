@@ -48,7 +48,7 @@ fn request_pem(
         p.subject_alt_names.push(SanType::DnsName(
             d.as_str()
                 .try_into()
-                .map_err(|e| PkiError::Refused(format!("DNS SAN {d:?}: {e}")))?,
+                .map_err(|e| PkiError::Malformed(format!("DNS SAN {d:?}: {e}")))?,
         ));
     }
     for ip in &sans.ips {
@@ -59,18 +59,17 @@ fn request_pem(
         .serialize_request(&signer)
         .map_err(|e| signer.explain(e))?;
     csr.pem()
-        .map_err(|e| PkiError::Refused(format!("CSR encoding: {e}")))
+        .map_err(|e| PkiError::internal(format!("CSR encoding: {e}")))
 }
 
 /// Writes the key (or partial kubeconfig) `key_text` to `key_path`, then the request `csr`
 /// to `csr_path`, creating the request's directory with kubeadm's mode.
 fn write_pair(key_path: &Path, key_text: &str, csr_path: &Path, csr: &str) -> Result<(), PkiError> {
     if let Some(dir) = csr_path.parent() {
-        kpki_soft::atomic::create_dir_all(dir, CSR_DIR_MODE)
-            .map_err(|e| PkiError::Io(format!("{}: {e}", dir.display())))?;
+        kpki_atomic::create_dir_all(dir, CSR_DIR_MODE).map_err(|e| PkiError::io(dir, e))?;
     }
-    store::create(key_path, key_text.as_bytes(), store::PRIVATE_MODE).map_err(PkiError::Io)?;
-    store::create(csr_path, csr.as_bytes(), store::PRIVATE_MODE).map_err(PkiError::Io)
+    store::create(key_path, key_text.as_bytes(), store::PRIVATE_MODE)?;
+    store::create(csr_path, csr.as_bytes(), store::PRIVATE_MODE)
 }
 
 /// Writes keys, partial kubeconfigs and CSRs; refuses before writing if any target exists.
@@ -124,8 +123,7 @@ pub fn generate(spec: &ClusterSpec) -> Result<Vec<Written>, PkiError> {
         let cn = kc.cn.for_node(&spec.node_name);
         let csr = request_pem(&key, &cn, kc.orgs, &AltNames::default())?;
         let server = kc.server_url(spec);
-        let partial = kubeconfig::render_partial(&spec.cluster_name, &server, &cn, &pem)
-            .map_err(PkiError::Io)?;
+        let partial = kubeconfig::render_partial(&spec.cluster_name, &server, &cn, &pem)?;
         write_pair(&path, &partial, &csr_path, &csr)?;
         out.push(Written {
             name: kc.file.into(),

@@ -54,10 +54,6 @@ pub struct InitReport {
     pub files: Vec<FileReport>,
 }
 
-fn refused(msg: impl Into<String>) -> PkiError {
-    PkiError::Refused(msg.into())
-}
-
 /// A CA after phase one: its certificate and key, if present; after its phase-two step,
 /// its issuer (certificate parsed once, key on its backend) unless the key is absent.
 struct CaState {
@@ -78,7 +74,7 @@ impl CaState {
         period: std::time::Duration,
     ) -> Result<x509::Issued, PkiError> {
         let signer = self.signer.as_ref().ok_or_else(|| {
-            refused(format!(
+            PkiError::Missing(format!(
                 "cannot issue {:?}: the {} key {} is absent (external CA); provide the certificate or the key",
                 profile.cn, self.spec.name, self.key_uri
             ))
@@ -90,7 +86,7 @@ impl CaState {
 fn find_ca(cas: &[CaState], id: CaId) -> Result<&CaState, PkiError> {
     cas.iter()
         .find(|c| c.spec.id == id)
-        .ok_or_else(|| refused("CA not configured"))
+        .ok_or_else(|| PkiError::internal("CA not configured"))
 }
 
 /// A leaf after phase one.
@@ -183,7 +179,7 @@ impl Writer<'_> {
     fn next_key(&mut self) -> Result<NewKey, PkiError> {
         self.fresh
             .next()
-            .ok_or_else(|| refused("key creation came up short"))
+            .ok_or_else(|| PkiError::internal("key creation came up short"))
     }
 
     /// Keeps or issues `leaf` as planned.
@@ -224,7 +220,7 @@ impl Writer<'_> {
         }
         let ca = find_ca(cas, leaf.ca)?;
         let cert = ca.issue(&profile, Arc::clone(&key), self.start, spec.cert_validity)?;
-        store::create(&crt, cert.pem.as_bytes(), CERT_MODE).map_err(PkiError::Io)?;
+        store::create(&crt, cert.pem.as_bytes(), CERT_MODE)?;
         self.report.files.push(FileReport {
             name: leaf.name.into(),
             kind: "key",
@@ -262,7 +258,9 @@ impl Writer<'_> {
             return Ok(());
         }
         let NewKey::Soft(key, key_pem) = self.next_key()? else {
-            return Err(refused("a kubeconfig key must be a software key"));
+            return Err(PkiError::internal(
+                "a kubeconfig key must be a software key",
+            ));
         };
         let cn = kc.cn.for_node(&spec.node_name);
         let profile = Profile {
@@ -280,13 +278,12 @@ impl Writer<'_> {
             &cn,
             &cert.pem,
             &key_pem,
-        )
-        .map_err(PkiError::Io)?;
+        )?;
         (self.progress)(format!(
             "[kubeconfig] Writing {:?} kubeconfig file",
             kc.file
         ));
-        store::create(&path, yaml.as_bytes(), PRIVATE_MODE).map_err(PkiError::Io)?;
+        store::create(&path, yaml.as_bytes(), PRIVATE_MODE)?;
         self.report.files.push(FileReport {
             name: kc.file.into(),
             kind: "kubeconfig",
@@ -307,7 +304,7 @@ pub fn run(
     let start = x509::whole_seconds(OffsetDateTime::now_utc());
     // A renewal killed half-way left staged pairs: finish them before judging any pair.
     for dir in [spec.cert_dir.clone(), spec.cert_dir.join("etcd")] {
-        crate::pair::recover(&dir).map_err(PkiError::Io)?;
+        crate::pair::recover(&dir)?;
     }
     let plan = plan(spec, keys)?;
 
@@ -317,8 +314,7 @@ pub fn run(
         spec.cert_dir.join("etcd"),
         spec.kubeconfig_dir.clone(),
     ] {
-        kpki_soft::atomic::remove_stale_temps(&dir)
-            .map_err(|e| PkiError::Io(format!("{}: {e}", dir.display())))?;
+        kpki_atomic::remove_stale_temps(&dir).map_err(|e| PkiError::io(&dir, e))?;
     }
     progress(format!(
         "[certs] Using certificateDir folder {:?}",
@@ -394,7 +390,7 @@ fn push_cert(report: &mut InitReport, name: &str, crt: &Path, action: &'static s
 fn inspect_ca(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<CaState, PkiError> {
     let found = authority::find(spec, keys, id)?;
     if found.cert.is_some() && found.key.is_none() && found.key_uri.is_pkcs11() {
-        return Err(refused(format!(
+        return Err(PkiError::Missing(format!(
             "{}: its key {} is not on the token",
             found.crt.display(),
             found.key_uri
@@ -446,7 +442,7 @@ fn ensure_ca(
         (Some(k), _) => (k, "kept"),
         (None, Some(new)) => (new.persist()?, "generated"),
         (None, None) => {
-            return Err(refused(format!(
+            return Err(PkiError::internal(format!(
                 "{}: no key to sign the CA certificate with",
                 ca.spec.name
             )));
@@ -463,7 +459,7 @@ fn ensure_ca(
     ));
     let params = x509::ca_params(ca.spec.cn, key.public_key_spki(), start, spec.ca_validity)?;
     let cert = x509::self_sign(params, Arc::clone(&key))?;
-    store::create(&crt, cert.pem.as_bytes(), CERT_MODE).map_err(PkiError::Io)?;
+    store::create(&crt, cert.pem.as_bytes(), CERT_MODE)?;
     report.files.push(FileReport {
         name: ca.spec.name.into(),
         kind: "key",
@@ -491,7 +487,7 @@ fn inspect_leaf(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<Lea
         return Ok(LeafPlan::Issue { key });
     };
     let Some(key) = key else {
-        return Err(refused(format!(
+        return Err(PkiError::Missing(format!(
             "{}: certificate exists but its key {} is missing",
             crt.display(),
             key_path.display()
@@ -500,7 +496,7 @@ fn inspect_leaf(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<Lea
     let der = chain.first().map(Vec::as_slice).unwrap_or_default();
     let parsed = certfile::parse_at(&crt, der)?;
     if parsed.public_key().raw != key.public_key_spki() {
-        return Err(refused(format!(
+        return Err(PkiError::Mismatch(format!(
             "{}: certificate does not match key {}",
             crt.display(),
             key_path.display()
@@ -511,7 +507,7 @@ fn inspect_leaf(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<Lea
     let have = certfile::alt_names(&parsed);
     for d in &expected.dns {
         if !have.dns.contains(d) {
-            return Err(refused(format!(
+            return Err(PkiError::Mismatch(format!(
                 "{}: lacks the required DNS SAN {d}",
                 crt.display()
             )));
@@ -519,7 +515,7 @@ fn inspect_leaf(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<Lea
     }
     for ip in &expected.ips {
         if !have.ips.contains(ip) {
-            return Err(refused(format!(
+            return Err(PkiError::Mismatch(format!(
                 "{}: lacks the required IP SAN {ip}",
                 crt.display()
             )));
@@ -542,7 +538,7 @@ fn check_kept(
     let crt = leaf.cert_path(&spec.cert_dir);
     let ca_crt = ca.spec.cert_path(&spec.cert_dir);
     let Some(ca_der) = &ca.cert else {
-        return Err(refused(format!(
+        return Err(PkiError::Missing(format!(
             "{}: exists but its CA {}.crt does not",
             crt.display(),
             ca.spec.base
@@ -552,7 +548,7 @@ fn check_kept(
         certfile::ChainError::Period {
             message,
             of_ca: false,
-        } => refused(format!(
+        } => PkiError::Refused(format!(
             "{message}; kubeadm refuses it too: run `kpki certs renew {}`, or remove {} and its key so that init issues it again",
             leaf.name,
             crt.display()
@@ -571,11 +567,11 @@ fn inspect_kubeconfig(
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => Zeroizing::new(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(refused(format!("{}: {e}", path.display()))),
+        Err(e) => return Err(PkiError::io(&path, e)),
     };
-    let cfg = kubeconfig::parse(&text).map_err(|e| refused(format!("{}: {e}", path.display())))?;
+    let cfg = kubeconfig::parse(&text).map_err(|e| e.in_file(&path))?;
     let have = cfg.current_ca_pem().ok_or_else(|| {
-        refused(format!(
+        PkiError::Missing(format!(
             "{}: no certificate-authority-data in the current context",
             path.display()
         ))
@@ -583,12 +579,12 @@ fn inspect_kubeconfig(
     let want = ca.cert.as_deref().map(|d| x509::to_pem("CERTIFICATE", d));
     match want {
         Some(w) if w.trim() == have.trim() => Ok(true),
-        Some(_) => Err(refused(format!(
+        Some(_) => Err(PkiError::Mismatch(format!(
             "{}: embeds a different CA than {}/ca.crt",
             path.display(),
             spec.cert_dir.display()
         ))),
-        None => Err(refused(format!(
+        None => Err(PkiError::Missing(format!(
             "{}: exists but ca.crt does not",
             path.display()
         ))),
@@ -612,7 +608,7 @@ fn ensure_sa(
             progress("[certs] Generating \"sa\" key and public key".into());
             (new.persist()?, "generated")
         }
-        (None, None) => return Err(refused("no service-account key")),
+        (None, None) => return Err(PkiError::internal("no service-account key")),
     };
     report.files.push(FileReport {
         name: "sa".into(),
@@ -625,14 +621,14 @@ fn ensure_sa(
     let pub_action = match std::fs::read_to_string(&pub_path) {
         Ok(existing) if existing.trim() == pem.trim() => "kept",
         Ok(_) => {
-            return Err(refused(format!(
+            return Err(PkiError::Mismatch(format!(
                 "{}: does not match the service-account key {}",
                 pub_path.display(),
                 spec.sa_key
             )));
         }
         Err(_) => {
-            store::create(&pub_path, pem.as_bytes(), PRIVATE_MODE).map_err(PkiError::Io)?;
+            store::create(&pub_path, pem.as_bytes(), PRIVATE_MODE)?;
             "generated"
         }
     };
@@ -653,4 +649,268 @@ pub fn counts(report: &InitReport) -> HashMap<&'static str, usize> {
         *m.entry(f.action).or_insert(0) += 1;
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use kpki_signer::KeyAlgorithm;
+
+    use super::*;
+    use crate::config::{ClusterSettings, EtcdMode, Settings, resolve};
+
+    /// What a row does to a complete PKI before planning (paths under the node's directory:
+    /// certificates in `pki/`, kubeconfigs beside it).
+    #[derive(Debug, Clone, Copy)]
+    enum Op {
+        /// Remove every file: nothing is on disk.
+        Clear,
+        /// Remove a file.
+        Remove(&'static str),
+        /// Replace a file's contents with another file's.
+        Put {
+            from: &'static str,
+            to: &'static str,
+        },
+        /// Replace a file's contents with text that is no PEM.
+        Garble(&'static str),
+    }
+    use Op::{Clear, Garble, Put, Remove};
+
+    /// One row: what is done, external etcd, then either what the plan changes (every CA,
+    /// leaf, kubeconfig and `sa` entry not kept as it is, `name=what`) with the new keys'
+    /// targets in order, or the error's kind and a fragment of its line.
+    type Row = (
+        &'static [Op],
+        bool,
+        Result<(&'static [&'static str], &'static [&'static str]), (&'static str, &'static str)>,
+    );
+
+    const ALL_NEW: &[&str] = &[
+        "ca=new",
+        "front-proxy-ca=new",
+        "etcd-ca=new",
+        "apiserver=issue",
+        "apiserver-kubelet-client=issue",
+        "front-proxy-client=issue",
+        "etcd-server=issue",
+        "etcd-peer=issue",
+        "etcd-healthcheck-client=issue",
+        "apiserver-etcd-client=issue",
+        "admin.conf=make",
+        "super-admin.conf=make",
+        "controller-manager.conf=make",
+        "scheduler.conf=make",
+        "kubelet.conf=make",
+        "sa=new",
+    ];
+    const ALL_TARGETS: &[&str] = &[
+        "pki/ca.key",
+        "pki/front-proxy-ca.key",
+        "pki/etcd/ca.key",
+        "pki/sa.key",
+        "pki/apiserver.key",
+        "pki/apiserver-kubelet-client.key",
+        "pki/front-proxy-client.key",
+        "pki/etcd/server.key",
+        "pki/etcd/peer.key",
+        "pki/etcd/healthcheck-client.key",
+        "pki/apiserver-etcd-client.key",
+        "admin.conf",
+        "super-admin.conf",
+        "controller-manager.conf",
+        "scheduler.conf",
+        "kubelet.conf",
+    ];
+
+    #[rustfmt::skip]
+    const ROWS: &[Row] = &[
+        (&[], false, Ok((&[], &[]))),
+        (&[Clear], false, Ok((ALL_NEW, ALL_TARGETS))),
+        // External etcd: no etcd CA, no etcd leaves, whatever is on disk.
+        (&[Clear], true, Ok((
+            &["ca=new", "front-proxy-ca=new", "apiserver=issue", "apiserver-kubelet-client=issue",
+              "front-proxy-client=issue", "admin.conf=make", "super-admin.conf=make",
+              "controller-manager.conf=make", "scheduler.conf=make", "kubelet.conf=make", "sa=new"],
+            &["pki/ca.key", "pki/front-proxy-ca.key", "pki/sa.key", "pki/apiserver.key",
+              "pki/apiserver-kubelet-client.key", "pki/front-proxy-client.key", "admin.conf",
+              "super-admin.conf", "controller-manager.conf", "scheduler.conf", "kubelet.conf"],
+        ))),
+        (&[], true, Ok((&[], &[]))),
+        // A leaf whose certificate is gone is issued again for the key on disk.
+        (&[Remove("pki/apiserver.crt")], false, Ok((&["apiserver=reuse"], &[]))),
+        (&[Remove("pki/etcd/peer.crt")], false, Ok((&["etcd-peer=reuse"], &[]))),
+        (&[Remove("pki/apiserver.crt"), Remove("pki/apiserver.key")], false,
+            Ok((&["apiserver=issue"], &["pki/apiserver.key"]))),
+        (&[Remove("pki/etcd/server.crt"), Remove("pki/etcd/server.key")], true, Ok((&[], &[]))),
+        (&[Remove("admin.conf")], false, Ok((&["admin.conf=make"], &["admin.conf"]))),
+        (&[Remove("kubelet.conf"), Remove("scheduler.conf")], false,
+            Ok((&["scheduler.conf=make", "kubelet.conf=make"], &["scheduler.conf", "kubelet.conf"]))),
+        (&[Remove("pki/sa.key"), Remove("pki/sa.pub")], false, Ok((&["sa=new"], &["pki/sa.key"]))),
+        // A CA with its key but no certificate self-signs that key; without either, a new CA.
+        (&[Remove("pki/front-proxy-ca.crt"), Remove("pki/front-proxy-client.crt"),
+           Remove("pki/front-proxy-client.key")], false,
+            Ok((&["front-proxy-ca=key", "front-proxy-client=issue"], &["pki/front-proxy-client.key"]))),
+        (&[Remove("pki/front-proxy-ca.crt"), Remove("pki/front-proxy-ca.key"),
+           Remove("pki/front-proxy-client.crt"), Remove("pki/front-proxy-client.key")], false,
+            Ok((&["front-proxy-ca=new", "front-proxy-client=issue"],
+                &["pki/front-proxy-ca.key", "pki/front-proxy-client.key"]))),
+        // An external CA: its certificate without its key; leaves signed by it are kept.
+        (&[Remove("pki/ca.key")], false, Ok((&["ca=external"], &[]))),
+        (&[Remove("pki/etcd/ca.key")], false, Ok((&["etcd-ca=external"], &[]))),
+        // A CA file may hold more certificates: the one matching the key signs.
+        (&[Put { from: "pki/ca.crt+pki/front-proxy-ca.crt", to: "pki/ca.crt" }], false, Ok((&[], &[]))),
+        (&[Put { from: "pki/front-proxy-ca.crt+pki/ca.crt", to: "pki/ca.crt" }], false, Ok((&[], &[]))),
+        // What init refuses, before writing anything.
+        (&[Remove("pki/apiserver.key")], false,
+            Err(("missing", "apiserver.crt: certificate exists but its key"))),
+        (&[Put { from: "pki/apiserver-kubelet-client.key", to: "pki/apiserver.key" }], false,
+            Err(("mismatch", "apiserver.crt: certificate does not match key"))),
+        (&[Put { from: "pki/front-proxy-client.crt", to: "pki/apiserver.crt" },
+           Put { from: "pki/front-proxy-client.key", to: "pki/apiserver.key" }], false,
+            Err(("mismatch", "apiserver.crt: "))),
+        (&[Put { from: "pki/front-proxy-ca.crt", to: "pki/ca.crt" }], false,
+            Err(("mismatch", "ca.crt: CA certificate does not match its key"))),
+        (&[Put { from: "pki/apiserver.crt", to: "pki/ca.crt" }, Remove("pki/ca.key")], false,
+            Err(("mismatch", "ca.crt: not a CA certificate"))),
+        (&[Garble("pki/ca.crt")], false, Err(("malformed", "ca.crt: not a PEM certificate"))),
+        (&[Garble("pki/apiserver.crt")], false, Err(("malformed", "apiserver.crt: not a PEM certificate"))),
+        (&[Remove("pki/ca.crt")], false, Err(("missing", "exists but its CA ca.crt does not"))),
+        (&[Garble("admin.conf")], false, Err(("malformed", "admin.conf: not a kubeconfig"))),
+        (&[Put { from: "pki/front-proxy-ca.crt", to: "pki/ca.crt" }, Remove("pki/ca.key")], false,
+            Err(("mismatch", "apiserver.crt: "))),
+    ];
+
+    fn spec(dir: &Path, external_etcd: bool) -> ClusterSpec {
+        let settings = Settings {
+            cert_dir: Some(dir.join("pki")),
+            kubeconfig_dir: Some(dir.to_path_buf()),
+            cluster: ClusterSettings {
+                node_name: Some("cp1".into()),
+                advertise_address: Some("10.0.0.10".into()),
+                encryption_algorithm: Some(KeyAlgorithm::EcdsaP256),
+                etcd: external_etcd.then_some(EtcdMode::External),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        resolve(&settings).expect("the test node resolves")
+    }
+
+    fn copy_tree(from: &Path, to: &Path) {
+        fs::create_dir_all(to).expect("mkdir");
+        for entry in fs::read_dir(from).expect("read_dir") {
+            let entry = entry.expect("entry");
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("type").is_dir() {
+                copy_tree(&entry.path(), &target);
+            } else {
+                fs::copy(entry.path(), &target).expect("copy");
+            }
+        }
+    }
+
+    fn apply(dir: &Path, op: Op) {
+        match op {
+            Clear => {
+                fs::remove_dir_all(dir).expect("clear");
+                fs::create_dir_all(dir).expect("mkdir");
+            }
+            Remove(p) => fs::remove_file(dir.join(p)).expect(p),
+            Put { from, to } => {
+                let bytes: Vec<u8> = from
+                    .split('+')
+                    .flat_map(|f| fs::read(dir.join(f)).expect(f))
+                    .collect();
+                fs::write(dir.join(to), bytes).expect(to);
+            }
+            Garble(p) => fs::write(dir.join(p), "not PEM\n").expect(p),
+        }
+    }
+
+    fn kind(e: &PkiError) -> &'static str {
+        match e {
+            PkiError::Missing(_) => "missing",
+            PkiError::Mismatch(_) => "mismatch",
+            PkiError::Malformed(_) => "malformed",
+            PkiError::Refused(_) => "refused",
+            PkiError::Request(_) => "request",
+            PkiError::Internal(_) => "internal",
+            PkiError::Key(_) => "key",
+            PkiError::Config(_) => "config",
+            PkiError::Io { .. } => "io",
+        }
+    }
+
+    /// Every entry the plan does not keep as it is, then the new keys' targets relative to
+    /// `dir`.
+    fn summary(spec: &ClusterSpec, dir: &Path, plan: &Plan) -> (Vec<String>, Vec<String>) {
+        let mut changes = Vec::new();
+        for ca in &plan.cas {
+            match (&ca.cert, &ca.key) {
+                (Some(_), Some(_)) => {}
+                (Some(_), None) => changes.push(format!("{}=external", ca.spec.name)),
+                (None, Some(_)) => changes.push(format!("{}=key", ca.spec.name)),
+                (None, None) => changes.push(format!("{}=new", ca.spec.name)),
+            }
+        }
+        for (leaf, p) in &plan.leaves {
+            match p {
+                LeafPlan::Keep { .. } => {}
+                LeafPlan::Issue { key: Some(_) } => changes.push(format!("{}=reuse", leaf.name)),
+                LeafPlan::Issue { key: None } => changes.push(format!("{}=issue", leaf.name)),
+            }
+        }
+        for (kc, keep) in &plan.kubeconfigs {
+            if !keep {
+                changes.push(format!("{}=make", kc.file));
+            }
+        }
+        if plan.sa.is_none() {
+            changes.push("sa=new".into());
+        }
+        let (_, targets) = plan.key_targets(spec);
+        let targets = targets
+            .iter()
+            .map(|t| {
+                let path = t.as_file().expect("software targets in this table");
+                path.strip_prefix(dir)
+                    .expect("under the node")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        (changes, targets)
+    }
+
+    #[test]
+    fn plan_table() {
+        let complete = tempfile::tempdir().expect("tempdir");
+        let keys = KeyStore::default();
+        run(&spec(complete.path(), false), &keys, &mut |_| {}).expect("a complete PKI");
+        for (i, (ops, external, want)) in ROWS.iter().enumerate() {
+            let node = tempfile::tempdir().expect("tempdir");
+            copy_tree(complete.path(), node.path());
+            for op in *ops {
+                apply(node.path(), *op);
+            }
+            let spec = spec(node.path(), *external);
+            let got = plan(&spec, &keys).map(|p| summary(&spec, node.path(), &p));
+            match (want, got) {
+                (Ok((changes, targets)), Ok((got_changes, got_targets))) => {
+                    assert_eq!(got_changes, *changes, "row {i}: {ops:?}");
+                    assert_eq!(got_targets, *targets, "row {i}: {ops:?}");
+                }
+                (Err((want_kind, fragment)), Err(e)) => {
+                    assert_eq!(kind(&e), *want_kind, "row {i}: {ops:?}: {e}");
+                    assert!(
+                        e.to_string().contains(fragment),
+                        "row {i}: {ops:?}: {e} lacks {fragment:?}"
+                    );
+                }
+                (want, got) => panic!("row {i}: {ops:?}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use kpki_signer::{KeyUri, Signer, spki};
+use kpki_signer::{KeyError, KeyUri, Signer, spki};
 use kpki_soft::SoftKey;
 use serde::Serialize;
 use x509_parser::certification_request::X509CertificationRequest;
@@ -315,8 +315,8 @@ fn request_info(der: &[u8]) -> Result<RequestInfo, String> {
     })
 }
 
-fn private_key_info(path: &Path, text: &str) -> Result<PublicKeyInfo, String> {
-    let key = SoftKey::from_pem(KeyUri::file(path), path, text).map_err(|e| e.to_string())?;
+fn private_key_info(path: &Path, text: &str) -> Result<PublicKeyInfo, KeyError> {
+    let key = SoftKey::from_pem(KeyUri::file(path), path, text)?;
     Ok(PublicKeyInfo {
         algorithm: key.algorithm().to_string(),
         spki_sha256: spki::sha256_hex(key.public_key_spki()),
@@ -324,7 +324,7 @@ fn private_key_info(path: &Path, text: &str) -> Result<PublicKeyInfo, String> {
 }
 
 fn kubeconfig_items(text: &str) -> Result<Vec<Item>, String> {
-    let cfg = kubeconfig::parse(text)?;
+    let cfg = kubeconfig::parse(text).map_err(|e| e.to_string())?;
     let mut items = Vec::new();
     let decode = |data: &str| {
         STANDARD
@@ -360,8 +360,8 @@ fn kubeconfig_items(text: &str) -> Result<Vec<Item>, String> {
 
 /// Describes what the file at `path` holds.
 pub fn inspect(path: &Path) -> Result<Vec<Item>, PkiError> {
-    let bad = |problem: String| PkiError::Refused(format!("{}: {problem}", path.display()));
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| bad(e.to_string()))?);
+    let bad = |problem: String| PkiError::Malformed(format!("{}: {problem}", path.display()));
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| PkiError::io(path, e))?);
     if bytes.starts_with(b"-----BEGIN ")
         || std::str::from_utf8(&bytes).is_ok_and(|t| t.contains("\n-----BEGIN "))
     {
@@ -382,7 +382,7 @@ pub fn inspect(path: &Path) -> Result<Vec<Item>, PkiError> {
                 }),
                 "RSA PRIVATE KEY" | "EC PRIVATE KEY" | "PRIVATE KEY" => {
                     let one = Zeroizing::new(pem::encode(block));
-                    Item::PrivateKey(private_key_info(path, &one).map_err(PkiError::Refused)?)
+                    Item::PrivateKey(private_key_info(path, &one)?)
                 }
                 other => {
                     return Err(bad(format!(

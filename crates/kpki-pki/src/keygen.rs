@@ -12,10 +12,6 @@ use crate::PkiError;
 use crate::keystore::KeyStore;
 use crate::store::{self, PRIVATE_MODE};
 
-fn refused(msg: &str) -> PkiError {
-    PkiError::Refused(msg.to_string())
-}
-
 /// A key made by this run, not yet stored.
 pub(crate) enum NewKey {
     /// A software key with its PEM, written to its file by [`NewKey::persist`].
@@ -33,9 +29,9 @@ impl NewKey {
                 let path = key
                     .uri()
                     .as_file()
-                    .ok_or_else(|| refused("software key without a file"))?
+                    .ok_or_else(|| PkiError::internal("software key without a file"))?
                     .to_path_buf();
-                store::create(&path, pem.as_bytes(), PRIVATE_MODE).map_err(PkiError::Io)?;
+                store::create(&path, pem.as_bytes(), PRIVATE_MODE)?;
                 Ok(Arc::new(*key))
             }
         }
@@ -101,7 +97,7 @@ pub(crate) fn create_keys(
                 })
             })
             .collect();
-        let join_err = || refused("key generation thread panicked");
+        let join_err = || PkiError::internal("key generation thread panicked");
         let mut token_keys = Vec::new();
         for t in token_threads {
             token_keys.push(t.join().map_err(|_| join_err())?);
@@ -130,6 +126,6 @@ pub(crate) fn create_keys(
     }
     slots
         .into_iter()
-        .map(|k| k.ok_or_else(|| refused("key creation came up short")))
+        .map(|k| k.ok_or_else(|| PkiError::internal("key creation came up short")))
         .collect()
 }

@@ -10,11 +10,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use kpki_signer::KeyAlgorithm;
+
+use crate::config::{ConfigError, EtcdMode};
+use crate::duration::GoDuration;
 
 /// The facts kpki takes from kubeadm's configuration.
 #[derive(Debug, Default, Clone)]
-pub struct KubeadmFacts {
+pub(crate) struct KubeadmFacts {
     /// `certificatesDir`.
     pub certificates_dir: Option<PathBuf>,
     /// `clusterName`.
@@ -31,8 +34,8 @@ pub struct KubeadmFacts {
     pub etcd_server_sans: Option<Vec<String>>,
     /// `etcd.local.peerCertSANs`.
     pub etcd_peer_sans: Option<Vec<String>>,
-    /// `etcd.external` is set.
-    pub external_etcd: bool,
+    /// `external` when `etcd.external` is set, `local` when `etcd.local` is.
+    pub etcd: Option<EtcdMode>,
     /// `nodeRegistration.name`.
     pub node_name: Option<String>,
     /// `localAPIEndpoint.advertiseAddress`.
@@ -40,11 +43,11 @@ pub struct KubeadmFacts {
     /// `localAPIEndpoint.bindPort`.
     pub bind_port: Option<u16>,
     /// `encryptionAlgorithm`.
-    pub encryption_algorithm: Option<String>,
+    pub encryption_algorithm: Option<KeyAlgorithm>,
     /// `certificateValidityPeriod`.
-    pub certificate_validity: Option<String>,
+    pub certificate_validity: Option<GoDuration>,
     /// `caCertificateValidityPeriod`.
-    pub ca_certificate_validity: Option<String>,
+    pub ca_certificate_validity: Option<GoDuration>,
 }
 
 #[derive(Deserialize)]
@@ -55,7 +58,7 @@ struct Header {
 }
 
 /// The only kubeadm API version read.
-pub const API_VERSION: &str = "kubeadm.k8s.io/v1beta4";
+pub(crate) const API_VERSION: &str = "kubeadm.k8s.io/v1beta4";
 
 /// Feature gates kubeadm v1.37 accepts in `featureGates` (none of them changes the PKI).
 const FEATURE_GATES: &[&str] = &["RootlessControlPlane"];
@@ -93,9 +96,10 @@ struct ClusterConfiguration {
     api_server: ApiServer,
     #[serde(default)]
     etcd: EtcdConfig,
-    encryption_algorithm: Option<String>,
-    certificate_validity_period: Option<String>,
-    ca_certificate_validity_period: Option<String>,
+    #[serde(default, deserialize_with = "crate::config::encryption_algorithm")]
+    encryption_algorithm: Option<KeyAlgorithm>,
+    certificate_validity_period: Option<GoDuration>,
+    ca_certificate_validity_period: Option<GoDuration>,
     #[serde(default)]
     feature_gates: std::collections::BTreeMap<String, bool>,
 }
@@ -134,47 +138,28 @@ struct LocalEtcd {
 pub fn read(path: &Path) -> Result<KubeadmFacts, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("kubeadm config {}: {e}", path.display())))?;
-    parse(&text).map_err(|e| ConfigError(format!("kubeadm config {}: {e}", path.display())))
+    parse(&text).map_err(|e| ConfigError(format!("kubeadm config {}: {}", path.display(), e.0)))
 }
 
 /// Parses kubeadm configuration YAML (one or more documents).
-pub fn parse(text: &str) -> Result<KubeadmFacts, String> {
+pub fn parse(text: &str) -> Result<KubeadmFacts, ConfigError> {
     let mut facts = KubeadmFacts::default();
     let mut seen = false;
     let mut kinds: Vec<String> = Vec::new();
     for doc in serde_norway::Deserializer::from_str(text) {
-        let value =
-            serde_norway::Value::deserialize(doc).map_err(|e| format!("malformed YAML: {e}"))?;
+        let value = serde_norway::Value::deserialize(doc)
+            .map_err(|e| bad(format!("malformed YAML: {e}")))?;
         if value.is_null() {
             continue;
         }
-        let header: Header = serde_norway::from_value(value.clone())
-            .map_err(|e| format!("malformed document: {e}"))?;
-        let api = header.api_version.unwrap_or_default();
-        let kind = header.kind.unwrap_or_default();
-        // kubeadm: a document without a group, version or kind is an error.
-        if kind.is_empty() || !api.contains('/') {
-            return Err(format!(
-                "a document has apiVersion {api:?} and kind {kind:?}: kind and apiVersion (with its group) are required"
-            ));
-        }
-        if kinds.contains(&kind) {
-            return Err(format!("kind {kind:?} is specified twice"));
-        }
-        kinds.push(kind.clone());
-        if !api.starts_with("kubeadm.k8s.io/") {
+        let Some(kind) = kubeadm_kind(&value, &mut kinds)? else {
             continue;
-        }
-        if api != API_VERSION {
-            return Err(format!(
-                "{kind}: unsupported apiVersion {api:?}: kpki reads {API_VERSION} only, as kubeadm v1.37 does (convert with `kubeadm config migrate`)"
-            ));
-        }
-        crate::strict::check(&kind, &value)?;
+        };
+        crate::strict::check(&kind, &value).map_err(bad)?;
         match kind.as_str() {
             "InitConfiguration" => {
                 let c: InitConfiguration = serde_norway::from_value(value)
-                    .map_err(|e| format!("InitConfiguration: {e}"))?;
+                    .map_err(|e| bad(format!("InitConfiguration: {e}")))?;
                 facts.node_name = c.node_registration.name;
                 facts.advertise_address = c.local_api_endpoint.advertise_address;
                 facts.bind_port = c.local_api_endpoint.bind_port;
@@ -182,96 +167,146 @@ pub fn parse(text: &str) -> Result<KubeadmFacts, String> {
             }
             "ClusterConfiguration" => {
                 let c: ClusterConfiguration = serde_norway::from_value(value)
-                    .map_err(|e| format!("ClusterConfiguration: {e}"))?;
-                for gate in c.feature_gates.keys() {
-                    if !FEATURE_GATES.contains(&gate.as_str()) {
-                        let why = match gate.as_str() {
-                            "ControlPlaneKubeletLocalMode" => {
-                                " (it graduated in kubeadm v1.35 and was removed in v1.36: kubelet.conf always points at the local API endpoint)"
-                            }
-                            _ => "",
-                        };
-                        return Err(format!(
-                            "ClusterConfiguration: featureGates: {gate} is not a valid feature name{why}"
-                        ));
-                    }
-                }
-                if let Some(dir) = c.certificates_dir.as_ref().filter(|d| !d.is_absolute()) {
-                    return Err(format!(
-                        "ClusterConfiguration: certificatesDir {:?}: path is not absolute",
-                        dir.display()
-                    ));
-                }
-                let in_doc = |e: ConfigError| format!("ClusterConfiguration: {e}");
-                let sans = [
-                    (&c.api_server.cert_sans, "apiServer.certSANs"),
-                    (
-                        &c.etcd
-                            .local
-                            .as_ref()
-                            .and_then(|l| l.server_cert_sans.clone()),
-                        "etcd.local.serverCertSANs",
-                    ),
-                    (
-                        &c.etcd.local.as_ref().and_then(|l| l.peer_cert_sans.clone()),
-                        "etcd.local.peerCertSANs",
-                    ),
-                ];
-                for (list, field) in sans {
-                    crate::config::check_cert_sans(list.as_deref().unwrap_or_default(), field)
-                        .map_err(in_doc)?;
-                }
-                if let Some(svc) = c
-                    .networking
-                    .service_subnet
-                    .as_ref()
-                    .filter(|s| !s.is_empty())
-                {
-                    crate::config::service_vip(svc).map_err(in_doc)?;
-                }
-                if let Some(domain) = c
-                    .networking
-                    .dns_domain
-                    .as_ref()
-                    .filter(|d| !d.is_empty() && !crate::config::is_dns_subdomain(d))
-                {
-                    return Err(format!(
-                        "ClusterConfiguration: networking.dnsDomain: invalid value {domain:?}: must be a DNS-1123 subdomain"
-                    ));
-                }
-                if let Some(pods) = c.networking.pod_subnet.as_ref().filter(|p| !p.is_empty()) {
-                    crate::config::check_subnets(pods, 14, "networking.podSubnet")
-                        .map_err(|e| format!("ClusterConfiguration: {e}"))?;
-                }
-                facts.certificates_dir = c.certificates_dir;
-                facts.cluster_name = c.cluster_name;
-                facts.control_plane_endpoint = c.control_plane_endpoint;
-                facts.service_subnet = c.networking.service_subnet;
-                facts.dns_domain = c.networking.dns_domain;
-                facts.cert_sans = c.api_server.cert_sans;
-                if c.etcd.local.is_some() && c.etcd.external.is_some() {
-                    return Err(
-                        "ClusterConfiguration: etcd.local and etcd.external are mutually exclusive"
-                            .into(),
-                    );
-                }
-                facts.external_etcd = c.etcd.external.is_some();
-                if let Some(local) = c.etcd.local {
-                    facts.etcd_server_sans = local.server_cert_sans;
-                    facts.etcd_peer_sans = local.peer_cert_sans;
-                }
-                facts.encryption_algorithm = c.encryption_algorithm;
-                facts.certificate_validity = c.certificate_validity_period;
-                facts.ca_certificate_validity = c.ca_certificate_validity_period;
+                    .map_err(|e| bad(format!("ClusterConfiguration: {e}")))?;
+                cluster_facts(c, &mut facts)
+                    .map_err(|e| bad(format!("ClusterConfiguration: {}", e.0)))?;
                 seen = true;
             }
             _ => {}
         }
     }
     if !seen {
-        return Err("no InitConfiguration or ClusterConfiguration document".into());
+        return Err(bad(
+            "no InitConfiguration or ClusterConfiguration document".into()
+        ));
     }
     Ok(facts)
+}
+
+fn bad(message: String) -> ConfigError {
+    ConfigError(message)
+}
+
+/// The kind of a document of the kubeadm API group (`None` for other groups), once its
+/// header is checked as kubeadm checks it; `kinds` collects the kinds seen so far.
+fn kubeadm_kind(
+    value: &serde_norway::Value,
+    kinds: &mut Vec<String>,
+) -> Result<Option<String>, ConfigError> {
+    let header: Header = serde_norway::from_value(value.clone())
+        .map_err(|e| bad(format!("malformed document: {e}")))?;
+    let api = header.api_version.unwrap_or_default();
+    let kind = header.kind.unwrap_or_default();
+    // kubeadm: a document without a group, version or kind is an error.
+    if kind.is_empty() || !api.contains('/') {
+        return Err(bad(format!(
+            "a document has apiVersion {api:?} and kind {kind:?}: kind and apiVersion (with its group) are required"
+        )));
+    }
+    if kinds.contains(&kind) {
+        return Err(bad(format!("kind {kind:?} is specified twice")));
+    }
+    kinds.push(kind.clone());
+    if !api.starts_with("kubeadm.k8s.io/") {
+        return Ok(None);
+    }
+    if api != API_VERSION {
+        return Err(bad(format!(
+            "{kind}: unsupported apiVersion {api:?}: kpki reads {API_VERSION} only, as kubeadm v1.37 does (convert with `kubeadm config migrate`)"
+        )));
+    }
+    Ok(Some(kind))
+}
+
+/// Checks a `ClusterConfiguration` as kubeadm validates it and takes its facts.
+fn cluster_facts(c: ClusterConfiguration, facts: &mut KubeadmFacts) -> Result<(), ConfigError> {
+    check_feature_gates(&c.feature_gates)?;
+    if let Some(dir) = c.certificates_dir.as_ref().filter(|d| !d.is_absolute()) {
+        return Err(bad(format!(
+            "certificatesDir {:?}: path is not absolute",
+            dir.display()
+        )));
+    }
+    let local = c.etcd.local.as_ref();
+    let sans = [
+        (&c.api_server.cert_sans, "apiServer.certSANs"),
+        (
+            &local.and_then(|l| l.server_cert_sans.clone()),
+            "etcd.local.serverCertSANs",
+        ),
+        (
+            &local.and_then(|l| l.peer_cert_sans.clone()),
+            "etcd.local.peerCertSANs",
+        ),
+    ];
+    for (list, field) in sans {
+        crate::config::check_cert_sans(list.as_deref().unwrap_or_default(), field)?;
+    }
+    check_networking(&c.networking)?;
+    facts.certificates_dir = c.certificates_dir;
+    facts.cluster_name = c.cluster_name;
+    facts.control_plane_endpoint = c.control_plane_endpoint;
+    facts.service_subnet = c.networking.service_subnet;
+    facts.dns_domain = c.networking.dns_domain;
+    facts.cert_sans = c.api_server.cert_sans;
+    facts.etcd = match (c.etcd.local, c.etcd.external) {
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "etcd.local and etcd.external are mutually exclusive".into()
+            ));
+        }
+        (_, Some(_)) => Some(EtcdMode::External),
+        (Some(local), None) => {
+            facts.etcd_server_sans = local.server_cert_sans;
+            facts.etcd_peer_sans = local.peer_cert_sans;
+            Some(EtcdMode::Local)
+        }
+        (None, None) => None,
+    };
+    facts.encryption_algorithm = c.encryption_algorithm;
+    facts.certificate_validity = c.certificate_validity_period;
+    facts.ca_certificate_validity = c.ca_certificate_validity_period;
+    Ok(())
+}
+
+/// Refuses a feature gate kubeadm v1.37 does not know.
+fn check_feature_gates(
+    gates: &std::collections::BTreeMap<String, bool>,
+) -> Result<(), ConfigError> {
+    for gate in gates.keys() {
+        if !FEATURE_GATES.contains(&gate.as_str()) {
+            let why = match gate.as_str() {
+                "ControlPlaneKubeletLocalMode" => {
+                    " (it graduated in kubeadm v1.35 and was removed in v1.36: kubelet.conf always points at the local API endpoint)"
+                }
+                _ => "",
+            };
+            return Err(bad(format!(
+                "featureGates: {gate} is not a valid feature name{why}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks `networking` as kubeadm validates it: service and pod subnets, DNS domain.
+fn check_networking(n: &Networking) -> Result<(), ConfigError> {
+    if let Some(svc) = n.service_subnet.as_ref().filter(|s| !s.is_empty()) {
+        crate::config::service_vip(svc)?;
+    }
+    if let Some(domain) = n
+        .dns_domain
+        .as_ref()
+        .filter(|d| !d.is_empty() && !crate::config::is_dns_subdomain(d))
+    {
+        return Err(bad(format!(
+            "networking.dnsDomain: invalid value {domain:?}: must be a DNS-1123 subdomain"
+        )));
+    }
+    if let Some(pods) = n.pod_subnet.as_ref().filter(|p| !p.is_empty()) {
+        crate::config::check_subnets(pods, 14, "networking.podSubnet")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -287,8 +322,8 @@ mod tests {
         assert_eq!(f.node_name.as_deref(), Some("cp1"));
         assert_eq!(f.cluster_name.as_deref(), Some("prod"));
         assert_eq!(f.cert_sans.as_ref().map(Vec::len), Some(2));
-        assert_eq!(f.encryption_algorithm.as_deref(), Some("ECDSA-P256"));
-        assert!(!f.external_etcd);
+        assert_eq!(f.encryption_algorithm, Some(KeyAlgorithm::EcdsaP256));
+        assert_eq!(f.etcd, Some(EtcdMode::Local));
         assert!(parse("a: [unclosed").is_err());
         assert!(parse("apiVersion: v1\nkind: Pod\n").is_err());
     }
@@ -343,7 +378,7 @@ mod tests {
             ),
         ];
         for (text, want) in bad {
-            let e = parse(text).expect_err(text);
+            let e = parse(text).expect_err(text).0;
             assert!(e.contains(want), "{text}: {e}");
         }
     }

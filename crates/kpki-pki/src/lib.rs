@@ -1,50 +1,49 @@
-//! The Kubernetes PKI library of kpki: configuration ([`config`], [`kubeadm_yaml`]), the kubeadm
-//! catalogue as data ([`catalogue`]), SAN rules ([`sans`]), one validator per Kubernetes signerName
-//! ([`signers`]) and signing requests under it ([`csr`]), certificate profiles and issuance through
-//! any key backend ([`x509`]), kubeconfigs ([`kubeconfig`]), atomic storage ([`store`]), key
-//! backend selection ([`keystore`]) and `kpki init` ([`init`]).
+//! The Kubernetes PKI library of kpki, in two layers.
+//!
+//! Concepts, each fact computed in one place: [`catalogue`] (kubeadm's CAs, leaves and
+//! kubeconfigs as tables, their paths, the local-etcd filter), `certfile` (one reader of
+//! certificate files, one parsed view, one bundle rule), [`authority`] (the only CA loader),
+//! [`kubeconfig`] (reading, rendering and the client certificate of kubeconfigs), `sans`
+//! (kubeadm's SAN rules), [`signers`] (one validator per Kubernetes signerName), [`subject`]
+//! (distinguished names), [`x509`] (profiles and issuance through any key backend), the
+//! configuration ([`config`], `kubeadm_yaml` with its strict decoding in `strict`, Go
+//! durations in `duration`), [`PkiError`] (`error`), [`store`] and `pair` (atomic writes
+//! with kubeadm's modes, crash-safe key/certificate replacement), `keygen` (many keys at
+//! once) and [`keystore`] (the key backends by URI scheme, registered by the program).
+//!
+//! Commands: [`init`] (plan, then write), [`renew`], [`expiration`] (`check-expiration`),
+//! [`gencsr`] (`generate-csr`), [`onboard`] (user, component and node credentials),
+//! [`inspect`], [`csr`] (signing a PKCS#10 request under its signer's rules),
+//! [`csr_object`] (CertificateSigningRequest objects), [`csr_stage`] (where such an object
+//! stands) and [`ca`] (`ca create`: a CA for any purpose on any backend).
 
 pub mod authority;
+pub mod ca;
 pub mod catalogue;
-pub mod certfile;
+pub(crate) mod certfile;
 pub mod config;
 pub mod csr;
 pub mod csr_object;
 pub mod csr_stage;
 mod duration;
+mod error;
 pub mod expiration;
 pub mod gencsr;
 pub mod init;
 pub mod inspect;
 mod keygen;
 pub mod keystore;
-pub mod kubeadm_yaml;
+pub(crate) mod kubeadm_yaml;
 pub mod kubeconfig;
 pub mod onboard;
-pub mod pair;
+pub(crate) mod pair;
 pub mod renew;
-pub mod sans;
+pub(crate) mod sans;
 pub mod signers;
 pub mod store;
 mod strict;
 pub mod subject;
 pub mod x509;
 
-pub use duration::parse_go_duration;
-
-/// An error of a PKI operation: one line naming the file or key and the problem.
-#[derive(Debug, thiserror::Error)]
-pub enum PkiError {
-    /// Existing material is wrong or a precondition fails; nothing was changed for it.
-    #[error("{0}")]
-    Refused(String),
-    /// A key backend failed.
-    #[error(transparent)]
-    Key(#[from] kpki_signer::KeyError),
-    /// Configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] config::ConfigError),
-    /// Writing a file failed.
-    #[error("{0}")]
-    Io(String),
-}
+pub use duration::{DurationError, GoDuration};
+pub use error::PkiError;

@@ -23,17 +23,13 @@ use crate::store::{self, CERT_MODE, PRIVATE_MODE};
 use crate::x509::{self, Profile};
 use crate::{PkiError, kubeconfig};
 
-fn refused(msg: impl Into<String>) -> PkiError {
-    PkiError::Refused(msg.into())
-}
-
 /// Components whose kubeconfig `kubeconfig component` writes: name → (CN, O).
-pub const COMPONENTS: &[(&str, &str, &[&str])] =
+pub(crate) const COMPONENTS: &[(&str, &str, &[&str])] =
     &[("kube-proxy", "system:kube-proxy", &["system:node-proxier"])];
 
 fn cluster_ca(spec: &ClusterSpec, keys: &KeyStore) -> Result<LoadedCa, PkiError> {
     authority::open(spec, keys, CaId::Ca)?.ok_or_else(|| {
-        refused(format!(
+        PkiError::Missing(format!(
             "the cluster CA key {} is absent; it cannot sign",
             spec.ca_key(CaId::Ca)
         ))
@@ -61,7 +57,6 @@ fn client_kubeconfig(
         &cert.pem,
         &key_pem,
     )
-    .map_err(PkiError::Io)
 }
 
 /// A user's kubeconfig: new key, client certificate from `ca` (CN = user, O = groups).
@@ -74,11 +69,14 @@ pub fn user_kubeconfig(
     allow_system_masters: bool,
 ) -> Result<Zeroizing<String>, PkiError> {
     if user.is_empty() {
-        return Err(refused("--client-name must not be empty"));
+        return Err(PkiError::Malformed(
+            "--client-name must not be empty".into(),
+        ));
     }
     if groups.iter().any(|g| g == "system:masters") && !allow_system_masters {
-        return Err(refused(
-            "O=system:masters is refused (it bypasses RBAC); pass --allow-system-masters to issue it anyway",
+        return Err(PkiError::Refused(
+            "O=system:masters is refused (it bypasses RBAC); pass --allow-system-masters to issue it anyway"
+                .into(),
         ));
     }
     let ca = cluster_ca(spec, keys)?;
@@ -91,7 +89,7 @@ pub fn user_kubeconfig(
     client_kubeconfig(spec, &ca, &profile, validity)
 }
 
-/// The kubeconfig of a component in [`COMPONENTS`].
+/// The kubeconfig of a component kpki knows (`kube-proxy`).
 pub fn component_kubeconfig(
     spec: &ClusterSpec,
     keys: &KeyStore,
@@ -101,7 +99,7 @@ pub fn component_kubeconfig(
         .iter()
         .find(|(n, _, _)| *n == component)
         .ok_or_else(|| {
-            refused(format!(
+            PkiError::Malformed(format!(
                 "unknown component {component:?}: expected {}",
                 COMPONENTS
                     .iter()
@@ -157,7 +155,7 @@ pub fn rbac_manifest(
             subjects,
         }),
     };
-    yaml.map_err(|e| refused(format!("RBAC manifest: {e}")))
+    yaml.map_err(|e| PkiError::internal(format!("RBAC manifest: {e}")))
 }
 
 /// Files written for a worker node.
@@ -181,7 +179,7 @@ pub fn add_node(
     dir: &Path,
 ) -> Result<NodeFiles, PkiError> {
     if !is_dns_subdomain(name) {
-        return Err(refused(format!(
+        return Err(PkiError::Malformed(format!(
             "invalid node name {name:?}: must be a DNS-1123 subdomain"
         )));
     }
@@ -192,7 +190,7 @@ pub fn add_node(
     };
     for f in [&files.serving_cert, &files.serving_key, &files.kubeconfig] {
         if f.exists() {
-            return Err(refused(format!(
+            return Err(PkiError::Refused(format!(
                 "{}: already exists; refusing to overwrite",
                 f.display()
             )));
@@ -223,8 +221,8 @@ pub fn add_node(
         sans: AltNames::default(),
     };
     let kubeconfig = client_kubeconfig(spec, &ca, &client, spec.cert_validity)?;
-    store::create(&files.serving_key, key_pem.as_bytes(), PRIVATE_MODE).map_err(PkiError::Io)?;
-    store::create(&files.serving_cert, cert.pem.as_bytes(), CERT_MODE).map_err(PkiError::Io)?;
-    store::create(&files.kubeconfig, kubeconfig.as_bytes(), PRIVATE_MODE).map_err(PkiError::Io)?;
+    store::create(&files.serving_key, key_pem.as_bytes(), PRIVATE_MODE)?;
+    store::create(&files.serving_cert, cert.pem.as_bytes(), CERT_MODE)?;
+    store::create(&files.kubeconfig, kubeconfig.as_bytes(), PRIVATE_MODE)?;
     Ok(files)
 }

@@ -11,12 +11,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use kpki_soft::atomic::{self, Existing};
+use kpki_atomic::{self as atomic, Existing};
 
+use crate::PkiError;
 use crate::store::{CERT_MODE, PRIVATE_MODE};
 
 /// Suffix of staged files.
-pub const STAGED: &str = ".kpki-new";
+pub(crate) const STAGED: &str = ".kpki-new";
 
 fn staged(path: &Path) -> PathBuf {
     let mut name = path
@@ -27,33 +28,30 @@ fn staged(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-fn io(path: &Path, e: std::io::Error) -> String {
-    format!("{}: {e}", path.display())
-}
-
-fn sync_dir(dir: &Path) -> Result<(), String> {
+fn sync_dir(dir: &Path) -> Result<(), PkiError> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| io(dir, e))
+        .map_err(|e| PkiError::io(dir, e))
 }
 
 /// Replaces `key`/`crt` with new contents as described in the module documentation.
-pub fn replace(key: &Path, key_pem: &[u8], crt: &Path, crt_pem: &[u8]) -> Result<(), String> {
+pub fn replace(key: &Path, key_pem: &[u8], crt: &Path, crt_pem: &[u8]) -> Result<(), PkiError> {
     let (key_new, crt_new) = (staged(key), staged(crt));
     atomic::write(&key_new, key_pem, PRIVATE_MODE, Existing::Replace)
-        .map_err(|e| io(&key_new, e))?;
-    atomic::write(&crt_new, crt_pem, CERT_MODE, Existing::Replace).map_err(|e| io(&crt_new, e))?;
-    fs::rename(&key_new, key).map_err(|e| io(key, e))?;
-    fs::rename(&crt_new, crt).map_err(|e| io(crt, e))?;
+        .map_err(|e| PkiError::io(&key_new, e))?;
+    atomic::write(&crt_new, crt_pem, CERT_MODE, Existing::Replace)
+        .map_err(|e| PkiError::io(&crt_new, e))?;
+    fs::rename(&key_new, key).map_err(|e| PkiError::io(key, e))?;
+    fs::rename(&crt_new, crt).map_err(|e| PkiError::io(crt, e))?;
     sync_dir(crt.parent().unwrap_or(Path::new(".")))
 }
 
 /// Completes or discards staged replacements in `dir`; returns the pairs it completed.
-pub fn recover(dir: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn recover(dir: &Path) -> Result<Vec<PathBuf>, PkiError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io(dir, e)),
+        Err(e) => return Err(PkiError::io(dir, e)),
     };
     let mut bases: Vec<PathBuf> = entries
         .flatten()
@@ -74,15 +72,15 @@ pub fn recover(dir: &Path) -> Result<Vec<PathBuf>, String> {
         let (key_new, crt_new) = (staged(&key), staged(&crt));
         match (key_new.exists(), crt_new.exists()) {
             (true, true) => {
-                fs::rename(&key_new, &key).map_err(|e| io(&key, e))?;
-                fs::rename(&crt_new, &crt).map_err(|e| io(&crt, e))?;
+                fs::rename(&key_new, &key).map_err(|e| PkiError::io(&key, e))?;
+                fs::rename(&crt_new, &crt).map_err(|e| PkiError::io(&crt, e))?;
                 completed.push(crt);
             }
             (false, true) => {
-                fs::rename(&crt_new, &crt).map_err(|e| io(&crt, e))?;
+                fs::rename(&crt_new, &crt).map_err(|e| PkiError::io(&crt, e))?;
                 completed.push(crt);
             }
-            (true, false) => fs::remove_file(&key_new).map_err(|e| io(&key_new, e))?,
+            (true, false) => fs::remove_file(&key_new).map_err(|e| PkiError::io(&key_new, e))?,
             (false, false) => {}
         }
     }
@@ -95,10 +93,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn recovery_finishes_or_discards() -> Result<(), String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    fn recovery_finishes_or_discards() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
         let d = dir.path();
-        let w = |p: &str, s: &str| fs::write(d.join(p), s).map_err(|e| e.to_string());
+        let w = |p: &str, s: &str| fs::write(d.join(p), s);
         w("a.key", "old-a")?;
         w("a.crt", "old-a")?;
         w("a.key.kpki-new", "new-a")?;
@@ -114,7 +112,7 @@ mod tests {
         assert_eq!((r("a.key"), r("a.crt")), ("new-a".into(), "new-a".into()));
         assert_eq!((r("b.key"), r("b.crt")), ("new-b".into(), "new-b".into()));
         assert_eq!((r("c.key"), r("c.crt")), ("old-c".into(), "old-c".into()));
-        assert_eq!(fs::read_dir(d).map_err(|e| e.to_string())?.count(), 6);
+        assert_eq!(fs::read_dir(d)?.count(), 6);
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! `certs renew <name>|all`: kubeadm's renewal (keep CN, O, DNS and IP SANs and EKUs; new key
 //! of the configured algorithm; validity from this run's start), signed by each CA on its
-//! configured backend — token-held CAs included. Pairs are replaced through [`crate::pair`];
+//! configured backend — token-held CAs included. Pairs are replaced through `crate::pair`;
 //! kubeconfigs get new embedded client credentials and, as kubeadm does, the current
 //! cluster's `certificate-authority-data` from the `ca.crt` on disk; everything else is kept.
 
@@ -8,11 +8,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use kpki_signer::KeyUri;
 use serde::Serialize;
-use serde_norway::Value;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
@@ -24,7 +21,7 @@ use crate::keystore::KeyStore;
 use crate::sans::AltNames;
 use crate::subject::{Attr, Subject};
 use crate::x509::{self, Profile};
-use crate::{PkiError, pair, store};
+use crate::{PkiError, kubeconfig, pair, store};
 
 /// What `renew` did.
 #[derive(Debug, Default, Serialize)]
@@ -69,10 +66,6 @@ struct Job {
     target: Target,
 }
 
-fn refused(msg: impl Into<String>) -> PkiError {
-    PkiError::Refused(msg.into())
-}
-
 /// The renewal profile of an existing certificate: CN, O, DNS/IP SANs and EKUs.
 fn profile_of(der: &[u8], what: &Path) -> Result<Profile, PkiError> {
     let c = crate::certfile::parse_at(what, der)?;
@@ -103,129 +96,12 @@ fn profile_of(der: &[u8], what: &Path) -> Result<Profile, PkiError> {
     })
 }
 
-/// The current context's user entry of a kubeconfig document, as a mutable YAML mapping.
-fn current_user(doc: &mut Value) -> Option<&mut serde_norway::Mapping> {
-    let current = doc.get("current-context")?.as_str()?.to_string();
-    let user = doc
-        .get("contexts")?
-        .as_sequence()?
-        .iter()
-        .find(|c| c.get("name").and_then(Value::as_str) == Some(current.as_str()))?
-        .get("context")?
-        .get("user")?
-        .as_str()?
-        .to_string();
-    doc.get_mut("users")?
-        .as_sequence_mut()?
-        .iter_mut()
-        .find(|u| u.get("name").and_then(Value::as_str) == Some(user.as_str()))?
-        .get_mut("user")?
-        .as_mapping_mut()
-}
-
-/// The current context's cluster entry of a kubeconfig document, as a mutable YAML mapping.
-fn current_cluster(doc: &mut Value) -> Option<&mut serde_norway::Mapping> {
-    let current = doc.get("current-context")?.as_str()?.to_string();
-    let cluster = doc
-        .get("contexts")?
-        .as_sequence()?
-        .iter()
-        .find(|c| c.get("name").and_then(Value::as_str) == Some(current.as_str()))?
-        .get("context")?
-        .get("cluster")?
-        .as_str()?
-        .to_string();
-    doc.get_mut("clusters")?
-        .as_sequence_mut()?
-        .iter_mut()
-        .find(|c| c.get("name").and_then(Value::as_str) == Some(cluster.as_str()))?
-        .get_mut("cluster")?
-        .as_mapping_mut()
-}
-
 /// The renewal profile of a kubeconfig's embedded client certificate; refuses a kubeconfig
 /// without an embedded CA or client certificate in its current context.
 fn kubeconfig_profile(path: &Path, doc: &str) -> Result<Profile, PkiError> {
-    let mut value: Value = serde_norway::from_str(doc)
-        .map_err(|e| refused(format!("{}: not a kubeconfig ({e})", path.display())))?;
-    let has_ca = current_cluster(&mut value)
-        .and_then(|c| c.get("certificate-authority-data"))
-        .and_then(Value::as_str)
-        .is_some_and(|d| !d.trim().is_empty());
-    if !has_ca {
-        return Err(refused(format!(
-            "{}: the current cluster has no embedded certificate-authority-data",
-            path.display()
-        )));
-    }
-    let user = current_user(&mut value).ok_or_else(|| {
-        refused(format!(
-            "{}: no user in the current context",
-            path.display()
-        ))
-    })?;
-    let data = user
-        .get("client-certificate-data")
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            refused(format!(
-                "{}: the current user has no embedded client-certificate-data",
-                path.display()
-            ))
-        })?;
-    let pem_bytes = STANDARD.decode(data.trim()).map_err(|e| {
-        refused(format!(
-            "{}: client-certificate-data is not base64 ({e})",
-            path.display()
-        ))
-    })?;
-    let block = pem::parse(&pem_bytes).map_err(|e| {
-        refused(format!(
-            "{}: client certificate is not PEM ({e})",
-            path.display()
-        ))
-    })?;
-    profile_of(block.contents(), path)
-}
-
-/// Rewrites the kubeconfig `path` (its text `doc`) with the new client certificate
-/// `cert_pem` and key `key_pem`, and with the CA certificate `ca_der` as its current cluster's
-/// CA; everything else is kept.
-fn write_kubeconfig(
-    path: &Path,
-    doc: &str,
-    ca_der: &[u8],
-    cert_pem: &str,
-    key_pem: &str,
-) -> Result<(), PkiError> {
-    let mut value: Value =
-        serde_norway::from_str(doc).map_err(|e| refused(format!("{}: {e}", path.display())))?;
-    // kubeadm refreshes the embedded CA from the ca.crt on disk (the CA may have
-    // been replaced since the file was written).
-    let cluster = current_cluster(&mut value)
-        .ok_or_else(|| refused(format!("{}: no current cluster", path.display())))?;
-    cluster.insert(
-        "certificate-authority-data".into(),
-        STANDARD
-            .encode(x509::to_pem("CERTIFICATE", ca_der).as_bytes())
-            .into(),
-    );
-    let user = current_user(&mut value)
-        .ok_or_else(|| refused(format!("{}: no current user", path.display())))?;
-    user.insert(
-        "client-certificate-data".into(),
-        STANDARD.encode(cert_pem.as_bytes()).into(),
-    );
-    user.insert(
-        "client-key-data".into(),
-        Zeroizing::new(STANDARD.encode(key_pem.as_bytes()))
-            .as_str()
-            .into(),
-    );
-    let text = Zeroizing::new(
-        serde_norway::to_string(&value).map_err(|e| refused(format!("{}: {e}", path.display())))?,
-    );
-    store::replace(path, text.as_bytes(), store::PRIVATE_MODE).map_err(PkiError::Io)
+    let mut doc = kubeconfig::Document::parse(path, doc)?;
+    let der = doc.embedded_client_cert(path)?;
+    profile_of(&der, path)
 }
 
 /// The renewal job of every selected entry whose file exists; the others are reported missing.
@@ -287,14 +163,14 @@ pub fn renew(
 ) -> Result<RenewReport, PkiError> {
     let all = names(spec);
     if which != "all" && !all.contains(&which) {
-        return Err(refused(format!(
+        return Err(PkiError::Malformed(format!(
             "unknown certificate name {which:?}: expected all or one of {}",
             all.join(", ")
         )));
     }
     let selected = |n: &str| which == "all" || which == n;
     for dir in [spec.cert_dir.clone(), spec.cert_dir.join("etcd")] {
-        for crt in pair::recover(&dir).map_err(PkiError::Io)? {
+        for crt in pair::recover(&dir)? {
             progress(format!(
                 "[renew] Completed the interrupted renewal of {}",
                 crt.display()
@@ -334,23 +210,27 @@ pub fn renew(
     let fresh = create_keys(keys, spec.algorithm, targets)?;
     for (job, new) in jobs.into_iter().zip(fresh) {
         let NewKey::Soft(key, key_pem) = new else {
-            return Err(refused("renewed keys are software keys"));
+            return Err(PkiError::internal("renewed keys are software keys"));
         };
         let ca = signers
             .get(&job.ca)
             .and_then(Option::as_ref)
-            .ok_or_else(|| refused("CA signer missing"))?;
+            .ok_or_else(|| PkiError::internal("CA signer missing"))?;
         let cert = ca.signer.issue(
             x509::leaf_params(&job.profile, start, spec.cert_validity)?,
             Arc::new(*key),
         )?;
         match job.target {
             Target::Leaf { key, crt } => {
-                pair::replace(&key, key_pem.as_bytes(), &crt, cert.pem.as_bytes())
-                    .map_err(PkiError::Io)?
+                pair::replace(&key, key_pem.as_bytes(), &crt, cert.pem.as_bytes())?
             }
             Target::Kubeconfig { path, doc } => {
-                write_kubeconfig(&path, &doc, &ca.cert_der, &cert.pem, &key_pem)?
+                // kubeadm refreshes the embedded CA from the ca.crt on disk (the CA may have
+                // been replaced since the file was written).
+                let ca_pem = x509::to_pem("CERTIFICATE", &ca.cert_der);
+                let mut doc = kubeconfig::Document::parse(&path, &doc)?;
+                doc.set_credentials(&path, &ca_pem, &cert.pem, &key_pem)?;
+                store::replace(&path, doc.render(&path)?.as_bytes(), store::PRIVATE_MODE)?
             }
         }
         progress(format!("{} renewed", job.long_name));

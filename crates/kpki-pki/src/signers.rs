@@ -6,7 +6,7 @@
 //! `spec.usages` and `spec.signerName`, and the `CertificateSubjectRestriction` admission
 //! plugin (`O=system:masters` on `kubernetes.io/kube-apiserver-client`). Each signer carries
 //! its default usages, the usages it allows, and its subject and SAN rules;
-//! [`KubeSigner::validate`] is the one check that `kpki sign`, the daemon's APIs and the
+//! `KubeSigner::validate` is the one check that `kpki sign`, the daemon's APIs and the
 //! Certificates API controller run. The usage words kpki can carry into a certificate, and
 //! the extension each becomes, are here too (`purpose`).
 
@@ -21,7 +21,7 @@ pub const KUBE_APISERVER_CLIENT_KUBELET: &str = "kubernetes.io/kube-apiserver-cl
 /// `kubernetes.io/kubelet-serving`.
 pub const KUBELET_SERVING: &str = "kubernetes.io/kubelet-serving";
 /// `kubernetes.io/legacy-unknown` (not requestable through certificates.k8s.io/v1).
-pub const LEGACY_UNKNOWN: &str = "kubernetes.io/legacy-unknown";
+pub(crate) const LEGACY_UNKNOWN: &str = "kubernetes.io/legacy-unknown";
 
 /// The built-in signers kpki signs for without any configuration.
 pub const BUILT_IN: [&str; 3] = [
@@ -38,7 +38,7 @@ pub const NODES_GROUP: &str = "system:nodes";
 pub const SYSTEM_MASTERS: &str = "system:masters";
 
 /// Every value `spec.usages` may hold (`certificates.k8s.io/v1`).
-pub const KNOWN_USAGES: &[&str] = &[
+pub(crate) const KNOWN_USAGES: &[&str] = &[
     "signing",
     "digital signature",
     "content commitment",
@@ -79,7 +79,7 @@ fn rule_error(msg: String) -> CsrError {
 
 /// The API server's validation of a CertificateSigningRequest's `spec.usages`: required, each
 /// a known value, none twice.
-pub fn check_spec_usages(usages: &[String]) -> Result<(), CsrError> {
+pub(crate) fn check_spec_usages(usages: &[String]) -> Result<(), CsrError> {
     if usages.is_empty() {
         return Err(usage_error(
             "spec.usages: Required value: a CertificateSigningRequest must list its usages".into(),
@@ -153,7 +153,7 @@ pub enum Kind {
 
 /// The usages a signer allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UsageRule {
+pub(crate) enum UsageRule {
     /// Must hold `client auth`; may add only `digital signature` and `key encipherment`.
     ClientAuth,
     /// Exactly one of these sets (duplicates ignored).
@@ -164,7 +164,7 @@ pub enum UsageRule {
 
 /// What a signer requires of the subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubjectRule {
+pub(crate) enum SubjectRule {
     /// Any subject.
     Any,
     /// Any subject but `O=system:masters` (unless explicitly allowed).
@@ -175,7 +175,7 @@ pub enum SubjectRule {
 
 /// What a signer requires of the subject alternative names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SanRule {
+pub(crate) enum SanRule {
     /// Any SANs.
     Any,
     /// No SAN at all.
@@ -227,7 +227,8 @@ impl KubeSigner {
     }
 
     /// Whether it is one of [`BUILT_IN`].
-    pub fn is_built_in(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_built_in(&self) -> bool {
         matches!(
             self.kind,
             Kind::KubeApiserverClient | Kind::KubeletClient | Kind::KubeletServing
@@ -235,7 +236,7 @@ impl KubeSigner {
     }
 
     /// The usages a request that names none gets.
-    pub fn default_usages(&self) -> Vec<String> {
+    pub(crate) fn default_usages(&self) -> Vec<String> {
         if !self.configured.is_empty() {
             return self.configured.clone();
         }
@@ -247,7 +248,7 @@ impl KubeSigner {
     }
 
     /// The signer's usage rule (before any configured list).
-    pub fn usage_rule(&self) -> UsageRule {
+    pub(crate) fn usage_rule(&self) -> UsageRule {
         match self.kind {
             Kind::KubeApiserverClient => UsageRule::ClientAuth,
             Kind::KubeletClient => UsageRule::ExactlyOneOf(&[CLIENT_USAGES, CLIENT_USAGES_NO_RSA]),
@@ -259,7 +260,7 @@ impl KubeSigner {
     }
 
     /// The signer's subject rule.
-    pub fn subject_rule(&self) -> SubjectRule {
+    pub(crate) fn subject_rule(&self) -> SubjectRule {
         match self.kind {
             Kind::KubeApiserverClient => SubjectRule::NoSystemMasters,
             Kind::KubeletClient | Kind::KubeletServing => SubjectRule::Node,
@@ -268,7 +269,7 @@ impl KubeSigner {
     }
 
     /// The signer's SAN rule.
-    pub fn san_rule(&self) -> SanRule {
+    pub(crate) fn san_rule(&self) -> SanRule {
         match self.kind {
             Kind::KubeletClient => SanRule::None,
             Kind::KubeletServing => SanRule::DnsOrIp,
@@ -280,7 +281,7 @@ impl KubeSigner {
     /// usages, in that order) and returns the usages the certificate gets: the request's
     /// (or the signer's defaults), sorted, each once. `request.signer_name` is not read: the
     /// signer was chosen already.
-    pub fn validate(
+    pub(crate) fn validate(
         &self,
         request: &SignRequest,
         examined: &Examined,
@@ -416,10 +417,7 @@ impl KubeSigner {
 
 #[cfg(test)]
 mod tests {
-    use std::net::IpAddr;
-
     use super::*;
-    use crate::subject::Subject;
     use Refusal::{SignerRule as Rule, SystemMasters as Masters, Usage};
 
     const KAC: &str = KUBE_APISERVER_CLIENT;
@@ -457,32 +455,6 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
-    fn examined(cn: &str, orgs: &[&str], sans: &[&str], key: &str) -> Examined {
-        let orgs = strings(orgs);
-        let mut e = Examined {
-            subject: Subject::groups_then_name(&orgs, cn),
-            orgs,
-            cn: cn.to_string(),
-            dns: vec![],
-            ips: vec![],
-            emails: vec![],
-            uris: vec![],
-            key: key.to_string(),
-            usages: vec![],
-            spki_der: vec![],
-        };
-        for san in sans {
-            match san.split_once(':') {
-                Some(("DNS", v)) => e.dns.push(v.into()),
-                Some(("IP", v)) => e.ips.push(v.parse::<IpAddr>().unwrap()),
-                Some(("email", v)) => e.emails.push(v.into()),
-                Some(("URI", v)) => e.uris.push(v.into()),
-                _ => panic!("bad SAN in table: {san}"),
-            }
-        }
-        e
-    }
-
     fn run(row: &Row) -> Result<Vec<String>, CsrError> {
         let (signer, configured, cn, orgs, sans, key, usages, masters, _) = *row;
         let request = SignRequest {
@@ -494,7 +466,7 @@ mod tests {
         };
         KubeSigner::for_name(signer)
             .with_usages(&strings(configured))
-            .validate(&request, &examined(cn, orgs, sans, key))
+            .validate(&request, &Examined::sample(cn, orgs, sans, key))
     }
 
     fn check(rows: &[Row]) -> usize {

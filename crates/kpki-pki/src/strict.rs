@@ -6,7 +6,7 @@
 
 use serde_norway::Value;
 
-use crate::duration::parse_go_duration;
+use crate::duration::GoDuration;
 
 /// The shape of a value in kubeadm's Go types.
 #[derive(Clone, Copy)]
@@ -317,7 +317,7 @@ fn walk(path: &str, value: &Value, shape: &Shape) -> Result<(), String> {
         },
         Duration => {
             let text = value.as_str().ok_or_else(|| wrong("a duration string"))?;
-            parse_go_duration(text)
+            GoDuration::parse_kubeadm(text)
                 .map(|_| ())
                 .map_err(|e| format!("field {path:?}: {e}"))
         }
@@ -382,116 +382,125 @@ mod tests {
         check(kind, &value)
     }
 
+    /// Documents kubeadm decodes: kind, body.
+    const OK: &[(&str, &str)] = &[
+        (
+            "ClusterConfiguration",
+            "apiServer:\n  certSANs: [a.example.com]\n  extraArgs:\n  - name: v\n    value: \"4\"\n",
+        ),
+        (
+            "ClusterConfiguration",
+            "certificateValidityPeriod: 2160.5h\ncaCertificateValidityPeriod: 87600h0m0s\n",
+        ),
+        (
+            "ClusterConfiguration",
+            "featureGates:\n  RootlessControlPlane: false\n",
+        ),
+        (
+            "ClusterConfiguration",
+            "etcd:\n  local:\n    dataDir: /var/lib/etcd\n    serverCertSANs: []\n",
+        ),
+        (
+            "ClusterConfiguration",
+            "networking:\n  serviceSubnet: 10.96.0.0/12\n  podSubnet: 10.244.0.0/16\n",
+        ),
+        (
+            "InitConfiguration",
+            "nodeRegistration:\n  name: cp1\n  taints: null\n  kubeletExtraArgs:\n  - name: a\n    value: b\nlocalAPIEndpoint:\n  bindPort: 6443\ntimeouts:\n  kubeletHealthCheck: 4m0s\n",
+        ),
+        (
+            "InitConfiguration",
+            "bootstrapTokens:\n- token: abcdef.0123456789abcdef\n  ttl: 24h\n  usages: [signing]\n",
+        ),
+        (
+            "JoinConfiguration",
+            "discovery:\n  bootstrapToken:\n    token: abcdef.0123456789abcdef\n    unsafeSkipCAVerification: true\n",
+        ),
+        ("ResetConfiguration", "force: true\n"),
+        ("UpgradeConfiguration", "apply:\n  forceUpgrade: true\n"),
+    ];
+
+    /// Documents kubeadm refuses: kind, body, a part of the error.
+    const BAD: &[(&str, &str, &str)] = &[
+        (
+            "ClusterConfiguration",
+            "apiServer:\n  certSAN: [a]\n",
+            "unknown field \"apiServer.certSAN\"",
+        ),
+        (
+            "ClusterConfiguration",
+            "apiServer:\n  CertSANs: [a]\n",
+            "did you mean \"apiServer.certSANs\"",
+        ),
+        (
+            "ClusterConfiguration",
+            "networking:\n  serviceSubnets: 10.96.0.0/12\n",
+            "unknown field \"networking.serviceSubnets\"",
+        ),
+        (
+            "ClusterConfiguration",
+            "metadata:\n  name: x\n",
+            "unknown field \"metadata\"",
+        ),
+        (
+            "ClusterConfiguration",
+            "certificateValidityPeriod: 1y\n",
+            "field \"certificateValidityPeriod\": invalid duration",
+        ),
+        (
+            "ClusterConfiguration",
+            "certificateValidityPeriod: 8760\n",
+            "must be a duration string",
+        ),
+        (
+            "ClusterConfiguration",
+            "kubernetesVersion: 1.37\n",
+            "\"kubernetesVersion\" must be a string",
+        ),
+        (
+            "ClusterConfiguration",
+            "featureGates:\n  RootlessControlPlane: \"no\"\n",
+            "\"featureGates.RootlessControlPlane\" must be a boolean",
+        ),
+        (
+            "ClusterConfiguration",
+            "apiServer:\n  certSANs: a.example.com\n",
+            "\"apiServer.certSANs\" must be a list",
+        ),
+        (
+            "ClusterConfiguration",
+            "etcd:\n  local:\n    extraArgs:\n    - name: a\n      valu: b\n",
+            "unknown field \"etcd.local.extraArgs[0].valu\"",
+        ),
+        (
+            "InitConfiguration",
+            "localAPIEndpoint:\n  bindPort: \"6443\"\n",
+            "must be an integer",
+        ),
+        (
+            "InitConfiguration",
+            "nodeRegistration:\n  nodeName: cp1\n",
+            "unknown field \"nodeRegistration.nodeName\"",
+        ),
+        (
+            "InitConfiguration",
+            "timeouts:\n  discovery: 5 minutes\n",
+            "field \"timeouts.discovery\": invalid duration",
+        ),
+        ("KubeadmConfig", "", "KubeadmConfig: unknown kind"),
+        (
+            "ClusterConfiguration",
+            "certificateValidityPeriod: 30d\n",
+            "field \"certificateValidityPeriod\": invalid duration \"30d\": unknown unit",
+        ),
+    ];
+
     #[test]
     fn strict_decoding_table() {
-        let ok: &[(&str, &str)] = &[
-            (
-                "ClusterConfiguration",
-                "apiServer:\n  certSANs: [a.example.com]\n  extraArgs:\n  - name: v\n    value: \"4\"\n",
-            ),
-            (
-                "ClusterConfiguration",
-                "certificateValidityPeriod: 2160.5h\ncaCertificateValidityPeriod: 87600h0m0s\n",
-            ),
-            (
-                "ClusterConfiguration",
-                "featureGates:\n  RootlessControlPlane: false\n",
-            ),
-            (
-                "ClusterConfiguration",
-                "etcd:\n  local:\n    dataDir: /var/lib/etcd\n    serverCertSANs: []\n",
-            ),
-            (
-                "ClusterConfiguration",
-                "networking:\n  serviceSubnet: 10.96.0.0/12\n  podSubnet: 10.244.0.0/16\n",
-            ),
-            (
-                "InitConfiguration",
-                "nodeRegistration:\n  name: cp1\n  taints: null\n  kubeletExtraArgs:\n  - name: a\n    value: b\nlocalAPIEndpoint:\n  bindPort: 6443\ntimeouts:\n  kubeletHealthCheck: 4m0s\n",
-            ),
-            (
-                "InitConfiguration",
-                "bootstrapTokens:\n- token: abcdef.0123456789abcdef\n  ttl: 24h\n  usages: [signing]\n",
-            ),
-            (
-                "JoinConfiguration",
-                "discovery:\n  bootstrapToken:\n    token: abcdef.0123456789abcdef\n    unsafeSkipCAVerification: true\n",
-            ),
-            ("ResetConfiguration", "force: true\n"),
-            ("UpgradeConfiguration", "apply:\n  forceUpgrade: true\n"),
-        ];
-        for (kind, body) in ok {
+        for (kind, body) in OK {
             assert_eq!(doc(kind, body), Ok(()), "{body}");
         }
-        let bad: &[(&str, &str, &str)] = &[
-            (
-                "ClusterConfiguration",
-                "apiServer:\n  certSAN: [a]\n",
-                "unknown field \"apiServer.certSAN\"",
-            ),
-            (
-                "ClusterConfiguration",
-                "apiServer:\n  CertSANs: [a]\n",
-                "did you mean \"apiServer.certSANs\"",
-            ),
-            (
-                "ClusterConfiguration",
-                "networking:\n  serviceSubnets: 10.96.0.0/12\n",
-                "unknown field \"networking.serviceSubnets\"",
-            ),
-            (
-                "ClusterConfiguration",
-                "metadata:\n  name: x\n",
-                "unknown field \"metadata\"",
-            ),
-            (
-                "ClusterConfiguration",
-                "certificateValidityPeriod: 1y\n",
-                "field \"certificateValidityPeriod\": invalid duration",
-            ),
-            (
-                "ClusterConfiguration",
-                "certificateValidityPeriod: 8760\n",
-                "must be a duration string",
-            ),
-            (
-                "ClusterConfiguration",
-                "kubernetesVersion: 1.37\n",
-                "\"kubernetesVersion\" must be a string",
-            ),
-            (
-                "ClusterConfiguration",
-                "featureGates:\n  RootlessControlPlane: \"no\"\n",
-                "\"featureGates.RootlessControlPlane\" must be a boolean",
-            ),
-            (
-                "ClusterConfiguration",
-                "apiServer:\n  certSANs: a.example.com\n",
-                "\"apiServer.certSANs\" must be a list",
-            ),
-            (
-                "ClusterConfiguration",
-                "etcd:\n  local:\n    extraArgs:\n    - name: a\n      valu: b\n",
-                "unknown field \"etcd.local.extraArgs[0].valu\"",
-            ),
-            (
-                "InitConfiguration",
-                "localAPIEndpoint:\n  bindPort: \"6443\"\n",
-                "must be an integer",
-            ),
-            (
-                "InitConfiguration",
-                "nodeRegistration:\n  nodeName: cp1\n",
-                "unknown field \"nodeRegistration.nodeName\"",
-            ),
-            (
-                "InitConfiguration",
-                "timeouts:\n  discovery: 5 minutes\n",
-                "field \"timeouts.discovery\": invalid duration",
-            ),
-            ("KubeadmConfig", "", "KubeadmConfig: unknown kind"),
-        ];
-        for (kind, body, want) in bad {
+        for (kind, body, want) in BAD {
             let e = doc(kind, body).expect_err(body);
             assert!(e.contains(want), "{body}: {e}");
             assert!(e.starts_with(kind), "{e}");

@@ -9,6 +9,8 @@ use x509_cert::attr::AttributeTypeAndValue;
 use x509_cert::name::{RdnSequence, RelativeDistinguishedName};
 use x509_parser::x509::X509Name;
 
+use crate::PkiError;
+
 /// A subject attribute kpki issues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attr {
@@ -47,7 +49,7 @@ const ATTRIBUTES: &[(Attr, &str, &str)] = &[
 
 impl Attr {
     /// The attribute with dotted OID `oid`, if kpki issues it.
-    pub fn from_oid(oid: &str) -> Option<Attr> {
+    pub(crate) fn from_oid(oid: &str) -> Option<Attr> {
         ATTRIBUTES.iter().find(|a| a.1 == oid).map(|a| a.0)
     }
 
@@ -65,7 +67,7 @@ impl Attr {
     }
 
     /// Short name (`CN`, `O`, ...).
-    pub fn short_name(self) -> &'static str {
+    pub(crate) fn short_name(self) -> &'static str {
         self.entry().2
     }
 
@@ -96,7 +98,7 @@ impl Subject {
     /// value, in request order. Any other attribute (emailAddress, DC, UID, ...) and any value
     /// that is not a string is dropped, as kube-controller-manager's signer drops them; their
     /// OIDs are returned beside the subject.
-    pub fn from_name(name: &X509Name<'_>) -> (Subject, Vec<String>) {
+    pub(crate) fn from_name(name: &X509Name<'_>) -> (Subject, Vec<String>) {
         let mut subject = Subject::default();
         let mut dropped = Vec::new();
         for attr in name.iter_attributes() {
@@ -116,11 +118,13 @@ impl Subject {
 
     /// The CN (empty when absent); `Err` when there are several: Go (kube-apiserver, the
     /// kubelet) honours the last, so rules checking one name would let peers see another.
-    pub fn single_cn(&self) -> Result<&str, String> {
+    pub fn single_cn(&self) -> Result<&str, PkiError> {
         let mut cns = self.values(Attr::CommonName);
         let cn = cns.next().unwrap_or_default();
         match cns.next() {
-            Some(_) => Err("subject has more than one CN; a certificate names one user".into()),
+            Some(_) => Err(PkiError::Malformed(
+                "subject has more than one CN; a certificate names one user".into(),
+            )),
             None => Ok(cn),
         }
     }
@@ -133,7 +137,7 @@ impl Subject {
     }
 
     /// Kubernetes' usual subject: one O per group, then CN.
-    pub fn groups_then_name(groups: &[String], cn: &str) -> Subject {
+    pub(crate) fn groups_then_name(groups: &[String], cn: &str) -> Subject {
         let mut s = Subject::default();
         for g in groups {
             s.push(Attr::Organization, g.clone());
@@ -156,7 +160,8 @@ impl Subject {
     }
 
     /// True when some attribute has more than one value.
-    pub fn is_multi_valued(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_multi_valued(&self) -> bool {
         self.attrs
             .iter()
             .enumerate()
@@ -253,7 +258,7 @@ pub(crate) struct Parts {
 
 impl Parts {
     /// The DER certificate: TBS, the unchanged signature algorithm, `signature`.
-    pub fn assemble(self, signature: &[u8]) -> Result<Vec<u8>, KeyError> {
+    pub(crate) fn assemble(self, signature: &[u8]) -> Result<Vec<u8>, KeyError> {
         let bad = |e: der::Error| KeyError::Crypto(format!("assembling the certificate: {e}"));
         let sig = der::asn1::BitString::from_bytes(signature).map_err(bad)?;
         let parts = vec![

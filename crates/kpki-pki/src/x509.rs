@@ -20,11 +20,11 @@ use crate::sans::AltNames;
 use crate::subject::{self, Subject};
 
 /// kubeadm back-dates NotBefore by five minutes.
-pub const BACKDATE: Duration = Duration::from_secs(5 * 60);
+pub(crate) const BACKDATE: Duration = Duration::from_secs(5 * 60);
 
 /// What goes into a certificate's subject and extensions.
 #[derive(Debug, Clone)]
-pub struct Profile {
+pub(crate) struct Profile {
     /// Subject CN.
     pub cn: String,
     /// Subject O values (kubeadm's catalogue has at most one).
@@ -36,7 +36,7 @@ pub struct Profile {
 }
 
 /// A random serial in kubeadm's range [1, 2^63 − 2].
-pub fn random_serial() -> Result<SerialNumber, KeyError> {
+pub(crate) fn random_serial() -> Result<SerialNumber, KeyError> {
     let rng = SystemRandom::new();
     loop {
         let mut b = [0u8; 8];
@@ -52,7 +52,7 @@ pub fn random_serial() -> Result<SerialNumber, KeyError> {
 }
 
 /// Truncates to whole seconds (X.509 times carry no fractions).
-pub fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
+pub(crate) fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(0).unwrap_or(t)
 }
 
@@ -116,7 +116,7 @@ impl Draft {
 
 /// Parameters of a leaf: O values then CN, KU digitalSignature+keyEncipherment, the profile's
 /// EKUs, BasicConstraints CA:FALSE (critical), AKID, no SKID.
-pub fn leaf_params(
+pub(crate) fn leaf_params(
     profile: &Profile,
     start: OffsetDateTime,
     period: Duration,
@@ -155,7 +155,7 @@ pub fn leaf_params(
 
 /// Makes `p` a leaf as Go writes them: BasicConstraints CA:FALSE (critical, present), no
 /// SKID, an AKID naming the issuer's key.
-pub fn mark_leaf(p: &mut CertificateParams) {
+pub(crate) fn mark_leaf(p: &mut CertificateParams) {
     p.is_ca = IsCa::NoCa;
     let mut bc = CustomExtension::from_oid_content(&[2, 5, 29, 19], vec![0x30, 0x00]);
     bc.set_criticality(true);
@@ -164,7 +164,7 @@ pub fn mark_leaf(p: &mut CertificateParams) {
 }
 
 /// A random positive 128-bit serial, as the Kubernetes CSR signer issues.
-pub fn random_serial_128() -> Result<SerialNumber, KeyError> {
+pub(crate) fn random_serial_128() -> Result<SerialNumber, KeyError> {
     let mut b = [0u8; 16];
     SystemRandom::new()
         .fill(&mut b)
@@ -264,12 +264,13 @@ impl CaSigner {
     }
 
     /// The CA certificate's subject (DER), which every certificate it issues names as issuer.
-    pub fn issuer_name(&self) -> &[u8] {
+    #[cfg(test)]
+    pub(crate) fn issuer_name(&self) -> &[u8] {
         &self.issuer_name
     }
 
     /// Issues a certificate for the public key `public` from `draft`.
-    pub fn issue_with(
+    pub(crate) fn issue_with(
         &self,
         draft: Draft,
         public: &impl rcgen::PublicKeyData,

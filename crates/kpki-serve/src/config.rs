@@ -2,12 +2,14 @@
 //! Unknown keys are errors; every value is checked at load so a bad file never starts (or,
 //! on SIGHUP, never replaces a good one).
 
+use kpki_pki::GoDuration;
+pub use kpki_pki::config::ConfigError;
+use kpki_signer::KeyUri;
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use serde::Deserialize;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -58,27 +60,31 @@ pub struct JwtConfig {
     #[serde(default)]
     pub allowed_uids: Vec<u32>,
     /// The key that signs tokens (URI).
-    pub signing_key: String,
+    pub signing_key: KeyUri,
     /// Keys that only verify (earlier signing keys, the cluster's old `sa.pub`).
     #[serde(default)]
     pub verify_keys: Vec<VerifyKey>,
     /// `max_token_expiration_seconds` answered by `Metadata` (Go duration, ≥ 10m; default 24h).
     #[serde(default = "default_max_token_expiration")]
-    pub max_token_expiration: String,
+    pub max_token_expiration: GoDuration,
     /// `refresh_hint_seconds` answered by `FetchKeys` (Go duration; default 5m).
     #[serde(default = "default_refresh_hint")]
-    pub refresh_hint: String,
+    pub refresh_hint: GoDuration,
     /// Largest claims segment accepted, in bytes (base64url text; default 65536).
     #[serde(default = "default_max_claims_bytes")]
     pub max_claims_bytes: usize,
 }
 
-fn default_max_token_expiration() -> String {
-    "24h".into()
+fn default_max_token_expiration() -> GoDuration {
+    hours(24)
 }
 
-fn default_refresh_hint() -> String {
-    "5m".into()
+fn default_refresh_hint() -> GoDuration {
+    GoDuration(Duration::from_secs(5 * 60))
+}
+
+fn hours(h: u64) -> GoDuration {
+    GoDuration(Duration::from_secs(h * 3600))
 }
 
 fn default_max_claims_bytes() -> usize {
@@ -90,7 +96,7 @@ fn default_max_claims_bytes() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct VerifyKey {
     /// Key URI (its public key is listed).
-    pub key: Option<String>,
+    pub key: Option<KeyUri>,
     /// PEM `PUBLIC KEY` file.
     pub public_key: Option<PathBuf>,
     /// Leave it out of kube-apiserver's OIDC discovery document (default true: a
@@ -129,17 +135,17 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Longest wait for a signing session of the CA's key before answering 503 `busy`
     /// (Go duration).
-    pub request_timeout: String,
+    pub request_timeout: GoDuration,
     /// Grace period for in-flight requests on SIGTERM (Go duration).
-    pub shutdown_grace: String,
+    pub shutdown_grace: GoDuration,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_body_bytes: 64 * 1024,
-            request_timeout: "30s".into(),
-            shutdown_grace: "30s".into(),
+            request_timeout: GoDuration(Duration::from_secs(30)),
+            shutdown_grace: GoDuration(Duration::from_secs(30)),
         }
     }
 }
@@ -151,14 +157,14 @@ pub struct CaConfig {
     /// The CA certificate (PEM).
     pub cert: PathBuf,
     /// The CA key URI (`pkcs11:…` or `file:…`).
-    pub key: String,
+    pub key: KeyUri,
     /// Longest validity this CA grants (Go duration; default 8760h).
     #[serde(default = "default_max_validity")]
-    pub max_validity: String,
+    pub max_validity: GoDuration,
 }
 
-fn default_max_validity() -> String {
-    "8760h".into()
+fn default_max_validity() -> GoDuration {
+    hours(8760)
 }
 
 /// A signer name or cfssl profile.
@@ -209,15 +215,15 @@ pub struct RuleConfig {
     pub uri_prefixes: Vec<String>,
     /// Longest validity a request may ask for (Go duration; default 24h).
     #[serde(default = "default_rule_validity")]
-    pub max_validity: String,
+    pub max_validity: GoDuration,
     /// Key types a request may carry: `RSA` (any size ≥ 2048), `RSA-2048`, `RSA-3072`,
     /// `RSA-4096`, `ECDSA-P256`, `ECDSA-P384`, `Ed25519` (default: all).
     #[serde(default)]
     pub key_types: Vec<String>,
 }
 
-fn default_rule_validity() -> String {
-    "24h".into()
+fn default_rule_validity() -> GoDuration {
+    hours(24)
 }
 
 /// Where and how the audit trail is written.
@@ -238,14 +244,14 @@ pub struct SigningConfig {
     /// PKCS#11 sessions per token.
     pub pool_size: usize,
     /// How often each CA key is probed for readiness (Go duration).
-    pub probe_interval: String,
+    pub probe_interval: GoDuration,
 }
 
 impl Default for SigningConfig {
     fn default() -> SigningConfig {
         SigningConfig {
             pool_size: 4,
-            probe_interval: "500ms".into(),
+            probe_interval: GoDuration(Duration::from_millis(500)),
         }
     }
 }
@@ -265,11 +271,6 @@ impl Default for CfsslConfig {
         }
     }
 }
-
-/// A configuration error: one line naming the file and the problem.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
 
 impl ServeConfig {
     /// Reads and parses `path` (unknown keys are errors).
@@ -296,11 +297,6 @@ impl ServeConfig {
             None => None,
         }
     }
-}
-
-/// Parses a Go duration, naming the setting on error.
-pub fn duration(what: &str, text: &str) -> Result<Duration, ConfigError> {
-    kpki_pki::parse_go_duration(text).map_err(|e| ConfigError(format!("{what}: {e}")))
 }
 
 fn one_line(s: &str) -> String {
@@ -340,5 +336,63 @@ path = "/var/log/kpki/audit.jsonl"
         let e = ServeConfig::parse(&text).unwrap_err().0;
         assert!(e.contains("unknown field `fsink`"), "{e}");
         assert!(!e.contains('\n'));
+    }
+
+    /// One row: what replaces the `[cas.ca]` key and adds to `[limits]`, then the CA's key
+    /// URI and the request timeout (ms) read, or a fragment of the error.
+    type Row = (
+        &'static str,
+        &'static str,
+        Result<(&'static str, u64), &'static str>,
+    );
+
+    #[rustfmt::skip]
+    const TYPED: &[Row] = &[
+        ("file:/etc/kubernetes/pki/ca.key", "", Ok(("file:/etc/kubernetes/pki/ca.key", 30_000))),
+        ("pkcs11:token=k8s;object=ca", "request_timeout = \"1.5s\"", Ok(("pkcs11:token=k8s;object=ca", 1_500))),
+        ("file:/k", "request_timeout = \"1d\"", Ok(("file:/k", 86_400_000))),
+        ("file:/k", "request_timeout = \"250ms\"", Ok(("file:/k", 250))),
+        ("file:/k", "request_timeout = \"30\"", Err("invalid duration \"30\": missing unit")),
+        ("file:/k", "request_timeout = 30", Err("invalid type")),
+        ("bogus:x", "", Err("invalid key URI \"bogus:x\"")),
+        ("pkcs11:object=ca", "", Err("no token, serial or slot-id attribute")),
+        ("file:relative.key", "", Err("invalid key URI")),
+    ];
+
+    #[test]
+    fn values_are_read_into_their_types() {
+        for (key, limits, want) in TYPED {
+            let text = MINIMAL
+                .replace("file:/etc/kubernetes/pki/ca.key", key)
+                .replace("[audit]", &format!("[limits]\n{limits}\n\n[audit]"));
+            let got = ServeConfig::parse(&text).map(|c| {
+                let ca = &c.cas["ca"];
+                (
+                    ca.key.to_string(),
+                    c.limits.request_timeout.get().as_millis(),
+                )
+            });
+            match (want, got) {
+                (Ok((uri, ms)), Ok((got_uri, got_ms))) => {
+                    assert_eq!(
+                        (got_uri.as_str(), got_ms),
+                        (*uri, u128::from(*ms)),
+                        "{text}"
+                    )
+                }
+                (Err(fragment), Err(e)) => {
+                    assert!(e.0.contains(fragment), "{text}: {}", e.0);
+                    assert!(!e.0.contains('\n'), "one line: {}", e.0);
+                }
+                (want, got) => panic!("{text}: want {want:?}, got {got:?}"),
+            }
+        }
+        let c = ServeConfig::parse(MINIMAL).expect("minimal");
+        assert_eq!(
+            c.cas["ca"].max_validity.get(),
+            Duration::from_secs(8760 * 3600)
+        );
+        assert_eq!(c.signing.probe_interval.get(), Duration::from_millis(500));
+        assert_eq!(c.limits.shutdown_grace.get(), Duration::from_secs(30));
     }
 }

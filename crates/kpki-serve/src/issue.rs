@@ -189,44 +189,9 @@ async fn decide_and_sign(
     caller: &Caller,
     ask: Ask,
 ) -> Outcome {
-    let csr_der = match pem::parse(ask.csr_pem.as_bytes()) {
-        Ok(p) if p.tag() == "CERTIFICATE REQUEST" || p.tag() == "NEW CERTIFICATE REQUEST" => {
-            p.into_contents()
-        }
-        Ok(p) => {
-            return (
-                None,
-                Err(Failure::new(
-                    ErrorCode::MalformedCsr,
-                    format!("expected a CERTIFICATE REQUEST PEM block, got {}", p.tag()),
-                )),
-            );
-        }
-        Err(e) => {
-            return (
-                None,
-                Err(Failure::new(
-                    ErrorCode::MalformedCsr,
-                    format!("the request is not PEM ({e})"),
-                )),
-            );
-        }
-    };
-    // A signer's configured usages are its default and the most a request may ask.
-    let configured = state
-        .config
-        .signers
-        .get(&ask.signer)
-        .map(|s| s.usages.as_slice())
-        .unwrap_or_default();
-    let signer = KubeSigner::for_name(&ask.signer).with_usages(configured);
-    let request = SignRequest {
-        csr_der,
-        signer_name: ask.signer.clone(),
-        usages: ask.usages.clone(),
-        expiration_seconds: ask.expiration_seconds,
-        // The policy decides about system:masters (only where a rule lists it).
-        allow_system_masters: true,
+    let (signer, request) = match sign_request(state, ask) {
+        Ok(r) => r,
+        Err(f) => return (None, Err(f)),
     };
     let examined = match csr::examine_for(&signer, &request) {
         Ok(e) => e,
@@ -243,42 +208,18 @@ async fn decide_and_sign(
         Err(d) => return (Some(examined), Err(d.into())),
     };
     if !app.part_ready(Part::CaKeys) {
-        return (
-            Some(examined),
-            Err(Failure::new(
-                ErrorCode::HsmUnavailable,
-                format!(
-                    "CA key unavailable (nothing was sent to the token): {}",
-                    app.not_ready_reason()
-                ),
-            )),
+        let f = Failure::new(
+            ErrorCode::HsmUnavailable,
+            format!(
+                "CA key unavailable (nothing was sent to the token): {}",
+                app.not_ready_reason()
+            ),
         );
+        return (Some(examined), Err(f));
     }
-    // Wait for a session of the CA's key without holding a blocking thread; give up after
-    // the request timeout rather than queueing without bound.
-    let _permit = match ca.key.concurrency_gate() {
-        Some(gate) => match tokio::time::timeout(state.request_timeout, gate.acquire()).await {
-            Ok(Ok(p)) => Some(p),
-            Ok(Err(_)) => {
-                return (
-                    Some(examined),
-                    Err(Failure::new(
-                        ErrorCode::ShuttingDown,
-                        "the daemon is stopping",
-                    )),
-                );
-            }
-            Err(_) => {
-                return (
-                    Some(examined),
-                    Err(Failure::new(
-                        ErrorCode::Busy,
-                        "no signing session became free within the request timeout",
-                    )),
-                );
-            }
-        },
-        None => None,
+    let _permit = match session(&ca, state.request_timeout).await {
+        Ok(p) => p,
+        Err(f) => return (Some(examined), Err(f)),
     };
     let max_validity = ca.max_validity.min(grant.max_validity);
     let signing_ca = Arc::clone(&ca);
@@ -298,6 +239,65 @@ async fn decide_and_sign(
         app.set_ready(Part::CaKeys, false, &f.message);
     }
     (Some(examined), result)
+}
+
+/// The signer (with the usages its configuration allows) and the request `ask` carries.
+fn sign_request(
+    state: &crate::state::State,
+    ask: Ask,
+) -> Result<(KubeSigner, SignRequest), Failure> {
+    let malformed = |m: String| Failure::new(ErrorCode::MalformedCsr, m);
+    let csr_der = match pem::parse(ask.csr_pem.as_bytes()) {
+        Ok(p) if p.tag() == "CERTIFICATE REQUEST" || p.tag() == "NEW CERTIFICATE REQUEST" => {
+            p.into_contents()
+        }
+        Ok(p) => {
+            return Err(malformed(format!(
+                "expected a CERTIFICATE REQUEST PEM block, got {}",
+                p.tag()
+            )));
+        }
+        Err(e) => return Err(malformed(format!("the request is not PEM ({e})"))),
+    };
+    // A signer's configured usages are its default and the most a request may ask.
+    let configured = state
+        .config
+        .signers
+        .get(&ask.signer)
+        .map(|s| s.usages.as_slice())
+        .unwrap_or_default();
+    let signer = KubeSigner::for_name(&ask.signer).with_usages(configured);
+    let request = SignRequest {
+        csr_der,
+        signer_name: ask.signer,
+        usages: ask.usages,
+        expiration_seconds: ask.expiration_seconds,
+        // The policy decides about system:masters (only where a rule lists it).
+        allow_system_masters: true,
+    };
+    Ok((signer, request))
+}
+
+/// Waits for a session of the CA's key without holding a blocking thread; gives up after
+/// `timeout` rather than queueing without bound.
+async fn session(
+    ca: &Ca,
+    timeout: Duration,
+) -> Result<Option<tokio::sync::SemaphorePermit<'_>>, Failure> {
+    let Some(gate) = ca.key.concurrency_gate() else {
+        return Ok(None);
+    };
+    match tokio::time::timeout(timeout, gate.acquire()).await {
+        Ok(Ok(p)) => Ok(Some(p)),
+        Ok(Err(_)) => Err(Failure::new(
+            ErrorCode::ShuttingDown,
+            "the daemon is stopping",
+        )),
+        Err(_) => Err(Failure::new(
+            ErrorCode::Busy,
+            "no signing session became free within the request timeout",
+        )),
+    }
 }
 
 fn sign(

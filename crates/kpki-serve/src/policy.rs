@@ -10,7 +10,7 @@ use kpki_pki::csr::Examined;
 use kpki_pki::signers::{NODE_USER_PREFIX, SYSTEM_MASTERS};
 use regex::Regex;
 
-use crate::config::{self, ConfigError, RuleConfig};
+use crate::config::{ConfigError, RuleConfig};
 use crate::error_code::ErrorCode;
 
 /// Who is calling: the client certificate's CN and O values.
@@ -129,7 +129,7 @@ impl Policy {
                 dns_suffixes: r.dns_suffixes.clone(),
                 ip_ranges,
                 uri_prefixes: r.uri_prefixes.clone(),
-                max_validity: config::duration(&format!("{what}: max_validity"), &r.max_validity)?,
+                max_validity: r.max_validity.get(),
                 key_types: r.key_types.clone(),
             });
         }
@@ -285,5 +285,229 @@ impl Rule {
 
     fn ip_allowed(&self, ip: IpAddr) -> bool {
         self.ip_ranges.iter().any(|n| n.contains(&ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServeConfig;
+    use ErrorCode::{
+        CnNotAllowed as Cn, KeyNotAllowed as Key, NodeMismatch as Node, OrgNotAllowed as Org,
+        PolicyDenied as Denied, SanNotAllowed as San, SystemMasters as Masters,
+        ValidityTooLong as Long,
+    };
+
+    const KAC: &str = "kubernetes.io/kube-apiserver-client";
+    const KS: &str = "kubernetes.io/kubelet-serving";
+    const MESH: &str = "example.com/mesh";
+
+    /// The rules every row is decided against, in order.
+    const RULES: &str = r#"
+[[policy]]
+name = "ops"
+callers = { cn = "ops-.*" }
+signers = ["kubernetes.io/kube-apiserver-client"]
+cn = "[a-z]+"
+orgs = ["dev", "ops"]
+max_validity = "720h"
+
+[[policy]]
+name = "root"
+callers = { orgs = ["break-glass"] }
+signers = ["kubernetes.io/kube-apiserver-client"]
+orgs = ["system:masters"]
+max_validity = "1h"
+
+[[policy]]
+name = "nodes"
+callers = { orgs = ["system:nodes"] }
+signers = ["kubernetes.io/kubelet-serving"]
+cn = "system:node:.*"
+orgs = ["system:nodes"]
+dns_suffixes = [".nodes.example.com", "metal.example.com"]
+ip_ranges = ["10.0.0.0/8", "fd00::/8"]
+max_validity = "30d"
+key_types = ["ECDSA-P256", "ECDSA-P384"]
+
+[[policy]]
+name = "mesh"
+callers = { cn = "mesh-ca", orgs = ["mesh"] }
+signers = ["example.com/mesh"]
+uri_prefixes = ["spiffe://cluster.local/"]
+dns_suffixes = [".svc"]
+key_types = ["RSA"]
+
+[[policy]]
+name = "mesh-fallback"
+callers = { cn = "mesh-ca" }
+signers = ["example.com/mesh"]
+cn = "fallback"
+"#;
+
+    /// One row: caller CN and O values, signer, requested CN, O values, SANs (`DNS:`, `IP:`,
+    /// `URI:`, `email:`), key, validity asked (seconds), and the rule that allows it or the
+    /// denial's code with a fragment of its reason.
+    type Row = (
+        &'static str,
+        &'static [&'static str],
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+        &'static [&'static str],
+        &'static str,
+        Option<u64>,
+        Result<&'static str, (ErrorCode, &'static str)>,
+    );
+
+    const NONE: &[&str] = &[];
+    const NODES: &[&str] = &["system:nodes"];
+    const P256: &str = "ECDSA-P256";
+    const N1: &str = "system:node:n1";
+
+    #[rustfmt::skip]
+    const ROWS: &[Row] = &[
+        // Callers no rule names: default deny.
+        ("jane", NONE, KAC, "jane", NONE, NONE, P256, None, Err((Denied, "no policy rule lets caller CN=\"jane\""))),
+        ("ops-1", NONE, KS, "x", NONE, NONE, P256, None, Err((Denied, "use signer \"kubernetes.io/kubelet-serving\""))),
+        ("ops-1", NONE, "example.com/other", "x", NONE, NONE, P256, None, Err((Denied, "no policy rule"))),
+        ("xops-1", NONE, KAC, "jane", NONE, NONE, P256, None, Err((Denied, "no policy rule"))),
+        ("ops-1x", &["other"], KAC, "jane", NONE, NONE, P256, None, Ok("ops")),
+        // CN patterns are anchored; O values must be listed.
+        ("ops-1", NONE, KAC, "jane", NONE, NONE, P256, None, Ok("ops")),
+        ("ops-1", NONE, KAC, "jane", &["dev"], NONE, P256, None, Ok("ops")),
+        ("ops-1", NONE, KAC, "jane", &["dev", "ops"], NONE, P256, None, Ok("ops")),
+        ("ops-1", NONE, KAC, "Jane", NONE, NONE, P256, None, Err((Cn, "rule \"ops\": CN \"Jane\" is not allowed"))),
+        ("ops-1", NONE, KAC, "jane1", NONE, NONE, P256, None, Err((Cn, "is not allowed"))),
+        ("ops-1", NONE, KAC, "", NONE, NONE, P256, None, Err((Cn, "CN \"\""))),
+        ("ops-1", NONE, KAC, "jane", &["qa"], NONE, P256, None, Err((Org, "O=\"qa\" is not allowed"))),
+        ("ops-1", NONE, KAC, "jane", &["dev", "qa"], NONE, P256, None, Err((Org, "O=\"qa\""))),
+        // system:masters only where a rule lists it.
+        ("ops-1", NONE, KAC, "jane", &["system:masters"], NONE, P256, None, Err((Masters, "O=\"system:masters\""))),
+        ("alice", &["break-glass"], KAC, "alice", &["system:masters"], NONE, P256, None, Ok("root")),
+        ("alice", &["break-glass"], KAC, "alice", &["system:masters"], NONE, P256, Some(3600), Ok("root")),
+        ("alice", &["break-glass"], KAC, "alice", &["system:masters"], NONE, P256, Some(3601), Err((Long, "validity 3601s exceeds the maximum 3600s"))),
+        ("alice", &["break-glass"], KAC, "alice", &["dev"], NONE, P256, None, Err((Org, "rule \"root\""))),
+        // Validity: at most the rule's maximum (30d is 720h).
+        ("ops-1", NONE, KAC, "jane", NONE, NONE, P256, Some(720 * 3600), Ok("ops")),
+        ("ops-1", NONE, KAC, "jane", NONE, NONE, P256, Some(720 * 3600 + 1), Err((Long, "exceeds the maximum 2592000s"))),
+        (N1, NODES, KS, N1, NODES, &["IP:10.1.2.3"], P256, Some(30 * 86400), Ok("nodes")),
+        (N1, NODES, KS, N1, NODES, &["IP:10.1.2.3"], P256, Some(30 * 86400 + 1), Err((Long, "exceeds"))),
+        // A node asks only for itself.
+        (N1, NODES, KS, "system:node:n2", NODES, NONE, P256, None, Err((Node, "node \"n1\" may only request certificates for CN \"system:node:n1\""))),
+        (N1, NODES, KAC, "jane", NONE, NONE, P256, None, Err((Node, "asked \"jane\""))),
+        (N1, NODES, KS, N1, NODES, NONE, P256, None, Ok("nodes")),
+        // DNS suffixes: ".x" allows names ending in it and "x" itself; "x" allows only "x".
+        (N1, NODES, KS, N1, NODES, &["DNS:n1.nodes.example.com"], P256, None, Ok("nodes")),
+        (N1, NODES, KS, N1, NODES, &["DNS:nodes.example.com"], P256, None, Ok("nodes")),
+        (N1, NODES, KS, N1, NODES, &["DNS:a.b.nodes.example.com"], P256, None, Ok("nodes")),
+        (N1, NODES, KS, N1, NODES, &["DNS:xnodes.example.com"], P256, None, Err((San, "DNS SAN \"xnodes.example.com\" is outside the allowed suffixes"))),
+        (N1, NODES, KS, N1, NODES, &["DNS:metal.example.com"], P256, None, Ok("nodes")),
+        (N1, NODES, KS, N1, NODES, &["DNS:n1.metal.example.com"], P256, None, Err((San, "outside the allowed suffixes"))),
+        (N1, NODES, KS, N1, NODES, &["DNS:example.com"], P256, None, Err((San, "DNS SAN \"example.com\""))),
+        (N1, NODES, KS, N1, NODES, &["DNS:n1.nodes.example.com", "DNS:evil.com"], P256, None, Err((San, "\"evil.com\""))),
+        // IP ranges, both families.
+        (N1, NODES, KS, N1, NODES, &["IP:10.255.255.255"], P256, None, Ok("nodes")),
+        (N1, NODES, KS, N1, NODES, &["IP:11.0.0.1"], P256, None, Err((San, "IP SAN 11.0.0.1 is outside the allowed ranges"))),
+        (N1, NODES, KS, N1, NODES, &["IP:fd00::1"], P256, None, Ok("nodes")),
+        (N1, NODES, KS, N1, NODES, &["IP:fe80::1"], P256, None, Err((San, "IP SAN fe80::1"))),
+        (N1, NODES, KS, N1, NODES, &["IP:::ffff:10.0.0.1"], P256, None, Err((San, "outside the allowed ranges"))),
+        // No rule allows email SANs; URIs only under a listed prefix.
+        (N1, NODES, KS, N1, NODES, &["email:n1@example.com"], P256, None, Err((San, "email SAN \"n1@example.com\" is not allowed"))),
+        (N1, NODES, KS, N1, NODES, &["URI:spiffe://cluster.local/n1"], P256, None, Err((San, "URI SAN"))),
+        // Key types: "RSA" allows every RSA size; listed curves only.
+        (N1, NODES, KS, N1, NODES, NONE, "ECDSA-P384", None, Ok("nodes")),
+        (N1, NODES, KS, N1, NODES, NONE, "RSA-2048", None, Err((Key, "key RSA-2048 is not allowed (ECDSA-P256, ECDSA-P384)"))),
+        (N1, NODES, KS, N1, NODES, NONE, "Ed25519", None, Err((Key, "key Ed25519"))),
+        ("mesh-ca", &["mesh"], MESH, "api", NONE, &["URI:spiffe://cluster.local/ns/a/sa/b"], "RSA-2048", None, Ok("mesh")),
+        ("mesh-ca", &["mesh"], MESH, "api", NONE, &["URI:spiffe://cluster.local/x", "DNS:api.ns.svc"], "RSA-4096", None, Ok("mesh")),
+        ("mesh-ca", &["mesh"], MESH, "api", NONE, &["URI:spiffe://other/x"], "RSA-2048", Some(86400), Err((San, "URI SAN \"spiffe://other/x\" is outside the allowed prefixes"))),
+        ("mesh-ca", &["mesh"], MESH, "api", NONE, NONE, P256, None, Err((Key, "key ECDSA-P256 is not allowed (RSA)"))),
+        ("mesh-ca", &["mesh"], MESH, "api", NONE, NONE, "RSA-3072", Some(86400), Ok("mesh")),
+        ("mesh-ca", &["mesh"], MESH, "api", NONE, NONE, "RSA-3072", Some(86401), Err((Long, "rule \"mesh\": validity 86401s exceeds the maximum 86400s"))),
+        // A caller's rules are tried in order; the first that allows wins, else the first denial.
+        ("mesh-ca", NONE, MESH, "fallback", NONE, NONE, P256, None, Ok("mesh-fallback")),
+        ("mesh-ca", &["mesh"], MESH, "fallback", NONE, NONE, P256, None, Ok("mesh-fallback")),
+        ("mesh-ca", &["mesh"], MESH, "other", NONE, NONE, P256, None, Err((Key, "rule \"mesh\""))),
+        ("mesh-ca", NONE, MESH, "other", NONE, NONE, P256, None, Err((Cn, "rule \"mesh-fallback\": CN \"other\""))),
+        ("mesh-ca2", &["mesh"], MESH, "api", NONE, NONE, "RSA-2048", None, Err((Denied, "no policy rule"))),
+    ];
+
+    fn policy() -> Policy {
+        let text = format!("{RULES}\n[audit]\npath = \"/tmp/a\"\n");
+        let config = ServeConfig::parse(&text).expect("the table's rules parse");
+        Policy::compile(&config.policy).expect("the table's rules compile")
+    }
+
+    #[test]
+    fn decisions_table() {
+        let policy = policy();
+        for (i, row) in ROWS.iter().enumerate() {
+            let (caller_cn, caller_orgs, signer, cn, orgs, sans, key, validity, want) = row;
+            let caller = Caller {
+                cn: caller_cn.to_string(),
+                orgs: caller_orgs.iter().map(|s| s.to_string()).collect(),
+            };
+            let got = policy.decide(
+                &caller,
+                signer,
+                &Examined::sample(cn, orgs, sans, key),
+                validity.map(Duration::from_secs),
+            );
+            match (want, got) {
+                (Ok(rule), Ok(grant)) => assert_eq!(grant.rule, *rule, "row {i}: {row:?}"),
+                (Err((code, fragment)), Err(denial)) => {
+                    assert_eq!(denial.code, *code, "row {i}: {row:?}: {}", denial.reason);
+                    assert!(
+                        denial.reason.contains(fragment),
+                        "row {i}: {row:?}: {:?} lacks {fragment:?}",
+                        denial.reason
+                    );
+                }
+                (want, got) => panic!("row {i}: {row:?}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn grants_carry_the_rule_maximum() {
+        let policy = policy();
+        let caller = Caller {
+            cn: N1.into(),
+            orgs: vec!["system:nodes".into()],
+        };
+        let grant = policy
+            .decide(&caller, KS, &Examined::sample(N1, NODES, NONE, P256), None)
+            .expect("allowed");
+        assert_eq!(grant.max_validity, Duration::from_secs(30 * 86400));
+    }
+
+    /// Rules that do not compile: a fragment of the body, then of the error.
+    #[rustfmt::skip]
+    const BAD_RULES: &[(&str, &str)] = &[
+        ("callers = {}\nsigners = [\"a\"]", "callers needs a cn pattern or orgs"),
+        ("callers = { cn = \"x\" }\nsigners = []", "signers is empty"),
+        ("callers = { cn = \"(\" }\nsigners = [\"a\"]", "callers.cn: invalid pattern \"(\""),
+        ("callers = { cn = \"x\" }\nsigners = [\"a\"]\ncn = \"[\"", "cn: invalid pattern \"[\""),
+        ("callers = { cn = \"x\" }\nsigners = [\"a\"]\nip_ranges = [\"10.0.0.0/33\"]", "ip range \"10.0.0.0/33\""),
+        ("callers = { cn = \"x\" }\nsigners = [\"a\"]\nkey_types = [\"DSA\"]", "unknown key type \"DSA\""),
+        ("callers = { cn = \"x\" }\nsigners = [\"a\"]\nmax_validity = \"1y\"", "invalid duration \"1y\""),
+    ];
+
+    #[test]
+    fn bad_rules_are_refused_naming_the_rule() {
+        for (body, want) in BAD_RULES {
+            let text = format!("[[policy]]\nname = \"r\"\n{body}\n");
+            let e = ServeConfig::parse(&text)
+                .and_then(|c| Policy::compile(&c.policy))
+                .expect_err(body)
+                .0;
+            assert!(e.contains(want), "{body}: {e}");
+        }
+        let e = ServeConfig::parse("[[policy]]\nname = \"r\"\ncallers = {}\nsigners = [\"a\"]\n")
+            .and_then(|c| Policy::compile(&c.policy))
+            .expect_err("no callers")
+            .0;
+        assert!(e.starts_with("policy rule \"r\": "), "{e}");
     }
 }

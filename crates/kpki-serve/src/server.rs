@@ -43,8 +43,13 @@ pub enum Parts {
 }
 
 /// Runs the daemon for the configuration file `config_path` until SIGTERM or SIGINT: the
-/// parts `parts` names.
-pub async fn serve(config_path: PathBuf, parts: Parts) -> Result<(), String> {
+/// parts `parts` names, with keys from the backends `key_store` registers (given the
+/// configured `signing.pool_size`).
+pub async fn serve(
+    config_path: PathBuf,
+    parts: Parts,
+    key_store: fn(usize) -> KeyStore,
+) -> Result<(), String> {
     let config = ServeConfig::load(&config_path).map_err(|e| e.to_string())?;
     let in_config = |e: String| format!("config {}: {e}", config_path.display());
     match parts {
@@ -74,7 +79,7 @@ pub async fn serve(config_path: PathBuf, parts: Parts) -> Result<(), String> {
         _ => None,
     };
     let metrics = Metrics::new();
-    let keys = KeyStore::with_pool_size(config.signing.pool_size.max(1));
+    let keys = key_store(config.signing.pool_size.max(1));
     let state = State::build(config, &keys, &metrics).map_err(|e| in_config(e.to_string()))?;
     let audit = match (&state.config.audit, parts) {
         (Some(audit), Parts::All | Parts::ControllerOnly) => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kpki_pki::keystore::KeyStore;
 use kpki_pki::x509::CaSigner;
-use kpki_signer::{KeyUri, Signer};
+use kpki_signer::Signer;
 
 use crate::config::{self, ConfigError, ServeConfig};
 use crate::jwt::keys::JwtKeys;
@@ -81,18 +81,9 @@ impl State {
             )));
         }
         Ok(State {
-            request_timeout: config::duration(
-                "limits.request_timeout",
-                &config.limits.request_timeout,
-            )?,
-            shutdown_grace: config::duration(
-                "limits.shutdown_grace",
-                &config.limits.shutdown_grace,
-            )?,
-            probe_interval: config::duration(
-                "signing.probe_interval",
-                &config.signing.probe_interval,
-            )?,
+            request_timeout: config.limits.request_timeout.get(),
+            shutdown_grace: config.limits.shutdown_grace.get(),
+            probe_interval: config.signing.probe_interval.get(),
             jwt: config
                 .jwt
                 .as_ref()
@@ -118,12 +109,9 @@ fn open_ca(
     metrics: &Arc<Metrics>,
 ) -> Result<Ca, ConfigError> {
     let what = format!("CA {name:?}");
-    let uri: KeyUri = c
-        .key
-        .parse()
-        .map_err(|e| ConfigError(format!("{what}: key {}", e)))?;
+    let uri = &c.key;
     let key = keys
-        .open(&uri)
+        .open(uri)
         .map_err(|e| ConfigError(format!("{what}: {e}")))?;
     let key = MeteredSigner::wrap(key, name, metrics);
     let (cert_der, signer) = kpki_pki::authority::load(&c.cert, Arc::clone(&key))
@@ -136,6 +124,6 @@ fn open_ca(
         signer,
         key_uri: uri.to_string(),
         key,
-        max_validity: config::duration(&format!("{what}: max_validity"), &c.max_validity)?,
+        max_validity: c.max_validity.get(),
     })
 }

@@ -93,7 +93,7 @@ impl KeyAlgorithm {
 
     /// The X.509 signature algorithm a key of this algorithm signs with:
     /// RSA PKCS#1 v1.5 SHA-256, ECDSA P-256 SHA-256, ECDSA P-384 SHA-384.
-    pub fn rcgen_signature_algorithm(self) -> &'static rcgen::SignatureAlgorithm {
+    pub(crate) fn rcgen_signature_algorithm(self) -> &'static rcgen::SignatureAlgorithm {
         match self {
             KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
                 &rcgen::PKCS_RSA_SHA256

@@ -4,6 +4,11 @@
 //! adapter that lets rcgen sign certificates with any [`Signer`].
 //!
 //! This crate knows nothing about files, tokens or Kubernetes.
+//!
+//! Modules: `algorithm` ([`KeyAlgorithm`]), `error` ([`KeyError`]), `material`
+//! ([`KeyMaterial`], a key to import), `rcgen_adapter` ([`RcgenSigner`]), [`spki`]
+//! (SubjectPublicKeyInfo reading and digests), `traits` ([`Signer`], [`KeyBackend`],
+//! [`KeyInfo`]) and `uri` ([`KeyUri`], [`Pkcs11Uri`], [`PinSource`]).
 
 mod algorithm;
 mod error;

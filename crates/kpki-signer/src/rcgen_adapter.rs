@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use crate::{KeyError, Result, Signer, spki};
 
 /// An rcgen signing key backed by a [`Signer`]. rcgen's error type cannot carry the
-/// backend's error, so the last one is kept and can be taken with [`RcgenSigner::take_error`].
+/// backend's error, so the last one is kept and can be taken with `RcgenSigner::take_error`.
 #[derive(Debug)]
 pub struct RcgenSigner {
     signer: Arc<dyn Signer>,
@@ -30,7 +30,7 @@ impl RcgenSigner {
     }
 
     /// The backend error behind the last `rcgen::Error::RemoteKeyError`, if any.
-    pub fn take_error(&self) -> Option<KeyError> {
+    pub(crate) fn take_error(&self) -> Option<KeyError> {
         self.last_error.lock().ok().and_then(|mut e| e.take())
     }
 

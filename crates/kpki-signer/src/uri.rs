@@ -29,6 +29,16 @@ pub enum KeyUri {
     Pkcs11(Pkcs11Uri),
 }
 
+impl KeyUri {
+    /// The URI scheme (`file` or `pkcs11`): which backend handles the key.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            KeyUri::File(_) => "file",
+            KeyUri::Pkcs11(_) => "pkcs11",
+        }
+    }
+}
+
 /// Where a PKCS#11 PIN comes from.
 #[derive(Clone, PartialEq, Eq)]
 pub enum PinSource {
@@ -128,38 +138,7 @@ impl Pkcs11Uri {
             let (name, raw) = attr
                 .split_once('=')
                 .ok_or_else(|| bad(format!("path attribute {attr:?} has no '='")))?;
-            match name {
-                "token" => {
-                    set_once(&mut out.token, decode_text(raw).map_err(bad)?, name).map_err(bad)?
-                }
-                "serial" => {
-                    set_once(&mut out.serial, decode_text(raw).map_err(bad)?, name).map_err(bad)?
-                }
-                "object" => {
-                    set_once(&mut out.object, decode_text(raw).map_err(bad)?, name).map_err(bad)?
-                }
-                "id" => {
-                    set_once(&mut out.id, decode_bytes(raw).map_err(bad)?, name).map_err(bad)?
-                }
-                "slot-id" => {
-                    let text = decode_text(raw).map_err(bad)?;
-                    let n = text
-                        .parse::<u64>()
-                        .map_err(|_| bad(format!("slot-id {text:?} is not a number")))?;
-                    set_once(&mut out.slot_id, n, name).map_err(bad)?
-                }
-                // Accepted for compatibility with other tools' URIs; kpki does not need them.
-                "type"
-                | "manufacturer"
-                | "model"
-                | "library-description"
-                | "library-manufacturer"
-                | "library-version"
-                | "slot-description"
-                | "slot-manufacturer" => {}
-                other if other.starts_with("x-") => {}
-                other => return Err(bad(format!("unknown path attribute {other:?}"))),
-            }
+            out.path_attribute(name, raw).map_err(bad)?;
         }
         for attr in query
             .into_iter()
@@ -172,40 +151,7 @@ impl Pkcs11Uri {
                     attr.split('=').next().unwrap_or("")
                 ))
             })?;
-            match name {
-                "module-path" => {
-                    let p = PathBuf::from(decode_text(raw).map_err(bad)?);
-                    set_once(&mut out.module_path, p, name).map_err(bad)?
-                }
-                "pin-source" => {
-                    let text = decode_text(raw).map_err(bad)?;
-                    let path = text.strip_prefix("file:").unwrap_or(&text);
-                    let path = path.strip_prefix("//").unwrap_or(path);
-                    if path.is_empty() {
-                        return Err(bad("pin-source is empty".into()));
-                    }
-                    set_once(&mut out.pin, PinSource::File(PathBuf::from(path)), name)
-                        .map_err(bad)?
-                }
-                "pin-value" => {
-                    let pin = Zeroizing::new(decode_text(raw).map_err(bad)?);
-                    set_once(&mut out.pin, PinSource::Value(pin), "pin-source/pin-value")
-                        .map_err(bad)?
-                }
-                "x-init-reserved" => {
-                    let text = decode_text(raw).map_err(bad)?;
-                    if text.is_empty() {
-                        return Err(bad("x-init-reserved is empty".into()));
-                    }
-                    if text.contains('\0') {
-                        return Err(bad("x-init-reserved contains a NUL byte".into()));
-                    }
-                    set_once(&mut out.init_reserved, text, name).map_err(bad)?
-                }
-                "module-name" => {}
-                other if other.starts_with("x-") => {}
-                other => return Err(bad(format!("unknown query attribute {other:?}"))),
-            }
+            out.query_attribute(name, raw).map_err(bad)?;
         }
         if out.token.is_none() && out.serial.is_none() && out.slot_id.is_none() {
             return Err(bad(
@@ -213,6 +159,70 @@ impl Pkcs11Uri {
             ));
         }
         Ok(out)
+    }
+
+    /// Takes the path attribute `name` with its percent-encoded value `raw`.
+    fn path_attribute(&mut self, name: &str, raw: &str) -> Result<(), String> {
+        match name {
+            "token" => set_once(&mut self.token, decode_text(raw)?, name),
+            "serial" => set_once(&mut self.serial, decode_text(raw)?, name),
+            "object" => set_once(&mut self.object, decode_text(raw)?, name),
+            "id" => set_once(&mut self.id, decode_bytes(raw)?, name),
+            "slot-id" => {
+                let text = decode_text(raw)?;
+                let n = text
+                    .parse::<u64>()
+                    .map_err(|_| format!("slot-id {text:?} is not a number"))?;
+                set_once(&mut self.slot_id, n, name)
+            }
+            // Accepted for compatibility with other tools' URIs; kpki does not need them.
+            "type"
+            | "manufacturer"
+            | "model"
+            | "library-description"
+            | "library-manufacturer"
+            | "library-version"
+            | "slot-description"
+            | "slot-manufacturer" => Ok(()),
+            other if other.starts_with("x-") => Ok(()),
+            other => Err(format!("unknown path attribute {other:?}")),
+        }
+    }
+
+    /// Takes the query attribute `name` with its percent-encoded value `raw`.
+    fn query_attribute(&mut self, name: &str, raw: &str) -> Result<(), String> {
+        match name {
+            "module-path" => {
+                let p = PathBuf::from(decode_text(raw)?);
+                set_once(&mut self.module_path, p, name)
+            }
+            "pin-source" => {
+                let text = decode_text(raw)?;
+                let path = text.strip_prefix("file:").unwrap_or(&text);
+                let path = path.strip_prefix("//").unwrap_or(path);
+                if path.is_empty() {
+                    return Err("pin-source is empty".into());
+                }
+                set_once(&mut self.pin, PinSource::File(PathBuf::from(path)), name)
+            }
+            "pin-value" => {
+                let pin = Zeroizing::new(decode_text(raw)?);
+                set_once(&mut self.pin, PinSource::Value(pin), "pin-source/pin-value")
+            }
+            "x-init-reserved" => {
+                let text = decode_text(raw)?;
+                if text.is_empty() {
+                    return Err("x-init-reserved is empty".into());
+                }
+                if text.contains('\0') {
+                    return Err("x-init-reserved contains a NUL byte".into());
+                }
+                set_once(&mut self.init_reserved, text, name)
+            }
+            "module-name" => Ok(()),
+            other if other.starts_with("x-") => Ok(()),
+            other => Err(format!("unknown query attribute {other:?}")),
+        }
     }
 }
 
@@ -280,6 +290,15 @@ impl KeyUri {
     /// True for `pkcs11:` URIs.
     pub fn is_pkcs11(&self) -> bool {
         matches!(self, KeyUri::Pkcs11(_))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for KeyUri {
+    /// A key URI from its text (configuration), read as [`KeyUri::from_str`] reads it; the
+    /// text is zeroized (it may carry a `pin-value`).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<KeyUri, D::Error> {
+        let text = Zeroizing::new(<String as serde::Deserialize>::deserialize(d)?);
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 

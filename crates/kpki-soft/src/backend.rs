@@ -8,9 +8,9 @@ use std::sync::Arc;
 use kpki_signer::{KeyAlgorithm, KeyBackend, KeyError, KeyInfo, KeyUri, Result, Signer, spki};
 use zeroize::Zeroizing;
 
-use crate::atomic::{self, Existing};
 use crate::keyfile::check_key_file_permissions;
 use crate::softkey::SoftKey;
+use kpki_atomic::{self as atomic, Existing};
 
 /// The software key backend. Stateless: every call works on the file the URI names.
 #[derive(Debug, Default, Clone, Copy)]
@@ -25,7 +25,7 @@ fn file_path(uri: &KeyUri) -> Result<&Path> {
 
 impl SoftBackend {
     /// Generates a key and writes it to `path` (mode 0600, never replacing a file).
-    pub fn create_file(&self, path: &Path, algorithm: KeyAlgorithm) -> Result<SoftKey> {
+    pub(crate) fn create_file(&self, path: &Path, algorithm: KeyAlgorithm) -> Result<SoftKey> {
         let (key, pem) = SoftKey::generate(KeyUri::file(path), algorithm)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             atomic::create_dir_all(dir, 0o700).map_err(|e| KeyError::io(dir, e))?;

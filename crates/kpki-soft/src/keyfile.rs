@@ -9,15 +9,15 @@ use kpki_signer::{KeyError, Result};
 use zeroize::Zeroizing;
 
 /// PEM block type of a PKCS#1 RSA private key.
-pub const PEM_RSA: &str = "RSA PRIVATE KEY";
+pub(crate) const PEM_RSA: &str = "RSA PRIVATE KEY";
 /// PEM block type of a SEC1 EC private key.
-pub const PEM_EC: &str = "EC PRIVATE KEY";
+pub(crate) const PEM_EC: &str = "EC PRIVATE KEY";
 /// PEM block type of a PKCS#8 private key.
-pub const PEM_PKCS8: &str = "PRIVATE KEY";
+pub(crate) const PEM_PKCS8: &str = "PRIVATE KEY";
 
 /// The DER encoding a private key PEM block carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyEncoding {
+pub(crate) enum KeyEncoding {
     /// PKCS#1 `RSAPrivateKey`.
     Pkcs1,
     /// SEC1 / RFC 5915 `ECPrivateKey`.
@@ -27,7 +27,7 @@ pub enum KeyEncoding {
 }
 
 /// Encodes a private key DER as PEM with LF line endings, in a zeroizing buffer.
-pub fn encode_private_key_pem(encoding: KeyEncoding, der: &[u8]) -> Zeroizing<String> {
+pub(crate) fn encode_private_key_pem(encoding: KeyEncoding, der: &[u8]) -> Zeroizing<String> {
     let tag = match encoding {
         KeyEncoding::Pkcs1 => PEM_RSA,
         KeyEncoding::Sec1 => PEM_EC,
@@ -44,7 +44,7 @@ pub fn encode_private_key_pem(encoding: KeyEncoding, der: &[u8]) -> Zeroizing<St
 }
 
 /// Decodes the single private key block of a PEM file. `path` is only used in messages.
-pub fn decode_private_key_pem(
+pub(crate) fn decode_private_key_pem(
     path: &Path,
     text: &str,
 ) -> Result<(KeyEncoding, Zeroizing<Vec<u8>>)> {
@@ -73,7 +73,7 @@ pub fn decode_private_key_pem(
 }
 
 /// Extracts the PKCS#1 `RSAPrivateKey` from a PKCS#8 v1 `PrivateKeyInfo`.
-pub fn pkcs8_to_pkcs1(pkcs8: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+pub(crate) fn pkcs8_to_pkcs1(pkcs8: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
     yasna::parse_der(pkcs8, |r| {
         r.read_sequence(|r| {
             let _version = r.next().read_u8()?;

@@ -2,15 +2,17 @@
 //! (PKCS#1 `RSA PRIVATE KEY`, SEC1 `EC PRIVATE KEY`, LF endings, mode 0600), loaded from
 //! PKCS#1, SEC1 or PKCS#8 only when the file is private to its (root) owner.
 //!
-//! [`atomic`] holds the crash-safe file writing every kpki writer uses.
+//! Key files are written with `kpki-atomic` (final mode before an atomic rename).
+//!
+//! Modules: `backend` ([`SoftBackend`]), `keyfile` (PEM encoding and the file's permission
+//! check), `material` (reading key material to import), `softkey` ([`SoftKey`]).
 
-pub mod atomic;
 mod backend;
 mod keyfile;
 mod material;
 mod softkey;
 
 pub use backend::SoftBackend;
-pub use keyfile::{check_key_file_permissions, decode_private_key_pem, encode_private_key_pem};
+pub use keyfile::check_key_file_permissions;
 pub use material::read_key_material;
 pub use softkey::SoftKey;

@@ -37,6 +37,15 @@ impl fmt::Debug for SoftKey {
     }
 }
 
+/// The first curve kpki knows (P-256, then P-384) on which `read` reads the key.
+fn ec_pair(
+    read: impl Fn(&'static EcdsaSigningAlgorithm) -> Option<EcdsaKeyPair>,
+) -> Option<(KeyAlgorithm, EcdsaKeyPair)> {
+    [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384]
+        .into_iter()
+        .find_map(|algorithm| Some((algorithm, read(ec_signing(algorithm)?)?)))
+}
+
 pub(crate) fn ec_signing(algorithm: KeyAlgorithm) -> Option<&'static EcdsaSigningAlgorithm> {
     match algorithm {
         KeyAlgorithm::EcdsaP256 => Some(&ECDSA_P256_SHA256_ASN1_SIGNING),
@@ -88,13 +97,9 @@ impl SoftKey {
                 Self::from_rsa(uri, pair)
             }
             KeyEncoding::Sec1 => {
-                for algorithm in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384] {
-                    let Some(alg) = ec_signing(algorithm) else {
-                        continue;
-                    };
-                    if let Ok(pair) = EcdsaKeyPair::from_private_key_der(alg, &der) {
-                        return Self::from_ec(uri, algorithm, pair);
-                    }
+                let read = |alg| EcdsaKeyPair::from_private_key_der(alg, &der).ok();
+                if let Some((algorithm, pair)) = ec_pair(read) {
+                    return Self::from_ec(uri, algorithm, pair);
                 }
                 Err(KeyError::key_file(
                     path,
@@ -105,13 +110,10 @@ impl SoftKey {
                 if let Ok(pair) = rsa::KeyPair::from_pkcs8(&der) {
                     return Self::from_rsa(uri, pair);
                 }
-                for algorithm in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384] {
-                    let Some(alg) = ec_signing(algorithm) else {
-                        continue;
-                    };
-                    if let Ok(pair) = EcdsaKeyPair::from_pkcs8(alg, &der) {
-                        return Self::from_ec(uri, algorithm, pair);
-                    }
+                if let Some((algorithm, pair)) =
+                    ec_pair(|alg| EcdsaKeyPair::from_pkcs8(alg, &der).ok())
+                {
+                    return Self::from_ec(uri, algorithm, pair);
                 }
                 Err(KeyError::key_file(
                     path,
@@ -185,6 +187,28 @@ impl Signer for SoftKey {
                 .map_err(crypto("ECDSA signing failed"))?
                 .as_ref()
                 .to_vec()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key as `generate` writes it reads back as the same key, whatever the algorithm; a
+    /// key of one curve is never read as the other.
+    #[test]
+    fn written_keys_read_back() {
+        for algorithm in [
+            KeyAlgorithm::Rsa2048,
+            KeyAlgorithm::EcdsaP256,
+            KeyAlgorithm::EcdsaP384,
+        ] {
+            let uri = KeyUri::file("/k.key");
+            let (key, pem) = SoftKey::generate(uri.clone(), algorithm).expect("generate");
+            let read = SoftKey::from_pem(uri, Path::new("/k.key"), &pem).expect("read back");
+            assert_eq!(read.algorithm(), algorithm);
+            assert_eq!(read.public_key_spki(), key.public_key_spki(), "{algorithm}");
         }
     }
 }

@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use kpki_pki::GoDuration;
 use kpki_pki::expiration;
-use kpki_pki::keystore::KeyStore;
 use time::OffsetDateTime;
 
 use crate::cluster_args::ClusterArgs;
@@ -56,18 +56,12 @@ pub struct Window {
     duration: std::time::Duration,
 }
 
-/// Parses `30d` (days) or a Go duration (`720h`); a malformed window is a usage error.
+/// Parses `30d` or a Go duration (`720h`); a malformed window is a usage error.
 fn parse_window(text: &str) -> Result<Window, String> {
-    let duration = match text.strip_suffix('d') {
-        Some(days) => days
-            .parse::<u64>()
-            .ok()
-            .and_then(|d| d.checked_mul(86400))
-            .map(std::time::Duration::from_secs)
-            .ok_or_else(|| format!("{text:?}: expected e.g. 30d or 720h"))?,
-        None => kpki_pki::parse_go_duration(text)
-            .map_err(|_| format!("{text:?}: expected days (30d) or a Go duration (720h)"))?,
-    };
+    let duration = text
+        .parse::<GoDuration>()
+        .map(GoDuration::get)
+        .map_err(|e| e.to_string())?;
     Ok(Window {
         text: text.to_string(),
         duration,
@@ -95,8 +89,8 @@ pub fn run(cmd: CertsCommand) -> Result<ExitCode, String> {
         } => {
             let spec = cluster.spec()?;
             let now = OffsetDateTime::now_utc();
-            let report =
-                expiration::check(&spec, &KeyStore::default()).map_err(|e| e.to_string())?;
+            let report = expiration::check(&spec, &crate::backends::key_store())
+                .map_err(|e| e.to_string())?;
             print_data(output.output, &expiration::to_info(&report, now), || {
                 crate::output::out!("{}", expiration::render_text(&report, now))
             })?;
@@ -146,8 +140,9 @@ pub fn run(cmd: CertsCommand) -> Result<ExitCode, String> {
                     outln!("{line}");
                 }
             };
-            let report = kpki_pki::renew::renew(&spec, &KeyStore::default(), &name, &mut progress)
-                .map_err(|e| e.to_string())?;
+            let report =
+                kpki_pki::renew::renew(&spec, &crate::backends::key_store(), &name, &mut progress)
+                    .map_err(|e| e.to_string())?;
             print_data(format, &report, || {
                 if name == "all" {
                     outln!(

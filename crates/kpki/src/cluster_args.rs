@@ -57,6 +57,18 @@ pub enum KeyName {
     Sa,
 }
 
+impl KeyName {
+    /// The `[keys]` name.
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyName::Ca => "ca",
+            KeyName::FrontProxyCa => "front-proxy-ca",
+            KeyName::EtcdCa => "etcd-ca",
+            KeyName::Sa => "sa",
+        }
+    }
+}
+
 /// Parses `--key NAME=URI` (the URI itself is checked where it is used); a malformed flag
 /// is a usage error.
 fn parse_key(entry: &str) -> Result<(KeyName, String), String> {
@@ -100,7 +112,12 @@ impl ClusterArgs {
         s.cluster.node_name = self.node_name.clone();
         s.cluster.advertise_address = self.advertise_address.clone();
         s.cluster.control_plane_endpoint = self.control_plane_endpoint.clone();
-        s.cluster.encryption_algorithm = self.encryption_algorithm.clone();
+        s.cluster.encryption_algorithm = self
+            .encryption_algorithm
+            .as_deref()
+            .map(config::parse_algorithm)
+            .transpose()
+            .map_err(|e| e.to_string())?;
         for (name, uri) in &self.keys {
             let slot = match name {
                 KeyName::Ca => &mut s.keys.ca,
@@ -108,7 +125,10 @@ impl ClusterArgs {
                 KeyName::EtcdCa => &mut s.keys.etcd_ca,
                 KeyName::Sa => &mut s.keys.sa,
             };
-            *slot = Some(uri.clone());
+            *slot = Some(
+                uri.parse()
+                    .map_err(|e| format!("keys.{}: {e}", name.as_str()))?,
+            );
         }
         Ok(s)
     }

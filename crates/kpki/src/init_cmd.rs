@@ -2,7 +2,6 @@
 //! `kpki_pki::init::run`, with kubeadm-style progress.
 
 use clap::Args;
-use kpki_pki::keystore::KeyStore;
 
 use crate::cluster_args::ClusterArgs;
 use crate::output::{Format, OutputArgs, outln, print_data};
@@ -27,7 +26,7 @@ pub fn run(args: InitArgs) -> Result<(), String> {
             outln!("{line}");
         }
     };
-    let report = kpki_pki::init::run(&spec, &KeyStore::default(), &mut progress)
+    let report = kpki_pki::init::run(&spec, &crate::backends::key_store(), &mut progress)
         .map_err(|e| e.to_string())?;
     print_data(format, &report, || {
         let counts = kpki_pki::init::counts(&report);

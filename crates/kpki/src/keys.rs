@@ -1,7 +1,6 @@
 //! `kpki keys`: create, list and show keys on any backend.
 
 use clap::Subcommand;
-use kpki_pki::keystore::KeyStore;
 use kpki_signer::{KeyAlgorithm, KeyInfo, KeyUri};
 
 use crate::output::{OutputArgs, outln, print_data};
@@ -52,7 +51,7 @@ pub enum KeysCommand {
 
 /// Runs a `kpki keys` command.
 pub fn run(cmd: KeysCommand) -> Result<(), String> {
-    let store = KeyStore::default();
+    let store = crate::backends::key_store();
     match cmd {
         KeysCommand::Create {
             uri,

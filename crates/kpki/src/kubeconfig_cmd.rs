@@ -5,7 +5,6 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use kpki_pki::keystore::KeyStore;
 use kpki_pki::{onboard, store};
 
 use crate::cluster_args::ClusterArgs;
@@ -95,9 +94,11 @@ fn parse_rbac(text: &str) -> Result<(String, Option<String>), String> {
     ))
 }
 
-/// Parses `--validity` (a Go duration); a malformed flag is a usage error.
+/// Parses `--validity` (a Go duration, or days: `30d`); a malformed flag is a usage error.
 fn parse_validity(text: &str) -> Result<std::time::Duration, String> {
-    kpki_pki::parse_go_duration(text).map_err(|e| e.to_string())
+    text.parse::<kpki_pki::GoDuration>()
+        .map(kpki_pki::GoDuration::get)
+        .map_err(|e| e.to_string())
 }
 
 /// What to do with the files `node add` wrote: where they go on the node and the kubelet
@@ -125,7 +126,7 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
             path.display()
         ));
     }
-    store::create(path, bytes, mode)
+    store::create(path, bytes, mode).map_err(|e| e.to_string())
 }
 
 /// Runs a `kpki kubeconfig` command.
@@ -168,7 +169,7 @@ pub fn run_kubeconfig(cmd: KubeconfigCommand) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             let kubeconfig = onboard::user_kubeconfig(
                 &spec,
-                &KeyStore::default(),
+                &crate::backends::key_store(),
                 &client_name,
                 &orgs,
                 validity,
@@ -187,8 +188,9 @@ pub fn run_kubeconfig(cmd: KubeconfigCommand) -> Result<(), String> {
         KubeconfigCommand::Component { name, out, cluster } => {
             let spec = cluster.spec()?;
             tracing::info!(component = %name, "issuing a component kubeconfig");
-            let kubeconfig = onboard::component_kubeconfig(&spec, &KeyStore::default(), &name)
-                .map_err(|e| e.to_string())?;
+            let kubeconfig =
+                onboard::component_kubeconfig(&spec, &crate::backends::key_store(), &name)
+                    .map_err(|e| e.to_string())?;
             let path = out.unwrap_or_else(|| spec.kubeconfig_dir.join(format!("{name}.conf")));
             write_new(&path, kubeconfig.as_bytes(), store::PRIVATE_MODE)?;
             outln!("[kubeconfig] Wrote {:?}", path.display().to_string());
@@ -210,8 +212,14 @@ pub fn run_node(cmd: NodeCommand) -> Result<(), String> {
             let spec = cluster.spec()?;
             let dir = out_dir.unwrap_or_else(|| spec.kubeconfig_dir.join("nodes").join(&name));
             tracing::info!(node = %name, dir = %dir.display(), "issuing node credentials");
-            let files = onboard::add_node(&spec, &KeyStore::default(), &name, &addresses, &dir)
-                .map_err(|e| e.to_string())?;
+            let files = onboard::add_node(
+                &spec,
+                &crate::backends::key_store(),
+                &name,
+                &addresses,
+                &dir,
+            )
+            .map_err(|e| e.to_string())?;
             print_data(output.output, &files, || {
                 outln!(
                     "[node] Wrote {:?}, {:?} and {:?}",

@@ -3,8 +3,20 @@
 //! stderr), 2 usage error (one line on stderr), 3 `certs check-expiration --warn-within`
 //! found a certificate expiring inside the window or missing; a closed stdout pipe ends the
 //! process by SIGPIPE, as it ends `cat`.
+//!
+//! Modules: `cluster_args` (the flags naming a node's PKI, resolved into a `ClusterSpec`),
+//! `init_cmd`, `certs_cmd`, `sign_cmd`, `kubeconfig_cmd` (users, components and nodes),
+//! `keys` (backend key management), `ca_cmd`, `audit_cmd`, `serve_cmd` (the daemon),
+//! `packaging_cmd` (completions and manual pages), `backends` (the key store), `input`
+//! (`-` for stdin) and `output` (`-o`, and stdout that ends quietly on a closed pipe).
+
+// The doc comments of the clap types are the command's `--help` text, written for a
+// terminal: `<file>` and `host[:port]` there are placeholders, not HTML or links.
+#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 
 mod audit_cmd;
+mod backends;
+mod ca_cmd;
 mod certs_cmd;
 mod cluster_args;
 mod init_cmd;
@@ -72,6 +84,9 @@ enum Command {
     /// Keys on files or PKCS#11 tokens: create, list, show, import.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Certificate authorities for any purpose, keys on any backend: create.
+    #[command(subcommand)]
+    Ca(ca_cmd::CaCommand),
     /// The signing daemon's audit log: verify.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
@@ -94,6 +109,7 @@ impl Command {
             Command::Node(_) => "node",
             Command::Inspect { .. } => "inspect",
             Command::Keys(_) => "keys",
+            Command::Ca(_) => "ca",
             Command::Audit(_) => "audit",
             Command::Serve(_) => "serve",
             Command::Completion(_) => "completion",
@@ -191,6 +207,7 @@ fn main() -> ExitCode {
         Command::Node(cmd) => kubeconfig_cmd::run_node(cmd).map(|()| ExitCode::SUCCESS),
         Command::Inspect { file, output } => inspect(&file, output.output),
         Command::Keys(cmd) => keys::run(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Ca(cmd) => ca_cmd::run(cmd).map(|()| ExitCode::SUCCESS),
         Command::Audit(cmd) => audit_cmd::run(cmd).map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => serve_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Completion(args) => {
@@ -269,6 +286,7 @@ mod tests {
             &["keys", "list", "file:/d"],
             &["keys", "create", "file:/k"],
             &["audit", "verify", "a.jsonl"],
+            &["ca", "create", "mesh", "--key", "file:/k"],
         ];
         for args in with {
             assert!(takes_o(args), "{args:?} should take -o");

@@ -61,7 +61,8 @@ pub fn man(args: ManArgs, cmd: clap::Command) -> Result<(), String> {
         Some(dir) => {
             for (name, page) in &pages {
                 let path = dir.join(format!("{name}.1"));
-                kpki_pki::store::replace(&path, page, kpki_pki::store::CERT_MODE)?;
+                kpki_pki::store::replace(&path, page, kpki_pki::store::CERT_MODE)
+                    .map_err(|e| e.to_string())?;
                 tracing::info!(page = %path.display(), "wrote manual page");
             }
             out!("{}", written(&dir, pages.len()));

@@ -45,7 +45,11 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     } else {
         kpki_serve::Parts::All
     };
-    let result = runtime.block_on(kpki_serve::serve(args.config, parts));
+    let result = runtime.block_on(kpki_serve::serve(
+        args.config,
+        parts,
+        crate::backends::key_store_with_pool,
+    ));
     // A probe or signature stuck on a hung token must not hold the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     result

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use clap::Args;
 use kpki_pki::csr::{self, Authority, SignRequest};
 use kpki_pki::csr_object::{self, Input};
-use kpki_pki::keystore::KeyStore;
 use serde::Serialize;
 
 use crate::cluster_args::ClusterArgs;
@@ -93,7 +92,7 @@ pub fn run(args: SignArgs) -> Result<(), String> {
                     .join(", ")
             )
         })?;
-    let ca = kpki_pki::authority::open(&spec, &KeyStore::default(), ca_id)
+    let ca = kpki_pki::authority::open(&spec, &crate::backends::key_store(), ca_id)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| {
             format!(

@@ -28,7 +28,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// Shows a present and a missing key [`RUNS`] times each on a fresh token of `kind`: the
+/// Shows a present and a missing key `RUNS` times each on a fresh token of `kind`: the
 /// present one succeeds, the missing one exits 1 with one error line naming the object and
 /// the token, every time; with kpki's info log the missing key shows exactly one
 /// re-initialisation of the module and the present one none. Returns the median times.

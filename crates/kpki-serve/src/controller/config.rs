@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kpki_pki::GoDuration;
 use serde::Deserialize;
 
 use crate::config::{ConfigError, ServeConfig};
@@ -47,11 +48,11 @@ pub struct LeaderElectionConfig {
     pub lease_name: String,
     /// Lease namespace (default `kube-system`).
     pub namespace: String,
-    /// How long a lease holds without renewal (Go duration, ≥ 2s; default 15s).
-    pub lease_duration: String,
-    /// How long before expiry the holder renews (Go duration, below `lease_duration`;
+    /// How long a lease holds without renewal (whole seconds, ≥ 2s; default 15s).
+    pub lease_duration: GoDuration,
+    /// How long before expiry the holder renews (whole seconds, below `lease_duration`;
     /// default 5s).
-    pub renew_before: String,
+    pub renew_before: GoDuration,
     /// This replica's identity in the lease (default: host name and process id).
     pub identity: Option<String>,
 }
@@ -61,8 +62,8 @@ impl Default for LeaderElectionConfig {
         LeaderElectionConfig {
             lease_name: "kpki-csr-signer".into(),
             namespace: "kube-system".into(),
-            lease_duration: "15s".into(),
-            renew_before: "5s".into(),
+            lease_duration: GoDuration(Duration::from_secs(15)),
+            renew_before: GoDuration(Duration::from_secs(5)),
             identity: None,
         }
     }
@@ -130,16 +131,11 @@ impl Settings {
             return Err(err("concurrency: must be at least 1".into()));
         }
         let le = &k.leader_election;
-        let duration = |what: &str, text: &str| {
-            kpki_pki::parse_go_duration(text)
-                .map_err(|e| err(format!("leader_election.{what}: {e}")))
-        };
-        let lease_duration = duration("lease_duration", &le.lease_duration)?;
-        let renew_before = duration("renew_before", &le.renew_before)?;
+        let lease_duration = le.lease_duration.get();
+        let renew_before = le.renew_before.get();
         if lease_duration < Duration::from_secs(2) || lease_duration.subsec_nanos() != 0 {
             return Err(err(format!(
-                "leader_election.lease_duration: {:?} must be whole seconds, at least 2s",
-                le.lease_duration
+                "leader_election.lease_duration: {lease_duration:?} must be whole seconds, at least 2s"
             )));
         }
         if renew_before.is_zero()
@@ -147,12 +143,11 @@ impl Settings {
             || renew_before.subsec_nanos() != 0
         {
             return Err(err(format!(
-                "leader_election.renew_before: {:?} must be whole seconds, above 0 and below lease_duration",
-                le.renew_before
+                "leader_election.renew_before: {renew_before:?} must be whole seconds, above 0 and below lease_duration"
             )));
         }
         for (what, v) in [("lease_name", &le.lease_name), ("namespace", &le.namespace)] {
-            if !is_dns_label_or_subdomain(v) {
+            if !kpki_pki::config::is_dns_subdomain(v) {
                 return Err(err(format!(
                     "leader_election.{what}: {v:?} is not a Kubernetes object name"
                 )));
@@ -189,21 +184,6 @@ fn default_identity() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "kpki".into());
     format!("{host}_{}", std::process::id())
-}
-
-/// An RFC 1123 subdomain: lowercase alphanumerics, `-` and `.`, at most 253 characters,
-/// each label starting and ending alphanumeric.
-fn is_dns_label_or_subdomain(s: &str) -> bool {
-    s.len() <= 253
-        && !s.is_empty()
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        })
 }
 
 #[cfg(test)]
@@ -285,7 +265,7 @@ renew_before = "10s""#,
                 r#"signers = ["kubernetes.io/kube-apiserver-client"]
 [kubernetes.leader_election]
 lease_duration = "ten""#,
-                "leader_election.lease_duration",
+                "invalid duration",
             ),
             (
                 r#"signers = ["kubernetes.io/kube-apiserver-client"]

@@ -61,7 +61,7 @@ pub async fn connect(settings: &Settings) -> Result<Client, String> {
 
 /// Runs the controller until `stop` turns true: takes part in leader election and signs
 /// while this replica holds the lease; releases the lease when stopping. An API server that
-/// cannot be reached at start is tried again every [`RETRY_START`].
+/// cannot be reached at start is tried again every 2 s.
 pub async fn run(
     app: Arc<App>,
     settings: Settings,

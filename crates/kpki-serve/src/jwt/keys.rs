@@ -8,9 +8,9 @@ use aws_lc_rs::digest;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use kpki_pki::keystore::KeyStore;
-use kpki_signer::{KeyAlgorithm, KeyUri, Signer, spki};
+use kpki_signer::{KeyUri, Signer, spki};
 
-use crate::config::{self, ConfigError, JwtConfig};
+use crate::config::{ConfigError, JwtConfig};
 
 /// The smallest `max_token_expiration_seconds` kube-apiserver accepts.
 pub const MIN_TOKEN_EXPIRATION: Duration = Duration::from_secs(600);
@@ -55,16 +55,6 @@ pub fn key_id(spki_der: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, spki_der))
 }
 
-/// The JWS algorithm a key signs with (RSA: PKCS#1 v1.5 with SHA-256; ECDSA with the
-/// curve's hash).
-pub fn jws_algorithm(algorithm: KeyAlgorithm) -> &'static str {
-    match algorithm {
-        KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => "RS256",
-        KeyAlgorithm::EcdsaP256 => "ES256",
-        KeyAlgorithm::EcdsaP384 => "ES384",
-    }
-}
-
 fn public_key_file(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
     let what = format!("jwt.verify_keys: {}", path.display());
     let bytes = std::fs::read(path).map_err(|e| ConfigError(format!("{what}: {e}")))?;
@@ -81,11 +71,8 @@ fn public_key_file(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
     Ok(der)
 }
 
-fn open(uri_text: &str, keys: &KeyStore, what: &str) -> Result<Arc<dyn Signer>, ConfigError> {
-    let uri: KeyUri = uri_text
-        .parse()
-        .map_err(|e| ConfigError(format!("{what}: {e}")))?;
-    keys.open(&uri)
+fn open(uri: &KeyUri, keys: &KeyStore, what: &str) -> Result<Arc<dyn Signer>, ConfigError> {
+    keys.open(uri)
         .map_err(|e| ConfigError(format!("{what}: {e}")))
 }
 
@@ -93,7 +80,7 @@ impl JwtKeys {
     /// Opens the signing key and reads the verify-only keys of `cfg`.
     pub fn build(cfg: &JwtConfig, keys: &KeyStore) -> Result<JwtKeys, ConfigError> {
         let signing = open(&cfg.signing_key, keys, "jwt.signing_key")?;
-        let alg = jws_algorithm(signing.algorithm());
+        let alg = signing.algorithm().jws_name();
         let kid = key_id(signing.public_key_spki());
         let header = URL_SAFE_NO_PAD
             .encode(serde_json::json!({ "alg": alg, "kid": kid, "typ": "JWT" }).to_string());
@@ -122,14 +109,14 @@ impl JwtKeys {
                 exclude_from_oidc_discovery: v.exclude_from_oidc_discovery,
             });
         }
-        let max = config::duration("jwt.max_token_expiration", &cfg.max_token_expiration)?;
+        let max = cfg.max_token_expiration.get();
         if max < MIN_TOKEN_EXPIRATION {
             return Err(ConfigError(format!(
                 "jwt.max_token_expiration: {}s is below kube-apiserver's minimum of 600s",
                 max.as_secs()
             )));
         }
-        let refresh = config::duration("jwt.refresh_hint", &cfg.refresh_hint)?;
+        let refresh = cfg.refresh_hint.get();
         if refresh.as_secs() == 0 {
             return Err(ConfigError("jwt.refresh_hint: must be at least 1s".into()));
         }

@@ -2,6 +2,9 @@
 //! the final mode, is fsynced, then renamed (or hard-linked, when the target must not be
 //! replaced) into place, and the directory is fsynced. A crash leaves either the old file
 //! or the new one, plus at most a `.kpki-tmp-*` file that the next write ignores.
+//!
+//! Both writers of kpki use it: the software key backend (`kpki-soft`) for key files and the
+//! PKI library (`kpki-pki`) for certificates, kubeconfigs and staged renewals.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
