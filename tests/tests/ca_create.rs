@@ -113,8 +113,6 @@ fn a_ca_on_a_token_signs_leaves_that_verify_and_a_second_run_changes_nothing() {
     // Again: nothing changes (JSON output says so).
     let before = std::fs::read(&crt).unwrap();
     let out = kpki(&[
-        "-o",
-        "json",
         "ca",
         "create",
         "ca",
@@ -122,6 +120,8 @@ fn a_ca_on_a_token_signs_leaves_that_verify_and_a_second_run_changes_nothing() {
         &key,
         "--out-dir",
         pki.to_str().unwrap(),
+        "-o",
+        "json",
     ]);
     assert!(out.status.success(), "{:?}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

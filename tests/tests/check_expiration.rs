@@ -217,6 +217,7 @@ fn warn_within_exits_3_when_something_expires_inside_the_window() {
     assert_eq!(out.status.code(), Some(3), "{:?}", text(&out));
     assert!(text(&out).1.contains("expire within 400d"));
     let bad = run("soon");
-    assert_eq!(bad.status.code(), Some(1));
+    // A malformed flag value is a usage error.
+    assert_eq!(bad.status.code(), Some(2));
     assert_eq!(text(&bad).1.lines().count(), 1);
 }

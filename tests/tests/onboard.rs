@@ -292,7 +292,11 @@ fn users_components_and_nodes_authenticate_as_expected() {
         x_conf.to_str().unwrap(),
     ];
     args.extend(base);
-    one_line_error(&kpki(&args), "expected clusterrole=<name>");
+    // A malformed --rbac is a usage error (exit 2), still one line.
+    let out = kpki(&args);
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    assert_eq!(text(&out).1.lines().count(), 1, "{:?}", text(&out));
+    assert!(text(&out).1.contains("expected clusterrole=<name>"));
     assert!(!x_conf.exists());
     let mut args = vec!["kubeconfig", "component", "kube-dns"];
     args.extend(base);

@@ -20,6 +20,7 @@ pub mod error_code;
 pub mod issue;
 pub mod jwt;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod server;
 pub mod state;

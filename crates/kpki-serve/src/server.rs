@@ -165,6 +165,7 @@ pub async fn serve(
     {
         tracing::info!(%address, cas = app.state().cas.len(), "kpki serve listening");
     }
+    crate::notify::ready();
     loop {
         tokio::select! {
             accepted = accept(listener.as_ref()) => match accepted {

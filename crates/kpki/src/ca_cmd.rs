@@ -8,7 +8,7 @@ use kpki_pki::ca::{self, NewCa, Outcome};
 use kpki_signer::{KeyAlgorithm, KeyUri};
 use serde::Serialize;
 
-use crate::output::{Format, print_data};
+use crate::output::{OutputArgs, outln, print_data};
 
 /// CA commands.
 #[derive(Subcommand, Debug)]
@@ -34,6 +34,8 @@ pub enum CaCommand {
         /// The directory for `<NAME>.crt` (default: the current one).
         #[arg(long, default_value = ".")]
         out_dir: PathBuf,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 }
 
@@ -47,7 +49,7 @@ struct Report {
 }
 
 /// Runs a `kpki ca` command.
-pub fn run(cmd: CaCommand, format: Format) -> Result<(), String> {
+pub fn run(cmd: CaCommand) -> Result<(), String> {
     match cmd {
         CaCommand::Create {
             name,
@@ -56,6 +58,7 @@ pub fn run(cmd: CaCommand, format: Format) -> Result<(), String> {
             algorithm,
             validity,
             out_dir,
+            output,
         } => {
             if name.is_empty() || name.contains('/') || name.starts_with('.') {
                 return Err(format!(
@@ -64,6 +67,7 @@ pub fn run(cmd: CaCommand, format: Format) -> Result<(), String> {
             }
             let key: KeyUri = key.parse().map_err(|e| format!("--key: {e}"))?;
             let cert = out_dir.join(format!("{name}.crt"));
+            tracing::info!(%name, %key, %algorithm, "creating a CA");
             let created = ca::create(
                 &crate::backends::key_store(),
                 &NewCa {
@@ -87,8 +91,8 @@ pub fn run(cmd: CaCommand, format: Format) -> Result<(), String> {
                 action,
                 spki_sha256: created.spki_sha256,
             };
-            print_data(format, &report, || {
-                println!(
+            print_data(output.output, &report, || {
+                outln!(
                     "[ca] {} {}: certificate {}, key {} (SPKI SHA-256 {})",
                     report.name,
                     report.action,

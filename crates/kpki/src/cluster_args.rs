@@ -15,7 +15,7 @@ pub struct ClusterArgs {
     pub config: Option<PathBuf>,
     /// kubeadm InitConfiguration/ClusterConfiguration YAML to take cluster facts from. Only
     /// kubeadm.k8s.io/v1beta4 is read (v1beta3 and older are refused, as kubeadm v1.37 refuses
-    /// them); decoding is strict: an unknown field is an error.
+    /// them); decoding is strict: an unknown field is an error. `-` reads stdin.
     #[arg(long)]
     kubeadm_config: Option<PathBuf>,
     /// Write everything under DIR: certificates in DIR/pki, kubeconfigs in DIR.
@@ -40,15 +40,63 @@ pub struct ClusterArgs {
     #[arg(long)]
     encryption_algorithm: Option<String>,
     /// Key URI of a CA or the service-account key: `ca=URI`, `front-proxy-ca=URI`, `etcd-ca=URI`, `sa=URI`.
-    #[arg(long = "key", value_name = "NAME=URI")]
-    keys: Vec<String>,
+    #[arg(long = "key", value_name = "NAME=URI", value_parser = parse_key)]
+    keys: Vec<(KeyName, String)>,
+}
+
+/// The `[keys]` names a `--key` flag can set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyName {
+    /// `ca`.
+    Ca,
+    /// `front-proxy-ca`.
+    FrontProxyCa,
+    /// `etcd-ca`.
+    EtcdCa,
+    /// `sa`.
+    Sa,
+}
+
+impl KeyName {
+    /// The `[keys]` name.
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyName::Ca => "ca",
+            KeyName::FrontProxyCa => "front-proxy-ca",
+            KeyName::EtcdCa => "etcd-ca",
+            KeyName::Sa => "sa",
+        }
+    }
+}
+
+/// Parses `--key NAME=URI` (the URI itself is checked where it is used); a malformed flag
+/// is a usage error.
+fn parse_key(entry: &str) -> Result<(KeyName, String), String> {
+    let (name, uri) = entry
+        .split_once('=')
+        .ok_or_else(|| format!("{entry:?}: expected NAME=URI"))?;
+    let name = match name {
+        "ca" => KeyName::Ca,
+        "front-proxy-ca" => KeyName::FrontProxyCa,
+        "etcd-ca" => KeyName::EtcdCa,
+        "sa" => KeyName::Sa,
+        other => {
+            return Err(format!(
+                "{other:?}: expected ca, front-proxy-ca, etcd-ca or sa"
+            ));
+        }
+    };
+    if uri.is_empty() {
+        return Err(format!("{entry:?}: the URI is empty"));
+    }
+    Ok((name, uri.to_string()))
 }
 
 impl ClusterArgs {
     /// The settings these flags give.
     fn settings(&self) -> Result<Settings, String> {
         let mut s = Settings {
-            kubeadm_config: self.kubeadm_config.clone(),
+            kubeadm_config: self.kubeadm_config.as_deref().map(crate::input::path),
             ..Default::default()
         };
         if let Some(dir) = &self.dir {
@@ -70,22 +118,17 @@ impl ClusterArgs {
             .map(config::parse_algorithm)
             .transpose()
             .map_err(|e| e.to_string())?;
-        for entry in &self.keys {
-            let (name, uri) = entry
-                .split_once('=')
-                .ok_or_else(|| format!("--key {entry:?}: expected NAME=URI"))?;
+        for (name, uri) in &self.keys {
             let slot = match name {
-                "ca" => &mut s.keys.ca,
-                "front-proxy-ca" => &mut s.keys.front_proxy_ca,
-                "etcd-ca" => &mut s.keys.etcd_ca,
-                "sa" => &mut s.keys.sa,
-                other => {
-                    return Err(format!(
-                        "--key {other:?}: expected ca, front-proxy-ca, etcd-ca or sa"
-                    ));
-                }
+                KeyName::Ca => &mut s.keys.ca,
+                KeyName::FrontProxyCa => &mut s.keys.front_proxy_ca,
+                KeyName::EtcdCa => &mut s.keys.etcd_ca,
+                KeyName::Sa => &mut s.keys.sa,
             };
-            *slot = Some(uri.parse().map_err(|e| format!("keys.{name}: {e}"))?);
+            *slot = Some(
+                uri.parse()
+                    .map_err(|e| format!("keys.{}: {e}", name.as_str()))?,
+            );
         }
         Ok(s)
     }
@@ -97,6 +140,48 @@ impl ClusterArgs {
         let flags = self.settings()?;
         let settings =
             config::read_settings(self.config.as_deref(), &flags).map_err(|e| e.to_string())?;
-        config::resolve(&settings).map_err(|e| e.to_string())
+        let spec = config::resolve(&settings).map_err(|e| e.to_string())?;
+        log_spec(&spec);
+        Ok(spec)
+    }
+}
+
+/// Logs where the resolved configuration puts things (key URIs print without `pin-value`).
+fn log_spec(spec: &ClusterSpec) {
+    tracing::info!(
+        cert_dir = %spec.cert_dir.display(),
+        kubeconfig_dir = %spec.kubeconfig_dir.display(),
+        node = %spec.node_name,
+        algorithm = %spec.algorithm,
+        "configuration resolved"
+    );
+    for (id, uri) in &spec.ca_keys {
+        tracing::debug!(ca = ?id, key = %uri, "CA key");
+    }
+    tracing::debug!(key = %spec.sa_key, "service-account key");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_flags_name_a_known_key_and_a_uri() {
+        assert_eq!(
+            parse_key("ca=file:/k").unwrap(),
+            (KeyName::Ca, "file:/k".to_string())
+        );
+        assert_eq!(
+            parse_key("etcd-ca=pkcs11:token=a;object=b?x=y=z").unwrap(),
+            (KeyName::EtcdCa, "pkcs11:token=a;object=b?x=y=z".to_string())
+        );
+        assert_eq!(
+            parse_key("front-proxy-ca=x").unwrap().0,
+            KeyName::FrontProxyCa
+        );
+        assert_eq!(parse_key("sa=x").unwrap().0, KeyName::Sa);
+        for bad in ["ca", "ca=", "root=file:/k", "=file:/k", ""] {
+            assert!(parse_key(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use kpki_signer::{KeyAlgorithm, KeyInfo, KeyUri};
 
-use crate::output::{Format, print_data};
+use crate::output::{OutputArgs, outln, print_data};
 
 /// Key management commands.
 #[derive(Subcommand, Debug)]
@@ -15,16 +15,22 @@ pub enum KeysCommand {
         /// RSA-2048 (default), RSA-3072, RSA-4096, ECDSA-P256 or ECDSA-P384.
         #[arg(long, short = 'a', default_value = "RSA-2048")]
         algorithm: String,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// List the keys on a token (`pkcs11:token=..`) or in a directory (`file:/dir`).
     List {
         /// The token or directory.
         uri: String,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Show one key: algorithm, SPKI SHA-256 fingerprint and, on tokens, its protection.
     Show {
         /// The key.
         uri: String,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Copy an existing key file onto a token once (e.g. the cluster's `sa.key` before the
     /// token signs service-account tokens): created sensitive, non-extractable, sign-only.
@@ -38,30 +44,40 @@ pub enum KeysCommand {
         /// Required: acknowledges that this key existed outside the token.
         #[arg(long = "i-understand-the-key-existed-outside-the-token")]
         confirmed: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 }
 
 /// Runs a `kpki keys` command.
-pub fn run(cmd: KeysCommand, format: Format) -> Result<(), String> {
+pub fn run(cmd: KeysCommand) -> Result<(), String> {
     let store = crate::backends::key_store();
     match cmd {
-        KeysCommand::Create { uri, algorithm } => {
+        KeysCommand::Create {
+            uri,
+            algorithm,
+            output,
+        } => {
+            let format = output.output;
             let algorithm: KeyAlgorithm = algorithm.parse().map_err(|e| format!("{e}"))?;
             let uri: KeyUri = uri.parse().map_err(|e| format!("{e}"))?;
+            tracing::info!(%uri, %algorithm, "creating key");
             let signer = store.create(&uri, algorithm).map_err(|e| e.to_string())?;
             let info = store.describe(signer.uri()).map_err(|e| e.to_string())?;
             print_data(format, &info, || {
-                println!("[keys] Created {} key {}", info.algorithm, info.uri);
+                outln!("[keys] Created {} key {}", info.algorithm, info.uri);
                 print_info(&info);
             })
         }
-        KeysCommand::List { uri } => {
+        KeysCommand::List { uri, output } => {
+            let format = output.output;
             let uri: KeyUri = uri.parse().map_err(|e| format!("{e}"))?;
+            tracing::info!(%uri, "listing keys");
             let keys = store.list(&uri).map_err(|e| e.to_string())?;
             print_data(format, &keys, || {
-                println!("{:<12} {:<64} URI", "ALGORITHM", "SPKI SHA-256");
+                outln!("{:<12} {:<64} URI", "ALGORITHM", "SPKI SHA-256");
                 for k in &keys {
-                    println!(
+                    outln!(
                         "{:<12} {:<64} {}",
                         k.algorithm.to_string(),
                         k.spki_sha256,
@@ -74,7 +90,9 @@ pub fn run(cmd: KeysCommand, format: Format) -> Result<(), String> {
             uri,
             from,
             confirmed,
+            output,
         } => {
+            let format = output.output;
             let uri: KeyUri = uri.parse().map_err(|e| format!("{e}"))?;
             let KeyUri::Pkcs11(p11) = &uri else {
                 return Err(format!(
@@ -87,6 +105,12 @@ pub fn run(cmd: KeysCommand, format: Format) -> Result<(), String> {
                     from.display()
                 ));
             }
+            if crate::input::is_stdin(&from) {
+                return Err(
+                    "--from -: a key is imported from its file (mode 0600), not from stdin".into(),
+                );
+            }
+            tracing::info!(%uri, from = %from.display(), "importing key");
             let material = kpki_soft::read_key_material(&from).map_err(|e| e.to_string())?;
             let file_key = store
                 .open(&KeyUri::File(from.clone()))
@@ -104,12 +128,14 @@ pub fn run(cmd: KeysCommand, format: Format) -> Result<(), String> {
                 from.display()
             );
             print_data(format, &info, || {
-                println!("[keys] Imported {} key {}", info.algorithm, info.uri);
+                outln!("[keys] Imported {} key {}", info.algorithm, info.uri);
                 print_info(&info);
             })
         }
-        KeysCommand::Show { uri } => {
+        KeysCommand::Show { uri, output } => {
+            let format = output.output;
             let uri: KeyUri = uri.parse().map_err(|e| format!("{e}"))?;
+            tracing::info!(%uri, "describing key");
             let info = store.describe(&uri).map_err(|e| e.to_string())?;
             print_data(format, &info, || print_info(&info))
         }
@@ -117,20 +143,20 @@ pub fn run(cmd: KeysCommand, format: Format) -> Result<(), String> {
 }
 
 fn print_info(info: &KeyInfo) {
-    println!("uri:               {}", info.uri);
-    println!("algorithm:         {}", info.algorithm);
-    println!("spki-sha256:       {}", info.spki_sha256);
+    outln!("uri:               {}", info.uri);
+    outln!("algorithm:         {}", info.algorithm);
+    outln!("spki-sha256:       {}", info.spki_sha256);
     if let Some(l) = &info.label {
-        println!("label:             {l}");
+        outln!("label:             {l}");
     }
     if let Some(id) = &info.id {
-        println!("id:                {id}");
+        outln!("id:                {id}");
     }
     if let Some(p) = &info.protection {
-        println!("sensitive:         {}", p.sensitive);
-        println!("extractable:       {}", p.extractable);
-        println!("always-sensitive:  {}", p.always_sensitive);
-        println!("never-extractable: {}", p.never_extractable);
-        println!("local:             {}", p.local);
+        outln!("sensitive:         {}", p.sensitive);
+        outln!("extractable:       {}", p.extractable);
+        outln!("always-sensitive:  {}", p.always_sensitive);
+        outln!("never-extractable: {}", p.never_extractable);
+        outln!("local:             {}", p.local);
     }
 }

@@ -10,7 +10,7 @@ use kpki_pki::csr_object::{self, Input};
 use serde::Serialize;
 
 use crate::cluster_args::ClusterArgs;
-use crate::output::{Format, print_data, print_json, print_yaml};
+use crate::output::{Format, OutputArgs, out, print_data, print_json, print_yaml};
 
 /// Flags of `kpki sign`.
 #[derive(Args, Debug)]
@@ -31,6 +31,8 @@ pub struct SignArgs {
     allow_system_masters: bool,
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 #[derive(Serialize)]
@@ -39,8 +41,10 @@ struct Issued<'a> {
 }
 
 /// Runs `kpki sign`.
-pub fn run(args: SignArgs, format: Format) -> Result<(), String> {
-    let bytes = if args.input.as_os_str() == "-" {
+pub fn run(args: SignArgs) -> Result<(), String> {
+    let format = args.output.output;
+    tracing::info!(input = %args.input.display(), "reading the request");
+    let bytes = if crate::input::is_stdin(&args.input) {
         let mut b = Vec::new();
         std::io::stdin()
             .read_to_end(&mut b)
@@ -102,6 +106,11 @@ pub fn run(args: SignArgs, format: Format) -> Result<(), String> {
         ca_der: &ca.cert_der,
         max_validity: spec.signing_duration,
     };
+    tracing::info!(
+        signer_name = %request.signer_name,
+        key = %spec.ca_key(ca_id),
+        "signing"
+    );
     let issued = csr::sign(&request, &authority, time::OffsetDateTime::now_utc())
         .map_err(|e| e.to_string())?;
     match input {
@@ -110,7 +119,7 @@ pub fn run(args: SignArgs, format: Format) -> Result<(), String> {
             &Issued {
                 certificate: &issued.pem,
             },
-            || print!("{}", issued.pem),
+            || out!("{}", issued.pem),
         ),
         Input::Object(mut object) => {
             csr_object::approve(&mut object, &issued.pem).map_err(|e| e.to_string())?;
