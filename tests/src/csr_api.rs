@@ -153,7 +153,7 @@ max_validity = "48h"
 
 [[policy]]
 name = "kubelet-bootstrap"
-callers = {{ orgs = ["system:bootstrappers"] }}
+callers = {{ cn = "system:bootstrap:[a-z0-9]{{6}}", orgs = ["system:bootstrappers"] }}
 signers = ["kubernetes.io/kube-apiserver-client-kubelet"]
 cn = "system:node:.+"
 orgs = ["system:nodes"]

@@ -1,13 +1,14 @@
 //! Issuance policy: which caller (client certificate CN and O values) may ask which signer
 //! for what subject, SANs, key and validity. Default deny; `O=system:masters` only where a
-//! rule lists it; a `system:node:<name>` caller only for its own node name.
+//! rule lists it; a `system:node:<name>` caller only for its own node name, and a node's
+//! identity only to that node unless a rule names its callers' CN.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use kpki_pki::csr::Examined;
-use kpki_pki::signers::{NODE_USER_PREFIX, SYSTEM_MASTERS};
+use kpki_pki::signers::{NODE_USER_PREFIX, NODES_GROUP, SYSTEM_MASTERS};
 use regex::Regex;
 
 use crate::config::{ConfigError, RuleConfig};
@@ -162,6 +163,10 @@ impl Policy {
             .iter()
             .filter(|r| r.applies_to(caller) && r.signers.iter().any(|s| s == signer))
         {
+            if let Some(d) = rule.unpinned_node(caller, request) {
+                first_denial.get_or_insert(d);
+                continue;
+            }
             match rule.allows(request, validity) {
                 Ok(()) => {
                     return Ok(Grant {
@@ -191,6 +196,26 @@ impl Rule {
             .is_none_or(|re| re.is_match(&caller.cn))
             && (self.caller_orgs.is_empty()
                 || caller.orgs.iter().any(|o| self.caller_orgs.contains(o)))
+    }
+
+    /// A node's identity (`CN=system:node:<name>`) is granted by a rule that matches its
+    /// callers by group only to that node itself: exactly `system:node:<name>`, in
+    /// `system:nodes`. A rule that names its callers' CN (a bootstrap or onboarding identity)
+    /// grants node identities to them as its other terms say.
+    fn unpinned_node(&self, caller: &Caller, request: &Examined) -> Option<Denial> {
+        if self.caller_cn.is_some() || !request.cn.starts_with(NODE_USER_PREFIX) {
+            return None;
+        }
+        let is_that_node = caller.cn == request.cn && caller.orgs.iter().any(|o| o == NODES_GROUP);
+        (!is_that_node).then(|| {
+            self.deny(
+                ErrorCode::NodeMismatch,
+                format!(
+                    "{:?} is granted only to that node itself (CN {:?} in {NODES_GROUP}); the caller is CN={:?} O={:?} (name callers by cn in the rule to let others request node identities)",
+                    request.cn, request.cn, caller.cn, caller.orgs
+                ),
+            )
+        })
     }
 
     fn deny(&self, code: ErrorCode, what: String) -> Denial {
@@ -300,6 +325,7 @@ mod tests {
 
     const KAC: &str = "kubernetes.io/kube-apiserver-client";
     const KS: &str = "kubernetes.io/kubelet-serving";
+    const KC: &str = "kubernetes.io/kube-apiserver-client-kubelet";
     const MESH: &str = "example.com/mesh";
 
     /// The rules every row is decided against, in order.
@@ -329,6 +355,13 @@ dns_suffixes = [".nodes.example.com", "metal.example.com"]
 ip_ranges = ["10.0.0.0/8", "fd00::/8"]
 max_validity = "30d"
 key_types = ["ECDSA-P256", "ECDSA-P384"]
+
+[[policy]]
+name = "bootstrap"
+callers = { cn = "system:bootstrap:[a-z0-9]{6}", orgs = ["system:bootstrappers"] }
+signers = ["kubernetes.io/kube-apiserver-client-kubelet"]
+cn = "system:node:.*"
+orgs = ["system:nodes"]
 
 [[policy]]
 name = "mesh"
@@ -397,6 +430,16 @@ cn = "fallback"
         (N1, NODES, KS, "system:node:n2", NODES, NONE, P256, None, Err((Node, "node \"n1\" may only request certificates for CN \"system:node:n1\""))),
         (N1, NODES, KAC, "jane", NONE, NONE, P256, None, Err((Node, "asked \"jane\""))),
         (N1, NODES, KS, N1, NODES, NONE, P256, None, Ok("nodes")),
+        // A node's identity only to that node when the rule names callers by group only.
+        ("notanode", NODES, KS, "system:node:victim", NODES, NONE, P256, None, Err((Node, "\"system:node:victim\" is granted only to that node itself"))),
+        ("System:Node:n1", NODES, KS, N1, NODES, NONE, P256, None, Err((Node, "the caller is CN=\"System:Node:n1\""))),
+        ("", NODES, KS, "system:node:victim", NODES, NONE, P256, None, Err((Node, "granted only to that node"))),
+        ("x", &["dev", "mesh-issuers", "system:nodes"], KS, "system:node:victim", NODES, NONE, P256, None, Err((Node, "granted only to that node"))),
+        (N1, &["dev"], KS, N1, NODES, NONE, P256, None, Err((Denied, "no policy rule"))),
+        // A rule that names its callers' CN (bootstrap tokens) grants node identities to them.
+        ("system:bootstrap:abc123", &["system:bootstrappers"], KC, "system:node:w1", NODES, NONE, P256, None, Ok("bootstrap")),
+        ("system:bootstrap:abc1234", &["system:bootstrappers"], KC, "system:node:w1", NODES, NONE, P256, None, Err((Denied, "no policy rule"))),
+        ("system:bootstrap:abc123", &["system:bootstrappers"], KS, "system:node:w1", NODES, NONE, P256, None, Err((Denied, "no policy rule"))),
         // DNS suffixes: ".x" allows names ending in it and "x" itself; "x" allows only "x".
         (N1, NODES, KS, N1, NODES, &["DNS:n1.nodes.example.com"], P256, None, Ok("nodes")),
         (N1, NODES, KS, N1, NODES, &["DNS:nodes.example.com"], P256, None, Ok("nodes")),
