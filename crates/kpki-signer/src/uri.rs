@@ -126,7 +126,7 @@ impl Pkcs11Uri {
     fn parse(uri: &str) -> Result<Pkcs11Uri, KeyError> {
         let bad = |problem: String| KeyError::InvalidUri {
             uri: redact(uri),
-            problem,
+            problem: scrub(&problem, uri),
         };
         let rest = &uri["pkcs11:".len()..];
         let (path, query) = match rest.split_once('?') {
@@ -253,24 +253,40 @@ fn decode_text(raw: &str) -> Result<String, String> {
     String::from_utf8(decode_bytes(raw)?).map_err(|_| format!("{raw:?} is not UTF-8 text"))
 }
 
-/// The URI text with any `pin-value` replaced, for error messages.
-fn redact(uri: &str) -> String {
-    match uri.split_once('?') {
-        Some((path, query)) => {
-            let q: Vec<String> = query
-                .split('&')
-                .map(|a| {
-                    if a.starts_with("pin-value=") {
-                        "pin-value=<redacted>".to_string()
-                    } else {
-                        a.to_string()
-                    }
-                })
-                .collect();
-            format!("{path}?{}", q.join("&"))
-        }
-        None => uri.to_string(),
+/// The raw values of every PIN attribute in `uri`, path or query, whatever the spelling
+/// of its name (case, percent-encoding).
+fn pin_values(uri: &str) -> Vec<&str> {
+    let body = uri.strip_prefix("pkcs11:").unwrap_or(uri);
+    body.split(['?', ';', '&'])
+        .filter_map(|a| a.split_once('='))
+        .filter(|(name, _)| {
+            let name: String = percent_decode_str(name).decode_utf8_lossy().to_lowercase();
+            name.trim() == "pin-value"
+        })
+        .map(|(_, value)| value)
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// `text` with every PIN value of `uri` (raw and decoded) replaced by `<redacted>`.
+fn scrub(text: &str, uri: &str) -> String {
+    let mut out = text.to_string();
+    let mut values: Vec<String> = Vec::new();
+    for v in pin_values(uri) {
+        values.push(v.to_string());
+        values.push(percent_decode_str(v).decode_utf8_lossy().into_owned());
     }
+    // Longest first, so a value that contains another is replaced whole.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for v in values.iter().filter(|v| !v.is_empty()) {
+        out = out.replace(v.as_str(), "<redacted>");
+    }
+    out
+}
+
+/// The URI text with every PIN value replaced, for error messages.
+fn redact(uri: &str) -> String {
+    scrub(uri, uri)
 }
 
 impl KeyUri {
@@ -392,6 +408,55 @@ impl fmt::Display for Pkcs11Uri {
 
 #[cfg(test)]
 mod tests {
+
+    /// Every spelling and position of a PIN attribute, with each kind of parse error (and
+    /// with none): the PIN never appears in the error or in the parsed URI's display.
+    #[test]
+    fn pins_are_never_echoed() {
+        let names = [
+            "pin-value",
+            "PIN-VALUE",
+            "Pin-Value",
+            "pin%2Dvalue",
+            "pin%2dvalue",
+            "%70in-value",
+            "PIN%2DVALUE",
+        ];
+        let values = ["S3CRET", "S3CRET%ZZ", "S%33CRET", "S3CRET%20x"];
+        let faults = [
+            "",
+            "&bogus=1",
+            ";bogus=1",
+            "&module-path=/x&module-path=/y",
+            "&pin-value=x",
+            "&pin-source=file:/p",
+            ";object=%ZZ",
+        ];
+        let mut checked = 0;
+        for name in names {
+            for value in values {
+                for fault in faults {
+                    for in_path in [false, true] {
+                        let uri = if in_path {
+                            format!("pkcs11:token=t;object=o;{name}={value}?module-path=/m{fault}")
+                        } else {
+                            format!("pkcs11:token=t;object=o?{name}={value}&module-path=/m{fault}")
+                        };
+                        let shown = match uri.parse::<KeyUri>() {
+                            Ok(k) => format!("{k} {k:?}"),
+                            Err(e) => format!("{e} {e:?}"),
+                        };
+                        for secret in ["S3CRET", "S%33CRET", "S3CR"] {
+                            assert!(!shown.contains(secret), "{uri}: {shown}");
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 7 * 4 * 7 * 2);
+    }
+
     use super::*;
 
     fn p11(s: &str) -> Pkcs11Uri {
