@@ -5,6 +5,9 @@
 //!
 //! Both writers of kpki use it: the software key backend (`kpki-soft`) for key files and the
 //! PKI library (`kpki-pki`) for certificates, kubeconfigs and staged renewals.
+//!
+//! [`read`] is the other direction: bounded, never-blocking reads of the files kpki is
+//! given, and the permission rule of files that hold secrets.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -12,6 +15,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+
+pub mod read;
 
 /// Whether an existing file at the target may be replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

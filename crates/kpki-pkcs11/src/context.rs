@@ -352,6 +352,13 @@ fn load(id: &ModuleId) -> Result<Entry> {
             "file not found (is the HSM client library installed? e.g. apt-get install softhsm2)",
         ));
     }
+    // dlopen of a FIFO or a device would wait or read without end: shared objects only.
+    if !id.path.is_file() {
+        return Err(module_error(
+            id,
+            "not a regular file (a PKCS#11 module is a shared object)",
+        ));
+    }
     let ctx = Pkcs11::new(&id.path).map_err(|e| module_error(id, format!("cannot load: {e}")))?;
     let reserved = match &id.init_reserved {
         None => None,

@@ -216,7 +216,14 @@ fn read_pin(uri: &Pkcs11Uri) -> Result<Option<Zeroizing<String>>> {
         None => Ok(None),
         Some(PinSource::Value(v)) => Ok(Some(v.clone())),
         Some(PinSource::File(path)) => {
-            let raw = Zeroizing::new(std::fs::read(path).map_err(|e| KeyError::io(path, e))?);
+            let raw = Zeroizing::new(
+                kpki_atomic::read::secret_file(
+                    path,
+                    kpki_atomic::read::PIN_MAX,
+                    kpki_atomic::read::Readers::OwnGroup,
+                )
+                .map_err(|e| KeyError::io(path, e))?,
+            );
             let text = std::str::from_utf8(&raw)
                 .map_err(|_| KeyError::key_file(path, "PIN file is not UTF-8 text"))?;
             Ok(Some(Zeroizing::new(

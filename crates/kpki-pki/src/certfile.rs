@@ -28,7 +28,7 @@ fn malformed(msg: String) -> PkiError {
 /// The DER certificates of a PEM file, first block first; `Ok(None)` when the file is absent.
 /// Refuses a file with no block or with a block that is not a `CERTIFICATE`.
 pub fn read(path: &Path) -> Result<Option<Vec<Vec<u8>>>, PkiError> {
-    let bytes = match std::fs::read(path) {
+    let bytes = match kpki_atomic::read::regular_file(path, kpki_atomic::read::PEM_MAX) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(PkiError::io(path, e)),

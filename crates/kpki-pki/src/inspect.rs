@@ -361,7 +361,10 @@ fn kubeconfig_items(text: &str) -> Result<Vec<Item>, String> {
 /// Describes what the file at `path` holds.
 pub fn inspect(path: &Path) -> Result<Vec<Item>, PkiError> {
     let bad = |problem: String| PkiError::Malformed(format!("{}: {problem}", path.display()));
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| PkiError::io(path, e))?);
+    let bytes = Zeroizing::new(
+        kpki_atomic::read::input(path, kpki_atomic::read::PEM_MAX)
+            .map_err(|e| PkiError::io(path, e))?,
+    );
     if bytes.starts_with(b"-----BEGIN ")
         || std::str::from_utf8(&bytes).is_ok_and(|t| t.contains("\n-----BEGIN "))
     {

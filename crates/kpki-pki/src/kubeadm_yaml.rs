@@ -136,8 +136,10 @@ struct LocalEtcd {
 
 /// Reads the kubeadm configuration file at `path`.
 pub fn read(path: &Path) -> Result<KubeadmFacts, ConfigError> {
-    let text = std::fs::read_to_string(path)
+    let bytes = kpki_atomic::read::input(path, kpki_atomic::read::CONFIG_MAX)
         .map_err(|e| ConfigError(format!("kubeadm config {}: {e}", path.display())))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ConfigError(format!("kubeadm config {}: not UTF-8 text", path.display())))?;
     parse(&text).map_err(|e| ConfigError(format!("kubeadm config {}: {}", path.display(), e.0)))
 }
 

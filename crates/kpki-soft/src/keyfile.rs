@@ -2,7 +2,6 @@
 //! PKCS#8 on read; refusal of files others can read or (as root) a non-root owner.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use kpki_signer::{KeyError, Result};
@@ -91,25 +90,8 @@ pub fn check_key_file_permissions(path: &Path) -> Result<()> {
     if !meta.is_file() {
         return Err(KeyError::key_file(path, "not a regular file"));
     }
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(KeyError::key_file(
-            path,
-            format!(
-                "accessible by group or others (mode {mode:04o}); fix with: chmod 600 {}",
-                path.display()
-            ),
-        ));
+    match kpki_atomic::read::secret_file_problem(path, &meta, kpki_atomic::read::Readers::Owner) {
+        Some(problem) => Err(KeyError::key_file(path, problem)),
+        None => Ok(()),
     }
-    if rustix::process::geteuid().is_root() && meta.uid() != 0 {
-        return Err(KeyError::key_file(
-            path,
-            format!(
-                "owned by uid {}, not root; fix with: chown root:root {}",
-                meta.uid(),
-                path.display()
-            ),
-        ));
-    }
-    Ok(())
 }
