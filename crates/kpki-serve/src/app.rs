@@ -9,6 +9,7 @@ use kpki_pki::keystore::KeyStore;
 
 use crate::audit::AuditLog;
 use crate::config::{ConfigError, ServeConfig};
+use crate::limits::DeniedLimiter;
 use crate::metrics::Metrics;
 use crate::state::State;
 
@@ -19,9 +20,11 @@ pub struct App {
     pub audit: Option<AuditLog>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Per-caller budgets of denied requests.
+    pub denied: DeniedLimiter,
     /// Per part: usable, and why not.
-    ready: [AtomicBool; 2],
-    reasons: Mutex<[String; 2]>,
+    ready: [AtomicBool; 3],
+    reasons: Mutex<[String; 3]>,
     keys: KeyStore,
     config_path: PathBuf,
 }
@@ -40,8 +43,13 @@ impl App {
             state: RwLock::new(Arc::new(state)),
             audit,
             metrics,
-            ready: [AtomicBool::new(true), AtomicBool::new(true)],
-            reasons: Mutex::new([String::new(), String::new()]),
+            denied: DeniedLimiter::default(),
+            ready: [
+                AtomicBool::new(true),
+                AtomicBool::new(true),
+                AtomicBool::new(true),
+            ],
+            reasons: Mutex::new([String::new(), String::new(), String::new()]),
             keys,
             config_path,
         }
@@ -89,7 +97,8 @@ impl App {
         Ok(())
     }
 
-    /// True when the CA keys and the token signing key are usable (`/readyz`).
+    /// True when the CA keys and the token signing key are usable and the audit volume has
+    /// room (`/readyz`).
     pub fn is_ready(&self) -> bool {
         self.ready.iter().all(|r| r.load(Ordering::Acquire))
     }
@@ -140,6 +149,8 @@ pub enum Part {
     CaKeys = 0,
     /// The service-account token signing key.
     TokenKey = 1,
+    /// Free space on the audit log's volume (above `audit.min_free_bytes`).
+    AuditDisk = 2,
 }
 
 impl Part {
@@ -147,6 +158,7 @@ impl Part {
         match self {
             Part::CaKeys => "CA keys",
             Part::TokenKey => "token signing key",
+            Part::AuditDisk => "audit volume",
         }
     }
 }
