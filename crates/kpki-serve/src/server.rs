@@ -179,6 +179,8 @@ pub async fn serve(config_path: PathBuf, parts: Parts) -> Result<(), String> {
     tokio::spawn(probe_loop(Arc::clone(&app), stop_rx.clone()));
 
     let gate = Gate::new("mtls", bounds.mtls, &app.metrics);
+    // One router for every connection (rebuilt when a reload changes the body limit).
+    let mut routes: Option<(usize, Router)> = None;
     if let Some(l) = &listener
         && let Ok(address) = l.local_addr()
     {
@@ -189,8 +191,18 @@ pub async fn serve(config_path: PathBuf, parts: Parts) -> Result<(), String> {
             accepted = accept(listener.as_ref()) => match accepted {
                 Ok((tcp, remote)) => match gate.admit() {
                     Some(slot) => {
+                        let max_body = app.state().config.limits.max_body_bytes;
+                        let router = match &routes {
+                            Some((limit, r)) if *limit == max_body => r.clone(),
+                            _ => {
+                                let r = api::router(Arc::clone(&app), max_body);
+                                routes = Some((max_body, r.clone()));
+                                r
+                            }
+                        };
                         tokio::spawn(connection(
                             Arc::clone(&app),
+                            router,
                             tcp,
                             remote,
                             slot,
@@ -279,6 +291,7 @@ fn http_builder(bounds: &Bounds, max_body: usize) -> auto::Builder<TokioExecutor
 
 async fn connection(
     app: Arc<App>,
+    router: Router,
     tcp: TcpStream,
     remote: SocketAddr,
     _slot: Slot,
@@ -315,7 +328,8 @@ async fn connection(
     let max_body = state.config.limits.max_body_bytes;
     let grace = state.shutdown_grace;
     let activity = Activity::new();
-    let router = api::router(Arc::clone(&app), max_body)
+    let service = tower::ServiceBuilder::new()
+        .map_request(|r: hyper::Request<hyper::body::Incoming>| r.map(axum::body::Body::new))
         .layer(Extension(Conn { caller, remote }))
         .layer(axum::middleware::from_fn_with_state(
             Tracked {
@@ -323,10 +337,11 @@ async fn connection(
                 body_timeout: bounds.body,
             },
             limits::track,
-        ));
+        ))
+        .service(router);
     drop(state);
     let builder = http_builder(&bounds, max_body);
-    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
+    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
     let watch = Watch {
         activity: &activity,
         idle: bounds.idle,
@@ -387,13 +402,16 @@ async fn ops_connection(
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let activity = Activity::new();
-    let router = router.layer(axum::middleware::from_fn_with_state(
-        Tracked {
-            activity: Arc::clone(&activity),
-            body_timeout: bounds.body,
-        },
-        limits::track,
-    ));
+    let service = tower::ServiceBuilder::new()
+        .map_request(|r: hyper::Request<hyper::body::Incoming>| r.map(axum::body::Body::new))
+        .layer(axum::middleware::from_fn_with_state(
+            Tracked {
+                activity: Arc::clone(&activity),
+                body_timeout: bounds.body,
+            },
+            limits::track,
+        ))
+        .service(router);
     // The operations endpoints take no body: small buffers and few streams.
     let builder = http_builder(
         &Bounds {
@@ -402,7 +420,7 @@ async fn ops_connection(
         },
         16 * 1024,
     );
-    let conn = builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router));
+    let conn = builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
     let watch = Watch {
         activity: &activity,
         idle: bounds.ops_idle,
