@@ -1,6 +1,6 @@
 //! Resource bounds of `kpki serve` under abuse, on the real daemon with its CA key on
-//! SoftHSM. Scaled to run in well under two minutes on two cores (the daemon is a debug
-//! build):
+//! SoftHSM. Scaled to run in about a minute on two cores (the daemon is a debug build; the
+//! tests take turns so that one test's flood does not skew another's timings):
 //!
 //! - operations flood: 6,000 idle or half-sent plain-HTTP connections (the acceptance asks
 //!   for 20,000; this process's hard descriptor limit is 20,000) against a daemon held to
@@ -42,6 +42,14 @@ signers = ["kubernetes.io/kube-apiserver-client"]
 "#;
 
 const MIB: u64 = 1024;
+
+/// Allowance for timers firing late on a loaded two-core machine (shared with builds), on
+/// top of a timeout and the 1 s close grace.
+const SLACK: Duration = Duration::from_secs(3);
+
+/// Held by each test for its whole run: the timing bounds are measured on a daemon that
+/// does not share the two cores with another test's flood.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A legitimate `/v1/sign` on a new connection: its status and how long connecting and
 /// answering took.
@@ -111,6 +119,7 @@ fn rss_sampler(pid: u32, running: Arc<AtomicBool>) -> std::thread::JoinHandle<u6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ops_flood_does_not_starve_the_mtls_listener() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     raise_nofile();
     let policy = format!("{POLICY}\n[connections]\nops_idle_timeout = \"3s\"\n");
     let f = ServeFixture::new("ECDSA-P256", &policy);
@@ -160,7 +169,7 @@ async fn ops_flood_does_not_starve_the_mtls_listener() {
         "{fds} descriptors open: the reserve was used"
     );
     assert!(
-        longest < Duration::from_millis(3000 + 1000 + 1500),
+        longest < Duration::from_millis(3000 + 1000) + SLACK,
         "an operations connection stayed open {longest:?} (ops_idle_timeout 3s)"
     );
     assert!(!log.contains("accept failed"), "{log}");
@@ -181,6 +190,7 @@ async fn ops_flood_does_not_starve_the_mtls_listener() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abusive_authenticated_connections_are_bounded_and_closed() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     raise_nofile();
     let policy = format!(
         "{POLICY}\n[connections]\nidle_timeout = \"3s\"\nheader_timeout = \"2s\"\nbody_timeout = \"1s\"\n"
@@ -194,24 +204,45 @@ async fn abusive_authenticated_connections_are_bounded_and_closed() {
     let running = Arc::new(AtomicBool::new(true));
     let sampler = rss_sampler(daemon.pid(), Arc::clone(&running));
 
-    // 3,000 idle authenticated connections, 64 handshakes at a time.
+    // 3,000 idle authenticated connections, 64 handshakes at a time: half after one
+    // request (idle from its answer), half after the handshake alone (idle from the
+    // daemon's end of the handshake, which under load comes later than the client's: that
+    // bound allows 2 s more).
     let start = Instant::now();
-    let mut idle = Vec::new();
+    let (mut idle, mut silent) = (Vec::new(), Vec::new());
     let gate = Arc::new(tokio::sync::Semaphore::new(64));
     let mut set = JoinSet::new();
-    for _ in 0..3000 {
+    for i in 0..3000 {
         let (t, gate) = (nobody.clone(), Arc::clone(&gate));
         set.spawn(async move {
             let _p = gate.acquire().await.unwrap();
-            let s = tls_connect(&t, b"http/1.1").await.unwrap();
-            (s, Instant::now())
+            let mut s = tls_connect(&t, b"http/1.1").await.unwrap();
+            if i % 2 == 0 {
+                s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .await
+                    .unwrap();
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !got.ends_with(b"ok\n") {
+                    let n = s.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+            (i % 2 == 0, s, Instant::now())
         });
     }
     while let Some(r) = set.join_next().await {
-        idle.push(r.unwrap());
+        let (asked, s, at) = r.unwrap();
+        if asked {
+            idle.push((s, at));
+        } else {
+            silent.push((s, at));
+        }
     }
     let handshakes = start.elapsed();
     let idle_closed = watch_closed(idle, Duration::from_secs(20));
+    let silent_closed = watch_closed(silent, Duration::from_secs(20));
     let (status, took_idle) = legit_sign(&legit, &body).await;
     assert_eq!(status, 200);
 
@@ -301,13 +332,15 @@ async fn abusive_authenticated_connections_are_bounded_and_closed() {
         slow_results.push(r.unwrap());
     }
     let longest_idle = idle_closed.await.unwrap();
+    let longest_silent = silent_closed.await.unwrap();
     running.store(false, Ordering::Relaxed);
     let peak = sampler.join().unwrap();
     let longest_slow = slow_results.iter().map(|r| r.2).max().unwrap();
     eprintln!(
         "authenticated abuse: 3000 handshakes in {handshakes:?}; legit sign {took_idle:?} (idle \
          connections held), {took_abuse:?} (stalled streams); RSS {rss_before} -> peak {peak} \
-         KiB; idle connections closed within {longest_idle:?}; slow senders closed within \
+         KiB; idle connections closed within {longest_idle:?} of their answer, \
+         {longest_silent:?} of the client's end of the handshake; slow senders closed within \
          {longest_slow:?}; 5700 stalled streams ended (status: count, 0 = refused) {stalled:?}, \
          the last after {longest_stream:?}"
     );
@@ -315,12 +348,16 @@ async fn abusive_authenticated_connections_are_bounded_and_closed() {
     assert!(took_abuse < Duration::from_secs(1), "{took_abuse:?}");
     assert!(peak < 128 * MIB, "peak RSS {peak} KiB");
     assert!(
-        longest_idle < Duration::from_millis(3000 + 1000 + 1500),
+        longest_idle < Duration::from_millis(3000 + 1000) + SLACK,
         "an idle connection stayed {longest_idle:?} (idle_timeout 3s)"
+    );
+    assert!(
+        longest_silent < Duration::from_millis(3000 + 1000 + 2000) + SLACK,
+        "a connection with nothing after its handshake stayed {longest_silent:?}"
     );
     for (kind, reply, took) in &slow_results {
         assert!(
-            *took < Duration::from_millis(1000 + 3000 + 1000 + 1500),
+            *took < Duration::from_millis(1000 + 3000 + 1000) + SLACK,
             "slow sender {kind} open {took:?}"
         );
         if kind % 3 != 0 {
@@ -422,6 +459,7 @@ impl Drop for Tmpfs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_no_rights_caller_cannot_fill_the_audit_volume() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let f = ServeFixture::new("ECDSA-P256", POLICY);
     let volume = Tmpfs::mount(&f.dir.path().join("audit-volume"), "24m");
     let audit = volume.0.join("audit.jsonl");
@@ -569,6 +607,7 @@ async fn h2_socket(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_signer_socket_is_bounded() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     use kpki_e2e::jwt_client::{self, V1Client, proto};
     let token = kpki_e2e::hsm::token();
     let uri = token.key_uri("sa-limits");
@@ -655,7 +694,7 @@ idle_timeout = "2s"
         let (ended, took) = r.unwrap();
         assert!(ended, "a stalled call was still open after 15 s");
         longest = longest.max(took);
-        if took < Duration::from_millis(3000 + 1500) {
+        if took < Duration::from_millis(3000) + SLACK {
             first_round += 1;
         }
     }
@@ -688,7 +727,7 @@ idle_timeout = "2s"
     let peak = sampler.join().unwrap();
     eprintln!(
         "token signer: 60 stalled calls ended within {longest:?}, {first_round} of them \
-         within the 3 s call timeout (+1.5 s); idle connection closed after {idle_closed:?}; \
+         within the 3 s call timeout (+ slack); idle connection closed after {idle_closed:?}; \
          peak RSS {peak} KiB"
     );
     assert!(
@@ -696,11 +735,11 @@ idle_timeout = "2s"
         "{first_round} calls ended in the first round"
     );
     assert!(
-        longest < Duration::from_millis(4 * 3000 + 2000),
+        longest < Duration::from_millis(4 * 3000) + SLACK,
         "{longest:?}"
     );
     assert!(
-        idle_closed < Duration::from_millis(4000 + 1500),
+        idle_closed < Duration::from_millis(4000) + SLACK,
         "{idle_closed:?}"
     );
     assert!(peak < 128 * MIB, "{peak} KiB");
