@@ -66,6 +66,8 @@ impl App {
     /// Re-reads the configuration file; on any error the current state stays.
     pub fn reload(&self) -> Result<(), ConfigError> {
         let config = ServeConfig::load(&self.config_path)?;
+        crate::limits::check_denied_rate(config.audit.as_ref())
+            .map_err(|e| ConfigError(format!("config {}: {e}", self.config_path.display())))?;
         let old = self.state();
         let address = |c: &ServeConfig| c.listen.as_ref().map(|l| l.address);
         let audit = |c: &ServeConfig| c.audit.as_ref().map(|a| a.path.clone());

@@ -109,6 +109,19 @@ pub fn default_denied_per_second() -> f64 {
     1.0
 }
 
+/// Checks `[audit]`'s denied-request budget: `denied_per_second` a finite number ≥ 0.
+pub fn check_denied_rate(audit: Option<&crate::config::AuditConfig>) -> Result<(), ConfigError> {
+    match audit {
+        Some(a) if !(a.denied_per_second.is_finite() && a.denied_per_second >= 0.0) => {
+            Err(ConfigError(format!(
+                "audit.denied_per_second: {} is not a number of requests per second ≥ 0",
+                a.denied_per_second
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// [`ConnectionLimits`] checked, with durations parsed and caps fitted to the descriptor
 /// limit.
 #[derive(Debug, Clone, PartialEq)]
@@ -673,6 +686,23 @@ mod tests {
             e.contains("leaves too few of the 100 file descriptors"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn denied_rate_must_be_a_rate() {
+        let audit = |rate: &str| -> crate::config::AuditConfig {
+            toml::from_str(&format!("path = \"/x\"\ndenied_per_second = {rate}")).unwrap()
+        };
+        for (rate, ok) in [
+            ("0.0", true),
+            ("2.5", true),
+            ("-1.0", false),
+            ("nan", false),
+        ] {
+            let got = check_denied_rate(Some(&audit(rate)));
+            assert_eq!(got.is_ok(), ok, "{rate}");
+        }
+        assert!(check_denied_rate(None).is_ok());
     }
 
     #[test]

@@ -76,6 +76,7 @@ pub async fn serve(config_path: PathBuf, parts: Parts) -> Result<(), String> {
         }
         _ => None,
     };
+    limits::check_denied_rate(config.audit.as_ref()).map_err(|e| in_config(e.to_string()))?;
     let fd_limit = limits::raise_fd_limit();
     let bounds = config
         .connections
