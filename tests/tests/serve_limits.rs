@@ -6,12 +6,13 @@
 //!   for 20,000; this process's hard descriptor limit is 20,000) against a daemon held to
 //!   2,048 descriptors: `/v1/sign` still answers within 1 s, RSS < 128 MiB, no accept fails
 //!   for want of descriptors, the cap is logged, and every admitted connection is closed
-//!   within `ops_idle_timeout` (+ the 1 s close grace);
+//!   within `ops_idle_timeout` (+ the 1 s close grace and [`SLACK`] for late timers);
 //! - authenticated abuse: 3,000 idle mTLS connections, half-sent HTTP/2 prefaces, HTTP/1.1
 //!   bodies at 1 byte/s and never-ending chunked bodies, and 30 HTTP/2 connections × 190
 //!   stalled streams from a caller with no rights: `/v1/sign` answers within 1 s, RSS <
-//!   128 MiB, stalled requests end with 400 within `body_timeout` and idle connections close
-//!   within `idle_timeout` (+ the close grace);
+//!   128 MiB, stalled streams are refused over the stream cap or end within `body_timeout`
+//!   (400, or 429 once the caller spent its denied budget) and idle connections close within
+//!   `idle_timeout` (+ the close grace and [`SLACK`]);
 //! - audit disk: a no-rights caller at full speed for 10 s (the acceptance's 30 s scaled by
 //!   a third: the bound is 50 MB / 3) with 2,000-SAN requests grows the log by far less,
 //!   its lines stay small, and on a 24 MiB tmpfs `/readyz` fails at the
