@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod csr_api;
 pub mod jwt_client;
 pub mod kubelet;
+pub mod limits;
 pub mod load;
 pub mod p11kit;
 pub mod peers;

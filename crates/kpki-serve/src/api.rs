@@ -1,10 +1,13 @@
 //! The HTTP API: `POST /v1/sign`, `GET /v1/ca`, cfssl's `POST /api/v1/cfssl/sign` and
 //! `/info`, and `/healthz`, `/readyz`, `/metrics`. JSON in and out; errors carry a stable
-//! code ([`crate::error_code`] maps every failure to its answer).
+//! code ([`crate::error_code`] maps every failure to its answer). A caller that spent its
+//! budget of denied requests is refused `rate_limited` before its request is examined
+//! ([`crate::limits::DeniedLimiter`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -17,8 +20,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::app::App;
+use crate::audit::{self, Decision, Event, Record, SyncMode};
 use crate::error_code::{self, Endpoint, ErrorCode, Failure, Fault};
 use crate::issue::{self, Answer, Ask, Context};
+use crate::limits::Verdict;
 use crate::policy::Caller;
 
 /// The connection a request arrived on: the verified caller and its address.
@@ -105,6 +110,70 @@ fn body_failure(r: &BytesRejection) -> Failure {
     Failure::unreadable_body(r.status() == StatusCode::PAYLOAD_TOO_LARGE, r)
 }
 
+/// The `rate_limited` refusal when `conn`'s caller has spent its budget of denied
+/// requests: counted, and audited on the first refusal of each spell only.
+fn rate_limited(app: &App, conn: &Conn, endpoint: Endpoint, body_sha256: &str) -> Option<Failure> {
+    let (burst, rate) = app
+        .state()
+        .config
+        .audit
+        .as_ref()
+        .map_or((0, 0.0), |a| (a.denied_burst, a.denied_per_second));
+    let Verdict::Refuse { first, retry } =
+        app.denied.check(&conn.caller, burst, rate, Instant::now())
+    else {
+        return None;
+    };
+    let failure = Failure::new(
+        ErrorCode::RateLimited,
+        format!(
+            "too many denied requests from this caller (audit.denied_burst {burst}, audit.denied_per_second {rate}); retry in {} s",
+            retry.as_secs().max(1)
+        ),
+    );
+    app.metrics
+        .count(endpoint.path(), "", Some(ErrorCode::RateLimited));
+    if first && let Some(log) = app.audit.as_ref() {
+        let record = Record {
+            caller: Some(audit::Caller {
+                cn: conn.caller.cn.clone(),
+                orgs: conn.caller.orgs.clone(),
+            }),
+            remote: Some(conn.remote.to_string()),
+            endpoint: Some(endpoint.path().to_string()),
+            request_sha256: Some(body_sha256.to_string()),
+            decision: Some(Decision::Deny),
+            code: Some(ErrorCode::RateLimited.to_string()),
+            reason: Some(format!(
+                "{}; the caller's further refusals until then are not audited (counted in kpki_requests_total)",
+                failure.message
+            )),
+            ..Record::new(Event::Decision)
+        };
+        let written = if log.sync_mode() == SyncMode::Fsync {
+            tokio::task::block_in_place(|| log.append(record))
+        } else {
+            log.append(record)
+        };
+        if let Err(e) = written {
+            tracing::error!(error = %e, "audit write failed");
+            return Some(Failure::audit_failed());
+        }
+    }
+    Some(failure)
+}
+
+/// Spends one of the caller's denied requests when `result` is a refusal it caused.
+fn note_denied<T>(app: &App, caller: &Caller, result: &Result<T, Failure>) {
+    if let Err(f) = result
+        && f.code.decision() == Decision::Deny
+        && let Some(a) = app.state().config.audit.as_ref()
+    {
+        app.denied
+            .denied(caller, a.denied_burst, a.denied_per_second, Instant::now());
+    }
+}
+
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Failure> {
     serde_json::from_slice(body).map_err(|e| Failure::bad_json(&e))
 }
@@ -115,6 +184,9 @@ async fn v1_sign(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let body_sha256 = issue::sha256_hex(body.as_deref().unwrap_or_default());
+    if let Some(f) = rate_limited(&app, &conn, Endpoint::Sign, &body_sha256) {
+        return error_response(Endpoint::Sign, &f);
+    }
     let ask = body
         .map_err(|r| body_failure(&r))
         .and_then(|b| parse::<SignBody>(&b))
@@ -133,13 +205,15 @@ async fn v1_sign(
             })
         });
     let ctx = Context {
-        caller: conn.caller,
+        caller: conn.caller.clone(),
         remote: Some(conn.remote),
         endpoint: Endpoint::Sign.path(),
         csr: None,
         body_sha256,
     };
-    match issue::issue(app, ctx, ask).await {
+    let result = issue::issue(Arc::clone(&app), ctx, ask).await;
+    note_denied(&app, &conn.caller, &result);
+    match result {
         Ok(Answer {
             certificate,
             chain,
@@ -209,6 +283,9 @@ async fn cfssl_sign(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let body_sha256 = issue::sha256_hex(body.as_deref().unwrap_or_default());
+    if let Some(f) = rate_limited(&app, &conn, Endpoint::CfsslSign, &body_sha256) {
+        return error_response(Endpoint::CfsslSign, &f);
+    }
     let default_profile = app.state().config.cfssl.default_profile.clone();
     let ask = body
         .map_err(|r| body_failure(&r))
@@ -238,17 +315,17 @@ async fn cfssl_sign(
             })
         });
     let ctx = Context {
-        caller: conn.caller,
+        caller: conn.caller.clone(),
         remote: Some(conn.remote),
         endpoint: Endpoint::CfsslSign.path(),
         csr: None,
         body_sha256,
     };
+    let result = issue::issue(Arc::clone(&app), ctx, ask).await;
+    note_denied(&app, &conn.caller, &result);
     cfssl_reply(
         Endpoint::CfsslSign,
-        issue::issue(app, ctx, ask)
-            .await
-            .map(|a| json!({ "certificate": a.certificate })),
+        result.map(|a| json!({ "certificate": a.certificate })),
     )
 }
 

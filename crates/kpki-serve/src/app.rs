@@ -9,6 +9,7 @@ use kpki_pki::keystore::KeyStore;
 
 use crate::audit::AuditLog;
 use crate::config::{ConfigError, ServeConfig};
+use crate::limits::DeniedLimiter;
 use crate::metrics::Metrics;
 use crate::state::State;
 
@@ -19,9 +20,11 @@ pub struct App {
     pub audit: Option<AuditLog>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Per-caller budgets of denied requests.
+    pub denied: DeniedLimiter,
     /// Per part: usable, and why not.
-    ready: [AtomicBool; 2],
-    reasons: Mutex<[String; 2]>,
+    ready: [AtomicBool; 3],
+    reasons: Mutex<[String; 3]>,
     keys: KeyStore,
     config_path: PathBuf,
 }
@@ -40,8 +43,13 @@ impl App {
             state: RwLock::new(Arc::new(state)),
             audit,
             metrics,
-            ready: [AtomicBool::new(true), AtomicBool::new(true)],
-            reasons: Mutex::new([String::new(), String::new()]),
+            denied: DeniedLimiter::default(),
+            ready: [
+                AtomicBool::new(true),
+                AtomicBool::new(true),
+                AtomicBool::new(true),
+            ],
+            reasons: Mutex::new([String::new(), String::new(), String::new()]),
             keys,
             config_path,
         }
@@ -58,6 +66,8 @@ impl App {
     /// Re-reads the configuration file; on any error the current state stays.
     pub fn reload(&self) -> Result<(), ConfigError> {
         let config = ServeConfig::load(&self.config_path)?;
+        crate::limits::check_denied_rate(config.audit.as_ref())
+            .map_err(|e| ConfigError(format!("config {}: {e}", self.config_path.display())))?;
         let old = self.state();
         let address = |c: &ServeConfig| c.listen.as_ref().map(|l| l.address);
         let audit = |c: &ServeConfig| c.audit.as_ref().map(|a| a.path.clone());
@@ -89,7 +99,8 @@ impl App {
         Ok(())
     }
 
-    /// True when the CA keys and the token signing key are usable (`/readyz`).
+    /// True when the CA keys and the token signing key are usable and the audit volume has
+    /// room (`/readyz`).
     pub fn is_ready(&self) -> bool {
         self.ready.iter().all(|r| r.load(Ordering::Acquire))
     }
@@ -140,6 +151,8 @@ pub enum Part {
     CaKeys = 0,
     /// The service-account token signing key.
     TokenKey = 1,
+    /// Free space on the audit log's volume (above `audit.min_free_bytes`).
+    AuditDisk = 2,
 }
 
 impl Part {
@@ -147,6 +160,7 @@ impl Part {
         match self {
             Part::CaKeys => "CA keys",
             Part::TokenKey => "token signing key",
+            Part::AuditDisk => "audit volume",
         }
     }
 }

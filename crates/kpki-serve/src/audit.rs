@@ -18,6 +18,20 @@
 //!   field, the hashed bytes are found textually (the line minus its final 64 hex digits), with
 //!   no dependence on how a JSON library would re-encode the object.
 //!
+//! # Bounded lines
+//!
+//! What a caller sends never makes a line long ([`bound`], applied to every record as it is
+//! appended): `subject`, `reason` and `signer_name` keep at most [`MAX_TEXT`] bytes of JSON,
+//! the caller's CN and each O value [`MAX_NAME`] (at most [`MAX_ORGS`] O values), and a cut
+//! value ends with `…`. A SAN list of more than [`MAX_SANS`] values, or more than
+//! [`MAX_SANS_BYTES`] bytes of JSON, is summarized: `sans` lists its first values (at most
+//! [`SUMMARY_SANS`], [`MAX_SANS_BYTES`]` / 2` bytes, each cut to [`MAX_NAME`]), and two fields
+//! follow the record's fields, before `hash`: `sans_total`, the number of SANs, and
+//! `sans_sha256`, the lowercase hex SHA-256 of every SAN string in request order, each
+//! followed by one LF ([`san_digest`]). A line is thus at most [`MAX_LINE`] bytes. Lines
+//! written before these fields existed verify as before: [`verify`] reads the fields it
+//! knows and hashes the bytes as they are.
+//!
 //! A daemon's run starts with an `open` record ([`AuditLog::open`]) and, on a clean shutdown,
 //! ends with a `close` record ([`AuditLog::close`]); in between come `decision` records.
 //!
@@ -82,6 +96,127 @@ const HASH_KEY: &[u8] = b",\"hash\":\"";
 
 /// What follows the hash value: the end of the string and of the object.
 const LINE_END: &[u8] = b"\"}";
+
+/// Longest `subject`, `reason` or `signer_name` in a line, in bytes of JSON.
+pub const MAX_TEXT: usize = 512;
+
+/// Longest caller CN, O value or listed SAN in a line, in bytes of JSON.
+pub const MAX_NAME: usize = 256;
+
+/// Most caller O values in a line (a last value `…+N` counts the rest).
+pub const MAX_ORGS: usize = 16;
+
+/// Most SANs listed in full; a longer list is summarized.
+pub const MAX_SANS: usize = 16;
+
+/// Most bytes of JSON of the SANs listed in full; a longer list is summarized.
+pub const MAX_SANS_BYTES: usize = 2048;
+
+/// Most SANs listed in a summary.
+pub const SUMMARY_SANS: usize = 8;
+
+/// Longest line [`AuditLog::append`] writes, LF included.
+pub const MAX_LINE: usize = 10 * 1024;
+
+/// A summarized SAN list: written after the record's fields.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct SanSummary {
+    /// The number of SANs asked for.
+    pub sans_total: u64,
+    /// [`san_digest`] of all of them.
+    pub sans_sha256: String,
+}
+
+/// Lowercase hex SHA-256 of the SAN strings `sans`, each followed by one LF.
+pub fn san_digest(sans: &[String]) -> String {
+    let mut ctx = digest::Context::new(&SHA256);
+    for san in sans {
+        ctx.update(san.as_bytes());
+        ctx.update(b"\n");
+    }
+    hex::encode(ctx.finish())
+}
+
+/// Bytes `c` takes in a JSON string.
+fn json_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+fn json_str_len(s: &str) -> usize {
+    s.chars().map(json_len).sum()
+}
+
+/// `s` cut so that it takes at most `max` bytes of JSON, ending with `…` when cut.
+fn cut(s: &str, max: usize) -> String {
+    if json_str_len(s) <= max {
+        return s.to_string();
+    }
+    let budget = max.saturating_sub('…'.len_utf8());
+    let mut used = 0;
+    let mut out = String::new();
+    for c in s.chars() {
+        used += json_len(c);
+        if used > budget {
+            break;
+        }
+        out.push(c);
+    }
+    out.push('…');
+    out
+}
+
+/// `record` with every caller-controlled field bounded (see the module's "Bounded lines"),
+/// and the summary of its SAN list when it was too long to list.
+pub fn bound(mut record: Record) -> (Record, Option<SanSummary>) {
+    for text in [
+        &mut record.subject,
+        &mut record.reason,
+        &mut record.signer_name,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        *text = cut(text, MAX_TEXT);
+    }
+    if let Some(caller) = record.caller.as_mut() {
+        caller.cn = cut(&caller.cn, MAX_NAME);
+        if caller.orgs.len() > MAX_ORGS {
+            let rest = caller.orgs.len() - (MAX_ORGS - 1);
+            caller.orgs.truncate(MAX_ORGS - 1);
+            caller.orgs.push(format!("…+{rest}"));
+        }
+        for o in &mut caller.orgs {
+            *o = cut(o, MAX_NAME);
+        }
+    }
+    let bytes: usize = record.sans.iter().map(|s| json_str_len(s) + 3).sum();
+    if record.sans.len() <= MAX_SANS && bytes <= MAX_SANS_BYTES {
+        for san in &mut record.sans {
+            *san = cut(san, MAX_NAME);
+        }
+        return (record, None);
+    }
+    let summary = SanSummary {
+        sans_total: record.sans.len() as u64,
+        sans_sha256: san_digest(&record.sans),
+    };
+    let mut listed = Vec::new();
+    let mut used = 0;
+    for san in record.sans.iter().take(SUMMARY_SANS) {
+        let san = cut(san, MAX_NAME);
+        used += json_str_len(&san) + 3;
+        if used > MAX_SANS_BYTES / 2 {
+            break;
+        }
+        listed.push(san);
+    }
+    record.sans = listed;
+    (record, Some(summary))
+}
 
 /// What a line's record is about.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -481,10 +616,13 @@ impl AuditLog {
             });
         }
         let seq = state.seq + 1;
+        let (record, summary) = bound(record);
         let mut line =
-            encode_line(seq, &state.prev, &record).map_err(|source| AuditError::Encode {
-                path: self.path.clone(),
-                source,
+            encode_line(seq, &state.prev, &record, summary.as_ref()).map_err(|source| {
+                AuditError::Encode {
+                    path: self.path.clone(),
+                    source,
+                }
             })?;
         let hash = sha256_hex(&line);
         line.push(b'\n');
@@ -540,20 +678,29 @@ fn last_line(file: &File) -> io::Result<(u64, Vec<u8>)> {
     }
 }
 
-/// The bytes of line `seq` (without LF) carrying `record` after `prev`.
-fn encode_line(seq: u64, prev: &str, record: &Record) -> Result<Vec<u8>, serde_json::Error> {
+/// The bytes of line `seq` (without LF) carrying `record` (and the summary of its SANs)
+/// after `prev`.
+fn encode_line(
+    seq: u64,
+    prev: &str,
+    record: &Record,
+    summary: Option<&SanSummary>,
+) -> Result<Vec<u8>, serde_json::Error> {
     #[derive(Serialize)]
     struct LineOut<'a> {
         seq: u64,
         prev: &'a str,
         #[serde(flatten)]
         record: &'a Record,
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        summary: Option<&'a SanSummary>,
         hash: &'a str,
     }
     let mut line = serde_json::to_vec(&LineOut {
         seq,
         prev,
         record,
+        summary,
         hash: "",
     })?;
     // The line ends with `,"hash":""}`: the digest goes between the quotes.
@@ -1072,7 +1219,7 @@ mod tests {
 
         // A close record is followed by the open record of the next run, or by nothing.
         let mut after_close: Vec<String> = all[..4].to_vec();
-        let next = encode_line(5, &sha256_hex(all[3].as_bytes()), &decision(9)).unwrap();
+        let next = encode_line(5, &sha256_hex(all[3].as_bytes()), &decision(9), None).unwrap();
         after_close.push(String::from_utf8(next).unwrap());
         write_lines(&path, &after_close);
         let e = verify(&path, VerifyOptions { allow_open: true }).unwrap_err();
@@ -1192,6 +1339,109 @@ mod tests {
         assert!(e.to_string().starts_with("cannot open: "), "{e}");
         let e = AuditLog::open(&dir.0, SyncMode::Flush).unwrap_err();
         assert!(e.to_string().starts_with("audit log "), "{e}");
+    }
+
+    #[test]
+    fn audit_lines_are_bounded() {
+        let dir = TempDir::new();
+        let path = dir.file("audit.log");
+        let log = AuditLog::open(&path, SyncMode::Flush).unwrap();
+        let many: Vec<String> = (0..5200).map(|i| format!("DNS:host-{i}.example")).collect();
+        let nasty = "\u{1}\"".repeat(40_000);
+        let huge = Record {
+            caller: Some(Caller {
+                cn: nasty.clone(),
+                orgs: vec![nasty.clone(); 40],
+            }),
+            signer_name: Some(nasty.clone()),
+            subject: Some(nasty.clone()),
+            reason: Some(nasty.clone()),
+            sans: std::iter::once(format!("DNS:{nasty}"))
+                .chain(many.iter().cloned())
+                .collect(),
+            ..decision(1)
+        };
+        // (record, SANs listed, summary total).
+        let cases: Vec<(Record, usize, Option<u64>)> = vec![
+            (decision(2), 2, None),
+            (
+                Record {
+                    sans: many[..16].to_vec(),
+                    ..decision(3)
+                },
+                16,
+                None,
+            ),
+            (
+                Record {
+                    sans: many[..17].to_vec(),
+                    ..decision(4)
+                },
+                8,
+                Some(17),
+            ),
+            (
+                Record {
+                    sans: many.clone(),
+                    ..decision(5)
+                },
+                8,
+                Some(5200),
+            ),
+            (huge.clone(), 8, Some(5201)),
+        ];
+        for (record, listed, total) in &cases {
+            log.append(record.clone()).unwrap();
+            let line = lines(&path).pop().unwrap();
+            assert!(line.len() < MAX_LINE, "{} bytes", line.len());
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let sans = v["sans"].as_array().unwrap();
+            assert_eq!(sans.len(), *listed, "{line}");
+            assert_eq!(v["sans_total"].as_u64(), *total, "{line}");
+            if total.is_some() {
+                assert_eq!(
+                    v["sans_sha256"].as_str().unwrap(),
+                    san_digest(&record.sans),
+                    "the digest covers every SAN"
+                );
+                assert_eq!(sans[0].as_str().unwrap(), cut(&record.sans[0], MAX_NAME));
+                // The summary comes after the record's fields, `hash` stays last.
+                let at = line.find("\"sans_total\"").unwrap();
+                assert!(line[..at].contains("\"key_uri\""), "{line}");
+            } else {
+                assert!(v.get("sans_sha256").is_none(), "{line}");
+                assert_eq!(sans.len(), record.sans.len());
+            }
+        }
+        let line = lines(&path).pop().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        for field in ["subject", "reason", "signer_name"] {
+            let text = v[field].as_str().unwrap();
+            assert!(text.ends_with('…'), "{field}");
+            assert!(json_str_len(text) <= MAX_TEXT, "{field}");
+        }
+        let orgs = v["caller"]["orgs"].as_array().unwrap();
+        assert_eq!(orgs.len(), MAX_ORGS);
+        assert_eq!(orgs[MAX_ORGS - 1], "…+25");
+        log.close().unwrap();
+        // Old lines (no summary) and new lines verify together.
+        let v = verify(&path, VerifyOptions::default()).unwrap();
+        assert_eq!(v.lines, 7);
+    }
+
+    #[test]
+    fn audit_cut_counts_json_bytes() {
+        let cases: [(&str, usize, &str); 5] = [
+            ("short", 10, "short"),
+            ("abcdefghij", 10, "abcdefghij"),
+            ("abcdefghijk", 10, "abcdefg…"),
+            ("\u{1}\u{1}\u{1}", 18, "\u{1}\u{1}\u{1}"),
+            ("\u{1}\u{1}\u{1}", 11, "\u{1}…"),
+        ];
+        for (text, max, want) in cases {
+            assert_eq!(cut(text, max), want, "{text:?} {max}");
+            assert!(json_str_len(&cut(text, max)) <= max);
+        }
     }
 
     #[test]

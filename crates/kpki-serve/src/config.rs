@@ -21,6 +21,9 @@ pub struct ServeConfig {
     /// Request limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Connection caps and timeouts of every listener (read at start only).
+    #[serde(default)]
+    pub connections: crate::limits::ConnectionLimits,
     /// CAs by name (`ca`, `front-proxy-ca`, or any name): certificate and key URI.
     #[serde(default)]
     pub cas: BTreeMap<String, CaConfig>,
@@ -235,6 +238,16 @@ pub struct AuditConfig {
     /// `true`: fdatasync each line before answering; `false`: write to the kernel only.
     #[serde(default)]
     pub fsync: bool,
+    /// Free space on the log's volume below which `/readyz` fails (bytes; 0: no check).
+    #[serde(default = "crate::limits::default_min_free_bytes")]
+    pub min_free_bytes: u64,
+    /// Denied requests a caller may make in a burst before it is refused with
+    /// `rate_limited` (0: no limit).
+    #[serde(default = "crate::limits::default_denied_burst")]
+    pub denied_burst: u32,
+    /// Denied requests per second a caller regains once its burst is spent.
+    #[serde(default = "crate::limits::default_denied_per_second")]
+    pub denied_per_second: f64,
 }
 
 /// Signing concurrency and HSM health checks.

@@ -150,6 +150,9 @@ codes! {
     KeyNotAllowed => "key_not_allowed", FORBIDDEN, Policy, Caller;
     /// The validity asked exceeds the rule's `max_validity`.
     ValidityTooLong => "validity_too_long", FORBIDDEN, Policy, Caller;
+    /// The caller spent its budget of denied requests (`audit.denied_burst`); refused
+    /// unexamined until it regains one.
+    RateLimited => "rate_limited", TOO_MANY_REQUESTS, ApiClient, Caller;
     /// A CA key is unreachable (known before, or found while signing).
     HsmUnavailable => "hsm_unavailable", SERVICE_UNAVAILABLE, PrivateKey, Unavailable;
     /// No token session became free within the request timeout.
@@ -466,7 +469,7 @@ mod tests {
             assert_eq!(seen.insert(w, *c), None, "{w} twice");
             assert_eq!(c.to_string(), w);
         }
-        assert_eq!(seen.len(), 26);
+        assert_eq!(seen.len(), 27);
     }
 
     #[test]

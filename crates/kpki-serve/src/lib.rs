@@ -19,6 +19,7 @@ pub mod controller;
 pub mod error_code;
 pub mod issue;
 pub mod jwt;
+pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod policy;

@@ -29,6 +29,13 @@ pub struct RequestLabels {
     pub code: String,
 }
 
+/// Labels of per-listener metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `mtls`, `ops` or `socket`.
+    pub listener: String,
+}
+
 /// Labels of per-CA metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CaLabels {
@@ -58,6 +65,14 @@ pub struct Metrics {
     pub ready: Gauge,
     /// The CSR controller's counters.
     pub csr: CsrMetrics,
+    /// Connections open per listener.
+    pub connections_open: Family<ListenerLabels, Gauge>,
+    /// Connections closed at once because their listener was at its cap.
+    pub connections_refused: Family<ListenerLabels, Counter>,
+    /// Connections closed for having no request in service for the idle timeout.
+    pub connections_idle_closed: Family<ListenerLabels, Counter>,
+    /// Free bytes on the audit log's volume (for an unprivileged process).
+    pub audit_disk_free_bytes: Gauge,
 }
 
 /// The CSR controller's metrics.
@@ -161,6 +176,30 @@ impl Metrics {
         let ready = Gauge::default();
         registry.register("ready", "1 when every CA key is usable", ready.clone());
         let csr = CsrMetrics::register(&mut registry);
+        let connections_open = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "connections_open",
+            "Connections open per listener",
+            connections_open.clone(),
+        );
+        let connections_refused = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because their listener was at its cap",
+            connections_refused.clone(),
+        );
+        let connections_idle_closed = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "connections_idle_closed",
+            "Connections closed after the idle timeout with no request in service",
+            connections_idle_closed.clone(),
+        );
+        let audit_disk_free_bytes = Gauge::default();
+        registry.register(
+            "audit_disk_free_bytes",
+            "Free bytes on the audit log's volume",
+            audit_disk_free_bytes.clone(),
+        );
         Arc::new(Metrics {
             registry,
             requests,
@@ -170,7 +209,45 @@ impl Metrics {
             hsm_in_use,
             ready,
             csr,
+            connections_open,
+            connections_refused,
+            connections_idle_closed,
+            audit_disk_free_bytes,
         })
+    }
+
+    fn listener(listener: &str) -> ListenerLabels {
+        ListenerLabels {
+            listener: listener.into(),
+        }
+    }
+
+    /// Counts a connection of `listener` opened.
+    pub fn connection_opened(&self, listener: &str) {
+        self.connections_open
+            .get_or_create(&Self::listener(listener))
+            .inc();
+    }
+
+    /// Counts a connection of `listener` closed.
+    pub fn connection_closed(&self, listener: &str) {
+        self.connections_open
+            .get_or_create(&Self::listener(listener))
+            .dec();
+    }
+
+    /// Counts a connection of `listener` refused at its cap.
+    pub fn connection_refused(&self, listener: &str) {
+        self.connections_refused
+            .get_or_create(&Self::listener(listener))
+            .inc();
+    }
+
+    /// Counts a connection of `listener` closed for idleness.
+    pub fn connection_idle(&self, listener: &str) {
+        self.connections_idle_closed
+            .get_or_create(&Self::listener(listener))
+            .inc();
     }
 
     /// Counts one request: allowed, or failed with `failed`.

@@ -1,16 +1,16 @@
 //! The daemon's life: load the configuration, open CAs and the audit trail, accept mTLS
-//! connections (HTTP/1.1 keep-alive and HTTP/2), probe CA keys for readiness, reload on
-//! SIGHUP, drain on SIGTERM/SIGINT.
+//! connections (HTTP/1.1 keep-alive and HTTP/2) and operations connections, each listener
+//! under its own connection cap and timeouts ([`crate::limits`]), probe CA keys and the
+//! audit volume's free space for readiness, reload on SIGHUP, drain on SIGTERM/SIGINT.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Extension;
+use axum::{Extension, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use kpki_pki::keystore::KeyStore;
 use tokio::net::{TcpListener, TcpStream};
@@ -23,12 +23,15 @@ use crate::audit::{AuditLog, SyncMode};
 use crate::config::ServeConfig;
 use crate::controller;
 use crate::jwt;
+use crate::limits::{self, Activity, Bounds, Gate, Slot, Tracked, Watch};
 use crate::metrics::Metrics;
 use crate::state::State;
 use crate::tls;
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often the audit volume's free space is checked.
+const DISK_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What one `kpki serve` process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +81,19 @@ pub async fn serve(
         }
         _ => None,
     };
+    limits::check_denied_rate(config.audit.as_ref()).map_err(|e| in_config(e.to_string()))?;
+    let fd_limit = limits::raise_fd_limit();
+    let bounds = config
+        .connections
+        .resolve(fd_limit)
+        .map_err(|e| in_config(e.to_string()))?;
+    tracing::info!(
+        fd_limit,
+        mtls = bounds.mtls,
+        ops = bounds.ops,
+        socket = bounds.socket,
+        "connection caps"
+    );
     let metrics = Metrics::new();
     let keys = key_store(config.signing.pool_size.max(1));
     let state = State::build(config, &keys, &metrics).map_err(|e| in_config(e.to_string()))?;
@@ -131,24 +147,33 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.changed().await;
     };
+    let ops_gate = Gate::new("ops", bounds.ops, &app.metrics);
     if let Some(ops) = ops {
-        let router = api::ops_router().with_state(Arc::clone(&app));
-        let shutdown = stopped(stop_rx.clone());
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(ops, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(error = %e, "operations listener failed");
-            }
-        });
+        tokio::spawn(ops_loop(
+            Arc::clone(&app),
+            ops,
+            Arc::clone(&ops_gate),
+            bounds.clone(),
+            stop_rx.clone(),
+        ));
     }
     let jwt_task = jwt_socket.map(|(listener, path)| {
         tracing::info!(socket = %path.display(), "token signer listening");
         let app = Arc::clone(&app);
         let shutdown = stopped(stop_rx.clone());
-        tokio::spawn(async move { jwt::socket::serve(app, listener, &path, shutdown).await })
+        let gate = Gate::new("socket", bounds.socket, &app.metrics);
+        let bounds = bounds.clone();
+        tokio::spawn(async move {
+            jwt::socket::serve(app, listener, &path, gate, &bounds, shutdown).await
+        })
     });
+    if let Some(log) = &app.audit {
+        tokio::spawn(disk_watch(
+            Arc::clone(&app),
+            log.path().to_path_buf(),
+            stop_rx.clone(),
+        ));
+    }
     let controller_task = controller_settings.map(|(settings, client)| {
         tokio::spawn(controller::run(
             Arc::clone(&app),
@@ -157,9 +182,11 @@ pub async fn serve(
             stop_rx.clone(),
         ))
     });
-    tokio::spawn(probe_loop(Arc::clone(&app), stop_rx));
+    tokio::spawn(probe_loop(Arc::clone(&app), stop_rx.clone()));
 
-    let graceful = GracefulShutdown::new();
+    let gate = Gate::new("mtls", bounds.mtls, &app.metrics);
+    // One router for every connection (rebuilt when a reload changes the body limit).
+    let mut routes: Option<(usize, Router)> = None;
     if let Some(l) = &listener
         && let Ok(address) = l.local_addr()
     {
@@ -169,9 +196,29 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = accept(listener.as_ref()) => match accepted {
-                Ok((tcp, remote)) => {
-                    tokio::spawn(connection(Arc::clone(&app), tcp, remote, graceful.watcher()));
-                }
+                Ok((tcp, remote)) => match gate.admit() {
+                    Some(slot) => {
+                        let max_body = app.state().config.limits.max_body_bytes;
+                        let router = match &routes {
+                            Some((limit, r)) if *limit == max_body => r.clone(),
+                            _ => {
+                                let r = api::router(Arc::clone(&app), max_body);
+                                routes = Some((max_body, r.clone()));
+                                r
+                            }
+                        };
+                        tokio::spawn(connection(
+                            Arc::clone(&app),
+                            router,
+                            tcp,
+                            remote,
+                            slot,
+                            bounds.clone(),
+                            stop_rx.clone(),
+                        ));
+                    }
+                    None => drop(tcp),
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -196,10 +243,7 @@ pub async fn serve(
         grace_seconds = grace.as_secs(),
         "shutting down: draining connections"
     );
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if !gate.drained(grace + limits::CLOSE_GRACE).await {
         tracing::warn!("grace period over; closing the remaining connections");
     }
     if let Some(task) = jwt_task {
@@ -231,13 +275,42 @@ async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, S
     }
 }
 
-async fn connection(app: Arc<App>, tcp: TcpStream, remote: SocketAddr, watcher: Watcher) {
+/// The hyper server settings of a listener: HTTP/1.1 header timeout and buffer, HTTP/2
+/// streams, windows sized to the body limit `max_body`, and header list.
+fn http_builder(bounds: &Bounds, max_body: usize) -> auto::Builder<TokioExecutor> {
+    let window = u32::try_from(max_body.max(65_535)).unwrap_or(u32::MAX >> 1);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(bounds.header)
+        .max_buf_size(max_body.clamp(16 * 1024, 1 << 20) + 16 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(bounds.streams)
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window.saturating_mul(2))
+        .max_header_list_size(32 * 1024)
+        .max_send_buf_size(64 * 1024);
+    builder
+}
+
+async fn connection(
+    app: Arc<App>,
+    router: Router,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    _slot: Slot,
+    bounds: Bounds,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
     let state = app.state();
     let Some(tls) = state.tls.clone() else {
         return;
     };
     let acceptor = TlsAcceptor::from(tls);
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let stream = match tokio::time::timeout(bounds.handshake, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::info!(%remote, error = %e, "TLS handshake refused");
@@ -259,17 +332,151 @@ async fn connection(app: Arc<App>, tcp: TcpStream, remote: SocketAddr, watcher: 
         return;
     };
     tracing::debug!(%remote, cn = %caller.cn, "caller connected");
-    let router = api::router(Arc::clone(&app), state.config.limits.max_body_bytes)
-        .layer(Extension(Conn { caller, remote }));
+    let max_body = state.config.limits.max_body_bytes;
+    let grace = state.shutdown_grace;
+    let activity = Activity::new();
+    let service = tower::ServiceBuilder::new()
+        .map_request(|r: hyper::Request<hyper::body::Incoming>| r.map(axum::body::Body::new))
+        .layer(Extension(Conn { caller, remote }))
+        .layer(axum::middleware::from_fn_with_state(
+            Tracked {
+                activity: Arc::clone(&activity),
+                body_timeout: bounds.body,
+            },
+            limits::track,
+        ))
+        .service(router);
     drop(state);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HANDSHAKE_TIMEOUT);
-    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(%remote, error = %e, "connection ended");
+    let builder = http_builder(&bounds, max_body);
+    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+    let watch = Watch {
+        activity: &activity,
+        idle: bounds.idle,
+        grace,
+        remote,
+        listener: "mtls",
+        metrics: &app.metrics,
+    };
+    limits::drive(conn, watch, stop).await;
+}
+
+/// Accepts operations connections (plain HTTP: `/healthz`, `/readyz`, `/metrics`) under
+/// their own cap until `stop`.
+async fn ops_loop(
+    app: Arc<App>,
+    listener: TcpListener,
+    gate: Arc<Gate>,
+    bounds: Bounds,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let router = api::ops_router().with_state(Arc::clone(&app));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, remote)) => {
+                    if let Some(slot) = gate.admit() {
+                        tokio::spawn(ops_connection(
+                            Arc::clone(&app),
+                            router.clone(),
+                            tcp,
+                            remote,
+                            slot,
+                            bounds.clone(),
+                            stop.clone(),
+                        ));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "operations accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            _ = stop.changed() => break,
+        }
+    }
+    if !gate.drained(limits::CLOSE_GRACE * 2).await {
+        tracing::debug!("operations connections closed at shutdown");
+    }
+}
+
+async fn ops_connection(
+    app: Arc<App>,
+    router: Router,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    _slot: Slot,
+    bounds: Bounds,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let activity = Activity::new();
+    let service = tower::ServiceBuilder::new()
+        .map_request(|r: hyper::Request<hyper::body::Incoming>| r.map(axum::body::Body::new))
+        .layer(axum::middleware::from_fn_with_state(
+            Tracked {
+                activity: Arc::clone(&activity),
+                body_timeout: bounds.body,
+            },
+            limits::track,
+        ))
+        .service(router);
+    // The operations endpoints take no body: small buffers and few streams.
+    let builder = http_builder(
+        &Bounds {
+            streams: bounds.streams.min(4),
+            ..bounds.clone()
+        },
+        16 * 1024,
+    );
+    let conn = builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
+    let watch = Watch {
+        activity: &activity,
+        idle: bounds.ops_idle,
+        grace: limits::CLOSE_GRACE,
+        remote,
+        listener: "ops",
+        metrics: &app.metrics,
+    };
+    limits::drive(conn, watch, stop).await;
+}
+
+/// Watches the free space of the audit log's volume: readiness fails (with a log line)
+/// below `audit.min_free_bytes`, and the `kpki_audit_disk_free_bytes` gauge follows.
+async fn disk_watch(app: Arc<App>, path: PathBuf, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let failures = limits::RateLimitedLog::default();
+    loop {
+        let min = app
+            .state()
+            .config
+            .audit
+            .as_ref()
+            .map_or(0, |a| a.min_free_bytes);
+        match rustix::fs::statvfs(&dir) {
+            Ok(st) => {
+                let free = st.f_bavail.saturating_mul(st.f_frsize);
+                app.metrics
+                    .audit_disk_free_bytes
+                    .set(i64::try_from(free).unwrap_or(i64::MAX));
+                let low = min > 0 && free < min;
+                let reason = format!(
+                    "audit volume {}: {free} bytes free, below audit.min_free_bytes ({min})",
+                    dir.display()
+                );
+                app.set_ready(Part::AuditDisk, !low, &reason);
+            }
+            Err(e) => {
+                if failures.due().is_some() {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot read the audit volume's free space");
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(DISK_CHECK_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 
