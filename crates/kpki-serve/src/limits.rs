@@ -202,7 +202,7 @@ impl ConnectionLimits {
 }
 
 /// The caps (mTLS, operations, socket) that fit in `fd_limit` descriptors with `reserved`
-/// (at least [`MIN_RESERVED_FDS`]) kept free: as configured when they fit; otherwise the
+/// (at least `MIN_RESERVED_FDS`) kept free: as configured when they fit; otherwise the
 /// operations and socket caps are held to an eighth of what is left each and the mTLS
 /// listener gets the rest. `None` when fewer than 16 descriptors would be left.
 pub fn fit_caps(

@@ -55,23 +55,7 @@ pub async fn serve(
 ) -> Result<(), String> {
     let config = ServeConfig::load(&config_path).map_err(|e| e.to_string())?;
     let in_config = |e: String| format!("config {}: {e}", config_path.display());
-    match parts {
-        Parts::JwtOnly if config.jwt.is_none() => {
-            return Err(in_config("--jwt-only needs a [jwt] section".into()));
-        }
-        Parts::ControllerOnly if config.kubernetes.is_none() || config.audit.is_none() => {
-            return Err(in_config(
-                "--controller-only needs a [kubernetes] and an [audit] section".into(),
-            ));
-        }
-        Parts::All if config.listen.is_none() || config.audit.is_none() => {
-            return Err(in_config(
-                "[listen] and [audit] are required (or run the token signer alone with --jwt-only, the CSR controller with --controller-only)"
-                    .into(),
-            ));
-        }
-        _ => {}
-    }
+    check_parts(&config, parts).map_err(in_config)?;
     let controller_settings = match (&config.kubernetes, parts) {
         (Some(k), Parts::All | Parts::ControllerOnly) => {
             let settings = controller::Settings::from_config(k, &config)
@@ -81,58 +65,13 @@ pub async fn serve(
         }
         _ => None,
     };
-    limits::check_denied_rate(config.audit.as_ref()).map_err(|e| in_config(e.to_string()))?;
-    let fd_limit = limits::raise_fd_limit();
-    let bounds = config
-        .connections
-        .resolve(fd_limit)
-        .map_err(|e| in_config(e.to_string()))?;
-    tracing::info!(
-        fd_limit,
-        mtls = bounds.mtls,
-        ops = bounds.ops,
-        socket = bounds.socket,
-        "connection caps"
-    );
+    let bounds = connection_bounds(&config).map_err(|e| in_config(e.to_string()))?;
     let metrics = Metrics::new();
     let keys = key_store(config.signing.pool_size.max(1));
     let state = State::build(config, &keys, &metrics).map_err(|e| in_config(e.to_string()))?;
-    let audit = match (&state.config.audit, parts) {
-        (Some(audit), Parts::All | Parts::ControllerOnly) => {
-            let sync = if audit.fsync {
-                SyncMode::Fsync
-            } else {
-                SyncMode::Flush
-            };
-            Some(AuditLog::open(&audit.path, sync).map_err(|e| e.to_string())?)
-        }
-        _ => None,
-    };
-    let listener = match (&state.config.listen, parts) {
-        (Some(listen), Parts::All) => Some(
-            TcpListener::bind(listen.address)
-                .await
-                .map_err(|e| format!("listen.address {}: {e}", listen.address))?,
-        ),
-        _ => None,
-    };
-    let ops_address = match parts {
-        Parts::All => state.config.listen.as_ref().and_then(|l| l.ops_address),
-        Parts::ControllerOnly => state.config.kubernetes.as_ref().and_then(|k| k.ops_address),
-        Parts::JwtOnly => None,
-    };
-    let ops = match ops_address {
-        Some(a) => Some(
-            TcpListener::bind(a)
-                .await
-                .map_err(|e| format!("ops address {a}: {e}"))?,
-        ),
-        None => None,
-    };
-    let jwt_socket = match (&state.config.jwt, parts) {
-        (Some(j), Parts::All | Parts::JwtOnly) => Some((jwt::socket::bind(j)?, j.socket.clone())),
-        _ => None,
-    };
+    // Listeners first: a daemon that cannot bind writes no `open` record.
+    let listeners = Listeners::bind(&state.config, parts).await?;
+    let audit = open_audit(&state.config, parts)?;
     let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -142,48 +81,16 @@ pub async fn serve(
         return Err("cannot install signal handlers".into());
     };
     let app = Arc::new(App::new(config_path, state, audit, metrics, keys));
-
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.changed().await;
-    };
-    let ops_gate = Gate::new("ops", bounds.ops, &app.metrics);
-    if let Some(ops) = ops {
-        tokio::spawn(ops_loop(
-            Arc::clone(&app),
-            ops,
-            Arc::clone(&ops_gate),
-            bounds.clone(),
-            stop_rx.clone(),
-        ));
-    }
-    let jwt_task = jwt_socket.map(|(listener, path)| {
-        tracing::info!(socket = %path.display(), "token signer listening");
-        let app = Arc::clone(&app);
-        let shutdown = stopped(stop_rx.clone());
-        let gate = Gate::new("socket", bounds.socket, &app.metrics);
-        let bounds = bounds.clone();
-        tokio::spawn(async move {
-            jwt::socket::serve(app, listener, &path, gate, &bounds, shutdown).await
-        })
-    });
-    if let Some(log) = &app.audit {
-        tokio::spawn(disk_watch(
-            Arc::clone(&app),
-            log.path().to_path_buf(),
-            stop_rx.clone(),
-        ));
-    }
-    let controller_task = controller_settings.map(|(settings, client)| {
-        tokio::spawn(controller::run(
-            Arc::clone(&app),
-            settings,
-            client,
-            stop_rx.clone(),
-        ))
-    });
-    tokio::spawn(probe_loop(Arc::clone(&app), stop_rx.clone()));
-
+    let tasks = spawn_parts(
+        &app,
+        listeners.ops,
+        listeners.jwt,
+        controller_settings,
+        &bounds,
+        &stop_rx,
+    );
+    let listener = listeners.https;
     let gate = Gate::new("mtls", bounds.mtls, &app.metrics);
     // One router for every connection (rebuilt when a reload changes the body limit).
     let mut routes: Option<(usize, Router)> = None;
@@ -226,18 +133,171 @@ pub async fn serve(
             },
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => {
-                // Opening keys may wait on a token: reload off the accept loop.
-                let app = Arc::clone(&app);
-                tokio::task::spawn_blocking(move || match app.reload() {
-                    Ok(()) => tracing::info!("configuration reloaded"),
-                    Err(e) => tracing::error!(error = %e, "reload refused; the previous configuration stays"),
-                });
-            },
+            _ = hup.recv() => reload(&app),
         }
     }
     drop(listener);
     let _ = stop_tx.send(true);
+    shut_down(&app, &gate, tasks).await
+}
+
+/// The connection caps and timeouts, fitted under the (raised) file descriptor limit.
+fn connection_bounds(config: &ServeConfig) -> Result<Bounds, crate::config::ConfigError> {
+    limits::check_denied_rate(config.audit.as_ref())?;
+    let fd_limit = limits::raise_fd_limit();
+    let bounds = config.connections.resolve(fd_limit)?;
+    tracing::info!(
+        fd_limit,
+        mtls = bounds.mtls,
+        ops = bounds.ops,
+        socket = bounds.socket,
+        "connection caps"
+    );
+    Ok(bounds)
+}
+
+/// Refuses a configuration that lacks what `parts` needs.
+fn check_parts(config: &ServeConfig, parts: Parts) -> Result<(), String> {
+    match parts {
+        Parts::JwtOnly if config.jwt.is_none() => Err("--jwt-only needs a [jwt] section".into()),
+        Parts::ControllerOnly if config.kubernetes.is_none() || config.audit.is_none() => {
+            Err("--controller-only needs a [kubernetes] and an [audit] section".into())
+        }
+        Parts::All if config.listen.is_none() || config.audit.is_none() => Err(
+            "[listen] and [audit] are required (or run the token signer alone with --jwt-only, the CSR controller with --controller-only)"
+                .into(),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The listeners of the parts that run, bound before anything is written.
+struct Listeners {
+    https: Option<TcpListener>,
+    ops: Option<TcpListener>,
+    jwt: Option<(tokio::net::UnixListener, PathBuf)>,
+}
+
+impl Listeners {
+    async fn bind(config: &ServeConfig, parts: Parts) -> Result<Listeners, String> {
+        let https = match (&config.listen, parts) {
+            (Some(listen), Parts::All) => Some(
+                TcpListener::bind(listen.address)
+                    .await
+                    .map_err(|e| format!("listen.address {}: {e}", listen.address))?,
+            ),
+            _ => None,
+        };
+        let ops_address = match parts {
+            Parts::All => config.listen.as_ref().and_then(|l| l.ops_address),
+            Parts::ControllerOnly => config.kubernetes.as_ref().and_then(|k| k.ops_address),
+            Parts::JwtOnly => None,
+        };
+        let ops = match ops_address {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(|e| format!("ops address {a}: {e}"))?,
+            ),
+            None => None,
+        };
+        let jwt = match (&config.jwt, parts) {
+            (Some(j), Parts::All | Parts::JwtOnly) => {
+                Some((jwt::socket::bind(j)?, j.socket.clone()))
+            }
+            _ => None,
+        };
+        Ok(Listeners { https, ops, jwt })
+    }
+}
+
+/// The audit trail of the parts that write one.
+fn open_audit(config: &ServeConfig, parts: Parts) -> Result<Option<AuditLog>, String> {
+    match (&config.audit, parts) {
+        (Some(audit), Parts::All | Parts::ControllerOnly) => {
+            let sync = if audit.fsync {
+                SyncMode::Fsync
+            } else {
+                SyncMode::Flush
+            };
+            AuditLog::open(&audit.path, sync)
+                .map(Some)
+                .map_err(|e| e.to_string())
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Tasks that end on the stop signal and are awaited at shutdown.
+struct Tasks {
+    jwt: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    controller: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+/// Starts the ops listener, the token signer, the audit volume watch, the CSR controller and
+/// the key probes.
+fn spawn_parts(
+    app: &Arc<App>,
+    ops: Option<TcpListener>,
+    jwt_socket: Option<(tokio::net::UnixListener, PathBuf)>,
+    controller_settings: Option<(controller::Settings, kube::Client)>,
+    bounds: &Bounds,
+    stop_rx: &tokio::sync::watch::Receiver<bool>,
+) -> Tasks {
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.changed().await;
+    };
+    if let Some(ops) = ops {
+        let gate = Gate::new("ops", bounds.ops, &app.metrics);
+        tokio::spawn(ops_loop(
+            Arc::clone(app),
+            ops,
+            gate,
+            bounds.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    let jwt = jwt_socket.map(|(listener, path)| {
+        tracing::info!(socket = %path.display(), "token signer listening");
+        let app = Arc::clone(app);
+        let shutdown = stopped(stop_rx.clone());
+        let gate = Gate::new("socket", bounds.socket, &app.metrics);
+        let bounds = bounds.clone();
+        tokio::spawn(async move {
+            jwt::socket::serve(app, listener, &path, gate, &bounds, shutdown).await
+        })
+    });
+    if let Some(log) = &app.audit {
+        tokio::spawn(disk_watch(
+            Arc::clone(app),
+            log.path().to_path_buf(),
+            stop_rx.clone(),
+        ));
+    }
+    let controller = controller_settings.map(|(settings, client)| {
+        tokio::spawn(controller::run(
+            Arc::clone(app),
+            settings,
+            client,
+            stop_rx.clone(),
+        ))
+    });
+    tokio::spawn(probe_loop(Arc::clone(app), stop_rx.clone()));
+    Tasks { jwt, controller }
+}
+
+/// SIGHUP: re-reads the configuration off the accept loop (opening keys may wait on a token).
+fn reload(app: &Arc<App>) {
+    let app = Arc::clone(app);
+    tokio::task::spawn_blocking(move || match app.reload() {
+        Ok(()) => tracing::info!("configuration reloaded"),
+        Err(e) => tracing::error!(error = %e, "reload refused; the previous configuration stays"),
+    });
+}
+
+/// Drains connections for the grace period, waits for the other parts, closes the audit
+/// trail.
+async fn shut_down(app: &Arc<App>, gate: &Gate, tasks: Tasks) -> Result<(), String> {
     let grace = app.state().shutdown_grace;
     tracing::info!(
         grace_seconds = grace.as_secs(),
@@ -246,18 +306,15 @@ pub async fn serve(
     if !gate.drained(grace + limits::CLOSE_GRACE).await {
         tracing::warn!("grace period over; closing the remaining connections");
     }
-    if let Some(task) = jwt_task {
+    for (task, what) in [
+        (tasks.jwt, "token signer"),
+        (tasks.controller, "CSR controller"),
+    ] {
+        let Some(task) = task else { continue };
         match tokio::time::timeout(grace, task).await {
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "token signer failed"),
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "{what} failed"),
             Ok(_) => {}
-            Err(_) => tracing::warn!("token signer did not stop within the grace period"),
-        }
-    }
-    if let Some(task) = controller_task {
-        match tokio::time::timeout(grace, task).await {
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "CSR controller failed"),
-            Ok(_) => {}
-            Err(_) => tracing::warn!("CSR controller did not stop within the grace period"),
+            Err(_) => tracing::warn!("{what} did not stop within the grace period"),
         }
     }
     if let Some(log) = &app.audit {
