@@ -357,11 +357,14 @@ pub fn resolve(s: &Settings) -> Result<ClusterSpec, ConfigError> {
         87600,
         "caCertificateValidityPeriod",
     )?;
+    // Keys the settings leave unset: where `kpki init` recorded them for this PKI.
+    let mut keys = s.keys.clone();
+    crate::recorded::fill(&mut keys, crate::recorded::read(&cert_dir)?);
     let [ca, front_proxy_ca, etcd_ca, sa] = [
-        (&s.keys.ca, "ca"),
-        (&s.keys.front_proxy_ca, "front-proxy-ca"),
-        (&s.keys.etcd_ca, "etcd/ca"),
-        (&s.keys.sa, "sa"),
+        (&keys.ca, "ca"),
+        (&keys.front_proxy_ca, "front-proxy-ca"),
+        (&keys.etcd_ca, "etcd/ca"),
+        (&keys.sa, "sa"),
     ]
     .map(|(uri, base)| match uri {
         Some(uri) => uri.clone(),

@@ -372,6 +372,7 @@ pub fn run(
     for (kc, keep) in kubeconfigs {
         w.kubeconfig(root, &ca_pem, kc, keep)?;
     }
+    crate::recorded::write(spec)?;
     Ok(w.report)
 }
 

@@ -8,7 +8,8 @@
 //! (distinguished names), [`x509`] (profiles and issuance through any key backend), the
 //! configuration ([`config`], `kubeadm_yaml` with its strict decoding in `strict`, Go
 //! durations in `duration`), [`PkiError`] (`error`), [`store`] and `pair` (atomic writes
-//! with kubeadm's modes, crash-safe key/certificate replacement), `keygen` (many keys at
+//! with kubeadm's modes, crash-safe key/certificate replacement), `recorded` (the key
+//! locations init records beside the PKI), `keygen` (many keys at
 //! once) and [`keystore`] (the key backends by URI scheme, registered by the program).
 //!
 //! Commands: [`init`] (plan, then write), [`renew`], [`expiration`] (`check-expiration`),
@@ -38,6 +39,7 @@ pub mod kubeconfig;
 mod names;
 pub mod onboard;
 pub(crate) mod pair;
+mod recorded;
 pub mod renew;
 pub(crate) mod sans;
 pub mod signers;
