@@ -44,6 +44,8 @@ pub fn read(bytes: &[u8]) -> Result<Input, PkiError> {
     if text.trim_start().starts_with("-----BEGIN") {
         return pem_request(bytes).map(Input::Pem);
     }
+    crate::yaml_guard::check(text)
+        .map_err(|e| malformed(format!("not a CertificateSigningRequest object: {e}")))?;
     let object: CertificateSigningRequest = serde_norway::from_str(text)
         .map_err(|e| malformed(format!("not a CertificateSigningRequest object: {e}")))?;
     if object.metadata.name.is_none() && object.metadata.generate_name.is_none() {

@@ -148,6 +148,7 @@ pub fn parse(text: &str) -> Result<KubeadmFacts, ConfigError> {
     let mut facts = KubeadmFacts::default();
     let mut seen = false;
     let mut kinds: Vec<String> = Vec::new();
+    crate::yaml_guard::check(text).map_err(|e| bad(format!("malformed YAML: {e}")))?;
     for doc in serde_norway::Deserializer::from_str(text) {
         let value = serde_norway::Value::deserialize(doc)
             .map_err(|e| bad(format!("malformed YAML: {e}")))?;

@@ -181,6 +181,8 @@ fn build(
 
 /// Parses a kubeconfig.
 pub fn parse(text: &str) -> Result<Kubeconfig, PkiError> {
+    crate::yaml_guard::check(text)
+        .map_err(|e| PkiError::Malformed(format!("not a kubeconfig: {e}")))?;
     serde_norway::from_str(text).map_err(|e| PkiError::Malformed(format!("not a kubeconfig: {e}")))
 }
 
@@ -253,6 +255,9 @@ pub(crate) struct Document(Value);
 impl Document {
     /// Parses the kubeconfig `path` (its text `text`).
     pub(crate) fn parse(path: &Path, text: &str) -> Result<Document, PkiError> {
+        crate::yaml_guard::check(text).map_err(|e| {
+            PkiError::Malformed(format!("{}: not a kubeconfig ({e})", path.display()))
+        })?;
         serde_norway::from_str(text)
             .map(Document)
             .map_err(|e| PkiError::Malformed(format!("{}: not a kubeconfig ({e})", path.display())))

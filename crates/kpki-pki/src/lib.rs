@@ -9,7 +9,8 @@
 //! configuration ([`config`], `kubeadm_yaml` with its strict decoding in `strict`, Go
 //! durations in `duration`), [`PkiError`] (`error`), [`store`] and `pair` (atomic writes
 //! with kubeadm's modes, crash-safe key/certificate replacement), `recorded` (the key
-//! locations init records beside the PKI), `keygen` (many keys at
+//! locations init records beside the PKI), `yaml_guard` (a linear nesting check before
+//! YAML is parsed), `keygen` (many keys at
 //! once) and [`keystore`] (the key backends by URI scheme, registered by the program).
 //!
 //! Commands: [`init`] (plan, then write), [`renew`], [`expiration`] (`check-expiration`),
@@ -47,6 +48,7 @@ pub mod store;
 mod strict;
 pub mod subject;
 pub mod x509;
+mod yaml_guard;
 
 pub use duration::{DurationError, GoDuration};
 pub use error::PkiError;
