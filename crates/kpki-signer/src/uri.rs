@@ -342,7 +342,13 @@ impl FromStr for KeyUri {
             return Ok(KeyUri::File(PathBuf::from(path)));
         }
         if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") {
-            return Ok(KeyUri::File(PathBuf::from(s)));
+            // A relative path is made absolute here, so that the URI prints as a `file:` URI
+            // that reads back as the same key wherever it is read.
+            let path = std::path::absolute(s).map_err(|e| KeyError::InvalidUri {
+                uri: s.to_string(),
+                problem: format!("cannot make the path absolute: {e}"),
+            })?;
+            return Ok(KeyUri::File(path));
         }
         Err(KeyError::InvalidUri {
             uri: redact(s),
@@ -351,13 +357,23 @@ impl FromStr for KeyUri {
     }
 }
 
+/// A path as the part of a `file:` URI after `file:`, percent-encoded; a path that itself
+/// starts with `//` gets an empty authority (`//`) first, since the parser takes one `//`
+/// away.
+fn file_text(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let encoded = utf8_percent_encode(&text, VALUE).to_string();
+    if text.starts_with("//") {
+        format!("//{encoded}")
+    } else {
+        encoded
+    }
+}
+
 impl fmt::Display for KeyUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KeyUri::File(p) => {
-                let text = p.to_string_lossy();
-                write!(f, "file:{}", utf8_percent_encode(&text, VALUE))
-            }
+            KeyUri::File(p) => write!(f, "file:{}", file_text(p)),
             KeyUri::Pkcs11(u) => u.fmt(f),
         }
     }
@@ -393,10 +409,7 @@ impl fmt::Display for Pkcs11Uri {
             query.push(format!("x-init-reserved={}", utf8_percent_encode(r, VALUE)));
         }
         if let Some(PinSource::File(p)) = &self.pin {
-            query.push(format!(
-                "pin-source=file:{}",
-                utf8_percent_encode(&p.to_string_lossy(), VALUE)
-            ));
+            query.push(format!("pin-source=file:{}", file_text(p)));
         }
         write!(f, "pkcs11:{}", path.join(";"))?;
         if !query.is_empty() {
@@ -408,6 +421,46 @@ impl fmt::Display for Pkcs11Uri {
 
 #[cfg(test)]
 mod tests {
+
+    /// Display then parse gives the same key URI back, whatever the path looks like.
+    #[test]
+    fn key_uris_round_trip() {
+        let paths = [
+            "/etc/kubernetes/pki/ca.key",
+            "//x/ca.key",
+            "////x",
+            "/a b/k",
+            "/a%20b/k",
+            "/a?b#c",
+            "/ä/k",
+            "/;/k",
+            "/&=/k",
+        ];
+        let mut texts: Vec<String> = Vec::new();
+        for p in paths {
+            texts.push(KeyUri::File(PathBuf::from(p)).to_string());
+            if !p.starts_with("//") {
+                // (`file://host/…` names a host: not a path kpki reads.)
+                texts.push(format!("file:{}", utf8_percent_encode(p, VALUE)));
+            }
+            texts.push(format!(
+                "pkcs11:token=t;object=o?module-path={}&pin-source={}",
+                utf8_percent_encode(p, VALUE),
+                utf8_percent_encode(&format!("file:{}", file_text(Path::new(p))), VALUE)
+            ));
+        }
+        texts.extend(["./relkey.pem".to_string(), "../k.pem".to_string()]);
+        for t in &texts {
+            let first: KeyUri = t.parse().unwrap_or_else(|e| panic!("{t}: {e}"));
+            let shown = first.to_string();
+            let again: KeyUri = shown
+                .parse()
+                .unwrap_or_else(|e| panic!("{t} → {shown}: {e}"));
+            assert_eq!(first, again, "{t} → {shown}");
+        }
+        let rel: KeyUri = "./relkey.pem".parse().unwrap();
+        assert!(rel.as_file().is_some_and(|p| p.is_absolute()), "{rel}");
+    }
 
     /// Every spelling and position of a PIN attribute, with each kind of parse error (and
     /// with none): the PIN never appears in the error or in the parsed URI's display.
