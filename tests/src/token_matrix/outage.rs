@@ -75,6 +75,7 @@ struct Tally {
     busy: u64,
     other: Vec<(u16, String)>,
     certs: Vec<Vec<u8>>,
+    transport: Vec<String>,
     first_ok_after: Option<Instant>,
 }
 
@@ -120,15 +121,24 @@ pub fn run(kind: TokenKind, how: Outage) {
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let mut workers = Vec::new();
+    let started = Instant::now();
     for _ in 0..8 {
         let target = f.target(f.identity("loadgen", None));
         let (phase, stop, tally, body) = (phase.clone(), stop.clone(), tally.clone(), body.clone());
         workers.push(rt.spawn(async move {
             let mut conn = Connection::connect(&target).await.unwrap();
             while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
                 let reply = match conn.post("/v1/sign", body.clone().into_bytes()).await {
                     Ok(r) => r,
-                    Err(e) => panic!("transport error (the daemon must keep serving): {e}"),
+                    Err(e) => {
+                        tally.lock().await.transport.push(format!(
+                            "{e} (sent {:?} after the start, phase {})",
+                            sent.duration_since(started),
+                            phase.load(Ordering::Relaxed)
+                        ));
+                        return;
+                    }
                 };
                 let mut t = tally.lock().await;
                 match reply.status {
@@ -215,6 +225,12 @@ pub fn run(kind: TokenKind, how: Outage) {
     assert!(
         to_unready <= Duration::from_secs(2),
         "{name} {how:?}: /readyz still 200 {to_unready:?} into the outage"
+    );
+    assert!(
+        t.transport.is_empty(),
+        "{name} {how:?}: transport errors (the daemon must keep serving): {:?}\n{}",
+        t.transport,
+        daemon.log_text()
     );
     assert!(
         t.other.is_empty(),
