@@ -3,12 +3,12 @@
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::{
-    CertificateSigningRequest, CertificateSigningRequestCondition, CertificateSigningRequestStatus,
+    CertificateSigningRequest, CertificateSigningRequestStatus,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::PkiError;
 use crate::csr::SignRequest;
+use crate::csr_stage::{Stage, condition, stage};
 
 /// What `kpki sign` was given.
 pub enum Input {
@@ -65,30 +65,21 @@ pub(crate) fn check_signable(object: &CertificateSigningRequest) -> Result<(), P
         .as_deref()
         .or(object.metadata.generate_name.as_deref())
         .unwrap_or_default();
-    if let Some(status) = &object.status {
-        for c in status.conditions.iter().flatten() {
-            let is_true = c.status.is_empty() || c.status == "True";
-            let what = match c.type_.as_str() {
-                "Denied" => Some("denied"),
-                "Failed" if is_true => Some("failed"),
-                _ => None,
-            };
-            if let Some(what) = what {
-                let reason = c
-                    .reason
-                    .as_deref()
-                    .map(|r| format!(" (reason {r})"))
-                    .unwrap_or_default();
-                return Err(refused(format!(
-                    "CertificateSigningRequest {name:?} was {what}{reason}; it is not signed"
-                )));
-            }
-        }
-        if status.certificate.as_ref().is_some_and(|c| !c.0.is_empty()) {
+    let refusal = |what: &str, reason: Option<String>| {
+        let reason = reason.map(|r| format!(" (reason {r})")).unwrap_or_default();
+        Err(refused(format!(
+            "CertificateSigningRequest {name:?} was {what}{reason}; it is not signed"
+        )))
+    };
+    match stage(object) {
+        Stage::Denied(reason) => return refusal("denied", reason),
+        Stage::Failed(reason) => return refusal("failed", reason),
+        Stage::Issued => {
             return Err(refused(format!(
                 "CertificateSigningRequest {name:?} already has status.certificate; it is not signed again"
             )));
         }
+        Stage::Approved | Stage::AwaitingApproval => {}
     }
     crate::signers::check_spec_usages(object.spec.usages.as_deref().unwrap_or_default()).map_err(
         |e| {
@@ -125,22 +116,16 @@ pub fn approve(
     object: &mut CertificateSigningRequest,
     certificate_pem: &str,
 ) -> Result<(), PkiError> {
-    let secs = time::OffsetDateTime::now_utc().unix_timestamp();
-    let now = k8s_openapi::jiff::Timestamp::from_second(secs)
-        .map_err(|e| PkiError::internal(format!("clock: {e}")))?;
     let status = object
         .status
         .get_or_insert_with(CertificateSigningRequestStatus::default);
     let conditions = status.conditions.get_or_insert_with(Vec::new);
     if !conditions.iter().any(|c| c.type_ == "Approved") {
-        conditions.push(CertificateSigningRequestCondition {
-            type_: "Approved".into(),
-            status: "True".into(),
-            reason: Some("KpkiApprove".into()),
-            message: Some("approved and signed by kpki".into()),
-            last_update_time: Some(Time(now)),
-            last_transition_time: Some(Time(now)),
-        });
+        conditions.push(condition(
+            "Approved",
+            "KpkiApprove",
+            "approved and signed by kpki".into(),
+        ));
     }
     status.certificate = Some(ByteString(certificate_pem.as_bytes().to_vec()));
     Ok(())

@@ -4,7 +4,11 @@
 //! older objects carry) ends it, a certificate means it was issued, an `Approved` condition
 //! means a signer may sign.
 
-use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestCondition,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 
 /// The stage of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +51,21 @@ pub fn stage(object: &CertificateSigningRequest) -> Stage {
         return Stage::Approved;
     }
     Stage::AwaitingApproval
+}
+
+/// A condition of type `kind` (`Approved`, `Failed`), status `True`, set now (whole seconds,
+/// as the API server records times).
+pub fn condition(kind: &str, reason: &str, message: String) -> CertificateSigningRequestCondition {
+    let secs = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = Time(Timestamp::from_second(secs).unwrap_or(Timestamp::UNIX_EPOCH));
+    CertificateSigningRequestCondition {
+        type_: kind.into(),
+        status: "True".into(),
+        reason: Some(reason.into()),
+        message: Some(message),
+        last_update_time: Some(now.clone()),
+        last_transition_time: Some(now),
+    }
 }
 
 #[cfg(test)]

@@ -19,13 +19,11 @@ use std::sync::Arc;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
-use k8s_openapi::api::certificates::v1::{
-    CertificateSigningRequest, CertificateSigningRequestCondition,
-};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{Node, NodeAddress};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kpki_pki::csr::{self, Examined};
-use kpki_pki::csr_stage::{Stage, stage};
+use kpki_pki::csr_object;
+use kpki_pki::csr_stage::{Stage, condition, stage};
 use kpki_pki::signers::{self, KubeSigner, NODE_USER_PREFIX, NODES_GROUP};
 use kube::api::PostParams;
 use kube::runtime::controller::Action;
@@ -71,8 +69,8 @@ pub(crate) async fn consider(
 async fn verdict(object: &CertificateSigningRequest, ctx: &Ctx) -> Result<Verdict, ReconcileError> {
     let requester = object::requester(object);
     let signer = KubeSigner::for_name(&object.spec.signer_name);
-    let examined = match object::sign_request(object)
-        .ok_or_else(|| "spec.request is not one PEM CERTIFICATE REQUEST".to_string())
+    let examined = match csr_object::request_of(object, None)
+        .map_err(|e| e.to_string())
         .and_then(|r| csr::examine_for(&signer, &r).map_err(|e| e.to_string()))
     {
         Ok(e) => e,
@@ -239,19 +237,11 @@ async fn write_approval(
     let mut current = object.clone();
     for _ in 0..5 {
         let mut next = current.clone();
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
         next.status
             .get_or_insert_with(Default::default)
             .conditions
             .get_or_insert_with(Vec::new)
-            .push(CertificateSigningRequestCondition {
-                type_: "Approved".into(),
-                status: "True".into(),
-                reason: Some("AutoApproved".into()),
-                message: Some(message.into()),
-                last_update_time: Some(now.clone()),
-                last_transition_time: Some(now),
-            });
+            .push(condition("Approved", "AutoApproved", message.into()));
         match ctx
             .api
             .replace_subresource("approval", &name, &PostParams::default(), &next)

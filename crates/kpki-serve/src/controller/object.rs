@@ -1,10 +1,10 @@
 //! What the controller reads from a CertificateSigningRequest object: its requester (the
 //! identity the policy judges), the signing request it carries, when it was approved, and
-//! the reference audit lines name it by.
+//! the reference audit lines name it by (the signing request itself is
+//! `kpki_pki::csr_object::request_of`).
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::jiff::Timestamp;
-use kpki_pki::csr::SignRequest;
 use kube::ResourceExt;
 
 use crate::audit::CsrRef;
@@ -36,19 +36,6 @@ pub(crate) fn ask(object: &CertificateSigningRequest) -> Ask {
         expiration_seconds: object.spec.expiration_seconds.map(i64::from),
         usages: object.spec.usages.clone().unwrap_or_default(),
     }
-}
-
-/// The same, as the signer rules read it (`None` when `spec.request` is not one PEM
-/// request).
-pub(crate) fn sign_request(object: &CertificateSigningRequest) -> Option<SignRequest> {
-    let block = pem::parse(&object.spec.request.0).ok()?;
-    (block.tag() == "CERTIFICATE REQUEST").then(|| SignRequest {
-        csr_der: block.into_contents(),
-        signer_name: object.spec.signer_name.clone(),
-        usages: object.spec.usages.clone().unwrap_or_default(),
-        expiration_seconds: object.spec.expiration_seconds.map(i64::from),
-        allow_system_masters: false,
-    })
 }
 
 /// SHA-256 of `spec.request` (the audit line's `request_sha256`).
@@ -127,9 +114,6 @@ mod tests {
         assert_eq!(a.expiration_seconds, Some(86400));
         assert_eq!(a.usages, ["client auth"]);
         assert!(a.csr_pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
-        let s = sign_request(&o).unwrap();
-        assert_eq!(s.csr_der, [0, 0, 0]);
-        assert!(!s.allow_system_masters);
         assert_eq!(approved_at(&o).map(|t| t.as_second()), Some(1_700_000_000));
         assert_eq!(request_sha256(&o).len(), 64);
     }
@@ -145,7 +129,6 @@ mod tests {
         assert_eq!(requester(&o).cn, "");
         assert!(requester(&o).orgs.is_empty());
         assert!(ask(&o).usages.is_empty());
-        assert!(sign_request(&o).is_none());
         assert!(approved_at(&o).is_none());
     }
 }

@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::{
-    CertificateSigningRequest, CertificateSigningRequestCondition, CertificateSigningRequestStatus,
+    CertificateSigningRequest, CertificateSigningRequestStatus,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kpki_pki::csr_stage::{Stage, stage};
 use kube::api::PostParams;
 use kube::runtime::controller::Action;
@@ -167,15 +166,11 @@ async fn mark_failed(
     ctx: &Ctx,
     refusal: &Failure,
 ) -> Result<Action, ReconcileError> {
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let condition = CertificateSigningRequestCondition {
-        type_: "Failed".into(),
-        status: "True".into(),
-        reason: Some("SignerValidationFailure".into()),
-        message: Some(format!("{}: {}", refusal.code, refusal.message)),
-        last_update_time: Some(now.clone()),
-        last_transition_time: Some(now),
-    };
+    let condition = kpki_pki::csr_stage::condition(
+        "Failed",
+        "SignerValidationFailure",
+        format!("{}: {}", refusal.code, refusal.message),
+    );
     let written = write_status(ctx, object, |status| {
         status
             .conditions
