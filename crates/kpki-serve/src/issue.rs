@@ -143,15 +143,7 @@ async fn issue_task(
             record.reason = Some(f.message.clone());
         }
     }
-    // A plain append is one write(2); with fsync it waits for the disk, so the runtime
-    // worker hands its other tasks on meanwhile.
-    let audited = match app.audit.as_ref() {
-        Some(log) if log.sync_mode() == SyncMode::Fsync => {
-            tokio::task::block_in_place(|| log.append(record)).map(|_| ())
-        }
-        Some(log) => log.append(record).map(|_| ()),
-        None => Ok(()),
-    };
+    let audited = append_audit(&app, record);
     let result = match audited {
         Ok(()) => result,
         Err(e) => {
@@ -175,6 +167,19 @@ async fn issue_task(
             .observe(start.elapsed().as_secs_f64());
     }
     result
+}
+
+/// Appends `record` to the daemon's audit trail (if it writes one) from an async task: a
+/// plain append is one write(2); with fsync it waits for the disk, so the runtime worker
+/// hands its other tasks on meanwhile.
+pub(crate) fn append_audit(app: &App, record: Record) -> Result<(), audit::AuditError> {
+    match app.audit.as_ref() {
+        Some(log) if log.sync_mode() == SyncMode::Fsync => {
+            tokio::task::block_in_place(|| log.append(record)).map(|_| ())
+        }
+        Some(log) => log.append(record).map(|_| ()),
+        None => Ok(()),
+    }
 }
 
 type Outcome = (Option<Examined>, Result<Answer, Failure>);

@@ -217,13 +217,8 @@ fn audit(
         csr: Some(object::reference(object)),
         ..Record::new(Event::Approval)
     };
-    match &ctx.app.audit {
-        Some(log) => log
-            .append(record)
-            .map(|_| ())
-            .map_err(|e| ReconcileError::Unavailable(format!("audit write failed: {e}"))),
-        None => Ok(()),
-    }
+    crate::issue::append_audit(&ctx.app, record)
+        .map_err(|e| ReconcileError::Unavailable(format!("audit write failed: {e}")))
 }
 
 /// Adds the `Approved` condition through the `/approval` subresource; on a conflict the
