@@ -684,8 +684,6 @@ impl Token {
         result
     }
 
-    /// Drops a connection whose module was re-initialised by someone else: its sessions
-    /// and handles are gone (not closed: their numbers may belong to new sessions now).
     /// Connects `st` to the current initialisation of the module (dropping a connection
     /// from an earlier one, reconnecting as needed) and enters it: the guard keeps the module
     /// from being re-initialised while it is held.
@@ -711,6 +709,8 @@ impl Token {
         }
     }
 
+    /// Drops a connection whose module was re-initialised by someone else: its sessions
+    /// and handles are gone (not closed: their numbers may belong to new sessions now).
     fn forget_stale(&self, st: &mut State) {
         st.idle.clear();
         if st.connection.take().is_some() {
