@@ -136,7 +136,8 @@ pub struct Listen {
 pub struct Limits {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
-    /// Longest wait for a signing session of the CA's key before answering 503 `busy`
+    /// Longest wait for a signing session of the CA's key before answering 503 `busy`, and
+    /// for the token to answer a signing call before answering 503 `hsm_unavailable`
     /// (Go duration).
     pub request_timeout: GoDuration,
     /// Grace period for in-flight requests on SIGTERM (Go duration).
