@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
@@ -228,60 +227,45 @@ async fn decide_and_sign(
         Err(f) => return (Some(examined), Err(f)),
     };
     let max_validity = ca.max_validity.min(grant.max_validity);
+    // The session goes with the call: the blocking task gives it back when the token returns,
+    // so a token that stops answering never gets more calls than sessions, even once the
+    // requests waiting for it have been answered.
+    let gated = permit.map(tokio::sync::SemaphorePermit::forget).is_some();
     let examined = Arc::new(examined);
-    let call = Arc::new(AtomicU8::new(CALL_RUNNING));
+    let wait = state.request_timeout;
     let mut job = tokio::task::spawn_blocking({
-        let (ca, examined, call) = (Arc::clone(&ca), Arc::clone(&examined), Arc::clone(&call));
+        let (ca, examined) = (Arc::clone(&ca), Arc::clone(&examined));
         move || {
             let started = Instant::now();
             let result = sign(&ca, &request, &examined, max_validity);
-            let finished =
-                call.compare_exchange(CALL_RUNNING, CALL_DONE, Ordering::AcqRel, Ordering::Acquire);
-            if finished.is_err() {
-                // The request was answered without this call: its session comes back now.
-                if let Some(gate) = ca.key.concurrency_gate() {
-                    gate.add_permits(1);
-                }
+            if gated && let Some(gate) = ca.key.concurrency_gate() {
+                gate.add_permits(1);
+            }
+            if started.elapsed() > wait {
                 tracing::warn!(
                     ca = %ca.name,
                     took = ?started.elapsed(),
                     ok = result.is_ok(),
-                    "a token call the request stopped waiting for returned; nothing was delivered"
+                    "a token call returned after its request was answered; nothing was delivered"
                 );
             }
             result
         }
     });
-    let joined = match tokio::time::timeout(state.request_timeout, &mut job).await {
+    let joined = match tokio::time::timeout(wait, &mut job).await {
         Ok(joined) => joined,
         Err(_) => {
-            let abandoned = call.compare_exchange(
-                CALL_RUNNING,
-                CALL_ABANDONED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
+            let f = Failure::new(
+                ErrorCode::HsmUnavailable,
+                format!(
+                    "CA \"{}\": the token did not answer within {wait:?}; no certificate was delivered",
+                    ca.name
+                ),
             );
-            if abandoned.is_ok() {
-                // The session stays taken until the call returns (the blocking task gives it
-                // back): a token that does not answer never gets more calls than sessions.
-                if let Some(p) = permit {
-                    p.forget();
-                }
-                let f = Failure::new(
-                    ErrorCode::HsmUnavailable,
-                    format!(
-                        "CA \"{}\": the token did not answer within {:?}; nothing was issued",
-                        ca.name, state.request_timeout
-                    ),
-                );
-                app.set_ready(Part::CaKeys, false, &f.message);
-                return (Some(Examined::clone(&examined)), Err(f));
-            }
-            // The call finished as the wait ran out: its answer stands.
-            job.await
+            app.set_ready(Part::CaKeys, false, &f.message);
+            return (Some(Examined::clone(&examined)), Err(f));
         }
     };
-    drop(permit);
     let result = match joined {
         Ok(r) => r,
         Err(e) => return (None, Err(Failure::bug("signing task", e))),
@@ -294,13 +278,6 @@ async fn decide_and_sign(
     let examined = Arc::try_unwrap(examined).unwrap_or_else(|shared| Examined::clone(&shared));
     (Some(examined), result)
 }
-
-/// A signing call still running on its blocking thread.
-const CALL_RUNNING: u8 = 0;
-/// A signing call that returned while its request waited.
-const CALL_DONE: u8 = 1;
-/// A signing call whose request was answered without it (the token did not answer in time).
-const CALL_ABANDONED: u8 = 2;
 
 /// The signer (with the usages its configuration allows) and the request `ask` carries.
 fn sign_request(

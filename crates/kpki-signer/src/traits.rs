@@ -44,18 +44,29 @@ pub trait AsyncSign {
 #[async_trait::async_trait]
 impl AsyncSign for Arc<dyn Signer> {
     async fn sign_async(&self, message: Vec<u8>) -> Result<Vec<u8>> {
-        let _permit = match self.concurrency_gate() {
-            Some(gate) => Some(
+        let gated = match self.concurrency_gate() {
+            // The session goes with the blocking call and comes back when the token returns,
+            // even if this future is dropped first (a caller's deadline): a token that stops
+            // answering never gets more calls than sessions.
+            Some(gate) => {
                 gate.acquire()
                     .await
-                    .map_err(|_| KeyError::Crypto("signer is shutting down".into()))?,
-            ),
-            None => None,
+                    .map_err(|_| KeyError::Crypto("signer is shutting down".into()))?
+                    .forget();
+                true
+            }
+            None => false,
         };
         let signer = Arc::clone(self);
-        tokio::task::spawn_blocking(move || signer.sign(&message))
-            .await
-            .map_err(|e| KeyError::Crypto(format!("signing task failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let signed = signer.sign(&message);
+            if gated && let Some(gate) = signer.concurrency_gate() {
+                gate.add_permits(1);
+            }
+            signed
+        })
+        .await
+        .map_err(|e| KeyError::Crypto(format!("signing task failed: {e}")))?
     }
 }
 
@@ -112,4 +123,76 @@ pub trait KeyBackend: Send + Sync {
     fn describe(&self, uri: &KeyUri) -> Result<KeyInfo>;
     /// Lists the keys under `uri` (a token, or a directory for files).
     fn list(&self, uri: &KeyUri) -> Result<Vec<KeyInfo>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::mpsc::{Receiver, Sender, channel};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A key on a token with one session whose calls return only when told to.
+    #[derive(Debug)]
+    struct Held {
+        gate: tokio::sync::Semaphore,
+        entered: Mutex<Sender<()>>,
+        release: Mutex<Receiver<()>>,
+        uri: KeyUri,
+    }
+
+    impl Signer for Held {
+        fn algorithm(&self) -> KeyAlgorithm {
+            KeyAlgorithm::EcdsaP256
+        }
+        fn public_key_spki(&self) -> &[u8] {
+            &[]
+        }
+        fn uri(&self) -> &KeyUri {
+            &self.uri
+        }
+        fn sign(&self, _: &[u8]) -> Result<Vec<u8>> {
+            let _ = self.entered.lock().map(|s| s.send(()));
+            let _ = self.release.lock().map(|r| r.recv());
+            Ok(vec![1])
+        }
+        fn concurrency_gate(&self) -> Option<&tokio::sync::Semaphore> {
+            Some(&self.gate)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_abandoned_by_its_caller_keeps_the_session_until_the_token_returns() {
+        let (entered_tx, entered) = channel();
+        let (release, release_rx) = channel();
+        let held = Held {
+            gate: tokio::sync::Semaphore::new(1),
+            entered: Mutex::new(entered_tx),
+            release: Mutex::new(release_rx),
+            uri: "file:/k".parse().unwrap(),
+        };
+        let signer: Arc<dyn Signer> = Arc::new(held);
+        // The caller stops waiting while the token still holds the call.
+        let first = tokio::time::timeout(Duration::from_millis(100), signer.sign_async(vec![0]));
+        assert!(first.await.is_err(), "the first call returned");
+        entered.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(signer.concurrency_gate().unwrap().available_permits(), 0);
+        // A second call waits for the session instead of entering the token beside it.
+        let second = tokio::spawn({
+            let signer = Arc::clone(&signer);
+            async move { signer.sign_async(vec![0]).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            entered.try_recv().is_err(),
+            "a second call entered the token"
+        );
+        // The token returns the first call: its session serves the second.
+        release.send(()).unwrap();
+        entered.recv_timeout(Duration::from_secs(5)).unwrap();
+        release.send(()).unwrap();
+        assert_eq!(second.await.unwrap().unwrap(), vec![1]);
+        assert_eq!(signer.concurrency_gate().unwrap().available_permits(), 1);
+    }
 }
