@@ -18,7 +18,12 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+/// The policy, and a request timeout below the clients' 30 s: a call that meets a token
+/// that stops answering is answered 503 instead of outliving the client's wait.
 const POLICY: &str = r#"
+[limits]
+request_timeout = "5s"
+
 [[policy]]
 name = "load"
 callers = { cn = "loadgen" }

@@ -79,7 +79,12 @@ struct Tally {
     first_ok_after: Option<Instant>,
 }
 
+/// The policy, and a request timeout below the clients' 30 s: a call that meets a token
+/// that stops answering is answered 503 instead of outliving the client's wait.
 const POLICY: &str = r#"
+[limits]
+request_timeout = "5s"
+
 [[policy]]
 name = "load"
 callers = { cn = "loadgen" }
