@@ -120,14 +120,31 @@ pub struct Listen {
     pub address: SocketAddr,
     /// Server certificate chain (PEM).
     pub cert: PathBuf,
-    /// Server private key (PEM file, mode 0600).
-    pub key: PathBuf,
+    /// Server private key: a key URI (`pkcs11:…` keeps it on a token: the handshake is
+    /// signed there and no key file exists; `file:/…`) or a plain path to a PEM key file
+    /// (mode 0600).
+    #[serde(deserialize_with = "listen_key")]
+    pub key: KeyUri,
     /// CA certificates that client certificates must chain to (PEM files).
     pub client_cas: Vec<PathBuf>,
     /// Optional plain-HTTP listener for `/healthz`, `/readyz` and `/metrics` only (probes
     /// and scrapers that hold no client certificate).
     #[serde(default)]
     pub ops_address: Option<SocketAddr>,
+}
+
+/// `listen.key`: a key URI, or a plain path (relative paths stay relative to the working
+/// directory, as they always were).
+fn listen_key<'de, D: serde::Deserializer<'de>>(d: D) -> Result<KeyUri, D::Error> {
+    let text = zeroize::Zeroizing::new(String::deserialize(d)?);
+    let t = text.trim();
+    if t.starts_with("pkcs11:") || t.starts_with("file:") {
+        t.parse().map_err(serde::de::Error::custom)
+    } else if t.is_empty() {
+        Err(serde::de::Error::custom("listen.key is empty"))
+    } else {
+        Ok(KeyUri::file(t))
+    }
 }
 
 /// Request limits.

@@ -26,5 +26,6 @@ pub mod policy;
 pub mod server;
 pub mod state;
 pub mod tls;
+mod tls_key;
 
 pub use server::{Parts, serve};

@@ -339,4 +339,12 @@ impl Signer for MeteredSigner {
     fn is_available(&self) -> bool {
         self.inner.is_available()
     }
+
+    fn supports_rsa_pss(&self) -> bool {
+        self.inner.supports_rsa_pss()
+    }
+
+    fn sign_rsa_pss_sha256(&self, message: &[u8]) -> kpki_signer::Result<Vec<u8>> {
+        self.inner.sign_rsa_pss_sha256(message)
+    }
 }
