@@ -113,12 +113,8 @@ fn file_key(path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
     let key_pem = zeroize::Zeroizing::new(
         std::fs::read(path).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?,
     );
-    PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        ConfigError(format!(
-            "{}: not a PEM private key ({e})",
-            path.display()
-        ))
-    })
+    PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| ConfigError(format!("{}: not a PEM private key ({e})", path.display())))
 }
 
 /// The caller named by a verified client certificate: its CN and O values; `None` when

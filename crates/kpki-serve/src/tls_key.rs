@@ -142,9 +142,11 @@ mod tests {
             KeyAlgorithm::EcdsaP384,
             KeyAlgorithm::Rsa2048,
         ] {
-            let (key, _pem) =
-                kpki_soft::SoftKey::generate(kpki_signer::KeyUri::file("/in-memory.key"), algorithm)
-                    .expect("generate key");
+            let (key, _pem) = kpki_soft::SoftKey::generate(
+                kpki_signer::KeyUri::file("/in-memory.key"),
+                algorithm,
+            )
+            .expect("generate key");
             let key: Arc<dyn Signer> = Arc::new(key);
             let tls = BackendKey::new(Arc::clone(&key));
             assert!(tls.supports_tls13());

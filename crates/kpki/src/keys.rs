@@ -169,8 +169,9 @@ pub fn run(cmd: KeysCommand) -> Result<(), String> {
             let pem = kpki_pki::gencsr::request_for_key(&key, &cn, &orgs, &dns, &ips)
                 .map_err(|e| format!("{uri}: {e}"))?;
             match out {
-                Some(path) => kpki_pki::store::create(&path, pem.as_bytes(), 0o644)
-                    .map_err(|e| e.to_string()),
+                Some(path) => {
+                    kpki_pki::store::create(&path, pem.as_bytes(), 0o644).map_err(|e| e.to_string())
+                }
                 None => {
                     crate::output::out!("{pem}");
                     Ok(())
