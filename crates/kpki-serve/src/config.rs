@@ -344,9 +344,8 @@ impl ServeConfig {
             override_value(&mut tree, &path, &value)
                 .map_err(|problem| ConfigError(format!("{name}: {problem}")))?;
         }
-        tree.try_into().map_err(|e: toml::de::Error| {
-            ConfigError(one_line(&e.to_string()))
-        })
+        tree.try_into()
+            .map_err(|e: toml::de::Error| ConfigError(one_line(&e.to_string())))
     }
 
     /// Parses TOML text.
@@ -472,14 +471,20 @@ path = "/var/log/kpki/audit.jsonl"
             let vars = vars.iter().map(|(k, v)| ((*k).into(), (*v).into()));
             let got = ServeConfig::parse_with_env(MINIMAL, vars).map(|c| {
                 (
-                    c.listen.as_ref().map(|l| l.address.to_string()).unwrap_or_default(),
+                    c.listen
+                        .as_ref()
+                        .map(|l| l.address.to_string())
+                        .unwrap_or_default(),
                     c.cas["ca"].key.to_string(),
                     c.audit.as_ref().is_some_and(|a| a.fsync),
                 )
             });
             match (want, got) {
                 (Ok((addr, key, fsync)), Ok(got)) => {
-                    assert_eq!((got.0.as_str(), got.1.as_str(), got.2), (*addr, *key, *fsync));
+                    assert_eq!(
+                        (got.0.as_str(), got.1.as_str(), got.2),
+                        (*addr, *key, *fsync)
+                    );
                 }
                 (Err(fragment), Err(e)) => {
                     assert!(e.0.contains(fragment), "{fragment}: {}", e.0);

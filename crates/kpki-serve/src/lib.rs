@@ -14,6 +14,7 @@
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod check;
 pub mod config;
 pub mod controller;
 pub mod error_code;

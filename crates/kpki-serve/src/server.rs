@@ -157,7 +157,7 @@ fn connection_bounds(config: &ServeConfig) -> Result<Bounds, crate::config::Conf
 }
 
 /// Refuses a configuration that lacks what `parts` needs.
-fn check_parts(config: &ServeConfig, parts: Parts) -> Result<(), String> {
+pub(crate) fn check_parts(config: &ServeConfig, parts: Parts) -> Result<(), String> {
     match parts {
         Parts::JwtOnly if config.jwt.is_none() => Err("--jwt-only needs a [jwt] section".into()),
         Parts::ControllerOnly if config.kubernetes.is_none() || config.audit.is_none() => {
