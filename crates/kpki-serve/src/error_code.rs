@@ -483,7 +483,7 @@ mod tests {
             assert_eq!(seen.insert(w, *c), None, "{w} twice");
             assert_eq!(c.to_string(), w);
         }
-        assert_eq!(seen.len(), 27);
+        assert_eq!(seen.len(), 29);
     }
 
     #[test]
