@@ -337,7 +337,7 @@ mod tests {
     }
 
     /// Splits `bytes` into (kind, flags, stream, payload) frames after the preface.
-    fn frames(bytes: &[u8]) -> Vec<(u8, u8, u32, Vec<u8>)> {
+    fn frames(bytes: &[u8]) -> Vec<Frame> {
         assert!(bytes.starts_with(PREFACE));
         let mut rest = &bytes[PREFACE.len()..];
         let mut out = Vec::new();
@@ -351,6 +351,8 @@ mod tests {
     }
 
     type Headers = Vec<(Vec<u8>, Vec<u8>)>;
+    /// A frame: kind, flags, stream, payload.
+    type Frame = (u8, u8, u32, Vec<u8>);
 
     fn request(authority: &str) -> Headers {
         [
@@ -393,7 +395,7 @@ mod tests {
 
     /// Runs `input` through a rewriter `step` bytes at a time; the server's view of each
     /// request's headers (decoded as a server would) and the other frames.
-    fn through(input: &[u8], step: usize) -> (Vec<Headers>, Vec<(u8, u8, u32, Vec<u8>)>) {
+    fn through(input: &[u8], step: usize) -> (Vec<Headers>, Vec<Frame>) {
         let mut r = Rewriter::default();
         let mut out = Vec::new();
         for chunk in input.chunks(step) {
