@@ -68,7 +68,15 @@ fn private_key_files(dir: &Path) -> Vec<PathBuf> {
 fn curl(f: &ServeFixture, client: &Path, tls: &[&str], body: &str) -> (i32, u16, String) {
     let started = Instant::now();
     let out = Command::new(hsm::require_tool("curl"))
-        .args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code} %{time_appconnect}",
+        ])
         .args(tls)
         .arg("--cacert")
         .arg(client.join("callers-ca.crt"))
@@ -88,12 +96,13 @@ fn curl(f: &ServeFixture, client: &Path, tls: &[&str], body: &str) -> (i32, u16,
         "curl timed out after {:?}: {stderr}",
         started.elapsed()
     );
-    let (body, status) = stdout.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        code,
-        status.trim().parse().unwrap_or(0),
-        format!("{body}{stderr}"),
-    )
+    let (body, last) = stdout.rsplit_once('\n').unwrap_or(("", "0 0"));
+    let (status, handshake) = last.trim().split_once(' ').unwrap_or(("0", "0"));
+    eprintln!(
+        "curl {tls:?}: exit {code}, HTTP {status}, TLS handshake done after {handshake} s, ended after {:?}",
+        started.elapsed()
+    );
+    (code, status.parse().unwrap_or(0), format!("{body}{stderr}"))
 }
 
 fn cfssl_sign(f: &ServeFixture, client: &Path, csr: &Path) -> (bool, Value, String) {
@@ -273,6 +282,26 @@ probe_interval = "200ms"
         "the served key is the token's"
     );
     assert!(!text(&shown).0.is_empty());
+    // The signature scheme the token made: RSASSA-PSS for an RSA key under TLS 1.3.
+    let session = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -tls1_3 -connect 127.0.0.1:{} -cert {c}/client.crt -key {c}/client.key </dev/null 2>&1",
+            f.addr.port(),
+            c = client.display()
+        ))
+        .output()
+        .unwrap();
+    let want = if algorithm.starts_with("RSA") {
+        "Peer signature type: RSA-PSS"
+    } else {
+        "Peer signature type: ECDSA"
+    };
+    assert!(
+        text(&session).0.contains(want),
+        "{want}: {}",
+        text(&session).0
+    );
 
     // The cfssl client.
     let cfssl_csr = client.join("cfssl.csr");
