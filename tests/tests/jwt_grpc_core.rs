@@ -197,4 +197,24 @@ fn grpc_core_clients_call_the_token_signer_whatever_authority_they_send() {
             "{options:?}"
         );
     }
+
+    // `serve --check` beside the running signer: the socket is in use, named, and left alone.
+    let out = kpki(&[
+        "serve",
+        "--jwt-only",
+        "--check",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("ok    key jwt.signing_key pkcs11:"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("bind jwt.socket failed") && stderr.contains("in use"),
+        "{stderr}"
+    );
+    grpcio(&socket, &claims, &[]).expect("the signer still answers after --check");
 }
