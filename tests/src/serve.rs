@@ -85,6 +85,17 @@ impl TestCa {
         let cert = p.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
     }
+
+    /// A server certificate (TLS server auth, valid for a day) for the request `csr_pem`,
+    /// with the request's subject and SANs: for a key that never leaves its token.
+    pub fn sign_server_csr(&self, csr_pem: &str) -> String {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).unwrap();
+        let (not_before, not_after) = now_window();
+        csr.params.not_before = not_before;
+        csr.params.not_after = not_after;
+        csr.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        csr.signed_by(&self.issuer).unwrap().pem()
+    }
 }
 
 fn now_window() -> (OffsetDateTime, OffsetDateTime) {
@@ -235,9 +246,15 @@ probe_interval = "200ms"
 
     /// Starts `kpki serve` and waits until `/readyz` answers 200.
     pub fn start(&self) -> Daemon {
+        self.start_with(&self.config)
+    }
+
+    /// Starts `kpki serve` with the config file `config` (listening where this fixture's
+    /// does) and waits until `/readyz` answers 200.
+    pub fn start_with(&self, config: &Path) -> Daemon {
         let log = std::fs::File::create(self.dir.path().join("serve.log")).unwrap();
         let child = Command::new(crate::kpki_bin())
-            .args(["serve", "--config", self.config.to_str().unwrap()])
+            .args(["serve", "--config", config.to_str().unwrap()])
             .env("KPKI_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

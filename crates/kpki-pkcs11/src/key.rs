@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
@@ -25,6 +26,8 @@ pub struct Pkcs11Key {
     handle: Mutex<Option<(u64, ObjectHandle)>>,
     // When the key last signed (probe or real signature) and whether that worked.
     last_result: Mutex<Option<(Instant, bool)>>,
+    // An RSA key on a token that lists CKM_SHA256_RSA_PKCS_PSS or CKM_RSA_PKCS_PSS.
+    pss: bool,
 }
 
 /// The readiness probe signs at most once per this window per key.
@@ -274,7 +277,10 @@ impl Pkcs11Key {
                 uri.object.as_deref(),
                 uri.id.as_deref(),
             )?;
-            Ok(Some((handle, algorithm, spki, lease.generation())))
+            let pss = algorithm.is_rsa()
+                && (lease.has_mechanism(MechanismType::SHA256_RSA_PKCS_PSS)
+                    || lease.has_mechanism(MechanismType::RSA_PKCS_PSS));
+            Ok(Some((handle, algorithm, spki, lease.generation(), pss)))
         };
         let found = match token.run(lookup)? {
             Some(found) => Some(found),
@@ -286,7 +292,7 @@ impl Pkcs11Key {
                 token.run(lookup)?
             }
         };
-        let (handle, algorithm, spki, generation) = found.ok_or_else(|| {
+        let (handle, algorithm, spki, generation, pss) = found.ok_or_else(|| {
             KeyError::NotFound(format!(
                 "{} on token {:?}",
                 uri.object_description(),
@@ -303,6 +309,7 @@ impl Pkcs11Key {
             spki,
             handle: Mutex::new(Some((generation, handle))),
             last_result: Mutex::new(None),
+            pss,
         })
     }
 
@@ -457,6 +464,45 @@ impl Pkcs11Key {
     }
 }
 
+/// RSASSA-PSS parameters of TLS's `rsa_pss_rsae_sha256`: SHA-256, MGF1-SHA-256, 32-byte salt.
+fn pss_sha256_params() -> PkcsPssParams {
+    PkcsPssParams {
+        hash_alg: MechanismType::SHA256,
+        mgf: PkcsMgfType::MGF1_SHA256,
+        s_len: 32u64.into(),
+    }
+}
+
+impl Pkcs11Key {
+    fn sign_pss_on(
+        &self,
+        lease: &Lease<'_>,
+        handle: ObjectHandle,
+        message: &[u8],
+    ) -> std::result::Result<Vec<u8>, Fail> {
+        let session = lease.session();
+        let fail = Fail::ck("C_Sign");
+        if lease.has_mechanism(MechanismType::SHA256_RSA_PKCS_PSS) {
+            session
+                .sign(
+                    &Mechanism::Sha256RsaPkcsPss(pss_sha256_params()),
+                    handle,
+                    message,
+                )
+                .map_err(fail)
+        } else {
+            let d = digest::digest(&digest::SHA256, message);
+            session
+                .sign(
+                    &Mechanism::RsaPkcsPss(pss_sha256_params()),
+                    handle,
+                    d.as_ref(),
+                )
+                .map_err(fail)
+        }
+    }
+}
+
 impl Signer for Pkcs11Key {
     fn algorithm(&self) -> KeyAlgorithm {
         self.algorithm
@@ -482,6 +528,27 @@ impl Signer for Pkcs11Key {
 
     fn concurrency_gate(&self) -> Option<&tokio::sync::Semaphore> {
         Some(self.token.gate())
+    }
+
+    fn supports_rsa_pss(&self) -> bool {
+        self.pss
+    }
+
+    fn sign_rsa_pss_sha256(&self, message: &[u8]) -> Result<Vec<u8>> {
+        if !self.pss {
+            return Err(KeyError::Unsupported(format!(
+                "{}: token {:?} lists no RSASSA-PSS mechanism",
+                self.uri,
+                self.token.name()
+            )));
+        }
+        let result = self.with_handle(|lease, handle| self.sign_pss_on(lease, handle, message));
+        match &result {
+            Ok(_) => self.remember(true),
+            Err(e) if e.is_unavailable() => self.remember(false),
+            Err(_) => {}
+        }
+        result
     }
 
     /// True when the key signed (and the signature verified) within the last

@@ -62,6 +62,24 @@ fn request_pem(
         .map_err(|e| PkiError::internal(format!("CSR encoding: {e}")))
 }
 
+/// A PKCS#10 request (PEM) for the key `key`, wherever it lives (a token key never leaves
+/// the token: it signs the request), with subject `CN=cn` and `O=orgs` and the DNS and IP
+/// SANs given (each DNS name checked as a name first).
+pub fn request_for_key(
+    key: &Arc<dyn Signer>,
+    cn: &str,
+    orgs: &[&str],
+    dns: &[String],
+    ips: &[std::net::IpAddr],
+) -> Result<String, PkiError> {
+    crate::names::check(dns, &[], &[]).map_err(PkiError::Malformed)?;
+    let sans = AltNames {
+        dns: dns.to_vec(),
+        ips: ips.to_vec(),
+    };
+    request_pem(key, cn, orgs, &sans)
+}
+
 /// Writes the key (or partial kubeconfig) `key_text` to `key_path`, then the request `csr`
 /// to `csr_path`, creating the request's directory with kubeadm's mode.
 fn write_pair(key_path: &Path, key_text: &str, csr_path: &Path, csr: &str) -> Result<(), PkiError> {

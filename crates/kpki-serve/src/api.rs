@@ -85,16 +85,41 @@ pub fn router(app: Arc<App>, max_body: usize) -> Router {
         .route("/api/v1/cfssl/sign", post(cfssl_sign))
         .route("/api/v1/cfssl/info", post(cfssl_info))
         .merge(ops_router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(app)
 }
 
-/// `/healthz`, `/readyz`, `/metrics` alone (the plain-HTTP operations listener).
+/// `/healthz`, `/readyz`, `/metrics` alone (the plain-HTTP operations listener); any other
+/// path or method is answered with a JSON error body.
 pub fn ops_router() -> Router<Arc<App>> {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// 404 `not_found` with an error body.
+async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let f = Failure::new(
+        ErrorCode::NotFound,
+        format!("no endpoint at {} {}", method, uri.path()),
+    );
+    let (status, body) = error_code::reply_unrouted(uri.path(), &f);
+    (status, Json(body)).into_response()
+}
+
+/// 405 `method_not_allowed` with an error body (axum adds `Allow`).
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let f = Failure::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{} does not take {method}", uri.path()),
+    );
+    let (status, body) = error_code::reply_unrouted(uri.path(), &f);
+    (status, Json(body)).into_response()
 }
 
 /// `endpoint`'s answer to `f`; a bug is also logged, since no caller can act on it.
@@ -390,13 +415,19 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
+/// `/metrics`: OpenMetrics when the scraper's `Accept` asks for it, the classic text format
+/// otherwise.
+async fn metrics(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let openmetrics = crate::exposition::wants_openmetrics(accept);
+    let content_type = if openmetrics {
+        crate::exposition::OPENMETRICS
+    } else {
+        crate::exposition::CLASSIC
+    };
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        app.metrics.render(),
+        [(header::CONTENT_TYPE, content_type)],
+        app.metrics.render(openmetrics),
     )
         .into_response()
 }

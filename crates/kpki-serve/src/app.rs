@@ -23,8 +23,8 @@ pub struct App {
     /// Per-caller budgets of denied requests.
     pub denied: DeniedLimiter,
     /// Per part: usable, and why not.
-    ready: [AtomicBool; 3],
-    reasons: Mutex<[String; 3]>,
+    ready: [AtomicBool; PARTS],
+    reasons: Mutex<[String; PARTS]>,
     keys: KeyStore,
     config_path: PathBuf,
 }
@@ -44,12 +44,8 @@ impl App {
             audit,
             metrics,
             denied: DeniedLimiter::default(),
-            ready: [
-                AtomicBool::new(true),
-                AtomicBool::new(true),
-                AtomicBool::new(true),
-            ],
-            reasons: Mutex::new([String::new(), String::new(), String::new()]),
+            ready: std::array::from_fn(|_| AtomicBool::new(true)),
+            reasons: Mutex::new(std::array::from_fn(|_| String::new())),
             keys,
             config_path,
         }
@@ -99,8 +95,8 @@ impl App {
         Ok(())
     }
 
-    /// True when the CA keys and the token signing key are usable and the audit volume has
-    /// room (`/readyz`).
+    /// True when the CA keys, the token signing key and a backend-held TLS key are usable
+    /// and the audit volume has room (`/readyz`).
     pub fn is_ready(&self) -> bool {
         self.ready.iter().all(|r| r.load(Ordering::Acquire))
     }
@@ -153,7 +149,12 @@ pub enum Part {
     TokenKey = 1,
     /// Free space on the audit log's volume (above `audit.min_free_bytes`).
     AuditDisk = 2,
+    /// The mTLS listener's key when a key backend holds it (handshakes are signed there).
+    TlsKey = 3,
 }
+
+/// How many parts readiness tracks.
+const PARTS: usize = 4;
 
 impl Part {
     fn name(self) -> &'static str {
@@ -161,6 +162,7 @@ impl Part {
             Part::CaKeys => "CA keys",
             Part::TokenKey => "token signing key",
             Part::AuditDisk => "audit volume",
+            Part::TlsKey => "TLS key",
         }
     }
 }

@@ -120,14 +120,31 @@ pub struct Listen {
     pub address: SocketAddr,
     /// Server certificate chain (PEM).
     pub cert: PathBuf,
-    /// Server private key (PEM file, mode 0600).
-    pub key: PathBuf,
+    /// Server private key: a key URI (`pkcs11:…` keeps it on a token: the handshake is
+    /// signed there and no key file exists; `file:/…`) or a plain path to a PEM key file
+    /// (mode 0600).
+    #[serde(deserialize_with = "listen_key")]
+    pub key: KeyUri,
     /// CA certificates that client certificates must chain to (PEM files).
     pub client_cas: Vec<PathBuf>,
     /// Optional plain-HTTP listener for `/healthz`, `/readyz` and `/metrics` only (probes
     /// and scrapers that hold no client certificate).
     #[serde(default)]
     pub ops_address: Option<SocketAddr>,
+}
+
+/// `listen.key`: a key URI, or a plain path (relative paths stay relative to the working
+/// directory, as they always were).
+fn listen_key<'de, D: serde::Deserializer<'de>>(d: D) -> Result<KeyUri, D::Error> {
+    let text = zeroize::Zeroizing::new(String::deserialize(d)?);
+    let t = text.trim();
+    if t.starts_with("pkcs11:") || t.starts_with("file:") {
+        t.parse().map_err(serde::de::Error::custom)
+    } else if t.is_empty() {
+        Err(serde::de::Error::custom("listen.key is empty"))
+    } else {
+        Ok(KeyUri::file(t))
+    }
 }
 
 /// Request limits.
@@ -287,12 +304,49 @@ impl Default for CfsslConfig {
 }
 
 impl ServeConfig {
-    /// Reads and parses `path` (unknown keys are errors).
+    /// Reads and parses `path` (unknown keys are errors), with the process's `KPKI__…`
+    /// variables over it (see [`ServeConfig::parse_with_env`]).
     pub fn load(path: &Path) -> Result<ServeConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("config {}: {e}", path.display())))?;
-        ServeConfig::parse(&text)
+        ServeConfig::parse_with_env(&text, std::env::vars_os())
             .map_err(|e| ConfigError(format!("config {}: {}", path.display(), e.0)))
+    }
+
+    /// Parses TOML text with `KPKI__SECTION__FIELD` variables of `vars` over it, as for
+    /// kpki.toml: `KPKI__LISTEN__ADDRESS=0.0.0.0:9443`, `KPKI__CAS__CA__KEY=pkcs11:…`,
+    /// `KPKI__AUDIT__FSYNC=true`. Only the daemon's own sections are read (kpki.toml's
+    /// `KPKI__CLUSTER__…`, `KPKI__KEYS__…` are left to it); names are lower-cased; a value
+    /// replacing a string stays a string, any other is read as a TOML value when it is one
+    /// (`true`, `30`, `["a", "b"]`) and as a string otherwise.
+    pub fn parse_with_env(
+        text: &str,
+        vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    ) -> Result<ServeConfig, ConfigError> {
+        let mut overrides: Vec<(Vec<String>, String)> = vars
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let key = k.to_str()?.strip_prefix("KPKI__")?.to_ascii_lowercase();
+                let path: Vec<String> = key.split("__").map(String::from).collect();
+                ENV_SECTIONS
+                    .contains(&path[0].as_str())
+                    .then_some((path, v.to_string_lossy().into_owned()))
+            })
+            .collect();
+        if overrides.is_empty() {
+            // The file alone: errors keep their line and column.
+            return ServeConfig::parse(text);
+        }
+        overrides.sort();
+        let mut tree: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError(one_line(&e.to_string())))?;
+        for (path, value) in overrides {
+            let name = format!("KPKI__{}", path.join("__").to_ascii_uppercase());
+            override_value(&mut tree, &path, &value)
+                .map_err(|problem| ConfigError(format!("{name}: {problem}")))?;
+        }
+        tree.try_into()
+            .map_err(|e: toml::de::Error| ConfigError(one_line(&e.to_string())))
     }
 
     /// Parses TOML text.
@@ -311,6 +365,53 @@ impl ServeConfig {
             None => None,
         }
     }
+}
+
+/// Sections `KPKI__…` variables may set (arrays of tables such as `[[policy]]` cannot be
+/// addressed by name).
+const ENV_SECTIONS: &[&str] = &[
+    "listen",
+    "limits",
+    "connections",
+    "cas",
+    "signers",
+    "audit",
+    "signing",
+    "cfssl",
+    "jwt",
+    "kubernetes",
+];
+
+/// Sets `path` in `tree` to `value` (creating tables on the way).
+fn override_value(tree: &mut toml::Table, path: &[String], value: &str) -> Result<(), String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err("no field named".into());
+    };
+    if path.iter().any(String::is_empty) {
+        return Err("empty name segment".into());
+    }
+    let mut table = tree;
+    for p in parents {
+        let entry = table
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{p} is not a table in the file"))?;
+    }
+    let as_string = matches!(table.get(last), Some(toml::Value::String(_)));
+    let parsed = if as_string {
+        None
+    } else {
+        toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+    };
+    table.insert(
+        last.clone(),
+        parsed.unwrap_or_else(|| toml::Value::String(value.to_string())),
+    );
+    Ok(())
 }
 
 fn one_line(s: &str) -> String {
@@ -342,6 +443,57 @@ path = "/var/log/kpki/audit.jsonl"
         assert_eq!(c.limits.max_body_bytes, 65536);
         assert_eq!(c.ca_for("kubernetes.io/kubelet-serving"), Some("ca"));
         assert_eq!(c.ca_for("example.com/x"), None);
+    }
+
+    /// One row: environment variables, then what the listener's address, the CA key and
+    /// `audit.fsync` read, or a fragment of the error.
+    type EnvRow = (
+        &'static [(&'static str, &'static str)],
+        Result<(&'static str, &'static str, bool), &'static str>,
+    );
+
+    #[rustfmt::skip]
+    const ENV: &[EnvRow] = &[
+        (&[], Ok(("127.0.0.1:8443", "file:/etc/kubernetes/pki/ca.key", false))),
+        (&[("KPKI__LISTEN__ADDRESS", "0.0.0.0:9443")], Ok(("0.0.0.0:9443", "file:/etc/kubernetes/pki/ca.key", false))),
+        (&[("KPKI__CAS__CA__KEY", "pkcs11:token=k8s;object=ca")], Ok(("127.0.0.1:8443", "pkcs11:token=k8s;object=ca", false))),
+        (&[("KPKI__AUDIT__FSYNC", "true")], Ok(("127.0.0.1:8443", "file:/etc/kubernetes/pki/ca.key", true))),
+        // kpki.toml's sections and other programs' variables are not the daemon's.
+        (&[("KPKI__CLUSTER__NODE_NAME", "cp1"), ("KPKI_LOG", "debug"), ("KPKI__CERT_DIR", "/x")], Ok(("127.0.0.1:8443", "file:/etc/kubernetes/pki/ca.key", false))),
+        (&[("KPKI__LISTEN__ADDRESS", "nowhere")], Err("invalid socket address")),
+        (&[("KPKI__AUDIT__FSINK", "true")], Err("unknown field `fsink`")),
+        (&[("KPKI__AUDIT__FSYNC", "maybe")], Err("invalid type")),
+        (&[("KPKI__LISTEN__ADDRESS__PORT", "1")], Err("KPKI__LISTEN__ADDRESS__PORT: address is not a table")),
+    ];
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        for (vars, want) in ENV {
+            let vars = vars.iter().map(|(k, v)| ((*k).into(), (*v).into()));
+            let got = ServeConfig::parse_with_env(MINIMAL, vars).map(|c| {
+                (
+                    c.listen
+                        .as_ref()
+                        .map(|l| l.address.to_string())
+                        .unwrap_or_default(),
+                    c.cas["ca"].key.to_string(),
+                    c.audit.as_ref().is_some_and(|a| a.fsync),
+                )
+            });
+            match (want, got) {
+                (Ok((addr, key, fsync)), Ok(got)) => {
+                    assert_eq!(
+                        (got.0.as_str(), got.1.as_str(), got.2),
+                        (*addr, *key, *fsync)
+                    );
+                }
+                (Err(fragment), Err(e)) => {
+                    assert!(e.0.contains(fragment), "{fragment}: {}", e.0);
+                    assert!(!e.0.contains('\n'), "one line: {}", e.0);
+                }
+                (want, got) => panic!("want {want:?}, got {got:?}"),
+            }
+        }
     }
 
     #[test]

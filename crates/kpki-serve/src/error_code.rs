@@ -116,6 +116,10 @@ codes! {
     BadRequest => "bad_request", BAD_REQUEST, ApiClient, Caller;
     /// The body is larger than `limits.max_body_bytes`.
     RequestTooLarge => "request_too_large", PAYLOAD_TOO_LARGE, ApiClient, Caller;
+    /// No endpoint at this path.
+    NotFound => "not_found", NOT_FOUND, ApiClient, Caller;
+    /// The endpoint does not take this method.
+    MethodNotAllowed => "method_not_allowed", METHOD_NOT_ALLOWED, ApiClient, Caller;
     /// A cfssl `hosts`/`hostname` override.
     HostsNotSupported => "hosts_not_supported", BAD_REQUEST, ApiClient, Caller;
     /// A cfssl `subject` override.
@@ -345,6 +349,16 @@ impl Endpoint {
 /// The status and JSON body `endpoint` answers for `f`: kpki's
 /// `{"error": {"code", "message"}}`, or on the cfssl endpoints cfssl's envelope with the
 /// code's category and `"<code>: <message>"`.
+/// The answer to a request no endpoint takes (`not_found`, `method_not_allowed`): in the
+/// cfssl envelope under `/api/v1/cfssl/`, kpki's `{"error": …}` elsewhere.
+pub(crate) fn reply_unrouted(path: &str, f: &Failure) -> (StatusCode, serde_json::Value) {
+    if path.starts_with("/api/v1/cfssl/") {
+        reply(Endpoint::CfsslInfo, f)
+    } else {
+        reply(Endpoint::Sign, f)
+    }
+}
+
 pub(crate) fn reply(endpoint: Endpoint, f: &Failure) -> (StatusCode, serde_json::Value) {
     let status = f.code.status(endpoint.route());
     let body = if endpoint.is_cfssl() {
@@ -469,7 +483,7 @@ mod tests {
             assert_eq!(seen.insert(w, *c), None, "{w} twice");
             assert_eq!(c.to_string(), w);
         }
-        assert_eq!(seen.len(), 27);
+        assert_eq!(seen.len(), 29);
     }
 
     #[test]

@@ -14,17 +14,21 @@
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod check;
 pub mod config;
 pub mod controller;
 pub mod error_code;
+mod exposition;
 pub mod issue;
 pub mod jwt;
 pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod policy;
+mod process_metrics;
 pub mod server;
 pub mod state;
 pub mod tls;
+mod tls_key;
 
 pub use server::{Parts, serve};

@@ -51,6 +51,8 @@ fn latency_histogram() -> Histogram {
 /// Every metric the daemon exports.
 pub struct Metrics {
     registry: Registry,
+    /// `process_*` (unprefixed, read at each scrape).
+    process: Registry,
     /// Requests by endpoint, signer, outcome and code.
     pub requests: Family<RequestLabels, Counter>,
     /// Whole issuance latency (parse, policy, sign, audit), seconds.
@@ -194,6 +196,16 @@ impl Metrics {
             "Connections closed after the idle timeout with no request in service",
             connections_idle_closed.clone(),
         );
+        registry.register(
+            "build",
+            "The kpki build: version and git commit (\"unknown\" when built outside git)",
+            prometheus_client::metrics::info::Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("git_commit", env!("KPKI_GIT_COMMIT")),
+            ]),
+        );
+        let mut process = Registry::default();
+        process.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         let audit_disk_free_bytes = Gauge::default();
         registry.register(
             "audit_disk_free_bytes",
@@ -202,6 +214,7 @@ impl Metrics {
         );
         Arc::new(Metrics {
             registry,
+            process,
             requests,
             issuance_seconds,
             hsm_sign_seconds,
@@ -264,13 +277,22 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition format.
-    pub fn render(&self) -> String {
+    /// The metrics in OpenMetrics text (`openmetrics`) or the classic Prometheus text
+    /// format 0.0.4.
+    pub fn render(&self, openmetrics: bool) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+        let encoded = encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &self.process))
+            .and_then(|()| encode_eof(&mut out));
+        if encoded.is_err() {
             out.clear();
         }
-        out
+        if openmetrics {
+            out
+        } else {
+            crate::exposition::classic(&out)
+        }
     }
 }
 
@@ -338,5 +360,13 @@ impl Signer for MeteredSigner {
 
     fn is_available(&self) -> bool {
         self.inner.is_available()
+    }
+
+    fn supports_rsa_pss(&self) -> bool {
+        self.inner.supports_rsa_pss()
+    }
+
+    fn sign_rsa_pss_sha256(&self, message: &[u8]) -> kpki_signer::Result<Vec<u8>> {
+        self.inner.sign_rsa_pss_sha256(message)
     }
 }

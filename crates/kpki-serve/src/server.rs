@@ -157,7 +157,7 @@ fn connection_bounds(config: &ServeConfig) -> Result<Bounds, crate::config::Conf
 }
 
 /// Refuses a configuration that lacks what `parts` needs.
-fn check_parts(config: &ServeConfig, parts: Parts) -> Result<(), String> {
+pub(crate) fn check_parts(config: &ServeConfig, parts: Parts) -> Result<(), String> {
     match parts {
         Parts::JwtOnly if config.jwt.is_none() => Err("--jwt-only needs a [jwt] section".into()),
         Parts::ControllerOnly if config.kubernetes.is_none() || config.audit.is_none() => {
@@ -537,8 +537,8 @@ async fn disk_watch(app: Arc<App>, path: PathBuf, mut stop: tokio::sync::watch::
     }
 }
 
-/// Probes every CA key and the token signing key each `signing.probe_interval`; readiness
-/// follows.
+/// Probes every CA key, the token signing key and a backend-held TLS key each
+/// `signing.probe_interval`; readiness follows.
 async fn probe_loop(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut probes = Probes::default();
     loop {
@@ -559,6 +559,14 @@ async fn probe_loop(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>)
             let ok = probes.probe(&jwt.signing_uri, &jwt.signing).await;
             let reason = format!("token signing key {} unavailable", jwt.signing_uri);
             app.set_ready(Part::TokenKey, ok, &reason);
+        }
+        match &state.tls_key {
+            Some((uri, key)) => {
+                let ok = probes.probe(uri, key).await;
+                let reason = format!("listen.key {uri} unavailable");
+                app.set_ready(Part::TlsKey, ok, &reason);
+            }
+            None => app.set_ready(Part::TlsKey, true, ""),
         }
     }
 }

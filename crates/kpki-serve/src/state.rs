@@ -39,6 +39,9 @@ pub struct State {
     pub config: ServeConfig,
     /// rustls server configuration (with the HTTPS listener).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The listener's key when a key backend holds it (`listen.key = "pkcs11:…"`): its
+    /// printed URI and the key, probed for readiness.
+    pub tls_key: Option<(String, Arc<dyn Signer>)>,
     /// Compiled policy.
     pub policy: Policy,
     /// CAs by name.
@@ -61,7 +64,16 @@ impl State {
         metrics: &Arc<Metrics>,
     ) -> Result<State, ConfigError> {
         let policy = Policy::compile(&config.policy)?;
-        let tls = config.listen.as_ref().map(tls::server_config).transpose()?;
+        let server_tls = config
+            .listen
+            .as_ref()
+            .map(|l| tls::server_config(l, keys))
+            .transpose()?;
+        let tls_key = server_tls.as_ref().and_then(|t| {
+            let key = t.key.as_ref()?;
+            Some((key.uri().to_string(), Arc::clone(key)))
+        });
+        let tls = server_tls.map(|t| t.config);
         let mut cas = BTreeMap::new();
         for (name, c) in &config.cas {
             cas.insert(name.clone(), Arc::new(open_ca(name, c, keys, metrics)?));
@@ -91,6 +103,7 @@ impl State {
                 .transpose()?,
             config,
             tls,
+            tls_key,
             policy,
             cas,
         })

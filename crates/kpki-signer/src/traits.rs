@@ -31,6 +31,20 @@ pub trait Signer: Send + Sync + fmt::Debug {
     fn is_available(&self) -> bool {
         true
     }
+    /// True when [`Signer::sign_rsa_pss_sha256`] can sign with this key (an RSA key whose
+    /// backend offers RSASSA-PSS).
+    fn supports_rsa_pss(&self) -> bool {
+        false
+    }
+    /// Signs `message` with RSASSA-PSS, SHA-256, MGF1-SHA-256 and a 32-byte salt (the TLS
+    /// scheme `rsa_pss_rsae_sha256`). May block. Refused for keys that cannot.
+    fn sign_rsa_pss_sha256(&self, message: &[u8]) -> Result<Vec<u8>> {
+        let _ = message;
+        Err(KeyError::Unsupported(format!(
+            "{}: RSASSA-PSS signing is not available for this key",
+            self.uri()
+        )))
+    }
 }
 
 /// Signing from async code without blocking the runtime: waits for the signer's

@@ -189,6 +189,28 @@ impl Signer for SoftKey {
                 .to_vec()),
         }
     }
+
+    fn supports_rsa_pss(&self) -> bool {
+        matches!(self.key, Key::Rsa(_))
+    }
+
+    fn sign_rsa_pss_sha256(&self, message: &[u8]) -> Result<Vec<u8>> {
+        let Key::Rsa(pair) = &self.key else {
+            return Err(KeyError::Unsupported(format!(
+                "{}: RSASSA-PSS needs an RSA key",
+                self.uri
+            )));
+        };
+        let mut sig = vec![0u8; pair.public_modulus_len()];
+        pair.sign(
+            &signature::RSA_PSS_SHA256,
+            &SystemRandom::new(),
+            message,
+            &mut sig,
+        )
+        .map_err(crypto("RSA-PSS signing failed"))?;
+        Ok(sig)
+    }
 }
 
 #[cfg(test)]

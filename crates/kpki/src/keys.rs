@@ -32,6 +32,28 @@ pub enum KeysCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Print a certificate signing request (PEM) made with the key, e.g. for `kpki serve`'s
+    /// own `listen.key = "pkcs11:…"`: the token signs the request, no key file is made.
+    Csr {
+        /// The key (`pkcs11:token=..;object=..` or `file:/path`).
+        uri: String,
+        /// The subject CN.
+        #[arg(long)]
+        cn: String,
+        /// A subject O value (repeatable).
+        #[arg(long = "org")]
+        orgs: Vec<String>,
+        /// A DNS SAN (repeatable).
+        #[arg(long = "dns")]
+        dns: Vec<String>,
+        /// An IP SAN (repeatable).
+        #[arg(long = "ip")]
+        ips: Vec<std::net::IpAddr>,
+        /// Write the request to this file (mode 0644, atomically; never over an existing
+        /// file) instead of stdout.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Copy an existing key file onto a token once (e.g. the cluster's `sa.key` before the
     /// token signs service-account tokens): created sensitive, non-extractable, sign-only.
     /// The file's key was exposed on disk; destroy the file afterwards.
@@ -131,6 +153,30 @@ pub fn run(cmd: KeysCommand) -> Result<(), String> {
                 outln!("[keys] Imported {} key {}", info.algorithm, info.uri);
                 print_info(&info);
             })
+        }
+        KeysCommand::Csr {
+            uri,
+            cn,
+            orgs,
+            dns,
+            ips,
+            out,
+        } => {
+            let uri: KeyUri = uri.parse().map_err(|e| format!("{e}"))?;
+            tracing::info!(%uri, %cn, "making a certificate signing request");
+            let key = store.open(&uri).map_err(|e| e.to_string())?;
+            let orgs: Vec<&str> = orgs.iter().map(String::as_str).collect();
+            let pem = kpki_pki::gencsr::request_for_key(&key, &cn, &orgs, &dns, &ips)
+                .map_err(|e| format!("{uri}: {e}"))?;
+            match out {
+                Some(path) => {
+                    kpki_pki::store::create(&path, pem.as_bytes(), 0o644).map_err(|e| e.to_string())
+                }
+                None => {
+                    crate::output::out!("{pem}");
+                    Ok(())
+                }
+            }
         }
         KeysCommand::Show { uri, output } => {
             let format = output.output;

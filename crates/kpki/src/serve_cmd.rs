@@ -29,6 +29,11 @@ pub struct ServeArgs {
     /// Log line format (level from KPKI_LOG, default info).
     #[arg(long, value_enum, default_value_t)]
     pub log_format: LogFormat,
+    /// Check everything the daemon needs and exit without serving: the configuration, the
+    /// policy, the files, every key signing a probe, the certificates matching their keys,
+    /// every listener's address bindable. One line per item; exit 0 only when all hold.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
@@ -45,6 +50,26 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     } else {
         kpki_serve::Parts::All
     };
+    if args.check {
+        let verdicts = runtime.block_on(kpki_serve::check::check(
+            &args.config,
+            parts,
+            crate::backends::key_store_with_pool,
+            |v| crate::output::outln!("{}", v.line()),
+        ));
+        runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+        return match verdicts.iter().find(|v| v.result.is_err()) {
+            Some(v) => Err(format!(
+                "serve --check: {} failed: {}",
+                v.item,
+                v.result.as_ref().err().map_or("", String::as_str)
+            )),
+            None => {
+                crate::output::outln!("serve --check: all {} checks passed", verdicts.len());
+                Ok(())
+            }
+        };
+    }
     let result = runtime.block_on(kpki_serve::serve(
         args.config,
         parts,

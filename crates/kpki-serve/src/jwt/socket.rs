@@ -2,7 +2,8 @@
 //! replacing a stale socket but never another kind of file, removed at shutdown. Served
 //! under its own connection cap, with HTTP/2 stream, window and message-size limits sized
 //! to `jwt.max_claims_bytes`, a per-call timeout (a stalled request ends with it) and an
-//! idle timeout (a connection that moves no byte for it is closed).
+//! idle timeout (a connection that moves no byte for it is closed). The `:authority` gRPC
+//! C-core clients send on unix sockets is made acceptable ([`crate::jwt::authority`]).
 
 use std::future::Future;
 use std::io;
@@ -20,6 +21,7 @@ use tonic::transport::server::{Connected, UdsConnectInfo};
 
 use crate::app::App;
 use crate::config::JwtConfig;
+use crate::jwt::authority::FixAuthority;
 use crate::jwt::proto;
 use crate::jwt::service::JwtService;
 use crate::limits::{Bounds, Gate, Slot};
@@ -123,7 +125,7 @@ pub async fn serve(
 /// A socket connection that fails its reads once no byte has moved either way for `idle`,
 /// holding its place under the connection cap until dropped.
 struct IdleIo {
-    inner: UnixStream,
+    inner: FixAuthority<UnixStream>,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
     _slot: Slot,
@@ -132,7 +134,7 @@ struct IdleIo {
 impl IdleIo {
     fn new(inner: UnixStream, idle: Duration, slot: Slot) -> IdleIo {
         IdleIo {
-            inner,
+            inner: FixAuthority::new(inner),
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
             _slot: slot,
@@ -149,7 +151,7 @@ impl Connected for IdleIo {
     type ConnectInfo = UdsConnectInfo;
 
     fn connect_info(&self) -> UdsConnectInfo {
-        self.inner.connect_info()
+        self.inner.get_ref().connect_info()
     }
 }
 
