@@ -16,6 +16,7 @@ use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::catalogue::Usage;
+use crate::constraints::{self, NameRules};
 use crate::sans::AltNames;
 use crate::subject::{self, Subject};
 
@@ -223,6 +224,28 @@ pub struct CaSigner {
     issuer_name: Vec<u8>,
     /// The CA's subject key identifier (the leaves' AKID).
     key_id: KeyIdMethod,
+    /// The name constraints of the CA and of the issuers above it (see `chain`).
+    names: Vec<NameRules>,
+}
+
+/// Why a certificate was not issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The CA's key could not sign, or the certificate could not be laid out.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A SAN lies outside the name constraints of the CA or of an issuer above it.
+    #[error("{0}")]
+    Names(String),
+}
+
+impl From<IssueError> for crate::PkiError {
+    fn from(e: IssueError) -> crate::PkiError {
+        match e {
+            IssueError::Key(k) => crate::PkiError::Key(k),
+            IssueError::Names(m) => crate::PkiError::Refused(m),
+        }
+    }
 }
 
 /// The CA key as rcgen sees it while laying a certificate out: its algorithm and public key,
@@ -256,11 +279,27 @@ impl CaSigner {
                 ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
                 _ => None,
             });
+        let names = NameRules::of(&ca)
+            .map_err(KeyError::Crypto)?
+            .into_iter()
+            .collect();
         Ok(CaSigner {
             key: RcgenSigner::new(key)?,
             issuer_name: ca.tbs_certificate.subject.as_raw().to_vec(),
             key_id: skid.map_or(KeyIdMethod::Sha256, KeyIdMethod::PreSpecified),
+            names,
         })
+    }
+
+    /// The same signer, also bound by the name constraints of the issuers above the CA
+    /// (`chain`, the CA's `<base>-chain.crt`; the CA certificate is `cert_der`).
+    pub(crate) fn within_chain(
+        mut self,
+        cert_der: &[u8],
+        chain: &[Vec<u8>],
+    ) -> Result<CaSigner, crate::PkiError> {
+        self.names = crate::chain::name_rules(cert_der, chain)?;
+        Ok(self)
     }
 
     /// The CA certificate's subject (DER), which every certificate it issues names as issuer.
@@ -269,12 +308,21 @@ impl CaSigner {
         &self.issuer_name
     }
 
+    /// Refuses `sans` when a name constraint of the CA, or of an issuer above it, excludes
+    /// one (the check issuance makes, for callers that check before writing anything).
+    pub(crate) fn permits(&self, sans: &AltNames) -> Result<(), IssueError> {
+        constraints::check_all(&self.names, &constraints::of_alt_names(sans))
+            .map_err(IssueError::Names)
+    }
+
     /// Issues a certificate for the public key `public` from `draft`.
     pub(crate) fn issue_with(
         &self,
         draft: Draft,
         public: &impl rcgen::PublicKeyData,
-    ) -> Result<Issued, KeyError> {
+    ) -> Result<Issued, IssueError> {
+        constraints::check_all(&self.names, &constraints::sans_of_params(&draft.params))
+            .map_err(IssueError::Names)?;
         let mut params = CertificateParams::default();
         params.key_identifier_method = self.key_id.clone();
         let layout = Issuer::new(params, Layout(&self.key));
@@ -291,7 +339,7 @@ impl CaSigner {
     }
 
     /// Issues a certificate for `subject_key` from `draft`.
-    pub fn issue(&self, draft: Draft, subject_key: Arc<dyn Signer>) -> Result<Issued, KeyError> {
+    pub fn issue(&self, draft: Draft, subject_key: Arc<dyn Signer>) -> Result<Issued, IssueError> {
         let public = RcgenSigner::new(subject_key)?;
         self.issue_with(draft, &public)
     }
