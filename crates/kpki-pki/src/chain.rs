@@ -215,7 +215,8 @@ pub(crate) fn order_to_root(
             )));
         };
         let what = format!("{chain_file} (certificate {})", j + 1);
-        check_issuer(&what, issuer, ordered.len())?;
+        // Below this issuer sit the CA and the issuers already taken.
+        check_issuer(&what, issuer, ordered.len() + 1)?;
         period(&what, issuer, now)?;
         rules.extend(NameRules::of(issuer).map_err(PkiError::Refused)?);
         used[j] = true;
