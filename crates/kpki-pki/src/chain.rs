@@ -143,12 +143,12 @@ fn check_issuer(what: &str, cert: &X509Certificate<'_>, below: usize) -> Result<
             "{what} ({name}): not a CA certificate (no basicConstraints CA:TRUE)"
         )));
     };
-    if let Some(max) = bc.value.path_len_constraint {
-        if below > max as usize {
-            return Err(PkiError::Refused(format!(
-                "{what} ({name}): its path length constraint {max} allows {max} intermediate CA(s) below it, the chain puts {below} there"
-            )));
-        }
+    if let Some(max) = bc.value.path_len_constraint
+        && below > max as usize
+    {
+        return Err(PkiError::Refused(format!(
+            "{what} ({name}): its path length constraint {max} allows {max} intermediate CA(s) below it, the chain puts {below} there"
+        )));
     }
     match cert.key_usage() {
         Ok(Some(ku)) if !ku.value.key_cert_sign() => {
@@ -164,7 +164,7 @@ fn check_issuer(what: &str, cert: &X509Certificate<'_>, below: usize) -> Result<
         }
     }
     match cert.extended_key_usage() {
-        Ok(Some(eku)) if !eku.value.any && !(eku.value.server_auth && eku.value.client_auth) => {
+        Ok(Some(eku)) if !(eku.value.any || (eku.value.server_auth && eku.value.client_auth)) => {
             Err(PkiError::Refused(format!(
                 "{what} ({name}): its extended key usage does not allow both serverAuth and clientAuth, which the cluster's certificates need"
             )))
