@@ -239,6 +239,103 @@ pub(crate) fn order_to_root(
 mod tests {
     use super::*;
 
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+
+    /// A CA certificate for `cn` (CA:TRUE with `pathlen`, or CA:FALSE), signed by `parent`
+    /// or self-signed: (DER, its parameters, its key).
+    fn ca(
+        cn: &str,
+        is_ca: bool,
+        pathlen: Option<u8>,
+        parent: Option<&(Vec<u8>, CertificateParams, KeyPair)>,
+    ) -> (Vec<u8>, CertificateParams, KeyPair) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = match (is_ca, pathlen) {
+            (false, _) => IsCa::ExplicitNoCa,
+            (true, None) => IsCa::Ca(BasicConstraints::Unconstrained),
+            (true, Some(n)) => IsCa::Ca(BasicConstraints::Constrained(n)),
+        };
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = match parent {
+            Some((_, pp, pk)) => p.signed_by(&key, &Issuer::from_params(pp, pk)).unwrap(),
+            None => p.self_signed(&key).unwrap(),
+        };
+        (cert.der().to_vec(), p, key)
+    }
+
+    #[test]
+    fn chains_are_ordered_to_a_root_or_refused() {
+        let root = ca("root", true, None, None);
+        let mid0 = ca("mid0", true, Some(0), Some(&root));
+        let mid1 = ca("mid1", true, Some(1), Some(&root));
+        let stranger = ca("stranger", true, None, None);
+        let int = ca("int", true, Some(0), Some(&root));
+        let under_mid0 = ca("int", true, None, Some(&mid0));
+        let under_mid1 = ca("int", true, Some(0), Some(&mid1));
+        let not_ca = ca("int", false, None, Some(&root));
+        let now = OffsetDateTime::now_utc();
+        let d = |c: &(Vec<u8>, CertificateParams, KeyPair)| c.0.clone();
+        // (CA, given chain, Ok(expected order) or Err(fragment))
+        type Case = (Vec<u8>, Vec<Vec<u8>>, Result<Vec<Vec<u8>>, &'static str>);
+        let table: Vec<Case> = vec![
+            (d(&int), vec![d(&root)], Ok(vec![d(&root)])),
+            (d(&root), vec![], Ok(vec![])),
+            (
+                d(&under_mid1),
+                vec![d(&root), d(&mid1)],
+                Ok(vec![d(&mid1), d(&root)]),
+            ),
+            (
+                d(&under_mid0),
+                vec![d(&mid0), d(&root)],
+                Err("path length constraint 0"),
+            ),
+            (d(&int), vec![], Err("does not reach a self-signed root")),
+            (
+                d(&int),
+                vec![d(&stranger)],
+                Err("does not reach a self-signed root"),
+            ),
+            (
+                d(&int),
+                vec![d(&root), d(&stranger)],
+                Err("(certificate 2, CN=stranger): not on the path"),
+            ),
+            (d(&not_ca), vec![d(&root)], Err("not a CA certificate")),
+            (d(&int), vec![d(&not_ca), d(&root)], Err("not on the path")),
+        ];
+        for (i, (ca_der, given, want)) in table.into_iter().enumerate() {
+            match (order_to_root(&ca_der, &given, "chain.pem", now), want) {
+                (Ok(got), Ok(w)) => assert_eq!(got, w, "case {i}"),
+                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "case {i}: {e}"),
+                (got, want) => panic!(
+                    "case {i}: got {:?}, want {:?}",
+                    got.map(|v| v.len()),
+                    want.map(|v| v.len())
+                ),
+            }
+        }
+        // Leaves carry the CA and the intermediates below the root; kubeconfigs all of it.
+        assert_eq!(
+            served(&d(&under_mid1), &[d(&mid1), d(&root)]),
+            vec![d(&under_mid1), d(&mid1)]
+        );
+        assert!(served(&d(&root), &[]).is_empty());
+        assert_eq!(
+            trust_pem(&d(&int), &[d(&root)])
+                .matches("BEGIN CERTIFICATE")
+                .count(),
+            2
+        );
+    }
+
     #[test]
     fn chain_files_sit_beside_their_ca() {
         for (crt, want) in [

@@ -600,9 +600,17 @@ fn inspect_kubeconfig(
             path.display()
         ))
     })?;
-    let want = ca.cert.as_deref().map(|d| chain::trust_pem(d, &ca.chain));
+    // The CA and its chain as kpki writes it, or the CA alone as kubeadm writes it.
+    let want = ca.cert.as_deref().map(|d| {
+        (
+            chain::trust_pem(d, &ca.chain),
+            x509::to_pem("CERTIFICATE", d),
+        )
+    });
     match want {
-        Some(w) if w.trim() == have.trim() => Ok(true),
+        Some((full, alone)) if full.trim() == have.trim() || alone.trim() == have.trim() => {
+            Ok(true)
+        }
         Some(_) => Err(PkiError::Mismatch(format!(
             "{}: embeds a different CA than {}/ca.crt",
             path.display(),
