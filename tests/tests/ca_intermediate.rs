@@ -861,6 +861,54 @@ fn install_refusals_and_name_constraints() {
         ]),
     );
     verify_against_root(&fit_root.0, &pki.join("apiserver.crt"));
+    // `kpki sign` issues through the same signer: a kubelet serving certificate for a name
+    // the root does not permit is refused, one for the node's name is issued and verifies.
+    for (name, san, refused) in [
+        ("evil", "DNS:evil.example.org", true),
+        ("node", "DNS:cp1", false),
+    ] {
+        let req = dir.path().join(format!("{name}.csr"));
+        std::fs::write(
+            &req,
+            kpki_e2e::openssl_csr(
+                dir.path(),
+                name,
+                "p256",
+                "/O=system:nodes/CN=system:node:cp1",
+                &[&format!("subjectAltName={san}")],
+            ),
+        )
+        .unwrap();
+        let out = kpki(&[
+            "sign",
+            req.to_str().unwrap(),
+            "--signer-name",
+            "kubernetes.io/kubelet-serving",
+            "--dir",
+            node.to_str().unwrap(),
+        ]);
+        let (stdout, stderr) = text(&out);
+        if refused {
+            assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+            assert!(
+                stderr.contains("DNS name evil.example.org is outside the name constraints of CA CN=Fitting Root"),
+                "{stderr}"
+            );
+            assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        } else {
+            let crt = dir.path().join("node-serving.crt");
+            std::fs::write(&crt, ok("kpki sign", &out)).unwrap();
+            let o = openssl(&[
+                "verify",
+                "-CAfile",
+                fit_root.0.to_str().unwrap(),
+                "-untrusted",
+                pki.join("ca.crt").to_str().unwrap(),
+                crt.to_str().unwrap(),
+            ]);
+            assert!(o.status.success(), "{:?}", text(&o));
+        }
+    }
     // Installing the same again changes nothing; another certificate is refused.
     let out = ok(
         "install again",

@@ -209,7 +209,7 @@ pub(crate) fn order_to_root(
         });
         let Some((j, issuer)) = next else {
             return Err(PkiError::Refused(format!(
-                "{chain_file}: no certificate there issued {} (issuer {}): the chain does not reach a self-signed root",
+                "{chain_file}: no certificate issued {} (issuer {}): the chain does not reach a self-signed root",
                 current.subject(),
                 current.issuer()
             )));

@@ -213,7 +213,7 @@ pub fn install(keys: &KeyStore, req: &Install, now: OffsetDateTime) -> Result<In
             given.extend(certfile::read_existing(p)?);
             p.display().to_string()
         }
-        None => format!("{} (no --chain given)", req.cert.display()),
+        None => "--chain (none given)".to_string(),
     };
     let key = open_key(keys, &req.key)?.ok_or_else(|| {
         PkiError::Missing(format!(
