@@ -151,6 +151,19 @@ fn listing(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Every file under `dir` with its contents, by path.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v: Vec<(PathBuf, Vec<u8>)> = walk(dir)
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
@@ -909,6 +922,42 @@ fn install_refusals_and_name_constraints() {
             assert!(o.status.success(), "{:?}", text(&o));
         }
     }
+    // The narrow intermediate (same key) put in place by hand: renew refuses before making
+    // any key or replacing any file.
+    let installed = listing(&node);
+    let contents = snapshot(&node);
+    std::fs::rename(pki.join("ca.crt"), dir.path().join("fit-ca.crt")).unwrap();
+    std::fs::rename(
+        pki.join("ca-chain.crt"),
+        dir.path().join("fit-ca-chain.crt"),
+    )
+    .unwrap();
+    ok(
+        "install the narrow one",
+        &ca_install("ca", &narrow, Some(&narrow_root.0), None, &pki),
+    );
+    let narrow_files = snapshot(&node);
+    let out = kpki(&["certs", "renew", "all", "--dir", node.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot renew apiserver: DNS name ")
+            && stderr.contains("outside the name constraints of CA CN=Narrow Root"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    let after = snapshot(&node);
+    assert_eq!(after, narrow_files, "renew wrote nothing");
+    std::fs::rename(dir.path().join("fit-ca.crt"), pki.join("ca.crt")).unwrap();
+    std::fs::rename(
+        dir.path().join("fit-ca-chain.crt"),
+        pki.join("ca-chain.crt"),
+    )
+    .unwrap();
+    assert_eq!(listing(&node), installed);
+    let restored = snapshot(&node);
+    assert_eq!(restored, contents);
+
     // Installing the same again changes nothing; another certificate is refused.
     let out = ok(
         "install again",
