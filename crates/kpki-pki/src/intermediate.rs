@@ -206,8 +206,11 @@ fn subject_of(der: &[u8]) -> String {
 /// Checks and installs the CA certificate `req` names (see the module text); `now` is the
 /// time the validity periods are checked at.
 pub fn install(keys: &KeyStore, req: &Install, now: OffsetDateTime) -> Result<Installed, PkiError> {
-    let mut given = certfile::read_existing(&req.cert)?;
-    let ca_der = given.remove(0);
+    let mut given = certfile::read_existing(&req.cert)?.into_iter();
+    let ca_der = given
+        .next()
+        .ok_or_else(|| PkiError::Malformed(format!("{}: no certificate", req.cert.display())))?;
+    let mut given: Vec<Vec<u8>> = given.collect();
     let chain_name = match &req.chain {
         Some(p) => {
             given.extend(certfile::read_existing(p)?);
