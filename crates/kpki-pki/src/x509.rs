@@ -420,6 +420,58 @@ mod tests {
         }
     }
 
+    #[test]
+    fn issuance_keeps_to_the_name_constraints_of_the_ca() {
+        let ca_key = key(KeyAlgorithm::EcdsaP256);
+        let start = whole_seconds(OffsetDateTime::now_utc());
+        let mut params =
+            ca_params("k8s-ca", ca_key.public_key_spki(), start, BACKDATE * 100).unwrap();
+        params.subject_alt_names.clear();
+        params.name_constraints = Some(rcgen::NameConstraints {
+            permitted_subtrees: vec![rcgen::GeneralSubtree::DnsName("example.com".into())],
+            excluded_subtrees: vec![rcgen::GeneralSubtree::DnsName("bad.example.com".into())],
+        });
+        let ca_der = self_sign(params, Arc::clone(&ca_key)).unwrap().der;
+        let signer = CaSigner::new(&ca_der, ca_key).unwrap();
+        // (DNS SAN, issued)
+        for (dns, issued) in [
+            ("api.example.com", true),
+            ("example.com", true),
+            ("kubernetes", false),
+            ("x.bad.example.com", false),
+        ] {
+            let profile = Profile {
+                cn: "kube-apiserver".into(),
+                orgs: vec![],
+                usages: vec![Usage::ServerAuth],
+                sans: AltNames {
+                    dns: vec![dns.into()],
+                    ips: vec![],
+                },
+            };
+            let draft = leaf_params(&profile, start, BACKDATE * 10).unwrap();
+            let got = signer.issue(draft, key(KeyAlgorithm::EcdsaP256));
+            assert_eq!(
+                signer.permits(&profile.sans).is_ok(),
+                issued,
+                "{dns}: permits"
+            );
+            match got {
+                Ok(_) => assert!(issued, "{dns}: issued"),
+                Err(IssueError::Names(m)) => {
+                    assert!(!issued, "{dns}: {m}");
+                    assert!(
+                        m.starts_with(&format!(
+                            "DNS name {dns} is outside the name constraints of CA CN=k8s-ca"
+                        )),
+                        "{m}"
+                    );
+                }
+                Err(e) => panic!("{dns}: {e}"),
+            }
+        }
+    }
+
     /// The daemon's and `kpki sign`'s path (`csr::examine` + `csr::issue`) under the same CA.
     #[test]
     fn requests_signed_by_a_dc_ca_name_its_exact_subject() {
