@@ -103,6 +103,7 @@ pub fn find(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<FoundCa, Pk
     let key = open_key(keys, &key_uri)?;
     let cert = signing_cert(&crt, key.as_deref())?;
     let chain = chain::read(&crt)?;
+    chain::check_links(&crt, cert.as_deref(), &chain)?;
     Ok(FoundCa {
         spec: ca,
         crt,
@@ -134,7 +135,9 @@ pub fn open(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<Option<Load
 /// its signing certificate (DER) and its issuer. For CAs outside the catalogue (the daemon's).
 pub fn load(crt: &Path, key: Arc<dyn Signer>) -> Result<(Vec<u8>, CaSigner), PkiError> {
     let cert_der = signing_cert(crt, Some(key.as_ref()))?.ok_or_else(|| certfile::absent(crt))?;
-    let signer = CaSigner::new(&cert_der, key)?.within_chain(&cert_der, &chain::read(crt)?)?;
+    let chain = chain::read(crt)?;
+    chain::check_links(crt, Some(&cert_der), &chain)?;
+    let signer = CaSigner::new(&cert_der, key)?.within_chain(&cert_der, &chain)?;
     Ok((cert_der, signer))
 }
 

@@ -91,6 +91,50 @@ pub(crate) fn trust_pem(ca_der: &[u8], chain: &[Vec<u8>]) -> String {
     out
 }
 
+/// Refuses a chain file that does not belong to the CA certificate file `crt` (whose
+/// signing certificate is `ca_der`, `None` when the file is absent): each certificate must
+/// be named by, and signed with the key of, the next one, starting from the CA. A chain left
+/// without its CA (an install that stopped half-way) is refused too: `kpki ca install` again
+/// completes it.
+pub(crate) fn check_links(
+    crt: &Path,
+    ca_der: Option<&[u8]>,
+    chain: &[Vec<u8>],
+) -> Result<(), PkiError> {
+    if chain.is_empty() {
+        return Ok(());
+    }
+    let file = chain_path(crt);
+    let Some(ca_der) = ca_der else {
+        return Err(PkiError::Missing(format!(
+            "{}: exists but {} does not; run `kpki ca install` again, or remove the chain file",
+            file.display(),
+            crt.display()
+        )));
+    };
+    let mut current = parse(&crt.display().to_string(), ca_der)?;
+    for (i, der) in chain.iter().enumerate() {
+        let what = format!("{} (certificate {})", file.display(), i + 1);
+        let issuer = parse(&what, der)?;
+        if current.tbs_certificate.issuer.as_raw() != issuer.tbs_certificate.subject.as_raw()
+            || current.verify_signature(Some(issuer.public_key())).is_err()
+        {
+            return Err(PkiError::Mismatch(format!(
+                "{what}: did not issue {} ({}); the chain file does not belong to {}",
+                current.subject(),
+                if i == 0 {
+                    "the CA"
+                } else {
+                    "the certificate before it"
+                },
+                crt.display()
+            )));
+        }
+        current = issuer;
+    }
+    Ok(())
+}
+
 /// The name constraints of the CA `ca_der` and of every issuer of its `chain`.
 pub(crate) fn name_rules(ca_der: &[u8], chain: &[Vec<u8>]) -> Result<Vec<NameRules>, PkiError> {
     let mut rules = Vec::new();
@@ -320,6 +364,37 @@ mod tests {
                     got.map(|v| v.len()),
                     want.map(|v| v.len())
                 ),
+            }
+        }
+        // A chain file belongs to its CA, link by link; none without the CA.
+        let crt = Path::new("/pki/ca.crt");
+        // (CA, chain, Ok or a fragment of the refusal)
+        type Link<'a> = (Option<Vec<u8>>, Vec<Vec<u8>>, Result<(), &'a str>);
+        let links: Vec<Link> = vec![
+            (Some(d(&under_mid1)), vec![d(&mid1), d(&root)], Ok(())),
+            (Some(d(&root)), vec![], Ok(())),
+            (None, vec![], Ok(())),
+            (
+                None,
+                vec![d(&root)],
+                Err("/pki/ca-chain.crt: exists but /pki/ca.crt does not"),
+            ),
+            (
+                Some(d(&under_mid1)),
+                vec![d(&root)],
+                Err("(certificate 1): did not issue CN=int (the CA)"),
+            ),
+            (
+                Some(d(&under_mid1)),
+                vec![d(&mid1), d(&stranger)],
+                Err("(certificate 2): did not issue CN=mid1"),
+            ),
+        ];
+        for (i, (ca_der, chain, want)) in links.into_iter().enumerate() {
+            match (check_links(crt, ca_der.as_deref(), &chain), want) {
+                (Ok(()), Ok(())) => {}
+                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "links {i}: {e}"),
+                (got, want) => panic!("links {i}: got {got:?}, want {want:?}"),
             }
         }
         // Leaves carry the CA and the intermediates below the root; kubeconfigs all of it.
