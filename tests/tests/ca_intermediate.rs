@@ -971,6 +971,35 @@ fn install_refusals_and_name_constraints() {
         "{:?}",
         text(&out)
     );
+
+    // An install stopped between the chain file and the certificate: init refuses with the
+    // way out, and installing again completes it.
+    std::fs::remove_file(pki.join("ca.crt")).unwrap();
+    let init_args = [
+        "init",
+        "--dir",
+        node.to_str().unwrap(),
+        "--node-name",
+        "cp1",
+        "--advertise-address",
+        "127.0.0.1",
+        "--encryption-algorithm",
+        "ECDSA-P256",
+    ];
+    let out = kpki(&init_args);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("ca-chain.crt: exists but")
+            && stderr.contains("run `kpki ca install` again"),
+        "{stderr}"
+    );
+    ok(
+        "install again",
+        &ca_install("ca", &fit, Some(&fit_root.0), None, &pki),
+    );
+    let out = ok("init after the install", &kpki(&init_args));
+    assert!(out.contains("0 generated"), "{out}");
 }
 
 /// A self-signed root made by openssl carrying the extension line `ext` besides the CA ones.
