@@ -249,6 +249,7 @@ fn main() {
         ca_files: Some((ca_crt, ca_key)),
         controller_manager: true,
         controller_manager_signs: true,
+        before_init: None,
     });
     let base = run(&c, n, "b");
     drop(c);

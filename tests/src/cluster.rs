@@ -30,6 +30,9 @@ pub struct Options {
     /// `ca_files` as `--cluster-signing-cert-file`/`--cluster-signing-key-file`): the
     /// baseline kpki's controller is compared with.
     pub controller_manager_signs: bool,
+    /// Runs on the empty certificate directory with the cluster's token before `kpki init`
+    /// (e.g. to install CAs signed by an external root, keys on that token).
+    pub before_init: Option<fn(&Path, &hsm::TestToken)>,
 }
 
 impl Default for Options {
@@ -39,6 +42,7 @@ impl Default for Options {
             ca_files: None,
             controller_manager: false,
             controller_manager_signs: false,
+            before_init: None,
         }
     }
 }
@@ -193,6 +197,9 @@ impl Cluster {
                 std::fs::copy(key, pki.join("ca.key")).expect("copy ca.key");
             }
             None => keys.push(format!("ca={}", token.key_uri("ca"))),
+        }
+        if let Some(prepare) = options.before_init {
+            prepare(&pki, &token);
         }
         let mut args = vec![
             "init".to_string(),

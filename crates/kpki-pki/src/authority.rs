@@ -12,6 +12,7 @@ use kpki_signer::{KeyError, KeyUri, Signer};
 use crate::PkiError;
 use crate::catalogue::{self, CaId, CaSpec};
 use crate::certfile::{self, SigningCertError};
+use crate::chain;
 use crate::config::ClusterSpec;
 use crate::keystore::KeyStore;
 use crate::x509::CaSigner;
@@ -22,8 +23,24 @@ pub struct LoadedCa {
     pub name: &'static str,
     /// The signing CA certificate, DER.
     pub cert_der: Vec<u8>,
+    /// The issuers above it when it is an intermediate (`<base>-chain.crt`, nearest first,
+    /// root last); empty for a self-signed CA.
+    pub chain: Vec<Vec<u8>>,
     /// The issuer.
     pub signer: CaSigner,
+}
+
+impl LoadedCa {
+    /// What kubeconfigs embed as `certificate-authority-data` (see `chain::trust_pem`).
+    pub fn trust_pem(&self) -> String {
+        chain::trust_pem(&self.cert_der, &self.chain)
+    }
+
+    /// A leaf certificate file's text: `leaf_pem` and the chain servers send (see
+    /// `chain::served`).
+    pub fn leaf_file(&self, leaf_pem: &str) -> String {
+        chain::leaf_file(leaf_pem, &self.cert_der, &self.chain)
+    }
 }
 
 /// A CA as found, before anything is made: each part may be absent.
@@ -38,6 +55,8 @@ pub struct FoundCa {
     pub cert: Option<Vec<u8>>,
     /// The key; `None` when absent (an external CA, or one still to make).
     pub key: Option<Arc<dyn Signer>>,
+    /// The issuers above the CA (`<base>-chain.crt`); empty when it is self-signed.
+    pub chain: Vec<Vec<u8>>,
 }
 
 /// Opens the key at `uri`; `Ok(None)` when it is absent: a key file that does not exist, a
@@ -83,12 +102,15 @@ pub fn find(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<FoundCa, Pk
     let key_uri = spec.ca_key(id).clone();
     let key = open_key(keys, &key_uri)?;
     let cert = signing_cert(&crt, key.as_deref())?;
+    let chain = chain::read(&crt)?;
+    chain::check_links(&crt, cert.as_deref(), &chain)?;
     Ok(FoundCa {
         spec: ca,
         crt,
         key_uri,
         cert,
         key,
+        chain,
     })
 }
 
@@ -100,10 +122,11 @@ pub fn open(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<Option<Load
     let Some(key) = found.key else {
         return Ok(None);
     };
-    let signer = CaSigner::new(&cert_der, key)?;
+    let signer = CaSigner::new(&cert_der, key)?.within_chain(&cert_der, &found.chain)?;
     Ok(Some(LoadedCa {
         name: found.spec.name,
         cert_der,
+        chain: found.chain,
         signer,
     }))
 }
@@ -112,7 +135,9 @@ pub fn open(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<Option<Load
 /// its signing certificate (DER) and its issuer. For CAs outside the catalogue (the daemon's).
 pub fn load(crt: &Path, key: Arc<dyn Signer>) -> Result<(Vec<u8>, CaSigner), PkiError> {
     let cert_der = signing_cert(crt, Some(key.as_ref()))?.ok_or_else(|| certfile::absent(crt))?;
-    let signer = CaSigner::new(&cert_der, key)?;
+    let chain = chain::read(crt)?;
+    chain::check_links(crt, Some(&cert_der), &chain)?;
+    let signer = CaSigner::new(&cert_der, key)?.within_chain(&cert_der, &chain)?;
     Ok((cert_der, signer))
 }
 

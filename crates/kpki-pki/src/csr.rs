@@ -109,6 +109,15 @@ pub enum SignError {
     Key(#[from] kpki_signer::KeyError),
 }
 
+impl From<x509::IssueError> for SignError {
+    fn from(e: x509::IssueError) -> SignError {
+        match e {
+            x509::IssueError::Key(k) => SignError::Key(k),
+            x509::IssueError::Names(m) => SignError::Refused(CsrError::new(Refusal::SignerRule, m)),
+        }
+    }
+}
+
 impl From<SignError> for PkiError {
     fn from(e: SignError) -> PkiError {
         match e {

@@ -19,7 +19,9 @@ use zeroize::Zeroizing;
 
 use crate::catalogue::{self, CaId, CaSpec, KUBECONFIGS, KubeconfigSpec, LeafSpec};
 use crate::certfile;
+use crate::chain;
 use crate::config::ClusterSpec;
+use crate::constraints;
 use crate::keygen::{NewKey, create_keys};
 use crate::keystore::KeyStore;
 use crate::sans::{AltNames, alt_names};
@@ -61,6 +63,8 @@ struct CaState {
     cert: Option<Vec<u8>>,
     key: Option<Arc<dyn Signer>>,
     key_uri: KeyUri,
+    /// The issuers above the CA when it is an intermediate (`<base>-chain.crt`).
+    chain: Vec<Vec<u8>>,
     signer: Option<CaSigner>,
 }
 
@@ -116,7 +120,11 @@ fn plan(spec: &ClusterSpec, keys: &KeyStore) -> Result<Plan, PkiError> {
     }
     let mut leaves = Vec::new();
     for leaf in catalogue::leaves(local_etcd) {
-        let plan = inspect_leaf(spec, leaf, find_ca(&cas, leaf.ca)?)?;
+        let ca = find_ca(&cas, leaf.ca)?;
+        let plan = inspect_leaf(spec, leaf, ca)?;
+        if matches!(plan, LeafPlan::Issue { .. }) {
+            check_names(spec, leaf, ca)?;
+        }
         leaves.push((leaf, plan));
     }
     let ca_root = find_ca(&cas, CaId::Ca)?;
@@ -220,7 +228,9 @@ impl Writer<'_> {
         }
         let ca = find_ca(cas, leaf.ca)?;
         let cert = ca.issue(&profile, Arc::clone(&key), self.start, spec.cert_validity)?;
-        store::create(&crt, cert.pem.as_bytes(), CERT_MODE)?;
+        let ca_der = ca.cert.as_deref().unwrap_or_default();
+        let file = chain::leaf_file(&cert.pem, ca_der, &ca.chain);
+        store::create(&crt, file.as_bytes(), CERT_MODE)?;
         self.report.files.push(FileReport {
             name: leaf.name.into(),
             kind: "key",
@@ -368,7 +378,7 @@ pub fn run(
         spec.kubeconfig_dir.display().to_string()
     ));
     let root = find_ca(&cas, CaId::Ca)?;
-    let ca_pem = x509::to_pem("CERTIFICATE", root.cert.as_deref().unwrap_or_default());
+    let ca_pem = chain::trust_pem(root.cert.as_deref().unwrap_or_default(), &root.chain);
     for (kc, keep) in kubeconfigs {
         w.kubeconfig(root, &ca_pem, kc, keep)?;
     }
@@ -402,6 +412,7 @@ fn inspect_ca(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<CaState, 
         cert: found.cert,
         key: found.key,
         key_uri: found.key_uri,
+        chain: found.chain,
         signer: None,
     })
 }
@@ -428,7 +439,7 @@ fn ensure_ca(
         let der = ca.cert.as_deref().unwrap_or_default();
         push_cert(report, ca.spec.name, &crt, "kept", der);
         if let Some(k) = &ca.key {
-            ca.signer = Some(CaSigner::new(der, Arc::clone(k))?);
+            ca.signer = Some(CaSigner::new(der, Arc::clone(k))?.within_chain(der, &ca.chain)?);
             report.files.push(FileReport {
                 name: ca.spec.name.into(),
                 kind: "key",
@@ -525,6 +536,18 @@ fn inspect_leaf(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<Lea
     Ok(LeafPlan::Keep { chain })
 }
 
+/// Refuses, before anything is written, a leaf to issue whose SANs a name constraint of its
+/// CA (or of an issuer above it) excludes.
+fn check_names(spec: &ClusterSpec, leaf: &LeafSpec, ca: &CaState) -> Result<(), PkiError> {
+    let Some(der) = &ca.cert else {
+        return Ok(());
+    };
+    let rules = chain::name_rules(der, &ca.chain)?;
+    let sans = constraints::of_alt_names(&alt_names(spec, leaf.sans));
+    constraints::check_all(&rules, &sans)
+        .map_err(|m| PkiError::Refused(format!("cannot issue {}: {m}", leaf.name)))
+}
+
 /// Refuses a leaf that cannot be kept at time `now`: its chain must reach its CA certificate
 /// and every certificate on it must be valid then. kubeadm's certs phase refuses the same
 /// files (its `VerifyCertChain` checks validity at the current time); the message names the
@@ -577,9 +600,17 @@ fn inspect_kubeconfig(
             path.display()
         ))
     })?;
-    let want = ca.cert.as_deref().map(|d| x509::to_pem("CERTIFICATE", d));
+    // The CA and its chain as kpki writes it, or the CA alone as kubeadm writes it.
+    let want = ca.cert.as_deref().map(|d| {
+        (
+            chain::trust_pem(d, &ca.chain),
+            x509::to_pem("CERTIFICATE", d),
+        )
+    });
     match want {
-        Some(w) if w.trim() == have.trim() => Ok(true),
+        Some((full, alone)) if full.trim() == have.trim() || alone.trim() == have.trim() => {
+            Ok(true)
+        }
         Some(_) => Err(PkiError::Mismatch(format!(
             "{}: embeds a different CA than {}/ca.crt",
             path.display(),

@@ -17,13 +17,17 @@
 //! [`gencsr`] (`generate-csr`), [`onboard`] (user, component and node credentials),
 //! [`inspect`], [`csr`] (signing a PKCS#10 request under its signer's rules),
 //! [`csr_object`] (CertificateSigningRequest objects), [`csr_stage`] (where such an object
-//! stands) and [`ca`] (`ca create`: a CA for any purpose on any backend).
+//! stands) [`ca`] (`ca create`: a CA for any purpose on any backend) and [`intermediate`] (`ca csr`,
+//! `ca install`: the cluster CA as an intermediate of an external root, its chain kept as
+//! [`chain`] says).
 
 pub mod authority;
 pub mod ca;
 pub mod catalogue;
 pub(crate) mod certfile;
+pub mod chain;
 pub mod config;
+mod constraints;
 pub mod csr;
 pub mod csr_object;
 pub mod csr_stage;
@@ -33,6 +37,7 @@ pub mod expiration;
 pub mod gencsr;
 pub mod init;
 pub mod inspect;
+pub mod intermediate;
 mod keygen;
 pub mod keystore;
 pub(crate) mod kubeadm_yaml;

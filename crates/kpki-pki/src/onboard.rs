@@ -48,7 +48,7 @@ fn client_kubeconfig(
         x509::leaf_params(profile, start, validity)?,
         Arc::new(key) as Arc<dyn Signer>,
     )?;
-    let ca_pem = x509::to_pem("CERTIFICATE", &ca.cert_der);
+    let ca_pem = ca.trust_pem();
     kubeconfig::render(
         &spec.cluster_name,
         &spec.control_plane_url(),
@@ -222,7 +222,11 @@ pub fn add_node(
     };
     let kubeconfig = client_kubeconfig(spec, &ca, &client, spec.cert_validity)?;
     store::create(&files.serving_key, key_pem.as_bytes(), PRIVATE_MODE)?;
-    store::create(&files.serving_cert, cert.pem.as_bytes(), CERT_MODE)?;
+    store::create(
+        &files.serving_cert,
+        ca.leaf_file(&cert.pem).as_bytes(),
+        CERT_MODE,
+    )?;
     store::create(&files.kubeconfig, kubeconfig.as_bytes(), PRIVATE_MODE)?;
     Ok(files)
 }

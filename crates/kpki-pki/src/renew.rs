@@ -200,6 +200,16 @@ pub fn renew(
         !external
     });
 
+    // Name constraints are checked for every job before any key is made or file replaced.
+    for job in &jobs {
+        let ca = signers
+            .get(&job.ca)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| PkiError::internal("CA signer missing"))?;
+        ca.signer
+            .permits(&job.profile.sans)
+            .map_err(|e| PkiError::Refused(format!("cannot renew {}: {e}", job.name)))?;
+    }
     let targets = jobs
         .iter()
         .map(|j| match &j.target {
@@ -222,12 +232,13 @@ pub fn renew(
         )?;
         match job.target {
             Target::Leaf { key, crt } => {
-                pair::replace(&key, key_pem.as_bytes(), &crt, cert.pem.as_bytes())?
+                let file = ca.leaf_file(&cert.pem);
+                pair::replace(&key, key_pem.as_bytes(), &crt, file.as_bytes())?
             }
             Target::Kubeconfig { path, doc } => {
                 // kubeadm refreshes the embedded CA from the ca.crt on disk (the CA may have
                 // been replaced since the file was written).
-                let ca_pem = x509::to_pem("CERTIFICATE", &ca.cert_der);
+                let ca_pem = ca.trust_pem();
                 let mut doc = kubeconfig::Document::parse(&path, &doc)?;
                 doc.set_credentials(&path, &ca_pem, &cert.pem, &key_pem)?;
                 store::replace(&path, doc.render(&path)?.as_bytes(), store::PRIVATE_MODE)?

@@ -66,6 +66,14 @@ impl Attr {
         self.entry().1
     }
 
+    /// The attribute whose short name is `name` (`CN`, `O`, ...; case ignored).
+    pub(crate) fn from_short_name(name: &str) -> Option<Attr> {
+        ATTRIBUTES
+            .iter()
+            .find(|a| a.2.eq_ignore_ascii_case(name))
+            .map(|a| a.0)
+    }
+
     /// Short name (`CN`, `O`, ...).
     pub(crate) fn short_name(self) -> &'static str {
         self.entry().2

@@ -16,6 +16,7 @@ use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::catalogue::Usage;
+use crate::constraints::{self, NameRules};
 use crate::sans::AltNames;
 use crate::subject::{self, Subject};
 
@@ -223,6 +224,28 @@ pub struct CaSigner {
     issuer_name: Vec<u8>,
     /// The CA's subject key identifier (the leaves' AKID).
     key_id: KeyIdMethod,
+    /// The name constraints of the CA and of the issuers above it (see `chain`).
+    names: Vec<NameRules>,
+}
+
+/// Why a certificate was not issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The CA's key could not sign, or the certificate could not be laid out.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A SAN lies outside the name constraints of the CA or of an issuer above it.
+    #[error("{0}")]
+    Names(String),
+}
+
+impl From<IssueError> for crate::PkiError {
+    fn from(e: IssueError) -> crate::PkiError {
+        match e {
+            IssueError::Key(k) => crate::PkiError::Key(k),
+            IssueError::Names(m) => crate::PkiError::Refused(m),
+        }
+    }
 }
 
 /// The CA key as rcgen sees it while laying a certificate out: its algorithm and public key,
@@ -256,11 +279,27 @@ impl CaSigner {
                 ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
                 _ => None,
             });
+        let names = NameRules::of(&ca)
+            .map_err(KeyError::Crypto)?
+            .into_iter()
+            .collect();
         Ok(CaSigner {
             key: RcgenSigner::new(key)?,
             issuer_name: ca.tbs_certificate.subject.as_raw().to_vec(),
             key_id: skid.map_or(KeyIdMethod::Sha256, KeyIdMethod::PreSpecified),
+            names,
         })
+    }
+
+    /// The same signer, also bound by the name constraints of the issuers above the CA
+    /// (`chain`, the CA's `<base>-chain.crt`; the CA certificate is `cert_der`).
+    pub(crate) fn within_chain(
+        mut self,
+        cert_der: &[u8],
+        chain: &[Vec<u8>],
+    ) -> Result<CaSigner, crate::PkiError> {
+        self.names = crate::chain::name_rules(cert_der, chain)?;
+        Ok(self)
     }
 
     /// The CA certificate's subject (DER), which every certificate it issues names as issuer.
@@ -269,12 +308,21 @@ impl CaSigner {
         &self.issuer_name
     }
 
+    /// Refuses `sans` when a name constraint of the CA, or of an issuer above it, excludes
+    /// one (the check issuance makes, for callers that check before writing anything).
+    pub(crate) fn permits(&self, sans: &AltNames) -> Result<(), IssueError> {
+        constraints::check_all(&self.names, &constraints::of_alt_names(sans))
+            .map_err(IssueError::Names)
+    }
+
     /// Issues a certificate for the public key `public` from `draft`.
     pub(crate) fn issue_with(
         &self,
         draft: Draft,
         public: &impl rcgen::PublicKeyData,
-    ) -> Result<Issued, KeyError> {
+    ) -> Result<Issued, IssueError> {
+        constraints::check_all(&self.names, &constraints::sans_of_params(&draft.params))
+            .map_err(IssueError::Names)?;
         let mut params = CertificateParams::default();
         params.key_identifier_method = self.key_id.clone();
         let layout = Issuer::new(params, Layout(&self.key));
@@ -291,7 +339,7 @@ impl CaSigner {
     }
 
     /// Issues a certificate for `subject_key` from `draft`.
-    pub fn issue(&self, draft: Draft, subject_key: Arc<dyn Signer>) -> Result<Issued, KeyError> {
+    pub fn issue(&self, draft: Draft, subject_key: Arc<dyn Signer>) -> Result<Issued, IssueError> {
         let public = RcgenSigner::new(subject_key)?;
         self.issue_with(draft, &public)
     }
@@ -369,6 +417,58 @@ mod tests {
                 });
             assert!(skid.is_some());
             assert_eq!(akid, skid);
+        }
+    }
+
+    #[test]
+    fn issuance_keeps_to_the_name_constraints_of_the_ca() {
+        let ca_key = key(KeyAlgorithm::EcdsaP256);
+        let start = whole_seconds(OffsetDateTime::now_utc());
+        let mut params =
+            ca_params("k8s-ca", ca_key.public_key_spki(), start, BACKDATE * 100).unwrap();
+        params.subject_alt_names.clear();
+        params.name_constraints = Some(rcgen::NameConstraints {
+            permitted_subtrees: vec![rcgen::GeneralSubtree::DnsName("example.com".into())],
+            excluded_subtrees: vec![rcgen::GeneralSubtree::DnsName("bad.example.com".into())],
+        });
+        let ca_der = self_sign(params, Arc::clone(&ca_key)).unwrap().der;
+        let signer = CaSigner::new(&ca_der, ca_key).unwrap();
+        // (DNS SAN, issued)
+        for (dns, issued) in [
+            ("api.example.com", true),
+            ("example.com", true),
+            ("kubernetes", false),
+            ("x.bad.example.com", false),
+        ] {
+            let profile = Profile {
+                cn: "kube-apiserver".into(),
+                orgs: vec![],
+                usages: vec![Usage::ServerAuth],
+                sans: AltNames {
+                    dns: vec![dns.into()],
+                    ips: vec![],
+                },
+            };
+            let draft = leaf_params(&profile, start, BACKDATE * 10).unwrap();
+            let got = signer.issue(draft, key(KeyAlgorithm::EcdsaP256));
+            assert_eq!(
+                signer.permits(&profile.sans).is_ok(),
+                issued,
+                "{dns}: permits"
+            );
+            match got {
+                Ok(_) => assert!(issued, "{dns}: issued"),
+                Err(IssueError::Names(m)) => {
+                    assert!(!issued, "{dns}: {m}");
+                    assert!(
+                        m.starts_with(&format!(
+                            "DNS name {dns} is outside the name constraints of CA CN=k8s-ca"
+                        )),
+                        "{m}"
+                    );
+                }
+                Err(e) => panic!("{dns}: {e}"),
+            }
         }
     }
 

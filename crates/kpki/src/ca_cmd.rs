@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use kpki_pki::GoDuration;
 use kpki_pki::ca::{self, NewCa, Outcome};
+use kpki_pki::intermediate;
 use kpki_signer::{KeyAlgorithm, KeyUri};
 use serde::Serialize;
 
@@ -37,6 +38,100 @@ pub enum CaCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Make (or take) a CA key and write a request for a CA certificate, for an external root
+    /// to sign: `<out-dir>/<file>.csr`, where `<file>` is kubeadm's (`ca`, `etcd/ca`,
+    /// `front-proxy-ca`) or NAME. The request asks for basicConstraints CA:TRUE and keyUsage
+    /// digitalSignature, keyCertSign, cRLSign.
+    Csr {
+        /// The CA's name: `ca`, `etcd-ca`, `front-proxy-ca`, or any file name.
+        name: String,
+        /// Where the key lives (default: `file:<out-dir>/<file>.key`, kubeadm's place).
+        #[arg(long)]
+        key: Option<String>,
+        /// The subject, OpenSSL style: `/O=Example Bank/CN=kubernetes` (default: `/CN=` and
+        /// kubeadm's CN for its CAs, else NAME).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Algorithm of a key made now: RSA-2048 (default), RSA-3072, RSA-4096, ECDSA-P256, ECDSA-P384.
+        #[arg(long, short = 'a', default_value = "RSA-2048")]
+        algorithm: KeyAlgorithm,
+        /// The certificate directory (default: the current one).
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Install the CA certificate an external root signed for the key of `kpki ca csr`:
+    /// checked to hold that key, to be a CA, and to chain through --chain up to a
+    /// self-signed root within every path length constraint; written as `<out-dir>/<file>.crt`
+    /// with the issuers in `<out-dir>/<file>-chain.crt` (docs/ca.md). Nothing is written
+    /// when a check fails; an installed CA is never replaced.
+    Install {
+        /// The CA's name: `ca`, `etcd-ca`, `front-proxy-ca`, or any file name.
+        name: String,
+        /// The signed CA certificate (PEM; certificates after the first are taken as chain).
+        #[arg(long)]
+        cert: PathBuf,
+        /// The issuers up to and including the root (PEM, any order).
+        #[arg(long)]
+        chain: Option<PathBuf>,
+        /// Where the key lives (default: `file:<out-dir>/<file>.key`).
+        #[arg(long)]
+        key: Option<String>,
+        /// The certificate directory (default: the current one).
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+/// The file base (without `.crt`) of CA `name` in a certificate directory, and its default
+/// CN: kubeadm's for its three CAs, else the name.
+fn ca_file(name: &str) -> Result<(String, String), String> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(format!(
+            "CA name {name:?}: use a plain file name (no '/', not starting with '.')"
+        ));
+    }
+    Ok(kpki_pki::catalogue::cas(true)
+        .find(|c| c.name == name)
+        .map(|c| (c.base.to_string(), c.cn.to_string()))
+        .unwrap_or_else(|| (name.to_string(), name.to_string())))
+}
+
+fn key_or_default(
+    key: Option<String>,
+    out_dir: &std::path::Path,
+    base: &str,
+) -> Result<KeyUri, String> {
+    match key {
+        Some(k) => k.parse().map_err(|e| format!("--key: {e}")),
+        None => Ok(KeyUri::file(out_dir.join(format!("{base}.key")))),
+    }
+}
+
+#[derive(Serialize)]
+struct CsrReport {
+    name: String,
+    request: PathBuf,
+    key: String,
+    key_action: &'static str,
+    subject: String,
+    spki_sha256: String,
+}
+
+#[derive(Serialize)]
+struct InstallReport {
+    name: String,
+    certificate: PathBuf,
+    chain: Option<PathBuf>,
+    key: String,
+    action: &'static str,
+    path: Vec<String>,
+    path_len: Option<u32>,
+    name_constraints: bool,
+    spki_sha256: String,
 }
 
 #[derive(Serialize)]
@@ -51,6 +146,119 @@ struct Report {
 /// Runs a `kpki ca` command.
 pub fn run(cmd: CaCommand) -> Result<(), String> {
     match cmd {
+        CaCommand::Csr {
+            name,
+            key,
+            subject,
+            algorithm,
+            out_dir,
+            output,
+        } => {
+            let (base, cn) = ca_file(&name)?;
+            let key = key_or_default(key, &out_dir, &base)?;
+            let subject = match subject {
+                Some(s) => {
+                    intermediate::parse_subject(&s).map_err(|e| format!("--subject: {e}"))?
+                }
+                None => intermediate::parse_subject(&format!("/CN={}", cn.replace('/', "\\/")))
+                    .map_err(|e| e.to_string())?,
+            };
+            let csr = out_dir.join(format!("{base}.csr"));
+            tracing::info!(%name, %key, %algorithm, "writing a CA request");
+            let done = intermediate::csr(
+                &crate::backends::key_store(),
+                &intermediate::CaRequest {
+                    subject: subject.clone(),
+                    key: key.clone(),
+                    algorithm,
+                    csr: csr.clone(),
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            let report = CsrReport {
+                name,
+                request: csr,
+                key: key.to_string(),
+                key_action: if done.key_created {
+                    "created"
+                } else {
+                    "existing"
+                },
+                subject: subject.display(),
+                spki_sha256: done.spki_sha256,
+            };
+            print_data(output.output, &report, || {
+                outln!(
+                    "[ca] {} request {} for {} (key {}, {}; SPKI SHA-256 {}): have the root sign it, then run `kpki ca install {} --cert <signed.crt> --chain <root and intermediates>`",
+                    report.name,
+                    report.request.display(),
+                    report.subject,
+                    report.key,
+                    report.key_action,
+                    report.spki_sha256,
+                    report.name
+                );
+            })
+        }
+        CaCommand::Install {
+            name,
+            cert,
+            chain,
+            key,
+            out_dir,
+            output,
+        } => {
+            let (base, _) = ca_file(&name)?;
+            let key = key_or_default(key, &out_dir, &base)?;
+            let target = out_dir.join(format!("{base}.crt"));
+            tracing::info!(%name, %key, "installing a CA certificate");
+            let done = intermediate::install(
+                &crate::backends::key_store(),
+                &intermediate::Install {
+                    cert,
+                    chain,
+                    key: key.clone(),
+                    target: target.clone(),
+                },
+                time::OffsetDateTime::now_utc(),
+            )
+            .map_err(|e| e.to_string())?;
+            let report = InstallReport {
+                name,
+                certificate: target,
+                chain: done.chain_file,
+                key: key.to_string(),
+                action: if done.written { "installed" } else { "exists" },
+                path: done.path,
+                path_len: done.path_len,
+                name_constraints: done.name_constraints,
+                spki_sha256: done.spki_sha256,
+            };
+            print_data(output.output, &report, || {
+                let chain = report
+                    .chain
+                    .as_ref()
+                    .map(|c| format!(", chain {}", c.display()))
+                    .unwrap_or_default();
+                let path_len = report
+                    .path_len
+                    .map(|n| format!(", path length {n}"))
+                    .unwrap_or_default();
+                let nc = if report.name_constraints {
+                    ", name constraints enforced at issuance"
+                } else {
+                    ""
+                };
+                outln!(
+                    "[ca] {} {}: certificate {}{chain}, key {}; path {}{path_len}{nc}",
+                    report.name,
+                    report.action,
+                    report.certificate.display(),
+                    report.key,
+                    report.path.join(", issued by ")
+                );
+            })
+        }
         CaCommand::Create {
             name,
             key,
