@@ -275,3 +275,59 @@ fn socket_free(path: &Path) -> Result<String, String> {
     bound.map_err(|e| format!("{shown}: {e}"))?;
     Ok(shown.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch directory removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The token signer's socket path: free, a stale socket, a live one, another kind of
+    /// file, a directory still to be made.
+    #[test]
+    fn socket_paths_are_judged_without_being_taken() {
+        let base = std::env::temp_dir().join(format!("kpki-check-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).expect("scratch directory");
+        let dir = Scratch(base);
+        let free = dir.path().join("free.sock");
+        assert!(socket_free(&free).is_ok());
+        assert!(!free.exists(), "nothing left behind");
+        let scratch_left = std::fs::read_dir(dir.path()).expect("read").count();
+        assert_eq!(scratch_left, 0);
+
+        let stale = dir.path().join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
+        let verdict = socket_free(&stale).expect("a stale socket is replaced at start");
+        assert!(verdict.contains("stale"), "{verdict}");
+        assert!(stale.exists(), "left alone");
+
+        let live = dir.path().join("live.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&live).expect("bind");
+        let e = socket_free(&live).expect_err("in use");
+        assert!(e.contains("in use"), "{e}");
+
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").expect("write");
+        let e = socket_free(&file).expect_err("not a socket");
+        assert!(e.contains("not a socket"), "{e}");
+
+        let later = dir.path().join("a/b/jwt.sock");
+        let verdict = socket_free(&later).expect("directory made at start");
+        assert!(verdict.contains("created at start"), "{verdict}");
+        assert!(!dir.path().join("a").exists());
+    }
+}

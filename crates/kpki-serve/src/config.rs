@@ -316,7 +316,8 @@ impl ServeConfig {
     /// Parses TOML text with `KPKI__SECTION__FIELD` variables of `vars` over it, as for
     /// kpki.toml: `KPKI__LISTEN__ADDRESS=0.0.0.0:9443`, `KPKI__CAS__CA__KEY=pkcs11:…`,
     /// `KPKI__AUDIT__FSYNC=true`. Only the daemon's own sections are read (kpki.toml's
-    /// `KPKI__CLUSTER__…`, `KPKI__KEYS__…` are left to it); names are lower-cased; a value
+    /// `KPKI__CLUSTER__…`, `KPKI__KEYS__…`, `KPKI__SIGNERS__…` are left to it); names are
+    /// lower-cased; a value
     /// replacing a string stays a string, any other is read as a TOML value when it is one
     /// (`true`, `30`, `["a", "b"]`) and as a string otherwise.
     pub fn parse_with_env(
@@ -367,14 +368,14 @@ impl ServeConfig {
     }
 }
 
-/// Sections `KPKI__…` variables may set (arrays of tables such as `[[policy]]` cannot be
-/// addressed by name).
+/// Sections `KPKI__…` variables may set: the daemon's own. `[[policy]]` (an array of tables)
+/// cannot be addressed by name, and `signers` is left out because kpki.toml has a
+/// `[signers]` of another shape (`KPKI__SIGNERS__…` is its).
 const ENV_SECTIONS: &[&str] = &[
     "listen",
     "limits",
     "connections",
     "cas",
-    "signers",
     "audit",
     "signing",
     "cfssl",
@@ -459,7 +460,7 @@ path = "/var/log/kpki/audit.jsonl"
         (&[("KPKI__CAS__CA__KEY", "pkcs11:token=k8s;object=ca")], Ok(("127.0.0.1:8443", "pkcs11:token=k8s;object=ca", false))),
         (&[("KPKI__AUDIT__FSYNC", "true")], Ok(("127.0.0.1:8443", "file:/etc/kubernetes/pki/ca.key", true))),
         // kpki.toml's sections and other programs' variables are not the daemon's.
-        (&[("KPKI__CLUSTER__NODE_NAME", "cp1"), ("KPKI_LOG", "debug"), ("KPKI__CERT_DIR", "/x")], Ok(("127.0.0.1:8443", "file:/etc/kubernetes/pki/ca.key", false))),
+        (&[("KPKI__CLUSTER__NODE_NAME", "cp1"), ("KPKI_LOG", "debug"), ("KPKI__CERT_DIR", "/x"), ("KPKI__SIGNERS__X", "ca")], Ok(("127.0.0.1:8443", "file:/etc/kubernetes/pki/ca.key", false))),
         (&[("KPKI__LISTEN__ADDRESS", "nowhere")], Err("invalid socket address")),
         (&[("KPKI__AUDIT__FSINK", "true")], Err("unknown field `fsink`")),
         (&[("KPKI__AUDIT__FSYNC", "maybe")], Err("invalid type")),
