@@ -230,4 +230,67 @@ mod tests {
         );
         assert!(load(&dir.path().join("absent.crt"), k).is_err());
     }
+
+    #[test]
+    fn an_absent_key_is_kubeadms_external_ca_only_at_kubeadms_path() {
+        use std::os::unix::fs::PermissionsExt;
+
+        use kpki_signer::KeyAlgorithm;
+
+        use crate::config::{KeySettings, Settings};
+
+        // (key given away from kubeadm's path, key file present, certificate present,
+        //  expected: Ok(key found) or Err(message part))
+        let table: [(bool, bool, bool, Result<bool, &str>); 6] = [
+            (false, true, true, Ok(true)),
+            (false, false, true, Ok(false)),  // kubeadm's external CA
+            (false, false, false, Ok(false)), // a CA still to make
+            (true, true, true, Ok(true)),
+            (true, false, true, Err("ca key file:")), // given, gone: an error
+            (true, false, false, Ok(false)),          // given, still to make
+        ];
+        for (i, (moved, key_present, cert_present, want)) in table.into_iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            let pki = dir.path().join("pki");
+            std::fs::create_dir_all(&pki).unwrap();
+            let key_path = if moved {
+                dir.path().join("elsewhere.key")
+            } else {
+                pki.join("ca.key")
+            };
+            let (soft, pem) =
+                kpki_soft::SoftKey::generate(KeyUri::file("/dev/null"), KeyAlgorithm::EcdsaP256)
+                    .unwrap();
+            if key_present {
+                std::fs::write(&key_path, pem.as_bytes()).unwrap();
+                std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+                    .unwrap();
+            }
+            if cert_present {
+                let (_, ca_pem) = ca_pem(&(Arc::new(soft) as Arc<dyn Signer>));
+                std::fs::write(pki.join("ca.crt"), ca_pem).unwrap();
+            }
+            let mut settings = Settings {
+                cert_dir: Some(pki.clone()),
+                keys: KeySettings {
+                    ca: moved.then(|| KeyUri::file(&key_path)),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            settings.cluster.node_name = Some("cp1".into());
+            settings.cluster.advertise_address = Some("10.0.0.10".into());
+            let spec = crate::config::resolve(&settings).unwrap();
+            let got = find(&spec, &KeyStore::default(), CaId::Ca);
+            match (got, want) {
+                (Ok(f), Ok(found)) => assert_eq!(f.key.is_some(), found, "case {i}"),
+                (Err(e), Err(part)) => {
+                    let text = e.to_string();
+                    assert!(text.contains(part), "case {i}: {text}");
+                    assert!(text.contains("does not exist"), "case {i}: {text}");
+                }
+                (got, want) => panic!("case {i}: got {:?}, want {want:?}", got.map(|_| ())),
+            }
+        }
+    }
 }
