@@ -16,6 +16,7 @@ pub mod load;
 pub mod p11kit;
 pub mod peers;
 pub mod serve;
+pub mod snapshot;
 pub mod tls_server;
 pub mod token_matrix;
 

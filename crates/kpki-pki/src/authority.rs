@@ -3,6 +3,12 @@
 //! `renew`, `check-expiration`, `sign`, the kubeconfig commands and the daemon all come here,
 //! so every one of them takes the same certificate of a bundle as the CA (see
 //! `certfile::signing_cert`) and agrees on whether the key is there.
+//!
+//! kubeadm's external-CA mode (a CA certificate without its key: its leaves are kept, "can't
+//! be renewed") applies only to a key at kubeadm's own path, `<cert_dir>/<ca>.key`, that no
+//! flag, `KPKI__…` variable, kpki.toml or `kpki-keys.toml` record moved elsewhere. A key kpki
+//! was told about that cannot be opened — absent file, no object with that label, token or
+//! module unreachable, wrong PIN — is an error naming the key and the reason.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,21 +59,42 @@ pub struct FoundCa {
     pub key_uri: KeyUri,
     /// The signing certificate of the file (DER); `None` when the file is absent.
     pub cert: Option<Vec<u8>>,
-    /// The key; `None` when absent (an external CA, or one still to make).
+    /// The key; `None` when absent: an external CA (see the module header), or a CA still to
+    /// make (no certificate yet).
     pub key: Option<Arc<dyn Signer>>,
     /// The issuers above the CA (`<base>-chain.crt`); empty when it is self-signed.
     pub chain: Vec<Vec<u8>>,
 }
 
+/// True when CA `ca`'s key is kubeadm's default file under `cert_dir`: the one place where an
+/// absent key means kubeadm's external-CA mode rather than an error.
+fn at_kubeadm_path(ca: &CaSpec, cert_dir: &Path, uri: &KeyUri) -> bool {
+    uri.as_file() == Some(ca.key_path(cert_dir).as_path())
+}
+
+/// The error for CA `ca`'s key at `uri` that cannot be used, with the reason.
+fn unusable(ca: &CaSpec, uri: &KeyUri, problem: String) -> PkiError {
+    PkiError::CaKey {
+        ca: ca.name,
+        uri: uri.to_string(),
+        problem,
+    }
+}
+
 /// Opens the key at `uri`; `Ok(None)` when it is absent: a key file that does not exist, a
 /// token object that is not found.
 pub(crate) fn open_key(keys: &KeyStore, uri: &KeyUri) -> Result<Option<Arc<dyn Signer>>, PkiError> {
+    Ok(uri_key(keys, uri)?)
+}
+
+/// [`open_key`] with the backend's error.
+fn uri_key(keys: &KeyStore, uri: &KeyUri) -> Result<Option<Arc<dyn Signer>>, KeyError> {
     match uri {
         KeyUri::File(p) if !p.exists() => Ok(None),
         uri => match keys.open(uri) {
             Ok(k) => Ok(Some(k)),
             Err(KeyError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         },
     }
 }
@@ -95,13 +122,32 @@ pub(crate) fn signing_cert(
     Ok(Some(der.to_vec()))
 }
 
-/// Finds CA `id` of `spec`: its signing certificate and its key, each when present.
+/// Finds CA `id` of `spec`: its signing certificate and its key, each when present. Refused,
+/// naming the key and the reason, when the key cannot be opened (token or module
+/// unreachable, wrong PIN), and when the certificate exists but a key configured or recorded
+/// away from kubeadm's path is absent (see the module header).
 pub fn find(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<FoundCa, PkiError> {
     let ca = catalogue::ca(id);
     let crt = ca.cert_path(&spec.cert_dir);
     let key_uri = spec.ca_key(id).clone();
-    let key = open_key(keys, &key_uri)?;
+    let key = match uri_key(keys, &key_uri) {
+        Ok(k) => k,
+        Err(e) => return Err(unusable(ca, &key_uri, e.to_string())),
+    };
     let cert = signing_cert(&crt, key.as_deref())?;
+    if key.is_none() && cert.is_some() && !at_kubeadm_path(ca, &spec.cert_dir, &key_uri) {
+        let problem = match &key_uri {
+            KeyUri::File(p) => format!(
+                "key file {} does not exist (a key given to kpki is never taken for an external CA)",
+                p.display()
+            ),
+            KeyUri::Pkcs11(u) => format!(
+                "key {} not found on the token (a key given to kpki is never taken for an external CA)",
+                u.object_description()
+            ),
+        };
+        return Err(unusable(ca, &key_uri, problem));
+    }
     let chain = chain::read(&crt)?;
     chain::check_links(&crt, cert.as_deref(), &chain)?;
     Ok(FoundCa {
@@ -114,8 +160,9 @@ pub fn find(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<FoundCa, Pk
     })
 }
 
-/// Opens CA `id` to sign: `Ok(None)` when its key is absent (an external CA); refused when
-/// its certificate file is absent.
+/// Opens CA `id` to sign: `Ok(None)` when its key is absent in kubeadm's external-CA mode
+/// (see the module header); refused when its certificate file is absent and as
+/// [`find`] refuses.
 pub fn open(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<Option<LoadedCa>, PkiError> {
     let found = find(spec, keys, id)?;
     let cert_der = found.cert.ok_or_else(|| certfile::absent(&found.crt))?;
@@ -207,5 +254,68 @@ mod tests {
                 .is_none()
         );
         assert!(load(&dir.path().join("absent.crt"), k).is_err());
+    }
+
+    #[test]
+    fn an_absent_key_is_kubeadms_external_ca_only_at_kubeadms_path() {
+        use std::os::unix::fs::PermissionsExt;
+
+        use kpki_signer::KeyAlgorithm;
+
+        use crate::config::{KeySettings, Settings};
+
+        // (key given away from kubeadm's path, key file present, certificate present,
+        //  expected: Ok(key found) or Err(message part))
+        let table: [(bool, bool, bool, Result<bool, &str>); 6] = [
+            (false, true, true, Ok(true)),
+            (false, false, true, Ok(false)),  // kubeadm's external CA
+            (false, false, false, Ok(false)), // a CA still to make
+            (true, true, true, Ok(true)),
+            (true, false, true, Err("ca key file:")), // given, gone: an error
+            (true, false, false, Ok(false)),          // given, still to make
+        ];
+        for (i, (moved, key_present, cert_present, want)) in table.into_iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            let pki = dir.path().join("pki");
+            std::fs::create_dir_all(&pki).unwrap();
+            let key_path = if moved {
+                dir.path().join("elsewhere.key")
+            } else {
+                pki.join("ca.key")
+            };
+            let (soft, pem) =
+                kpki_soft::SoftKey::generate(KeyUri::file("/dev/null"), KeyAlgorithm::EcdsaP256)
+                    .unwrap();
+            if key_present {
+                std::fs::write(&key_path, pem.as_bytes()).unwrap();
+                std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+                    .unwrap();
+            }
+            if cert_present {
+                let (_, ca_pem) = ca_pem(&(Arc::new(soft) as Arc<dyn Signer>));
+                std::fs::write(pki.join("ca.crt"), ca_pem).unwrap();
+            }
+            let mut settings = Settings {
+                cert_dir: Some(pki.clone()),
+                keys: KeySettings {
+                    ca: moved.then(|| KeyUri::file(&key_path)),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            settings.cluster.node_name = Some("cp1".into());
+            settings.cluster.advertise_address = Some("10.0.0.10".into());
+            let spec = crate::config::resolve(&settings).unwrap();
+            let got = find(&spec, &KeyStore::default(), CaId::Ca);
+            match (got, want) {
+                (Ok(f), Ok(found)) => assert_eq!(f.key.is_some(), found, "case {i}"),
+                (Err(e), Err(part)) => {
+                    let text = e.to_string();
+                    assert!(text.contains(part), "case {i}: {text}");
+                    assert!(text.contains("does not exist"), "case {i}: {text}");
+                }
+                (got, want) => panic!("case {i}: got {:?}, want {want:?}", got.map(|_| ())),
+            }
+        }
     }
 }

@@ -52,9 +52,10 @@ pub struct Created {
     pub spki_sha256: String,
 }
 
-/// Creates the CA `ca` describes. An existing certificate must match the key (else a
-/// mismatch, nothing written); an existing certificate without its key is refused.
-pub fn create(keys: &KeyStore, ca: &NewCa) -> Result<Created, PkiError> {
+/// What [`create`] does for `ca`, decided from what exists: the existing key (opened) and
+/// the outcome. An existing certificate must match the key (else a mismatch); an existing
+/// certificate without its key is refused.
+fn decide(keys: &KeyStore, ca: &NewCa) -> Result<(Option<Arc<dyn Signer>>, Outcome), PkiError> {
     let existing_key = open_key(keys, &ca.key)?;
     if ca.cert.exists() {
         let Some(key) = existing_key else {
@@ -66,14 +67,33 @@ pub fn create(keys: &KeyStore, ca: &NewCa) -> Result<Created, PkiError> {
         };
         // Refuses a certificate that does not match the key, or is not a CA.
         signing_cert(&ca.cert, Some(key.as_ref()))?;
-        return Ok(Created {
-            outcome: Outcome::Exists,
-            spki_sha256: spki::sha256_hex(key.public_key_spki()),
-        });
+        return Ok((Some(key), Outcome::Exists));
     }
-    let (key, outcome): (Arc<dyn Signer>, Outcome) = match existing_key {
-        Some(k) => (k, Outcome::KeyTaken),
-        None => {
+    Ok(match existing_key {
+        Some(k) => (Some(k), Outcome::KeyTaken),
+        None => (None, Outcome::Created),
+    })
+}
+
+/// What [`create`] would do for `ca`, without doing it: the outcome, and the fingerprint of
+/// the key when it exists already. Writes nothing and makes no key.
+pub fn plan(keys: &KeyStore, ca: &NewCa) -> Result<(Outcome, Option<String>), PkiError> {
+    let (key, outcome) = decide(keys, ca)?;
+    Ok((outcome, key.map(|k| spki::sha256_hex(k.public_key_spki()))))
+}
+
+/// Creates the CA `ca` describes. An existing certificate must match the key (else a
+/// mismatch, nothing written); an existing certificate without its key is refused.
+pub fn create(keys: &KeyStore, ca: &NewCa) -> Result<Created, PkiError> {
+    let (key, outcome): (Arc<dyn Signer>, Outcome) = match decide(keys, ca)? {
+        (Some(key), Outcome::Exists) => {
+            return Ok(Created {
+                outcome: Outcome::Exists,
+                spki_sha256: spki::sha256_hex(key.public_key_spki()),
+            });
+        }
+        (Some(k), outcome) => (k, outcome),
+        (None, _) => {
             let made = create_keys(keys, ca.algorithm, vec![ca.key.clone()])?
                 .into_iter()
                 .next()

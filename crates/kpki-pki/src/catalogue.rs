@@ -357,7 +357,6 @@ impl CaSpec {
     }
 
     /// Its key file under `cert_dir` (where kubeadm keeps it; `[keys]` may say otherwise).
-    #[cfg(test)]
     pub(crate) fn key_path(&self, cert_dir: &Path) -> PathBuf {
         key_path(cert_dir, self.base)
     }

@@ -33,6 +33,17 @@ pub enum PkiError {
     /// A key backend failed.
     #[error(transparent)]
     Key(#[from] kpki_signer::KeyError),
+    /// A CA key kpki was told about (configured, or recorded by `init`) cannot be used: absent,
+    /// or its token or file unreachable. Never kubeadm's external-CA mode.
+    #[error("{ca} key {uri}: {problem}")]
+    CaKey {
+        /// kubeadm's name of the CA (`ca`, `front-proxy-ca`, `etcd-ca`).
+        ca: &'static str,
+        /// The key's URI (never a PIN value).
+        uri: String,
+        /// Why it cannot be used.
+        problem: String,
+    },
     /// Configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),

@@ -38,7 +38,8 @@ pub struct FileReport {
     pub kind: &'static str,
     /// Path, or the key URI for token-held keys.
     pub path: String,
-    /// `generated` or `kept`.
+    /// `generated` or `kept`; in a dry run's plan `generate`, `keep`, or `external` (a CA
+    /// key absent in kubeadm's external-CA mode).
     pub action: &'static str,
     /// SHA-256 of the certificate DER or of the key's SubjectPublicKeyInfo.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -54,6 +55,9 @@ pub struct InitReport {
     pub kubeconfig_dir: PathBuf,
     /// Files in the order they were handled.
     pub files: Vec<FileReport>,
+    /// True for a dry run's plan: nothing was written.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 /// A CA after phase one: its certificate and key, if present; after its phase-two step,
@@ -356,6 +360,7 @@ pub fn run(
             cert_dir: spec.cert_dir.clone(),
             kubeconfig_dir: spec.kubeconfig_dir.clone(),
             files: Vec::new(),
+            dry_run: false,
         },
         progress,
     };
@@ -386,6 +391,107 @@ pub fn run(
     Ok(w.report)
 }
 
+/// What [`run`] would do for `spec`, without doing it: phase one alone (every file read and
+/// checked, every configured key opened, so a wrong PIN, an unreachable token or an absent
+/// key fails here as it fails `run`), then each CA, leaf, kubeconfig, `sa` and the key
+/// record with `generate`, `keep` or `external`. Writes nothing and makes no key; a renewal
+/// a killed run left staged is not finished (the next `run` finishes it first).
+pub fn dry_run(spec: &ClusterSpec, keys: &KeyStore) -> Result<InitReport, PkiError> {
+    let plan = plan(spec, keys)?;
+    let mut files = Vec::new();
+    let mut row = |name: &str, kind: &'static str, path: String, action, sha256| {
+        files.push(FileReport {
+            name: name.into(),
+            kind,
+            path,
+            action,
+            sha256,
+        })
+    };
+    let generate_or_keep = |present: bool| if present { "keep" } else { "generate" };
+    for ca in &plan.cas {
+        let key_action = match (&ca.key, &ca.cert) {
+            (Some(_), _) => "keep",
+            (None, Some(_)) => "external",
+            (None, None) => "generate",
+        };
+        let key_sha = ca
+            .key
+            .as_ref()
+            .map(|k| spki::sha256_hex(k.public_key_spki()));
+        row(
+            ca.spec.name,
+            "key",
+            ca.key_uri.to_string(),
+            key_action,
+            key_sha,
+        );
+        let crt = ca.spec.cert_path(&spec.cert_dir).display().to_string();
+        let cert_sha = ca.cert.as_deref().map(spki::sha256_hex);
+        row(
+            ca.spec.name,
+            "certificate",
+            crt,
+            generate_or_keep(ca.cert.is_some()),
+            cert_sha,
+        );
+    }
+    for (leaf, p) in &plan.leaves {
+        let (key, cert) = match p {
+            LeafPlan::Keep { chain } => (true, chain.first().map(|d| spki::sha256_hex(d))),
+            LeafPlan::Issue { key } => (key.is_some(), None),
+        };
+        let key_path = leaf.key_path(&spec.cert_dir).display().to_string();
+        row(leaf.name, "key", key_path, generate_or_keep(key), None);
+        let crt = leaf.cert_path(&spec.cert_dir).display().to_string();
+        row(
+            leaf.name,
+            "certificate",
+            crt,
+            generate_or_keep(cert.is_some()),
+            cert,
+        );
+    }
+    let sa_sha = plan
+        .sa
+        .as_ref()
+        .map(|k| spki::sha256_hex(k.public_key_spki()));
+    row(
+        "sa",
+        "key",
+        spec.sa_key.to_string(),
+        generate_or_keep(sa_sha.is_some()),
+        sa_sha,
+    );
+    let sa_pub = spec.cert_dir.join("sa.pub");
+    let pub_present = plan.sa.is_some() && sa_pub.exists();
+    row(
+        "sa",
+        "public-key",
+        sa_pub.display().to_string(),
+        generate_or_keep(pub_present),
+        None,
+    );
+    for (kc, keep) in &plan.kubeconfigs {
+        let path = kc.path(&spec.kubeconfig_dir).display().to_string();
+        row(kc.file, "kubeconfig", path, generate_or_keep(*keep), None);
+    }
+    if let Some(same) = crate::recorded::is_current(spec)? {
+        let path = spec
+            .cert_dir
+            .join(crate::recorded::FILE)
+            .display()
+            .to_string();
+        row("keys", "record", path, generate_or_keep(same), None);
+    }
+    Ok(InitReport {
+        cert_dir: spec.cert_dir.clone(),
+        kubeconfig_dir: spec.kubeconfig_dir.clone(),
+        files,
+        dry_run: true,
+    })
+}
+
 fn push_cert(report: &mut InitReport, name: &str, crt: &Path, action: &'static str, der: &[u8]) {
     report.files.push(FileReport {
         name: name.into(),
@@ -396,17 +502,10 @@ fn push_cert(report: &mut InitReport, name: &str, crt: &Path, action: &'static s
     });
 }
 
-/// Reads CA `id` as [`authority::find`] finds it (the signing certificate of a bundle);
-/// refuses a certificate whose token key is gone.
+/// Reads CA `id` as [`authority::find`] finds it (the signing certificate of a bundle; a
+/// certificate whose configured key is gone is refused there).
 fn inspect_ca(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<CaState, PkiError> {
     let found = authority::find(spec, keys, id)?;
-    if found.cert.is_some() && found.key.is_none() && found.key_uri.is_pkcs11() {
-        return Err(PkiError::Missing(format!(
-            "{}: its key {} is not on the token",
-            found.crt.display(),
-            found.key_uri
-        )));
-    }
     Ok(CaState {
         spec: *found.spec,
         cert: found.cert,
@@ -870,6 +969,7 @@ mod tests {
             PkiError::Request(_) => "request",
             PkiError::Internal(_) => "internal",
             PkiError::Key(_) => "key",
+            PkiError::CaKey { .. } => "ca-key",
             PkiError::Config(_) => "config",
             PkiError::Io { .. } => "io",
         }

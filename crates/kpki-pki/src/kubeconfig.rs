@@ -115,6 +115,27 @@ pub fn render(
     build(cluster, server, Some(ca_pem), user, Some(cert_pem), key_pem)
 }
 
+/// A kubeconfig whose client key stays where its owner keeps it: the certificate embedded,
+/// the key named by path (`client-key`), as `kubectl config set-credentials --client-key`
+/// writes it. Holds no secret.
+pub fn render_with_key_file(
+    cluster: &str,
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    cert_pem: &str,
+    key_file: &str,
+) -> Result<String, PkiError> {
+    let text = build(cluster, server, Some(ca_pem), user, Some(cert_pem), "")?;
+    let mut cfg: Kubeconfig = serde_norway::from_str(&text)
+        .map_err(|e| PkiError::internal(format!("kubeconfig: {e}")))?;
+    for u in &mut cfg.users {
+        u.user.client_key_data = None;
+        u.user.client_key = Some(key_file.to_string());
+    }
+    serde_norway::to_string(&cfg).map_err(|e| PkiError::internal(format!("kubeconfig: {e}")))
+}
+
 /// A partial kubeconfig as `kubeadm certs generate-csr` writes it: empty CA data and client
 /// certificate, only the client key.
 pub(crate) fn render_partial(

@@ -89,6 +89,43 @@ pub fn user_kubeconfig(
     client_kubeconfig(spec, &ca, &profile, validity)
 }
 
+/// A kubeconfig for the client certificate `cert_der` issued by the cluster CA `ca_der` (e.g.
+/// by `kpki sign` from a user's own CSR): the user is the certificate's CN, the key stays in
+/// the user's file `key_file` (referenced, never read). Returns the user name and the YAML.
+pub fn kubeconfig_for_certificate(
+    spec: &ClusterSpec,
+    ca_der: &[u8],
+    cert_der: &[u8],
+    key_file: &str,
+) -> Result<(String, String), PkiError> {
+    let user = certificate_user(cert_der)?;
+    let yaml = kubeconfig::render_with_key_file(
+        &spec.cluster_name,
+        &spec.control_plane_url(),
+        &x509::to_pem("CERTIFICATE", ca_der),
+        &user,
+        &x509::to_pem("CERTIFICATE", cert_der),
+        key_file,
+    )?;
+    Ok((user, yaml))
+}
+
+/// The Kubernetes user of client certificate `cert_der`: its CN; refused without one.
+pub fn certificate_user(cert_der: &[u8]) -> Result<String, PkiError> {
+    let cert = crate::certfile::parse_at(Path::new("the issued certificate"), cert_der)?;
+    let user = crate::subject::Subject::known_of(cert.subject())
+        .values(crate::subject::Attr::CommonName)
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    if user.is_empty() {
+        return Err(PkiError::Malformed(
+            "the certificate has no CN: no Kubernetes user to name".into(),
+        ));
+    }
+    Ok(user)
+}
+
 /// The kubeconfig of a component kpki knows (`kube-proxy`).
 pub fn component_kubeconfig(
     spec: &ClusterSpec,

@@ -83,9 +83,31 @@ fn text(keys: &[(&str, &KeyUri, &Path)]) -> Option<String> {
     })
 }
 
+/// Whether [`write`] would leave the record as it is: `None` when it writes none (every key
+/// at kubeadm's default file), `Some(true)` when the record on disk already says the same.
+pub(crate) fn is_current(spec: &crate::config::ClusterSpec) -> Result<Option<bool>, PkiError> {
+    let Some(want) = record_text(spec) else {
+        return Ok(None);
+    };
+    let path = spec.cert_dir.join(FILE);
+    match std::fs::read(&path) {
+        Ok(have) => Ok(Some(have == want.as_bytes())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(false)),
+        Err(e) => Err(PkiError::io(&path, e)),
+    }
+}
+
 /// Records the key locations of `spec` beside its PKI (replacing an earlier record); does
 /// nothing when every key is at kubeadm's default file.
 pub(crate) fn write(spec: &crate::config::ClusterSpec) -> Result<(), PkiError> {
+    match record_text(spec) {
+        Some(t) => store::replace(&spec.cert_dir.join(FILE), t.as_bytes(), CERT_MODE),
+        None => Ok(()),
+    }
+}
+
+/// The record's text for `spec`; `None` when every key is at kubeadm's default file.
+fn record_text(spec: &crate::config::ClusterSpec) -> Option<String> {
     let dir = &spec.cert_dir;
     let defaults = [
         dir.join("ca.key"),
@@ -102,10 +124,7 @@ pub(crate) fn write(spec: &crate::config::ClusterSpec) -> Result<(), PkiError> {
         .map(|(((_, uri), name), default)| (name, uri, default.as_path()))
         .collect();
     keys.push(("sa", &spec.sa_key, defaults[3].as_path()));
-    match text(&keys) {
-        Some(t) => store::replace(&dir.join(FILE), t.as_bytes(), CERT_MODE),
-        None => Ok(()),
-    }
+    text(&keys)
 }
 
 #[cfg(test)]

@@ -34,6 +34,22 @@ pub struct RenewReport {
     pub external: Vec<String>,
     /// Components to restart so they use the new certificates.
     pub restart: Vec<&'static str>,
+    /// A dry run's plan: what would be renewed (nothing was written).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub would_renew: Vec<PlannedRenewal>,
+}
+
+/// One renewal a dry run would make.
+#[derive(Debug, Serialize)]
+pub struct PlannedRenewal {
+    /// kubeadm's name.
+    pub name: &'static str,
+    /// The certificate file, or the kubeconfig, replaced.
+    pub path: PathBuf,
+    /// The CA that would sign.
+    pub ca: &'static str,
+    /// Its key's URI (never a PIN value).
+    pub ca_key: String,
 }
 
 /// Every name `renew` accepts besides `all`, in kubeadm's order.
@@ -161,6 +177,29 @@ pub fn renew(
     which: &str,
     progress: &mut dyn FnMut(String),
 ) -> Result<RenewReport, PkiError> {
+    renew_or_plan(spec, keys, which, false, progress)
+}
+
+/// What [`renew`] would do for `which`, without doing it: the files are read and each CA key
+/// needed is opened (an unreachable or absent key fails here as it fails `renew`); the
+/// report's `would_renew` lists each renewal. Writes nothing, makes no key, and leaves a
+/// renewal a killed run staged for the next `renew` to finish.
+pub fn dry_run(
+    spec: &ClusterSpec,
+    keys: &KeyStore,
+    which: &str,
+    progress: &mut dyn FnMut(String),
+) -> Result<RenewReport, PkiError> {
+    renew_or_plan(spec, keys, which, true, progress)
+}
+
+fn renew_or_plan(
+    spec: &ClusterSpec,
+    keys: &KeyStore,
+    which: &str,
+    dry_run: bool,
+    progress: &mut dyn FnMut(String),
+) -> Result<RenewReport, PkiError> {
     let all = names(spec);
     if which != "all" && !all.contains(&which) {
         return Err(PkiError::Malformed(format!(
@@ -169,7 +208,12 @@ pub fn renew(
         )));
     }
     let selected = |n: &str| which == "all" || which == n;
-    for dir in [spec.cert_dir.clone(), spec.cert_dir.join("etcd")] {
+    let staged_dirs = if dry_run {
+        Vec::new()
+    } else {
+        vec![spec.cert_dir.clone(), spec.cert_dir.join("etcd")]
+    };
+    for dir in staged_dirs {
         for crt in pair::recover(&dir)? {
             progress(format!(
                 "[renew] Completed the interrupted renewal of {}",
@@ -199,6 +243,11 @@ pub fn renew(
         }
         !external
     });
+    if dry_run {
+        plan_report(spec, jobs, &mut report, progress);
+        sort_restarts(&mut report);
+        return Ok(report);
+    }
 
     // Name constraints are checked for every job before any key is made or file replaced.
     for job in &jobs {
@@ -252,6 +301,45 @@ pub fn renew(
             }
         }
     }
+    sort_restarts(&mut report);
+    Ok(report)
+}
+
+/// Fills a dry run's report: what each job would replace, and with which CA.
+fn plan_report(
+    spec: &ClusterSpec,
+    jobs: Vec<Job>,
+    report: &mut RenewReport,
+    progress: &mut dyn FnMut(String),
+) {
+    for job in jobs {
+        let ca = catalogue::ca(job.ca).name;
+        let ca_key = spec.ca_key(job.ca).to_string();
+        let path = match job.target {
+            Target::Leaf { crt, .. } => crt,
+            Target::Kubeconfig { path, .. } => path,
+        };
+        progress(format!(
+            "[dry-run] {} would be renewed: {} (new key), signed by {ca} with {ca_key}",
+            job.long_name,
+            path.display()
+        ));
+        for r in job.restart {
+            if !report.restart.contains(r) {
+                report.restart.push(r);
+            }
+        }
+        report.would_renew.push(PlannedRenewal {
+            name: job.name,
+            path,
+            ca,
+            ca_key,
+        });
+    }
+}
+
+/// Orders the components to restart as kubeadm lists them.
+fn sort_restarts(report: &mut RenewReport) {
     let order = [
         "kube-apiserver",
         "kube-controller-manager",
@@ -261,5 +349,4 @@ pub fn renew(
     report
         .restart
         .sort_by_key(|c| order.iter().position(|o| o == c).unwrap_or(order.len()));
-    Ok(report)
 }

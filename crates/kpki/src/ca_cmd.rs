@@ -35,6 +35,10 @@ pub enum CaCommand {
         /// The directory for `<NAME>.crt` (default: the current one).
         #[arg(long, default_value = ".")]
         out_dir: PathBuf,
+        /// Print what would be done (certificate path, key URI without a PIN, whether the
+        /// key would be made or taken) and write nothing, on disk or on the token.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -140,7 +144,10 @@ struct Report {
     certificate: PathBuf,
     key: String,
     action: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
     spki_sha256: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    dry_run: bool,
 }
 
 /// Runs a `kpki ca` command.
@@ -266,6 +273,7 @@ pub fn run(cmd: CaCommand) -> Result<(), String> {
             algorithm,
             validity,
             out_dir,
+            dry_run,
             output,
         } => {
             if name.is_empty() || name.contains('/') || name.starts_with('.') {
@@ -275,38 +283,50 @@ pub fn run(cmd: CaCommand) -> Result<(), String> {
             }
             let key: KeyUri = key.parse().map_err(|e| format!("--key: {e}"))?;
             let cert = out_dir.join(format!("{name}.crt"));
-            tracing::info!(%name, %key, %algorithm, "creating a CA");
-            let created = ca::create(
-                &crate::backends::key_store(),
-                &NewCa {
-                    cn: cn.unwrap_or_else(|| name.clone()),
-                    key: key.clone(),
-                    algorithm,
-                    validity: validity.get(),
-                    cert: cert.clone(),
-                },
-            )
-            .map_err(|e| e.to_string())?;
-            let action = match created.outcome {
-                Outcome::Created => "created",
-                Outcome::KeyTaken => "created with the existing key",
-                Outcome::Exists => "exists",
+            tracing::info!(%name, %key, %algorithm, dry_run, "creating a CA");
+            let new = NewCa {
+                cn: cn.unwrap_or_else(|| name.clone()),
+                key: key.clone(),
+                algorithm,
+                validity: validity.get(),
+                cert: cert.clone(),
+            };
+            let store = crate::backends::key_store();
+            let (outcome, spki_sha256) = if dry_run {
+                let (outcome, spki) = ca::plan(&store, &new).map_err(|e| e.to_string())?;
+                (outcome, spki.unwrap_or_default())
+            } else {
+                let created = ca::create(&store, &new).map_err(|e| e.to_string())?;
+                (created.outcome, created.spki_sha256)
+            };
+            let action = match (outcome, dry_run) {
+                (Outcome::Created, false) => "created",
+                (Outcome::KeyTaken, false) => "created with the existing key",
+                (Outcome::Exists, _) => "exists",
+                (Outcome::Created, true) => "would be created with a new key",
+                (Outcome::KeyTaken, true) => "would be created with the existing key",
             };
             let report = Report {
                 name,
                 certificate: cert,
                 key: key.to_string(),
                 action,
-                spki_sha256: created.spki_sha256,
+                spki_sha256,
+                dry_run,
             };
             print_data(output.output, &report, || {
+                let tag = if dry_run { "[dry-run]" } else { "[ca]" };
+                let spki = if report.spki_sha256.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (SPKI SHA-256 {})", report.spki_sha256)
+                };
                 outln!(
-                    "[ca] {} {}: certificate {}, key {} (SPKI SHA-256 {})",
+                    "{tag} {} {}: certificate {}, key {}{spki}",
                     report.name,
                     report.action,
                     report.certificate.display(),
                     report.key,
-                    report.spki_sha256
                 );
             })
         }

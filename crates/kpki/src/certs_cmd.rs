@@ -40,6 +40,10 @@ pub enum CertsCommand {
         name: String,
         #[command(flatten)]
         cluster: ClusterArgs,
+        /// Print what would be renewed (files, signing CA and its key URI, never a PIN) and
+        /// write nothing; the CA keys are opened, so an unreachable key fails the dry run.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -129,6 +133,7 @@ pub fn run(cmd: CertsCommand) -> Result<ExitCode, String> {
         CertsCommand::Renew {
             name,
             cluster,
+            dry_run,
             output,
         } => {
             let spec = cluster.spec()?;
@@ -140,11 +145,20 @@ pub fn run(cmd: CertsCommand) -> Result<ExitCode, String> {
                     outln!("{line}");
                 }
             };
-            let report =
-                kpki_pki::renew::renew(&spec, &crate::backends::key_store(), &name, &mut progress)
-                    .map_err(|e| e.to_string())?;
+            let renew = if dry_run {
+                kpki_pki::renew::dry_run
+            } else {
+                kpki_pki::renew::renew
+            };
+            let report = renew(&spec, &crate::backends::key_store(), &name, &mut progress)
+                .map_err(|e| e.to_string())?;
             print_data(format, &report, || {
-                if name == "all" {
+                if dry_run {
+                    outln!(
+                        "[dry-run] {} to renew; nothing is written",
+                        report.would_renew.len()
+                    );
+                } else if name == "all" {
                     outln!(
                         "\nDone renewing certificates. You must restart the kube-apiserver, kube-controller-manager, kube-scheduler and etcd, so that they can use the new certificates."
                     );

@@ -75,7 +75,7 @@ pub enum NodeCommand {
 }
 
 /// Parses `--rbac clusterrole=<name>[,namespace=<ns>]`; a malformed flag is a usage error.
-fn parse_rbac(text: &str) -> Result<(String, Option<String>), String> {
+pub(crate) fn parse_rbac(text: &str) -> Result<(String, Option<String>), String> {
     let (mut role, mut ns) = (None, None);
     for part in text.split(',') {
         match part.split_once('=') {
@@ -119,7 +119,7 @@ fn node_next_step(name: &str, files: &onboard::NodeFiles, ca: &Path) -> String {
 }
 
 /// Writes a new file (never replacing one), naming an existing file in the error.
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
     if path.exists() {
         return Err(format!(
             "{}: already exists; refusing to overwrite",

@@ -1,5 +1,7 @@
 //! `kpki sign`: sign a PKCS#10 request (PEM) or a CertificateSigningRequest object under the
-//! Kubernetes signer rules, with the CA configured for its signerName.
+//! Kubernetes signer rules, with the CA configured for its signerName. For an API client
+//! certificate, optionally also a kubeconfig (the user's key stays in her file) and an RBAC
+//! binding for the certificate's user.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -29,6 +31,21 @@ pub struct SignArgs {
     /// Issue client certificates with O=system:masters (refused by default).
     #[arg(long)]
     allow_system_masters: bool,
+    /// kube-apiserver-client only: also write a kubeconfig for the certificate's user (its
+    /// CN) here, mode 0600, never replacing a file: the certificate embedded, the private key
+    /// referenced by --client-key (it stays with its owner and is never read).
+    #[arg(long, value_name = "PATH", requires = "client_key")]
+    kubeconfig_out: Option<PathBuf>,
+    /// The path of the user's private key as her kubeconfig names it (`client-key`).
+    #[arg(long, value_name = "PATH", requires = "kubeconfig_out")]
+    client_key: Option<String>,
+    /// kube-apiserver-client only: also write a binding for the certificate's user:
+    /// `clusterrole=<name>[,namespace=<ns>]`, to --rbac-out.
+    #[arg(long, value_name = "SPEC", value_parser = crate::kubeconfig_cmd::parse_rbac, requires = "rbac_out")]
+    rbac: Option<(String, Option<String>)>,
+    /// Where the RBAC manifest goes (never replaces a file).
+    #[arg(long, value_name = "PATH", requires = "rbac")]
+    rbac_out: Option<PathBuf>,
     #[command(flatten)]
     cluster: ClusterArgs,
     #[command(flatten)]
@@ -75,6 +92,23 @@ pub fn run(args: SignArgs) -> Result<(), String> {
         request.expiration_seconds = args.expiration_seconds;
     }
     request.allow_system_masters = args.allow_system_masters;
+    let extras = [args.kubeconfig_out.as_ref(), args.rbac_out.as_ref()];
+    if extras.iter().any(Option::is_some) && request.signer_name != csr::KUBE_APISERVER_CLIENT {
+        return Err(format!(
+            "--kubeconfig-out and --rbac are for {} certificates, not {}",
+            csr::KUBE_APISERVER_CLIENT,
+            request.signer_name
+        ));
+    }
+    // Nothing is written unless everything can be.
+    for path in extras.into_iter().flatten() {
+        if path.exists() {
+            return Err(format!(
+                "{}: already exists; refusing to overwrite",
+                path.display()
+            ));
+        }
+    }
 
     let spec = args.cluster.spec()?;
     let ca_id = spec
@@ -113,6 +147,19 @@ pub fn run(args: SignArgs) -> Result<(), String> {
     );
     let issued = csr::sign(&request, &authority, time::OffsetDateTime::now_utc())
         .map_err(|e| e.to_string())?;
+    if let (Some(path), Some(key)) = (&args.kubeconfig_out, &args.client_key) {
+        let (user, yaml) =
+            kpki_pki::onboard::kubeconfig_for_certificate(&spec, &ca.cert_der, &issued.der, key)
+                .map_err(|e| e.to_string())?;
+        crate::kubeconfig_cmd::write_new(path, yaml.as_bytes(), kpki_pki::store::PRIVATE_MODE)?;
+        tracing::info!(user, kubeconfig = %path.display(), "kubeconfig written");
+    }
+    if let (Some(path), Some((role, ns))) = (&args.rbac_out, &args.rbac) {
+        let user = kpki_pki::onboard::certificate_user(&issued.der).map_err(|e| e.to_string())?;
+        let manifest = kpki_pki::onboard::rbac_manifest(&user, role, ns.as_deref())
+            .map_err(|e| e.to_string())?;
+        crate::kubeconfig_cmd::write_new(path, manifest.as_bytes(), kpki_pki::store::CERT_MODE)?;
+    }
     match input {
         Input::Pem(_) => print_data(
             format,
