@@ -2,7 +2,8 @@
 //! of the configured algorithm; validity from this run's start), signed by each CA on its
 //! configured backend — token-held CAs included. Pairs are replaced through `crate::pair`;
 //! kubeconfigs get new embedded client credentials and, as kubeadm does, the current
-//! cluster's `certificate-authority-data` from the `ca.crt` on disk; everything else is kept.
+//! cluster's `certificate-authority-data` from the `ca.crt` on disk (with its chain file when
+//! the CA is an intermediate, see `chain`); everything else is kept.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -137,7 +138,8 @@ fn collect_jobs(
             continue;
         }
         // A chain file is renewed from its first certificate (kubeadm's reader); the renewed
-        // file holds the new certificate alone.
+        // file holds the new certificate, followed by its CA's chain when the CA is an
+        // intermediate (`chain::served`).
         let chain = crate::certfile::read_existing(&crt)?;
         let profile = profile_of(chain.first().map(Vec::as_slice).unwrap_or_default(), &crt)?;
         jobs.push(Job {
