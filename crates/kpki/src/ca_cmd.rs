@@ -37,6 +37,10 @@ pub enum CaCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Rotate a CA (ca, etcd-ca, front-proxy-ca) or the service-account key (sa) without
+    /// downtime: prepare, trust-both, reissue, retire, one phase per run; --status says where
+    /// this node stands and what to restart.
+    Rotate(crate::rotate_cmd::RotateArgs),
 }
 
 #[derive(Serialize)]
@@ -51,6 +55,7 @@ struct Report {
 /// Runs a `kpki ca` command.
 pub fn run(cmd: CaCommand) -> Result<(), String> {
     match cmd {
+        CaCommand::Rotate(args) => crate::rotate_cmd::run(args),
         CaCommand::Create {
             name,
             key,
