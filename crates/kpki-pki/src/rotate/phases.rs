@@ -31,9 +31,7 @@ pub(crate) fn run(
         Target::Ca(id) => id,
         Target::Sa => return super::sa::run(spec, keys, request),
     };
-    for dir in [spec.cert_dir.clone(), spec.cert_dir.join("etcd")] {
-        pair::recover(&dir)?;
-    }
+    tidy(spec)?;
     let target = request.target;
     let existing = state::read(&spec.cert_dir)?;
     let (st, done) = match existing {
@@ -62,7 +60,9 @@ pub(crate) fn run(
     };
     let next = done.map_or(Some(Phase::Prepare), Phase::next);
     let phase = match (request.phase, next) {
-        (Some(p), _) if Some(p) <= done => {
+        // A phase before this node's last is done; the last one runs again (it writes only
+        // what differs, e.g. a certificate put back from a backup).
+        (Some(p), _) if Some(p) < done => {
             return Ok(report(target, p, false, Vec::new(), Vec::new(), next));
         }
         (Some(p), Some(n)) if p > n => {
@@ -100,7 +100,26 @@ pub(crate) fn run(
     }
     let mut seen = std::collections::HashSet::new();
     written.retain(|w| seen.insert(w.clone()));
-    Ok(report(target, phase, true, written, notes, phase.next()))
+    let changed = !written.is_empty();
+    Ok(report(target, phase, changed, written, notes, phase.next()))
+}
+
+/// Finishes what a killed run left: staged key/certificate pairs completed or discarded,
+/// temporary files (which may hold keys) removed.
+pub(crate) fn tidy(spec: &ClusterSpec) -> Result<(), PkiError> {
+    for dir in [spec.cert_dir.clone(), spec.cert_dir.join("etcd")] {
+        pair::recover(&dir)?;
+    }
+    for dir in [
+        &spec.cert_dir,
+        &spec.cert_dir.join("etcd"),
+        &spec.kubeconfig_dir,
+    ] {
+        if dir.is_dir() {
+            kpki_atomic::remove_stale_temps(dir).map_err(|e| PkiError::io(dir, e))?;
+        }
+    }
+    Ok(())
 }
 
 fn report(
@@ -315,11 +334,7 @@ fn prepare(
         let cert = x509::self_sign(params, Arc::clone(&key))?;
         st.new_cert = Some(cert.pem);
     }
-    st.nodes.insert(spec.node_name.clone(), Phase::Prepare);
-    state::write(&spec.cert_dir, &st)?;
-    written.push(file.display().to_string());
-    written.dedup();
-    Ok(())
+    close(spec, st, Phase::Prepare, written)
 }
 
 /// The anchors of CA `id`, each refused unless it trusts the CA the rotation started from.
@@ -352,15 +367,19 @@ fn set_all(list: &[Anchor], want: &[&[u8]], written: &mut Vec<String>) -> Result
     Ok(())
 }
 
+/// Records `phase` as this node's last in the state file, unless the file already says so.
 fn close(
     spec: &ClusterSpec,
     mut st: State,
     phase: Phase,
     written: &mut Vec<String>,
 ) -> Result<(), PkiError> {
+    let before = state::read(&spec.cert_dir)?;
     st.nodes.insert(spec.node_name.clone(), phase);
-    state::write(&spec.cert_dir, &st)?;
-    written.push(state::path(&spec.cert_dir).display().to_string());
+    if before.as_ref() != Some(&st) {
+        state::write(&spec.cert_dir, &st)?;
+        written.push(state::path(&spec.cert_dir).display().to_string());
+    }
     Ok(())
 }
 

@@ -113,6 +113,7 @@ pub(crate) fn run(
     keys: &KeyStore,
     request: &Request,
 ) -> Result<Report, PkiError> {
+    super::phases::tidy(spec)?;
     let existing = state::read(&spec.cert_dir)?;
     let file = state::path(&spec.cert_dir);
     let (st, done) = match existing {
@@ -143,7 +144,7 @@ pub(crate) fn run(
     };
     let next = done.map_or(Some(Phase::Prepare), Phase::next);
     let phase = match (request.phase, next) {
-        (Some(p), _) if Some(p) <= done => {
+        (Some(p), _) if Some(p) < done => {
             return Ok(report(p, false, Vec::new(), Vec::new()));
         }
         (Some(p), Some(n)) if p > n => {
@@ -281,9 +282,12 @@ pub(crate) fn run(
         }
     }
     st.nodes.insert(spec.node_name.clone(), phase);
-    state::write(&spec.cert_dir, &st)?;
-    written.push(file.display().to_string());
-    Ok(report(phase, true, written, notes))
+    if state::read(&spec.cert_dir)?.as_ref() != Some(&st) {
+        state::write(&spec.cert_dir, &st)?;
+        written.push(file.display().to_string());
+    }
+    let changed = !written.is_empty();
+    Ok(report(phase, changed, written, notes))
 }
 
 fn same(uri: &KeyUri) -> PkiError {

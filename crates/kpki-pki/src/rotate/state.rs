@@ -133,8 +133,8 @@ mod tests {
             started: "2026-01-01T00:00:00Z".into(),
             old_key: storable(&KeyUri::file("/p/ca.key")),
             new_key: storable(&token),
-            old_cert: "OLD".into(),
-            new_cert: Some("NEW".into()),
+            old_cert: "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n".into(),
+            new_cert: Some("NEW\n".into()),
             reissued: None,
             nodes: BTreeMap::new(),
         };
