@@ -925,6 +925,60 @@ mod without_downtime {
             );
         }
 
+        /// The member index of the etcd leader and every member's id, from `endpoint status`.
+        fn etcd_leader(&self, via: usize) -> (usize, Vec<u64>) {
+            let all: Vec<String> = (0..NODES).map(|m| self.etcd_endpoint(m)).collect();
+            let out = etcdctl(
+                &all.join(","),
+                &self.nodes[via].join("pki"),
+                "etcd/healthcheck-client",
+                &["endpoint", "status", "-w", "json"],
+            );
+            assert!(out.status.success(), "endpoint status: {:?}", text(&out));
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let list = v.as_array().unwrap();
+            let ids: Vec<u64> = list
+                .iter()
+                .map(|e| e["Status"]["header"]["member_id"].as_u64().unwrap())
+                .collect();
+            let leader = list[0]["Status"]["leader"].as_u64().unwrap();
+            (ids.iter().position(|i| *i == leader).unwrap(), ids)
+        }
+
+        /// Moves etcd's leadership off member `m` (if it leads), as an operator does before
+        /// restarting it; returns how long client traffic was held for the move.
+        fn move_leader_off(&self, m: usize, pool: &[Member]) -> Duration {
+            let (leader, ids) = self.etcd_leader((m + 1) % NODES);
+            if leader != m {
+                return Duration::ZERO;
+            }
+            let to = (m + 1) % NODES;
+            let held = Instant::now();
+            for member in pool {
+                member.drain();
+            }
+            let out = etcdctl(
+                &self.etcd_endpoint(m),
+                &self.nodes[m].join("pki"),
+                "etcd/healthcheck-client",
+                &["move-leader", &format!("{:x}", ids[to])],
+            );
+            assert!(out.status.success(), "move-leader: {:?}", text(&out));
+            eventually(
+                "leadership moved",
+                Duration::from_secs(30),
+                Duration::from_millis(100),
+                || match self.etcd_leader(to).0 {
+                    l if l != m => Ok(()),
+                    l => Err(format!("member {} still leads", l + 1)),
+                },
+            );
+            for member in pool {
+                member.up.store(true, Ordering::SeqCst);
+            }
+            held.elapsed()
+        }
+
         fn wait_apiserver(&mut self, a: usize) {
             let conf = self.nodes[a].join("super-admin.conf");
             let port = self.api_ports[a];
@@ -1046,7 +1100,7 @@ mod without_downtime {
                 while !stop.load(Ordering::SeqCst) {
                     i += 1;
                     let node = &nodes[(w + i) % NODES];
-                    let client = if i % 2 == 0 {
+                    let client = if i.is_multiple_of(2) {
                         "apiserver-etcd-client"
                     } else {
                         "etcd/healthcheck-client"
@@ -1136,6 +1190,7 @@ mod without_downtime {
             }));
         }
         let mut log: Vec<String> = Vec::new();
+        let mut held = Duration::ZERO;
         let check = |what: &str, nodes: &[PathBuf]| {
             if let Err(e) = every_credential_valid(nodes) {
                 panic!("after {what}: {e}");
@@ -1176,6 +1231,7 @@ mod without_downtime {
                     // healthy before anything else; then this node's API server, drained first.
                     if ca == "etcd-ca" {
                         clock.set(format!("{ca} {phase}: restarting etcd member {}", n + 1));
+                        held += rig.move_leader_off(n, &etcd_pool);
                         etcd_pool[n].drain();
                         rig.etcd[n].restart();
                         rig.wait_etcd_member(n);
@@ -1208,6 +1264,120 @@ mod without_downtime {
                 }
             }
         }
+        // The service-account key, rotated the same way under the same traffic: a token
+        // of the old key stays valid until retire; one of the new key is valid from reissue.
+        clock.set("sa rotation".into());
+        let admin = rig.nodes[0].join("admin.conf");
+        let out = kubectl(
+            &admin,
+            rig.api_ports[0],
+            &["create", "serviceaccount", "rotate", "-n", "default"],
+        );
+        assert!(out.status.success(), "{:?}", text(&out));
+        let empty = rig.nodes[0].join("empty.conf");
+        std::fs::write(&empty, "apiVersion: v1\nkind: Config\n").unwrap();
+        let mint = |port: u16| {
+            let out = kubectl(
+                &admin,
+                port,
+                &[
+                    "create",
+                    "token",
+                    "rotate",
+                    "-n",
+                    "default",
+                    "--duration=1h",
+                ],
+            );
+            assert!(out.status.success(), "create token: {:?}", text(&out));
+            text(&out).0.trim().to_string()
+        };
+        let valid = |token: &str, port: u16| {
+            let out = Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&empty)
+                .arg(format!("--server=https://127.0.0.1:{port}"))
+                .arg(format!(
+                    "--certificate-authority={}",
+                    nodes[0].join("pki/ca.crt").display()
+                ))
+                .arg(format!("--token={token}"))
+                .args([
+                    "auth",
+                    "whoami",
+                    "-o",
+                    "jsonpath={.status.userInfo.username}",
+                ])
+                .output()
+                .unwrap();
+            out.status.success() && text(&out).0.trim() == "system:serviceaccount:default:rotate"
+        };
+        let old_token = mint(rig.api_ports[0]);
+        let mut new_tokens = Vec::new();
+        for phase in PHASES {
+            let nodes_here: Vec<usize> = if phase == "prepare" {
+                vec![0]
+            } else {
+                (0..NODES).collect()
+            };
+            for n in nodes_here {
+                let mut args = vec!["ca", "rotate", "sa", "--phase", phase];
+                if phase == "retire" {
+                    // Refused while tokens of the old key may be valid (a year by default);
+                    // the test says when they are gone.
+                    let before = rig.kpki_on(n, &args);
+                    assert_eq!(before.status.code(), Some(1), "{:?}", text(&before));
+                    args.extend(["--token-lifetime", "0s"]);
+                }
+                let out = rig.kpki_on(n, &args);
+                assert!(
+                    out.status.success(),
+                    "node {} sa {phase}: {:?}",
+                    n + 1,
+                    text(&out)
+                );
+                std::fs::copy(state(n), state((n + 1) % NODES)).unwrap();
+                if phase == "prepare" {
+                    for m in 1..NODES {
+                        std::fs::copy(state(0), state(m)).unwrap();
+                        // File keys: the operator copies the new key with the state.
+                        std::fs::copy(nodes[0].join("pki/sa-2.key"), nodes[m].join("pki/sa-2.key"))
+                            .unwrap();
+                    }
+                    continue;
+                }
+                if n < APISERVERS {
+                    clock.set(format!("sa {phase}: restarting kube-apiserver {}", n + 1));
+                    if phase == "reissue" {
+                        let key = nodes[n].join("pki/sa-2.key").display().to_string();
+                        for a in rig.apiservers[n].args.iter_mut() {
+                            if a.starts_with("--service-account-signing-key-file=") {
+                                *a = format!("--service-account-signing-key-file={key}");
+                            }
+                        }
+                    }
+                    api_pool[n].drain();
+                    rig.apiservers[n].restart();
+                    rig.wait_apiserver(n);
+                    api_pool[n].up.store(true, Ordering::SeqCst);
+                }
+            }
+            if phase == "reissue" {
+                new_tokens = rig.api_ports.iter().map(|p| mint(*p)).collect();
+            }
+            for port in &rig.api_ports {
+                let old_ok = valid(&old_token, *port);
+                assert_eq!(
+                    old_ok,
+                    phase != "retire",
+                    "old token after sa {phase} on :{port}"
+                );
+                for t in &new_tokens {
+                    assert!(valid(t, *port), "new token after sa {phase} on :{port}");
+                }
+            }
+            log.push(format!("sa {phase}: done on every node"));
+        }
         // A few more seconds of traffic on the rotated cluster.
         std::thread::sleep(Duration::from_secs(3));
         stop.store(true, Ordering::SeqCst);
@@ -1228,10 +1398,11 @@ mod without_downtime {
             .cloned()
             .collect();
         eprintln!(
-            "{:.0} s: {e_ok} etcd requests, {k_ok} kubectl requests ({:.1} requests/s), {} failed\n{}",
+            "{:.0} s: {e_ok} etcd requests, {k_ok} kubectl requests ({:.1} requests/s), {} failed; etcd clients held {:.1} s in all for leadership moves\n{}",
             elapsed,
             (e_ok + k_ok) as f64 / elapsed,
             failures.len(),
+            held.as_secs_f64(),
             log.join("\n")
         );
         if !failures.is_empty() {

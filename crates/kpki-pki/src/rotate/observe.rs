@@ -136,7 +136,7 @@ pub(crate) fn not_reissued(items: &[Issued], new_der: &[u8]) -> Result<Vec<Issue
 
 /// The last phase done on this node as its files show it: `retire` when every anchor holds
 /// the new CA alone; `reissue` when every anchor is new+old and every certificate is signed
-/// by the new CA; `trust-both` when every anchor trusts both; else `prepare`.
+/// by the new CA; `trust-both` when every anchor trusts the new CA; else `prepare`.
 pub(crate) fn phase_of_files(
     anchors: &[Anchor],
     items: &[Issued],
@@ -152,8 +152,89 @@ pub(crate) fn phase_of_files(
     {
         return Ok(Phase::Reissue);
     }
-    if all(&|a| anchors::trusts(a, old_der) && anchors::trusts(a, new_der)) {
+    // Every anchor trusts the new CA: trust-both is done (a retire killed midway leaves
+    // some anchors with the new CA alone).
+    if all(&|a| anchors::trusts(a, new_der)) {
         return Ok(Phase::TrustBoth);
     }
     Ok(Phase::Prepare)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::time::Duration;
+
+    use time::OffsetDateTime;
+
+    use super::anchors::Kind;
+    use crate::certfile::tests::chains::{key, root};
+    use crate::x509;
+
+    fn anchor(certs: &[&[u8]]) -> Anchor {
+        Anchor {
+            path: PathBuf::from("ca.crt"),
+            kind: Kind::CaFile,
+            certs: certs.iter().map(|c| c.to_vec()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_phase_a_node_is_at_is_read_from_its_anchors_and_certificates() {
+        let now = x509::whole_seconds(OffsetDateTime::now_utc());
+        let day = Duration::from_secs(86400);
+        let (old_ca, new_ca) = (root(now, day, key()), root(now, day, key()));
+        let (old, new) = (old_ca.der.as_slice(), new_ca.der.as_slice());
+        let stranger = root(now, day, key()).der;
+        let dir = tempfile::tempdir().unwrap();
+        // A leaf signed by the old CA (the CA certificates themselves stand in: a
+        // self-signed certificate is signed by its own CA only).
+        let crt = dir.path().join("leaf.crt");
+        std::fs::write(&crt, x509::to_pem("CERTIFICATE", old)).unwrap();
+        let by_old = vec![Issued::Leaf {
+            name: "apiserver",
+            key: dir.path().join("leaf.key"),
+            crt,
+        }];
+        let none: Vec<Issued> = Vec::new();
+        // (anchors, issued certificates, expected phase)
+        let table: Vec<(Vec<Anchor>, &Vec<Issued>, Phase)> = vec![
+            (vec![anchor(&[old])], &none, Phase::Prepare),
+            (
+                vec![anchor(&[old, new]), anchor(&[old])],
+                &none,
+                Phase::Prepare,
+            ),
+            (
+                vec![anchor(&[old, new]), anchor(&[new, old])],
+                &none,
+                Phase::TrustBoth,
+            ),
+            (vec![anchor(&[old, new])], &none, Phase::TrustBoth),
+            (
+                vec![anchor(&[new, old]), anchor(&[new, old])],
+                &none,
+                Phase::Reissue,
+            ),
+            (vec![anchor(&[new, old])], &by_old, Phase::TrustBoth),
+            (
+                vec![anchor(&[new]), anchor(&[new, old])],
+                &none,
+                Phase::TrustBoth,
+            ),
+            (vec![anchor(&[new]), anchor(&[new])], &none, Phase::Retire),
+            (vec![anchor(&[&stranger])], &none, Phase::Prepare),
+            (
+                vec![anchor(&[new, old, &stranger])],
+                &none,
+                Phase::TrustBoth,
+            ),
+        ];
+        for (i, (anchors, items, want)) in table.into_iter().enumerate() {
+            let got = phase_of_files(&anchors, items, old, new).unwrap();
+            assert_eq!(got, want, "case {i}");
+        }
+        assert!(signed_by(old, old) && !signed_by(old, new) && !signed_by(b"junk", old));
+    }
 }
