@@ -280,6 +280,16 @@ fn refusals_are_one_line_and_write_nothing() {
     ] {
         refused(&rotate(&root, args), want, &before, &root);
     }
+    let other = format!("file:{}", dir.path().join("other.key").display());
+    refused(
+        &rotate(
+            &root,
+            &["etcd-ca", "--phase", "prepare", "--new-key", &other],
+        ),
+        "the rotation of etcd-ca under way uses",
+        &before,
+        &root,
+    );
     // Idempotent: a phase already done changes nothing.
     let out = rotate(&root, &["etcd-ca", "--phase", "prepare"]);
     assert!(ok(&out, "prepare again").contains("already done"));

@@ -287,7 +287,18 @@ fn prepare(
     let crt = ca.cert_path(&spec.cert_dir);
     let config = spec.ca_key(id);
     let mut st = match existing {
-        Some(st) => st,
+        Some(st) => {
+            let file = state::path(&spec.cert_dir);
+            if let Some(asked) = requested
+                && !super::same_key(asked, &st.key(&file, "new-key")?)
+            {
+                return Err(PkiError::Refused(format!(
+                    "new key {asked}: the rotation of {} under way uses {}; finish it, or start anew after it",
+                    st.target, st.new_key
+                )));
+            }
+            st
+        }
         None => {
             let found = crate::authority::find(spec, keys, id)?;
             let old_der = found.cert.ok_or_else(|| crate::certfile::absent(&crt))?;
