@@ -21,17 +21,19 @@ use crate::keystore::KeyStore;
 use crate::x509::{self, CaSigner};
 use crate::{PkiError, kubeconfig, pair, store};
 
-/// Runs `request` on the PKI of `spec`.
-pub(crate) fn run(
-    spec: &ClusterSpec,
-    keys: &KeyStore,
-    request: &Request,
-) -> Result<Report, PkiError> {
-    let id = match request.target {
-        Target::Ca(id) => id,
-        Target::Sa => return super::sa::run(spec, keys, request),
-    };
-    tidy(spec)?;
+/// What a run does, once the state and this node's files are read.
+pub(crate) enum Choice {
+    /// The phase asked for is before this node's last: nothing to do (the phase, the next).
+    Done(Phase, Option<Phase>),
+    /// Run this phase; the rotation under way, `None` when a new one starts (prepare).
+    Run(Phase, Option<State>),
+}
+
+/// Chooses the phase `request` runs on this node: the one asked for, or the next after this
+/// node's last. Refuses (one line, nothing written) another rotation while one is
+/// unfinished, a phase whose predecessor is not done here, a finished rotation run again
+/// without `--phase prepare`, and a `--new-key` other than the rotation's.
+pub(crate) fn choose(spec: &ClusterSpec, request: &Request) -> Result<Choice, PkiError> {
     let target = request.target;
     let existing = state::read(&spec.cert_dir)?;
     let (st, done) = match existing {
@@ -62,9 +64,7 @@ pub(crate) fn run(
     let phase = match (request.phase, next) {
         // A phase before this node's last is done; the last one runs again (it writes only
         // what differs, e.g. a certificate put back from a backup).
-        (Some(p), _) if Some(p) < done => {
-            return Ok(report(target, p, false, Vec::new(), Vec::new(), next));
-        }
+        (Some(p), _) if Some(p) < done => return Ok(Choice::Done(p, next)),
         (Some(p), Some(n)) if p > n => {
             return Err(PkiError::Refused(format!(
                 "rotation of {target}: {p} needs {n} first on this node ({})",
@@ -81,12 +81,43 @@ pub(crate) fn run(
             )));
         }
     };
-    if phase != Phase::Prepare && st.is_none() {
-        return Err(PkiError::Refused(format!(
+    match &st {
+        None if phase != Phase::Prepare => Err(PkiError::Refused(format!(
             "no rotation of {target} was started on this PKI: start one with --phase prepare, or copy {} from the node that started it",
             state::FILE
-        )));
+        ))),
+        Some(st) => {
+            let file = state::path(&spec.cert_dir);
+            if let Some(asked) = &request.new_key
+                && !super::same_key(asked, &st.key(&file, "new-key")?)
+            {
+                return Err(PkiError::Refused(format!(
+                    "new key {asked}: the rotation of {} under way uses {}; finish it, or start anew after it",
+                    st.target, st.new_key
+                )));
+            }
+            Ok(Choice::Run(phase, Some(st.clone())))
+        }
+        None => Ok(Choice::Run(phase, None)),
     }
+}
+
+/// Runs `request` on the PKI of `spec`.
+pub(crate) fn run(
+    spec: &ClusterSpec,
+    keys: &KeyStore,
+    request: &Request,
+) -> Result<Report, PkiError> {
+    tidy(spec)?;
+    let id = match request.target {
+        Target::Ca(id) => id,
+        Target::Sa => return super::sa::run(spec, keys, request),
+    };
+    let target = request.target;
+    let (phase, st) = match choose(spec, request)? {
+        Choice::Done(p, next) => return Ok(report(target, p, false, Vec::new(), Vec::new(), next)),
+        Choice::Run(phase, st) => (phase, st),
+    };
     let mut written = Vec::new();
     let mut notes = Vec::new();
     match (phase, st) {
@@ -169,7 +200,7 @@ fn now_text() -> String {
     now.format(&Rfc3339).unwrap_or_else(|_| now.to_string())
 }
 
-fn everyone_retired(st: &State) -> bool {
+pub(crate) fn everyone_retired(st: &State) -> bool {
     st.nodes.values().all(|p| *p == Phase::Retire)
 }
 
@@ -287,18 +318,7 @@ fn prepare(
     let crt = ca.cert_path(&spec.cert_dir);
     let config = spec.ca_key(id);
     let mut st = match existing {
-        Some(st) => {
-            let file = state::path(&spec.cert_dir);
-            if let Some(asked) = requested
-                && !super::same_key(asked, &st.key(&file, "new-key")?)
-            {
-                return Err(PkiError::Refused(format!(
-                    "new key {asked}: the rotation of {} under way uses {}; finish it, or start anew after it",
-                    st.target, st.new_key
-                )));
-            }
-            st
-        }
+        Some(st) => st,
         None => {
             let found = crate::authority::find(spec, keys, id)?;
             let old_der = found.cert.ok_or_else(|| crate::certfile::absent(&crt))?;

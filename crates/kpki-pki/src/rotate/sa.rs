@@ -13,6 +13,7 @@ use kpki_signer::KeyUri;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::phases::{Choice, choose};
 use super::state::{self, State};
 use super::{Phase, Report, Request, Target};
 use crate::authority::open_key;
@@ -113,172 +114,52 @@ pub(crate) fn run(
     keys: &KeyStore,
     request: &Request,
 ) -> Result<Report, PkiError> {
-    super::phases::tidy(spec)?;
-    let existing = state::read(&spec.cert_dir)?;
+    let (phase, st) = match choose(spec, request)? {
+        Choice::Done(p, _) => return Ok(report(p, false, Vec::new(), Vec::new())),
+        Choice::Run(phase, st) => (phase, st),
+    };
     let file = state::path(&spec.cert_dir);
-    let (st, done) = match existing {
-        Some(st) if st.target == "sa" => {
-            let done = node_phase(spec, &st)?;
-            let finished =
-                done == Some(Phase::Retire) && st.nodes.values().all(|p| *p == Phase::Retire);
-            if finished && request.phase == Some(Phase::Prepare) {
-                (None, None)
-            } else {
-                (Some(st), done)
-            }
-        }
-        Some(st) => {
-            let done = super::phases::node_phase(spec, &st)?;
-            if done != Some(Phase::Retire) || !st.nodes.values().all(|p| *p == Phase::Retire) {
-                return Err(PkiError::Refused(format!(
-                    "a rotation of {} is unfinished ({} at {}): finish it (kpki ca rotate {}) before rotating sa",
-                    st.target,
-                    spec.node_name,
-                    done.map_or("nothing done", Phase::name),
-                    st.target
-                )));
-            }
-            (None, None)
-        }
-        None => (None, None),
-    };
-    let next = done.map_or(Some(Phase::Prepare), Phase::next);
-    let phase = match (request.phase, next) {
-        (Some(p), _) if Some(p) < done => {
-            return Ok(report(p, false, Vec::new(), Vec::new()));
-        }
-        (Some(p), Some(n)) if p > n => {
-            return Err(PkiError::Refused(format!(
-                "rotation of sa: {p} needs {n} first on this node"
-            )));
-        }
-        (Some(p), _) => p,
-        (None, Some(n)) => n,
-        (None, None) => {
-            return Err(PkiError::Refused(
-                "the rotation of sa is finished on this node (retired); start a new one with --phase prepare".into(),
-            ));
-        }
-    };
+    let config = &spec.sa_key;
     let mut written = Vec::new();
     let mut notes = Vec::new();
-    let config = &spec.sa_key;
     let mut st = match st {
         Some(st) => st,
-        None if phase == Phase::Prepare => {
-            let old_uri = config.clone();
-            let old = open_key(keys, &old_uri)?.ok_or_else(|| {
-                PkiError::Missing(format!("service-account key {old_uri}: not there"))
-            })?;
-            let new_uri = request
-                .new_key
-                .clone()
-                .unwrap_or_else(|| super::next_key(&old_uri, "sa"));
-            if super::same_key(&new_uri, &old_uri) {
-                return Err(same(&new_uri));
-            }
-            if let Some(k) = open_key(keys, &super::with_pin_of(&new_uri, config))?
-                && k.public_key_spki() == old.public_key_spki()
-            {
-                return Err(same(&new_uri));
-            }
-            super::phases::refuse_unstorable_pin(&new_uri, config)?;
-            let st = State {
-                target: "sa".into(),
-                started: now_text(OffsetDateTime::now_utc()),
-                old_key: state::storable(&old_uri),
-                new_key: state::storable(&new_uri),
-                old_cert: x509::to_pem("PUBLIC KEY", old.public_key_spki()),
-                new_cert: None,
-                reissued: None,
-                nodes: Default::default(),
-            };
-            state::write(&spec.cert_dir, &st)?;
-            st
-        }
-        None => {
-            return Err(PkiError::Refused(format!(
-                "no rotation of sa was started on this PKI: start one with --phase prepare, or copy {} from the node that started it",
-                state::FILE
-            )));
-        }
+        None => start(spec, keys, request, &mut written)?,
     };
     let (old, new) = keys_of(&st)?;
     let new_uri = super::with_pin_of(&st.key(&file, "new-key")?, config);
-    match phase {
-        Phase::Prepare => {
+    match (phase, new) {
+        (Phase::Prepare, _) => {
             let key = super::phases::open_or_create(keys, spec, &new_uri, config, &old)?;
             st.new_cert = Some(x509::to_pem("PUBLIC KEY", key.public_key_spki()));
         }
-        Phase::TrustBoth | Phase::Reissue | Phase::Retire => {
-            let Some(new) = new else {
-                return Err(PkiError::Refused(format!(
-                    "{}: no new key yet: run --phase prepare",
-                    state::FILE
-                )));
-            };
-            match phase {
-                Phase::TrustBoth => {
-                    set_listed(spec, &[&old, &new], &mut written)?;
-                    notes.push(format!(
-                        "token signer: add [[jwt.verify_keys]] key = \"{}\" (it verifies; the old key still signs)",
-                        st.new_key
-                    ));
-                }
-                Phase::Reissue => {
-                    set_listed(spec, &[&new, &old], &mut written)?;
-                    let mut recorded = spec.clone();
-                    recorded.sa_key = new_uri.clone();
-                    crate::recorded::write(&recorded)?;
-                    st.reissued
-                        .get_or_insert_with(|| now_text(OffsetDateTime::now_utc()));
-                    notes.push(format!(
-                        "token signer: signing_key = \"{}\", and the old key \"{}\" under [[jwt.verify_keys]] with exclude_from_oidc_discovery = true until tokens it signed have expired",
-                        st.new_key, st.old_key
-                    ));
-                    if let KeyUri::File(p) = &new_uri {
-                        notes.push(format!(
-                            "with file keys: point kube-apiserver's --service-account-signing-key-file and kube-controller-manager's --service-account-private-key-file at {}",
-                            p.display()
-                        ));
-                    }
-                }
-                _ => {
-                    let since = st
-                        .reissued
-                        .as_deref()
-                        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
-                        .ok_or_else(|| {
-                            PkiError::Refused(
-                                "retire sa: the new key has not signed yet on any node: run --phase reissue first".into(),
-                            )
-                        })?;
-                    let until = since + request.token_lifetime;
-                    if OffsetDateTime::now_utc() < until {
-                        return Err(PkiError::Refused(format!(
-                            "retire sa: tokens the old key signed may be valid until {} (reissue at {} + token lifetime {}s); sa.pub would drop the key that verifies them",
-                            now_text(until),
-                            now_text(since),
-                            request.token_lifetime.as_secs()
-                        )));
-                    }
-                    if let Some((node, p)) = st
-                        .nodes
-                        .iter()
-                        .find(|(n, p)| **n != spec.node_name && **p < Phase::Reissue)
-                    {
-                        return Err(PkiError::Refused(format!(
-                            "retire sa: node {node} is at {p} ({}): run reissue there first",
-                            state::FILE
-                        )));
-                    }
-                    set_listed(spec, &[&new], &mut written)?;
-                    notes.push(format!(
-                        "token signer: remove the old key from [[jwt.verify_keys]]; the old key {} is no longer used, kpki keeps it",
-                        st.old_key
-                    ));
-                }
-            }
+        (_, None) => {
+            return Err(PkiError::Refused(format!(
+                "{}: no new key yet: run --phase prepare",
+                state::FILE
+            )));
+        }
+        (Phase::TrustBoth, Some(new)) => {
+            set_listed(spec, &[&old, &new], &mut written)?;
+            notes.push(format!(
+                "token signer: add [[jwt.verify_keys]] key = \"{}\" (it verifies; the old key still signs)",
+                st.new_key
+            ));
+        }
+        (Phase::Reissue, Some(new)) => reissue(
+            spec,
+            &mut st,
+            &new_uri,
+            (&old, &new),
+            &mut written,
+            &mut notes,
+        )?,
+        (Phase::Retire, Some(new)) => {
+            retire(spec, &st, request, &new, &mut written)?;
+            notes.push(format!(
+                "token signer: remove the old key from [[jwt.verify_keys]]; the old key {} is no longer used, kpki keeps it",
+                st.old_key
+            ));
         }
     }
     st.nodes.insert(spec.node_name.clone(), phase);
@@ -286,8 +167,118 @@ pub(crate) fn run(
         state::write(&spec.cert_dir, &st)?;
         written.push(file.display().to_string());
     }
+    written.dedup();
     let changed = !written.is_empty();
     Ok(report(phase, changed, written, notes))
+}
+
+/// A new rotation of the key `spec` names: refused when the new key is the old one, else
+/// recorded in the state file before the new key is made.
+fn start(
+    spec: &ClusterSpec,
+    keys: &KeyStore,
+    request: &Request,
+    written: &mut Vec<String>,
+) -> Result<State, PkiError> {
+    let config = &spec.sa_key;
+    let old = open_key(keys, config)?
+        .ok_or_else(|| PkiError::Missing(format!("service-account key {config}: not there")))?;
+    let new_uri = request
+        .new_key
+        .clone()
+        .unwrap_or_else(|| super::next_key(config, "sa"));
+    if super::same_key(&new_uri, config) {
+        return Err(same(&new_uri));
+    }
+    if let Some(k) = open_key(keys, &super::with_pin_of(&new_uri, config))?
+        && k.public_key_spki() == old.public_key_spki()
+    {
+        return Err(same(&new_uri));
+    }
+    super::phases::refuse_unstorable_pin(&new_uri, config)?;
+    let st = State {
+        target: "sa".into(),
+        started: now_text(OffsetDateTime::now_utc()),
+        old_key: state::storable(config),
+        new_key: state::storable(&new_uri),
+        old_cert: x509::to_pem("PUBLIC KEY", old.public_key_spki()),
+        new_cert: None,
+        reissued: None,
+        nodes: Default::default(),
+    };
+    state::write(&spec.cert_dir, &st)?;
+    written.push(state::path(&spec.cert_dir).display().to_string());
+    Ok(st)
+}
+
+/// Reissue: `sa.pub` lists the new key first, the key record names it, and the time the
+/// new key began to sign is kept (retire waits from there).
+fn reissue(
+    spec: &ClusterSpec,
+    st: &mut State,
+    new_uri: &KeyUri,
+    (old, new): (&[u8], &[u8]),
+    written: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> Result<(), PkiError> {
+    set_listed(spec, &[new, old], written)?;
+    let mut recorded = spec.clone();
+    recorded.sa_key = new_uri.clone();
+    crate::recorded::write(&recorded)?;
+    st.reissued
+        .get_or_insert_with(|| now_text(OffsetDateTime::now_utc()));
+    notes.push(format!(
+        "token signer: signing_key = \"{}\", and the old key \"{}\" under [[jwt.verify_keys]] with exclude_from_oidc_discovery = true until tokens it signed have expired",
+        st.new_key, st.old_key
+    ));
+    if let KeyUri::File(p) = new_uri {
+        notes.push(format!(
+            "with file keys: point kube-apiserver's --service-account-signing-key-file and kube-controller-manager's --service-account-private-key-file at {}",
+            p.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Retire: `sa.pub` holds the new key alone; refused until tokens of the old key may all
+/// have expired and while a node the state file knows has not reissued.
+fn retire(
+    spec: &ClusterSpec,
+    st: &State,
+    request: &Request,
+    new: &[u8],
+    written: &mut Vec<String>,
+) -> Result<(), PkiError> {
+    let since = st
+        .reissued
+        .as_deref()
+        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+        .ok_or_else(|| {
+            PkiError::Refused(
+                "retire sa: the new key has not signed yet on any node: run --phase reissue first"
+                    .into(),
+            )
+        })?;
+    let until = since + request.token_lifetime;
+    if OffsetDateTime::now_utc() < until {
+        return Err(PkiError::Refused(format!(
+            "retire sa: tokens the old key signed may be valid until {} (reissue at {} + token lifetime {}s); sa.pub would drop the key that verifies them",
+            now_text(until),
+            now_text(since),
+            request.token_lifetime.as_secs()
+        )));
+    }
+    if let Some((node, p)) = st
+        .nodes
+        .iter()
+        .find(|(n, p)| **n != spec.node_name && **p < Phase::Reissue)
+    {
+        return Err(PkiError::Refused(format!(
+            "retire sa: node {node} is at {p} ({}): run reissue there first",
+            state::FILE
+        )));
+    }
+    set_listed(spec, &[new], written)
 }
 
 fn same(uri: &KeyUri) -> PkiError {
