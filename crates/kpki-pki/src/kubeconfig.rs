@@ -367,6 +367,18 @@ impl Document {
         Ok(())
     }
 
+    /// Embeds `ca_pem` (one certificate or a bundle) as the current cluster's CA; the rest of
+    /// the document is kept.
+    pub(crate) fn set_ca(&mut self, path: &Path, ca_pem: &str) -> Result<(), PkiError> {
+        self.current("cluster", "clusters")
+            .ok_or_else(|| PkiError::Missing(format!("{}: no current cluster", path.display())))?
+            .insert(
+                "certificate-authority-data".into(),
+                STANDARD.encode(ca_pem.as_bytes()).into(),
+            );
+        Ok(())
+    }
+
     /// The document's YAML (a zeroizing buffer: it holds a key).
     pub(crate) fn render(&self, path: &Path) -> Result<Zeroizing<String>, PkiError> {
         serde_norway::to_string(&self.0)

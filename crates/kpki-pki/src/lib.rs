@@ -47,6 +47,7 @@ pub mod onboard;
 pub(crate) mod pair;
 mod recorded;
 pub mod renew;
+pub mod rotate;
 pub(crate) mod sans;
 pub mod signers;
 pub mod store;

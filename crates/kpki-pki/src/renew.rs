@@ -84,7 +84,7 @@ struct Job {
 }
 
 /// The renewal profile of an existing certificate: CN, O, DNS/IP SANs and EKUs.
-fn profile_of(der: &[u8], what: &Path) -> Result<Profile, PkiError> {
+pub(crate) fn profile_of(der: &[u8], what: &Path) -> Result<Profile, PkiError> {
     let c = crate::certfile::parse_at(what, der)?;
     let subject = Subject::known_of(c.subject());
     let cn = subject

@@ -88,6 +88,10 @@ pub enum CaCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Rotate a CA (ca, etcd-ca, front-proxy-ca) or the service-account key (sa) without
+    /// downtime: prepare, trust-both, reissue, retire, one phase per run; --status says where
+    /// this node stands and what to restart.
+    Rotate(crate::rotate_cmd::RotateArgs),
 }
 
 /// The file base (without `.crt`) of CA `name` in a certificate directory, and its default
@@ -266,6 +270,7 @@ pub fn run(cmd: CaCommand) -> Result<(), String> {
                 );
             })
         }
+        CaCommand::Rotate(args) => crate::rotate_cmd::run(args),
         CaCommand::Create {
             name,
             key,

@@ -25,6 +25,7 @@ mod keys;
 mod kubeconfig_cmd;
 mod output;
 mod packaging_cmd;
+mod rotate_cmd;
 mod serve_cmd;
 mod sign_cmd;
 
@@ -287,6 +288,8 @@ mod tests {
             &["keys", "create", "file:/k"],
             &["audit", "verify", "a.jsonl"],
             &["ca", "create", "mesh", "--key", "file:/k"],
+            &["ca", "rotate", "ca"],
+            &["ca", "rotate", "--status"],
         ];
         for args in with {
             assert!(takes_o(args), "{args:?} should take -o");
