@@ -82,8 +82,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use aws_lc_rs::digest::{self, SHA256};
+pub use checkpoint::{Checkpoint, CheckpointKey, Checkpointer};
 use serde::{Deserialize, Serialize};
 use time::{OffsetDateTime, UtcOffset};
+
+pub mod checkpoint;
 
 /// `prev` of the first line of a file: 64 zeros.
 const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -231,6 +234,8 @@ pub enum Event {
     Approval,
     /// The daemon shut down cleanly and closed the log.
     Close,
+    /// The chain head signed with the checkpoint key ([`checkpoint`]).
+    Checkpoint,
 }
 
 impl fmt::Display for Event {
@@ -240,6 +245,7 @@ impl fmt::Display for Event {
             Event::Decision => "decision",
             Event::Approval => "approval",
             Event::Close => "close",
+            Event::Checkpoint => "checkpoint",
         })
     }
 }
@@ -308,6 +314,9 @@ pub struct Record {
     /// The outcome, on `decision` records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
+    /// The policy rule that allowed the request, or that matched the caller and refused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     /// A stable error code when the request was not allowed, e.g. `policy_denied`: the wire
     /// word of a [`crate::error_code::ErrorCode`] when written; read back as text, so a log
     /// verifies whatever codes the daemon that wrote it knew.
@@ -328,6 +337,10 @@ pub struct Record {
     /// The Kubernetes CertificateSigningRequest decided on (CSR controller records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csr: Option<CsrRef>,
+    /// The signature of a `checkpoint` or `close` record over the chain head
+    /// ([`checkpoint`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// A CertificateSigningRequest object by name and uid (a name is reused after deletion; the
@@ -341,6 +354,17 @@ pub struct CsrRef {
 }
 
 impl Record {
+    /// True when the record carries nothing but `time`, `event` and `checkpoint`: the fields a
+    /// checkpoint's signature covers.
+    fn only_signed_fields(&self) -> bool {
+        let bare = Record {
+            time: self.time.clone(),
+            checkpoint: self.checkpoint.clone(),
+            ..Record::new(self.event)
+        };
+        *self == bare
+    }
+
     /// A record of `event` at the current time, with every other field empty.
     pub fn new(event: Event) -> Record {
         Record {
@@ -354,12 +378,14 @@ impl Record {
             subject: None,
             sans: Vec::new(),
             decision: None,
+            rule: None,
             code: None,
             reason: None,
             serial: None,
             not_after: None,
             key_uri: None,
             csr: None,
+            checkpoint: None,
         }
     }
 }
@@ -483,6 +509,7 @@ pub enum AuditError {
 pub struct AuditLog {
     path: PathBuf,
     sync: SyncMode,
+    checkpoints: Option<Checkpointer>,
     state: Mutex<State>,
 }
 
@@ -500,6 +527,8 @@ struct State {
     closed: bool,
     /// A write or sync failed and left the file's end unknown.
     failed: bool,
+    /// Lines written since the last checkpoint (or since the log was opened).
+    since_checkpoint: u64,
 }
 
 impl AuditLog {
@@ -579,6 +608,7 @@ impl AuditLog {
         let log = AuditLog {
             path: path.to_path_buf(),
             sync,
+            checkpoints: None,
             state: Mutex::new(State {
                 file,
                 seq,
@@ -586,10 +616,30 @@ impl AuditLog {
                 len,
                 closed: false,
                 failed: false,
+                since_checkpoint: 0,
             }),
         };
         log.append(open)?;
         Ok(log)
+    }
+
+    /// This log with checkpoints signed by `checkpoints` from now on: after every
+    /// [`Checkpointer::every`] lines, and in the `close` record.
+    pub fn with_checkpoints(mut self, checkpoints: Checkpointer) -> AuditLog {
+        self.checkpoints = Some(checkpoints);
+        self
+    }
+
+    /// True when the next append also writes a checkpoint (a signature, which may wait on a
+    /// token): async callers move such an append off the runtime's workers.
+    pub fn checkpoint_due(&self) -> bool {
+        match &self.checkpoints {
+            Some(c) => {
+                let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                state.since_checkpoint + 1 >= c.every()
+            }
+            None => false,
+        }
     }
 
     /// How appends reach the disk.
@@ -602,9 +652,35 @@ impl AuditLog {
         &self.path
     }
 
-    /// Appends `record` as the next line of the chain. A `close` record closes the log.
+    /// Appends `record` as the next line of the chain, and a checkpoint after it when one is
+    /// due. A `close` record closes the log (signed, with checkpoints).
     pub fn append(&self, record: Record) -> Result<AppendedLine, AuditError> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let appended = self.write(&mut state, record)?;
+        if let Some(c) = &self.checkpoints
+            && !state.closed
+            && state.since_checkpoint >= c.every()
+        {
+            // A checkpoint that cannot be signed now is tried again after the next line.
+            match self.sign(c, &state, Record::new(Event::Checkpoint)) {
+                Ok(record) => {
+                    self.write(&mut state, record)?;
+                }
+                Err(e) => tracing::warn!(error = %e, "audit checkpoint postponed"),
+            }
+        }
+        Ok(appended)
+    }
+
+    /// `record` (a checkpoint or close) signed as the next line of the chain.
+    fn sign(&self, c: &Checkpointer, state: &State, mut record: Record) -> Result<Record, String> {
+        let checkpoint = c.sign(record.event, state.seq + 1, &state.prev, &record.time)?;
+        record.checkpoint = Some(checkpoint);
+        Ok(record)
+    }
+
+    /// Writes `record` as the next line.
+    fn write(&self, state: &mut State, record: Record) -> Result<AppendedLine, AuditError> {
         if state.closed {
             return Err(AuditError::Closed {
                 path: self.path.clone(),
@@ -640,6 +716,11 @@ impl AuditLog {
         state.len += line.len() as u64;
         state.seq = seq;
         state.prev.clone_from(&hash);
+        if record.checkpoint.is_some() {
+            state.since_checkpoint = 0;
+        } else {
+            state.since_checkpoint += 1;
+        }
         if record.event == Event::Close {
             state.closed = true;
         }
@@ -656,9 +737,21 @@ impl AuditLog {
         Ok(AppendedLine { seq, hash })
     }
 
-    /// Appends the `close` record of a clean shutdown; later appends fail.
+    /// Appends the `close` record of a clean shutdown, signed when the log has checkpoints
+    /// (unsigned, with the reason, when the key cannot sign); later appends fail.
     pub fn close(&self) -> Result<AppendedLine, AuditError> {
-        self.append(Record::new(Event::Close))
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut record = Record::new(Event::Close);
+        if let Some(c) = &self.checkpoints {
+            match self.sign(c, &state, record.clone()) {
+                Ok(signed) => record = signed,
+                Err(e) => {
+                    tracing::error!(error = %e, "the close record is not signed");
+                    record.reason = Some(format!("not signed: {e}"));
+                }
+            }
+        }
+        self.write(&mut state, record)
     }
 }
 
@@ -798,6 +891,15 @@ pub struct Verified {
     pub closed: bool,
     /// Lowercase hex SHA-256 of the last line: compare it with a copy kept elsewhere.
     pub head: String,
+    /// Signed records (`checkpoint`, and `close` records with a signature).
+    pub checkpoints: u64,
+    /// Fingerprint of the key the checkpoints were checked with ([`verify_with`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// With a key: the first of the lines after the last checkpoint, which no signature
+    /// covers (up to the last line); `None` when every line is covered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unanchored_from: Option<u64>,
 }
 
 /// Why a log fails verification: the first line at fault.
@@ -825,6 +927,27 @@ impl std::error::Error for VerifyError {}
 /// 1, every `prev`, the order of `open` and `close` records, and (unless
 /// [`VerifyOptions::allow_open`]) a final `close` record.
 pub fn verify(path: &Path, options: VerifyOptions) -> Result<Verified, VerifyError> {
+    verify_with(path, options, None)
+}
+
+/// Lines `from` to `to` as words: `line 7` or `lines 7-9`.
+fn line_range(from: u64, to: u64) -> String {
+    if from == to {
+        format!("line {from}")
+    } else {
+        format!("lines {from}-{to}")
+    }
+}
+
+/// [`verify`], and with `key` every checkpoint's signature: a checkpoint signed by another
+/// key or over other content fails at its line, and a closed log must end with a signed
+/// `close` record. Lines after the last checkpoint are reported in
+/// [`Verified::unanchored_from`] (a log still open) or fail (a closed log).
+pub fn verify_with(
+    path: &Path,
+    options: VerifyOptions,
+    key: Option<&CheckpointKey>,
+) -> Result<Verified, VerifyError> {
     let fail = |line: u64, problem: String| VerifyError { line, problem };
     let file = File::open(path).map_err(|e| fail(0, format!("cannot open: {e}")))?;
     let mut reader = BufReader::new(file);
@@ -833,6 +956,8 @@ pub fn verify(path: &Path, options: VerifyOptions) -> Result<Verified, VerifyErr
     let mut prev = ZERO_HASH.to_string();
     let mut last_event: Option<Event> = None;
     let (mut decisions, mut allowed) = (0, 0);
+    // The last line a valid signature covers (with a key), and the signed records.
+    let (mut anchored, mut checkpoints) = (0u64, 0u64);
     loop {
         buf.clear();
         let read = reader
@@ -886,6 +1011,36 @@ pub fn verify(path: &Path, options: VerifyOptions) -> Result<Verified, VerifyErr
         if matches!(event, Event::Decision | Event::Approval) && parsed.record.decision.is_none() {
             return Err(fail(n, format!("a {event} record without a decision")));
         }
+        if let Some(c) = &parsed.record.checkpoint {
+            if !matches!(event, Event::Checkpoint | Event::Close)
+                || !parsed.record.only_signed_fields()
+            {
+                return Err(fail(
+                    n,
+                    format!("a signed {event} record carries fields its signature does not cover"),
+                ));
+            }
+            checkpoints += 1;
+            if let Some(key) = key {
+                key.check(c, event, n, &parsed.prev, &parsed.record.time)
+                    .map_err(|p| {
+                        fail(
+                            n,
+                            format!(
+                                "{p}: {} changed after it was signed, or the checkpoint was forged",
+                                if anchored + 1 == n {
+                                    format!("line {n} was")
+                                } else {
+                                    format!("a line of {} was", line_range(anchored + 1, n))
+                                }
+                            ),
+                        )
+                    })?;
+                anchored = n;
+            }
+        } else if event == Event::Checkpoint {
+            return Err(fail(n, "a checkpoint record without a signature".into()));
+        }
         if event == Event::Decision {
             decisions += 1;
             if parsed.record.decision == Some(Decision::Allow) {
@@ -899,11 +1054,26 @@ pub fn verify(path: &Path, options: VerifyOptions) -> Result<Verified, VerifyErr
         return Err(fail(1, "missing: the file is empty".into()));
     }
     let closed = last_event == Some(Event::Close);
+    let tail = match key {
+        Some(_) if anchored < n => format!(
+            "; {} after the last checkpoint {} not signed",
+            line_range(anchored + 1, n),
+            if anchored + 1 == n { "is" } else { "are" }
+        ),
+        _ => String::new(),
+    };
     if !closed && !options.allow_open {
         return Err(fail(
             n,
-            "the log ends without a close record (truncated, or the daemon did not shut down cleanly)"
-                .into(),
+            format!(
+                "the log ends without a close record (truncated, or the daemon did not shut down cleanly){tail}"
+            ),
+        ));
+    }
+    if closed && !tail.is_empty() {
+        return Err(fail(
+            n,
+            format!("the close record is not signed with the checkpoint key{tail}"),
         ));
     }
     Ok(Verified {
@@ -912,6 +1082,9 @@ pub fn verify(path: &Path, options: VerifyOptions) -> Result<Verified, VerifyErr
         allowed,
         closed,
         head: prev,
+        checkpoints,
+        key: key.map(|k| k.id().to_string()),
+        unanchored_from: (key.is_some() && anchored < n).then_some(anchored + 1),
     })
 }
 

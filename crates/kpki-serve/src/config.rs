@@ -248,6 +248,17 @@ pub struct AuditConfig {
     /// Denied requests per second a caller regains once its burst is spent.
     #[serde(default = "crate::limits::default_denied_per_second")]
     pub denied_per_second: f64,
+    /// The key (URI) that signs checkpoints of the chain (default: no checkpoints).
+    #[serde(default)]
+    pub checkpoint_key: Option<KeyUri>,
+    /// Lines between two signed checkpoints (default 1000); the close record of a clean
+    /// stop is signed too.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+fn default_checkpoint_every() -> u64 {
+    crate::audit::checkpoint::DEFAULT_EVERY
 }
 
 /// Signing concurrency and HSM health checks.

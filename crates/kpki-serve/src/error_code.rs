@@ -552,6 +552,7 @@ mod tests {
         Denial {
             code,
             reason: reason.into(),
+            rule: None,
         }
         .into()
     }

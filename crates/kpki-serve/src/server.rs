@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api::{self, Conn};
 use crate::app::{App, Part};
-use crate::audit::{AuditLog, SyncMode};
+use crate::audit::{AuditLog, Checkpointer, SyncMode};
 use crate::config::ServeConfig;
 use crate::controller;
 use crate::jwt;
@@ -71,7 +71,7 @@ pub async fn serve(
     let state = State::build(config, &keys, &metrics).map_err(|e| in_config(e.to_string()))?;
     // Listeners first: a daemon that cannot bind writes no `open` record.
     let listeners = Listeners::bind(&state.config, parts).await?;
-    let audit = open_audit(&state.config, parts)?;
+    let audit = open_audit(&state.config, parts, &keys)?;
     let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -211,8 +211,13 @@ impl Listeners {
     }
 }
 
-/// The audit trail of the parts that write one.
-fn open_audit(config: &ServeConfig, parts: Parts) -> Result<Option<AuditLog>, String> {
+/// The audit trail of the parts that write one, with its checkpoint key (opened first: a
+/// key that cannot be opened writes nothing).
+fn open_audit(
+    config: &ServeConfig,
+    parts: Parts,
+    keys: &KeyStore,
+) -> Result<Option<AuditLog>, String> {
     match (&config.audit, parts) {
         (Some(audit), Parts::All | Parts::ControllerOnly) => {
             let sync = if audit.fsync {
@@ -220,9 +225,23 @@ fn open_audit(config: &ServeConfig, parts: Parts) -> Result<Option<AuditLog>, St
             } else {
                 SyncMode::Flush
             };
-            AuditLog::open(&audit.path, sync)
-                .map(Some)
-                .map_err(|e| e.to_string())
+            let checkpoints = match &audit.checkpoint_key {
+                Some(uri) => {
+                    let signer = keys
+                        .open(uri)
+                        .map_err(|e| format!("audit.checkpoint_key {uri}: {e}"))?;
+                    Some(Checkpointer::new(signer, audit.checkpoint_every))
+                }
+                None => None,
+            };
+            let log = AuditLog::open(&audit.path, sync).map_err(|e| e.to_string())?;
+            Ok(Some(match checkpoints {
+                Some(c) => {
+                    tracing::info!(key = c.key_id(), every = c.every(), "audit checkpoints");
+                    log.with_checkpoints(c)
+                }
+                None => log,
+            }))
         }
         _ => Ok(None),
     }
