@@ -950,7 +950,7 @@ pub fn verify_with(
 ) -> Result<Verified, VerifyError> {
     let fail = |line: u64, problem: String| VerifyError { line, problem };
     let file = File::open(path).map_err(|e| fail(0, format!("cannot open: {e}")))?;
-    let mut reader = BufReader::new(file);
+    let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut buf = Vec::new();
     let mut n: u64 = 0;
     let mut prev = ZERO_HASH.to_string();

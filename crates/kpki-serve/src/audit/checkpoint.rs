@@ -103,7 +103,8 @@ pub struct CheckpointKey {
 impl CheckpointKey {
     /// The key in a PEM `CERTIFICATE` (its subject public key) or `PUBLIC KEY` block.
     pub fn from_pem(pem_text: &[u8]) -> Result<CheckpointKey, String> {
-        let block = pem::parse(pem_text).map_err(|e| format!("not PEM ({e})"))?;
+        let block = pem::parse(pem_text)
+            .map_err(|_| "not PEM (expected a CERTIFICATE or PUBLIC KEY block)".to_string())?;
         let spki = match block.tag() {
             "PUBLIC KEY" => block.contents().to_vec(),
             "CERTIFICATE" => {
