@@ -236,6 +236,8 @@ pub enum Event {
     Close,
     /// The chain head signed with the checkpoint key ([`checkpoint`]).
     Checkpoint,
+    /// The token signer decided on a `Sign` call (with `jwt.audit`).
+    Token,
 }
 
 impl fmt::Display for Event {
@@ -246,6 +248,7 @@ impl fmt::Display for Event {
             Event::Approval => "approval",
             Event::Close => "close",
             Event::Checkpoint => "checkpoint",
+            Event::Token => "token",
         })
     }
 }
@@ -1008,7 +1011,9 @@ pub fn verify_with(
             }
             _ => {}
         }
-        if matches!(event, Event::Decision | Event::Approval) && parsed.record.decision.is_none() {
+        if matches!(event, Event::Decision | Event::Approval | Event::Token)
+            && parsed.record.decision.is_none()
+        {
             return Err(fail(n, format!("a {event} record without a decision")));
         }
         if let Some(c) = &parsed.record.checkpoint {

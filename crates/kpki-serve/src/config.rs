@@ -76,6 +76,9 @@ pub struct JwtConfig {
     /// Largest claims segment accepted, in bytes (base64url text; default 65536).
     #[serde(default = "default_max_claims_bytes")]
     pub max_claims_bytes: usize,
+    /// Write a `token` record to the audit trail for every `Sign` call (needs `[audit]`).
+    #[serde(default)]
+    pub audit: bool,
 }
 
 fn default_max_token_expiration() -> GoDuration {

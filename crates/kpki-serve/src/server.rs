@@ -160,6 +160,9 @@ fn connection_bounds(config: &ServeConfig) -> Result<Bounds, crate::config::Conf
 fn check_parts(config: &ServeConfig, parts: Parts) -> Result<(), String> {
     match parts {
         Parts::JwtOnly if config.jwt.is_none() => Err("--jwt-only needs a [jwt] section".into()),
+        _ if config.jwt.as_ref().is_some_and(|j| j.audit) && config.audit.is_none() => {
+            Err("jwt.audit needs an [audit] section".into())
+        }
         Parts::ControllerOnly if config.kubernetes.is_none() || config.audit.is_none() => {
             Err("--controller-only needs a [kubernetes] and an [audit] section".into())
         }
@@ -218,8 +221,9 @@ fn open_audit(
     parts: Parts,
     keys: &KeyStore,
 ) -> Result<Option<AuditLog>, String> {
+    let token_audit = config.jwt.as_ref().is_some_and(|j| j.audit);
     match (&config.audit, parts) {
-        (Some(audit), Parts::All | Parts::ControllerOnly) => {
+        (Some(audit), _) if parts != Parts::JwtOnly || token_audit => {
             let sync = if audit.fsync {
                 SyncMode::Fsync
             } else {
