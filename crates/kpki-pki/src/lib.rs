@@ -33,6 +33,7 @@ pub mod expiration;
 pub mod gencsr;
 pub mod init;
 pub mod inspect;
+pub mod issued;
 mod keygen;
 pub mod keystore;
 pub(crate) mod kubeadm_yaml;

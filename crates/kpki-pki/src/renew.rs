@@ -34,6 +34,20 @@ pub struct RenewReport {
     pub external: Vec<String>,
     /// Components to restart so they use the new certificates.
     pub restart: Vec<&'static str>,
+    /// Every certificate issued, for the audit file (not part of the printed report).
+    #[serde(skip)]
+    pub issued: Vec<Renewed>,
+}
+
+/// One certificate `renew` issued.
+#[derive(Debug, Clone)]
+pub struct Renewed {
+    /// The renewed name (`apiserver`, `admin.conf`, …).
+    pub name: String,
+    /// The certificate (PEM).
+    pub pem: String,
+    /// The URI of the CA key that signed it.
+    pub ca_key: String,
 }
 
 /// Every name `renew` accepts besides `all`, in kubeadm's order.
@@ -235,6 +249,11 @@ pub fn renew(
         }
         progress(format!("{} renewed", job.long_name));
         report.renewed.push(job.name.into());
+        report.issued.push(Renewed {
+            name: job.name.into(),
+            pem: cert.pem.clone(),
+            ca_key: spec.ca_key(job.ca).to_string(),
+        });
         for r in job.restart {
             if !report.restart.contains(r) {
                 report.restart.push(r);

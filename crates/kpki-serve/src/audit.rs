@@ -80,6 +80,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest::{self, SHA256};
 pub use checkpoint::{Checkpoint, CheckpointKey, Checkpointer};
@@ -285,6 +286,16 @@ pub struct Caller {
     pub orgs: Vec<String>,
 }
 
+impl Caller {
+    /// The user running this process, as `uid:<n>` (offline issuance by the CLI).
+    pub fn this_process() -> Caller {
+        Caller {
+            cn: format!("uid:{}", rustix::process::getuid().as_raw()),
+            orgs: Vec::new(),
+        }
+    }
+}
+
 /// One audit record: the fields of a line after `seq` and `prev`. Absent fields are left out of
 /// the line.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -438,6 +449,14 @@ pub enum AuditError {
         /// The cause.
         source: io::Error,
     },
+    /// The file cannot be locked for this writer.
+    #[error("audit log {}: cannot lock: {source}", path.display())]
+    Lock {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
     /// The path exists and is not a regular file.
     #[error("audit log {}: not a regular file", path.display())]
     NotAFile {
@@ -539,6 +558,25 @@ impl AuditLog {
     /// its last line and appends an `open` record. Refuses a file whose last line is not a
     /// complete audit line with the `seq` of its position.
     pub fn open(path: &Path, sync: SyncMode) -> Result<AuditLog, AuditError> {
+        Self::open_inner(path, sync, None)
+    }
+
+    /// [`AuditLog::open`] for one short-lived writer among several processes (the CLI's
+    /// offline issuance): holds an exclusive lock (`flock`) on the file until the log is
+    /// dropped, waiting at most `wait` for another holder to finish.
+    pub fn open_locked(
+        path: &Path,
+        sync: SyncMode,
+        wait: Duration,
+    ) -> Result<AuditLog, AuditError> {
+        Self::open_inner(path, sync, Some(wait))
+    }
+
+    fn open_inner(
+        path: &Path,
+        sync: SyncMode,
+        lock: Option<Duration>,
+    ) -> Result<AuditLog, AuditError> {
         let open_err = |source| AuditError::Open {
             path: path.to_path_buf(),
             source,
@@ -569,6 +607,12 @@ impl AuditLog {
             return Err(AuditError::NotAFile {
                 path: path.to_path_buf(),
             });
+        }
+        if let Some(wait) = lock {
+            lock_file(&file, wait).map_err(|source| AuditError::Lock {
+                path: path.to_path_buf(),
+                source,
+            })?;
         }
         if created && sync == SyncMode::Fsync {
             let dir = match path.parent() {
@@ -755,6 +799,26 @@ impl AuditLog {
             }
         }
         self.write(&mut state, record)
+    }
+}
+
+/// Takes an exclusive lock on `file`, polling until `wait` has passed.
+fn lock_file(file: &File, wait: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("still locked by another process after {wait:?}"),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
     }
 }
 

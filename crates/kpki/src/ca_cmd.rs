@@ -35,6 +35,8 @@ pub enum CaCommand {
         #[arg(long, default_value = ".")]
         out_dir: PathBuf,
         #[command(flatten)]
+        audit: crate::cli_audit::AuditFileArg,
+        #[command(flatten)]
         output: OutputArgs,
     },
 }
@@ -58,6 +60,7 @@ pub fn run(cmd: CaCommand) -> Result<(), String> {
             algorithm,
             validity,
             out_dir,
+            audit,
             output,
         } => {
             if name.is_empty() || name.contains('/') || name.starts_with('.') {
@@ -68,17 +71,28 @@ pub fn run(cmd: CaCommand) -> Result<(), String> {
             let key: KeyUri = key.parse().map_err(|e| format!("--key: {e}"))?;
             let cert = out_dir.join(format!("{name}.crt"));
             tracing::info!(%name, %key, %algorithm, "creating a CA");
-            let created = ca::create(
-                &crate::backends::key_store(),
-                &NewCa {
-                    cn: cn.unwrap_or_else(|| name.clone()),
-                    key: key.clone(),
-                    algorithm,
-                    validity: validity.get(),
-                    cert: cert.clone(),
-                },
-            )
-            .map_err(|e| e.to_string())?;
+            let created =
+                crate::cli_audit::within(audit.audit_file.as_deref(), "kpki ca create", |audit| {
+                    let created = ca::create(
+                        &crate::backends::key_store(),
+                        &NewCa {
+                            cn: cn.unwrap_or_else(|| name.clone()),
+                            key: key.clone(),
+                            algorithm,
+                            validity: validity.get(),
+                            cert: cert.clone(),
+                        },
+                    )
+                    .map_err(|e| e.to_string())?;
+                    if let Some(audit) = audit
+                        && created.outcome != Outcome::Exists
+                    {
+                        let text = std::fs::read_to_string(&cert)
+                            .map_err(|e| format!("{}: {e}", cert.display()))?;
+                        audit.issued(&text, None, &key.to_string())?;
+                    }
+                    Ok(created)
+                })?;
             let action = match created.outcome {
                 Outcome::Created => "created",
                 Outcome::KeyTaken => "created with the existing key",

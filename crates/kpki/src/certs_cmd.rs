@@ -41,6 +41,8 @@ pub enum CertsCommand {
         #[command(flatten)]
         cluster: ClusterArgs,
         #[command(flatten)]
+        audit: crate::cli_audit::AuditFileArg,
+        #[command(flatten)]
         output: OutputArgs,
     },
 }
@@ -129,9 +131,10 @@ pub fn run(cmd: CertsCommand) -> Result<ExitCode, String> {
         CertsCommand::Renew {
             name,
             cluster,
+            audit,
             output,
         } => {
-            let spec = cluster.spec()?;
+            let (spec, audit_file) = cluster.spec_and_audit_file(audit.audit_file.as_deref())?;
             let format = output.output;
             let text = format == Format::Text;
             let mut progress = |line: String| {
@@ -141,8 +144,21 @@ pub fn run(cmd: CertsCommand) -> Result<ExitCode, String> {
                 }
             };
             let report =
-                kpki_pki::renew::renew(&spec, &crate::backends::key_store(), &name, &mut progress)
+                crate::cli_audit::within(audit_file.as_deref(), "kpki certs renew", |audit| {
+                    let report = kpki_pki::renew::renew(
+                        &spec,
+                        &crate::backends::key_store(),
+                        &name,
+                        &mut progress,
+                    )
                     .map_err(|e| e.to_string())?;
+                    if let Some(audit) = audit {
+                        for r in &report.issued {
+                            audit.issued(&r.pem, None, &r.ca_key)?;
+                        }
+                    }
+                    Ok(report)
+                })?;
             print_data(format, &report, || {
                 if name == "all" {
                     outln!(

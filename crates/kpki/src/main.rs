@@ -18,6 +18,7 @@ mod audit_cmd;
 mod backends;
 mod ca_cmd;
 mod certs_cmd;
+mod cli_audit;
 mod cluster_args;
 mod init_cmd;
 mod input;

@@ -32,6 +32,8 @@ pub struct SignArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
     #[command(flatten)]
+    audit: crate::cli_audit::AuditFileArg,
+    #[command(flatten)]
     output: OutputArgs,
 }
 
@@ -76,7 +78,23 @@ pub fn run(args: SignArgs) -> Result<(), String> {
     }
     request.allow_system_masters = args.allow_system_masters;
 
-    let spec = args.cluster.spec()?;
+    let (spec, audit_file) = args
+        .cluster
+        .spec_and_audit_file(args.audit.audit_file.as_deref())?;
+    crate::cli_audit::within(audit_file.as_deref(), "kpki sign", |audit| {
+        sign(&spec, request, input, format, audit)
+    })
+}
+
+/// Signs `request` (read from `input`) with the CA `spec` configures for its signer, records
+/// it in `audit`, prints the result.
+fn sign(
+    spec: &kpki_pki::config::ClusterSpec,
+    request: SignRequest,
+    input: Input,
+    format: Format,
+    audit: Option<&crate::cli_audit::CliAudit>,
+) -> Result<(), String> {
     let ca_id = spec
         .signer_cas
         .get(&request.signer_name)
@@ -92,7 +110,7 @@ pub fn run(args: SignArgs) -> Result<(), String> {
                     .join(", ")
             )
         })?;
-    let ca = kpki_pki::authority::open(&spec, &crate::backends::key_store(), ca_id)
+    let ca = kpki_pki::authority::open(spec, &crate::backends::key_store(), ca_id)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| {
             format!(
@@ -113,6 +131,13 @@ pub fn run(args: SignArgs) -> Result<(), String> {
     );
     let issued = csr::sign(&request, &authority, time::OffsetDateTime::now_utc())
         .map_err(|e| e.to_string())?;
+    if let Some(audit) = audit {
+        audit.issued(
+            &issued.pem,
+            Some(&request.signer_name),
+            &spec.ca_key(ca_id).to_string(),
+        )?;
+    }
     match input {
         Input::Pem(_) => print_data(
             format,
