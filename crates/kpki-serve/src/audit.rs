@@ -88,6 +88,7 @@ use serde::{Deserialize, Serialize};
 use time::{OffsetDateTime, UtcOffset};
 
 pub mod checkpoint;
+pub mod syslog;
 
 /// `prev` of the first line of a file: 64 zeros.
 const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -532,7 +533,15 @@ pub struct AuditLog {
     path: PathBuf,
     sync: SyncMode,
     checkpoints: Option<Checkpointer>,
+    copy: Option<syslog::SyslogCopy>,
     state: Mutex<State>,
+}
+
+/// What a log writes besides its lines.
+#[derive(Default)]
+struct Extras {
+    checkpoints: Option<Checkpointer>,
+    copy: Option<syslog::SyslogCopy>,
 }
 
 /// The writer's position in the chain.
@@ -558,7 +567,17 @@ impl AuditLog {
     /// its last line and appends an `open` record. Refuses a file whose last line is not a
     /// complete audit line with the `seq` of its position.
     pub fn open(path: &Path, sync: SyncMode) -> Result<AuditLog, AuditError> {
-        Self::open_inner(path, sync, None)
+        Self::open_inner(path, sync, None, Extras::default())
+    }
+
+    /// [`AuditLog::open`] with checkpoints and a syslog copy from the `open` record on.
+    pub fn open_with(
+        path: &Path,
+        sync: SyncMode,
+        checkpoints: Option<Checkpointer>,
+        copy: Option<syslog::SyslogCopy>,
+    ) -> Result<AuditLog, AuditError> {
+        Self::open_inner(path, sync, None, Extras { checkpoints, copy })
     }
 
     /// [`AuditLog::open`] for one short-lived writer among several processes (the CLI's
@@ -569,13 +588,14 @@ impl AuditLog {
         sync: SyncMode,
         wait: Duration,
     ) -> Result<AuditLog, AuditError> {
-        Self::open_inner(path, sync, Some(wait))
+        Self::open_inner(path, sync, Some(wait), Extras::default())
     }
 
     fn open_inner(
         path: &Path,
         sync: SyncMode,
         lock: Option<Duration>,
+        extras: Extras,
     ) -> Result<AuditLog, AuditError> {
         let open_err = |source| AuditError::Open {
             path: path.to_path_buf(),
@@ -655,7 +675,8 @@ impl AuditLog {
         let log = AuditLog {
             path: path.to_path_buf(),
             sync,
-            checkpoints: None,
+            checkpoints: extras.checkpoints,
+            copy: extras.copy,
             state: Mutex::new(State {
                 file,
                 seq,
@@ -674,6 +695,12 @@ impl AuditLog {
     /// [`Checkpointer::every`] lines, and in the `close` record.
     pub fn with_checkpoints(mut self, checkpoints: Checkpointer) -> AuditLog {
         self.checkpoints = Some(checkpoints);
+        self
+    }
+
+    /// This log with a copy of every line from now on sent to syslog as it is written.
+    pub fn with_syslog(mut self, copy: syslog::SyslogCopy) -> AuditLog {
+        self.copy = Some(copy);
         self
     }
 
@@ -780,6 +807,10 @@ impl AuditLog {
                 path: self.path.clone(),
                 source,
             });
+        }
+        if let Some(copy) = &self.copy {
+            line.pop();
+            copy.send(&line);
         }
         Ok(AppendedLine { seq, hash })
     }

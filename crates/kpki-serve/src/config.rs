@@ -258,6 +258,23 @@ pub struct AuditConfig {
     /// stop is signed too.
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u64,
+    /// Also send each line to the local syslog socket as it is written.
+    #[serde(default)]
+    pub syslog: bool,
+    /// The syslog socket (default `/dev/log`, where journald and rsyslog listen).
+    #[serde(default = "default_syslog_socket")]
+    pub syslog_socket: PathBuf,
+    /// The syslog facility of the copies (default `authpriv`).
+    #[serde(default = "default_syslog_facility")]
+    pub syslog_facility: String,
+}
+
+fn default_syslog_socket() -> PathBuf {
+    PathBuf::from("/dev/log")
+}
+
+fn default_syslog_facility() -> String {
+    "authpriv".into()
 }
 
 fn default_checkpoint_every() -> u64 {

@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api::{self, Conn};
 use crate::app::{App, Part};
+use crate::audit::syslog::SyslogCopy;
 use crate::audit::{AuditLog, Checkpointer, SyncMode};
 use crate::config::ServeConfig;
 use crate::controller;
@@ -238,14 +239,19 @@ fn open_audit(
                 }
                 None => None,
             };
-            let log = AuditLog::open(&audit.path, sync).map_err(|e| e.to_string())?;
-            Ok(Some(match checkpoints {
-                Some(c) => {
-                    tracing::info!(key = c.key_id(), every = c.every(), "audit checkpoints");
-                    log.with_checkpoints(c)
-                }
-                None => log,
-            }))
+            let copy = match audit.syslog {
+                true => Some(SyslogCopy::new(
+                    &audit.syslog_socket,
+                    &audit.syslog_facility,
+                )?),
+                false => None,
+            };
+            if let Some(c) = &checkpoints {
+                tracing::info!(key = c.key_id(), every = c.every(), "audit checkpoints");
+            }
+            AuditLog::open_with(&audit.path, sync, checkpoints, copy)
+                .map(Some)
+                .map_err(|e| e.to_string())
         }
         _ => Ok(None),
     }
