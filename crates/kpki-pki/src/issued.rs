@@ -94,7 +94,7 @@ mod tests {
         };
         assert_eq!(issued_certificate(&pem).unwrap(), want);
         let kubeconfig = format!(
-            "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers:\n- name: jane\n  user:\n    client-certificate-data: {}\n",
+            "apiVersion: v1\nkind: Config\ncurrent-context: \"\"\nclusters: []\ncontexts: []\nusers:\n- name: jane\n  user:\n    client-certificate-data: {}\n",
             STANDARD.encode(&pem)
         );
         assert_eq!(issued_certificate(&kubeconfig).unwrap(), want);
@@ -104,7 +104,7 @@ mod tests {
                 "no CERTIFICATE block",
             ),
             (
-                "apiVersion: v1\nkind: Config\nusers:\n- name: u\n  user:\n    token: t\n",
+                "apiVersion: v1\nkind: Config\ncurrent-context: \"\"\nclusters: []\ncontexts: []\nusers:\n- name: u\n  user:\n    token: t\n",
                 "no client certificate",
             ),
             (
