@@ -1,7 +1,8 @@
 //! The token signer inside `kpki serve` counts every `Sign` call in
 //! `kpki_jwt_sign_total{result}` and, with `jwt.audit = true`, writes a `token` record for each
 //! (peer uid, subject, digest of the claims, outcome, key) into the same verified chain;
-//! without it, no token records.
+//! without it, no token records. `--jwt-only` audits too, and refuses `jwt.audit` without an
+//! `[audit]` section.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use base64::Engine;
@@ -9,6 +10,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use kpki_e2e::jwt_client::{self, V1Alpha1Client, V1Client, proto};
 use kpki_e2e::serve::{ServeFixture, ops_get};
 use kpki_e2e::{kpki, text};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
 use serde_json::json;
 use tonic::Code;
 
@@ -171,4 +175,80 @@ fn own_uid() -> u32 {
         .trim()
         .parse()
         .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_signer_alone_audits_when_asked_and_needs_an_audit_section() {
+    let token = kpki_e2e::hsm::token();
+    let sa = token.key_uri("sa-alone");
+    let out = kpki(&["keys", "create", &sa, "-a", "ECDSA-P256"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("jwt.sock");
+    let audit = dir.path().join("audit.jsonl");
+    let config = dir.path().join("serve.toml");
+    let jwt = format!(
+        "[jwt]\nsocket = \"{}\"\nsigning_key = \"{sa}\"\naudit = true\n",
+        socket.display()
+    );
+
+    // Without [audit]: refused at start, one line.
+    std::fs::write(&config, &jwt).unwrap();
+    let out = Command::new(kpki_e2e::kpki_bin())
+        .args(["serve", "--jwt-only", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.ends_with("jwt.audit needs an [audit] section\n"),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        &config,
+        format!("{jwt}\n[audit]\npath = \"{}\"\n", audit.display()),
+    )
+    .unwrap();
+    let mut child = Command::new(kpki_e2e::kpki_bin())
+        .args(["serve", "--jwt-only", "--config", config.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut v1 = loop {
+        if let Ok(ch) = jwt_client::channel(&socket).await {
+            let mut c = V1Client::new(ch);
+            if c.metadata(proto::v1::MetadataRequest {}).await.is_ok() {
+                break c;
+            }
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "kpki serve --jwt-only exited"
+        );
+        assert!(Instant::now() < deadline, "token signer not up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    v1.sign(proto::v1::SignJwtRequest {
+        claims: claims("system:serviceaccount:default:alone"),
+    })
+    .await
+    .unwrap();
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(child.wait().unwrap().success());
+    let events: Vec<String> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].to_string())
+        .collect();
+    assert_eq!(events, ["\"open\"", "\"token\"", "\"close\""]);
+    let out = kpki(&["audit", "verify", audit.to_str().unwrap()]);
+    assert!(out.status.success(), "{:?}", text(&out));
 }

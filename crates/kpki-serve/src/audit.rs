@@ -33,7 +33,8 @@
 //! knows and hashes the bytes as they are.
 //!
 //! A daemon's run starts with an `open` record ([`AuditLog::open`]) and, on a clean shutdown,
-//! ends with a `close` record ([`AuditLog::close`]); in between come `decision` records.
+//! ends with a `close` record ([`AuditLog::close`]); in between come `decision`, `approval`,
+//! `token` and `checkpoint` records.
 //!
 //! # What [`verify`] detects
 //!
@@ -58,11 +59,11 @@
 //!
 //! The hashes carry no secret: whoever can write the file can rewrite it from any line onwards
 //! with freshly computed hashes, or cut it after any `close` record. The chain makes the log
-//! tamper-evident against accidental damage and against edits that do not recompute it. To
-//! hold a deliberate forger to account, keep a copy of a recent line's `hash` somewhere the
-//! forger cannot write (ship the lines to a log collector as they are written, or record the
-//! `hash` of the `close` record, [`AppendedLine::hash`], at shutdown): a rewritten log cannot
-//! reproduce it.
+//! tamper-evident against accidental damage and against edits that do not recompute it.
+//! [`checkpoint`]s signed with a key the forger cannot use (on a token) hold a deliberate
+//! forger to account for every line up to the last checkpoint ([`verify_with`]); the lines
+//! after it are reported as unsigned. [`syslog`] copies each line off the host as it is
+//! written.
 //!
 //! # Writing
 //!
