@@ -2,8 +2,8 @@
 //! socket as one datagram in the frame `syslog(3)` uses on `/dev/log`
 //! (`<PRI>Mmm dd hh:mm:ss kpki-audit[PID]: LINE`). The test binds that socket itself (a unix
 //! datagram socket at `audit.syslog_socket`, as journald's and rsyslog's are) and reads the
-//! frames: the same lines, in the same order, as the file. A path that is not a socket stops
-//! the daemon before it writes anything.
+//! frames: the same lines, in the same order, as the file. A path that is not a socket, an
+//! unknown facility or a checkpoint interval of 0 stops the daemon before it writes anything.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::os::unix::net::UnixDatagram;
@@ -120,7 +120,7 @@ async fn every_audit_line_reaches_the_syslog_socket_as_written() {
 }
 
 #[test]
-fn a_syslog_socket_that_is_not_a_socket_stops_the_daemon_before_it_writes() {
+fn bad_syslog_and_checkpoint_settings_stop_the_daemon_before_it_writes() {
     let f = ServeFixture::new("ECDSA-P256", POLICY);
     let not_socket = f.dir.path().join("plain-file");
     std::fs::write(&not_socket, "").unwrap();
@@ -157,4 +157,17 @@ fn a_syslog_socket_that_is_not_a_socket_stops_the_daemon_before_it_writes() {
         stderr.contains("audit.syslog_facility: unknown syslog facility \"kern\""),
         "{stderr}"
     );
+    // A checkpoint interval of 0 is refused, not bent.
+    with_audit(&f, "checkpoint_every = 0");
+    let out = Command::new(kpki_e2e::kpki_bin())
+        .args(["serve", "--config", f.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.ends_with("audit.checkpoint_every: must be at least 1\n"),
+        "{stderr}"
+    );
+    assert!(!f.audit.exists(), "nothing written");
 }

@@ -230,6 +230,9 @@ fn open_audit(
             } else {
                 SyncMode::Flush
             };
+            if audit.checkpoint_every == 0 {
+                return Err("audit.checkpoint_every: must be at least 1".into());
+            }
             let checkpoints = match &audit.checkpoint_key {
                 Some(uri) => {
                     let signer = keys
