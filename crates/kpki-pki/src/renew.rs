@@ -34,9 +34,6 @@ pub struct RenewReport {
     pub external: Vec<String>,
     /// Components to restart so they use the new certificates.
     pub restart: Vec<&'static str>,
-    /// Every certificate issued, for the audit file (not part of the printed report).
-    #[serde(skip)]
-    pub issued: Vec<Renewed>,
 }
 
 /// One certificate `renew` issued.
@@ -168,12 +165,15 @@ fn collect_jobs(
     Ok(jobs)
 }
 
-/// Renews `which` (a name from [`names`] or `all`).
+/// Renews `which` (a name from [`names`] or `all`). Every certificate signed is pushed onto
+/// `issued` as soon as it is signed, so that the caller can audit it even when a later step
+/// fails.
 pub fn renew(
     spec: &ClusterSpec,
     keys: &KeyStore,
     which: &str,
     progress: &mut dyn FnMut(String),
+    issued: &mut Vec<Renewed>,
 ) -> Result<RenewReport, PkiError> {
     let all = names(spec);
     if which != "all" && !all.contains(&which) {
@@ -234,6 +234,11 @@ pub fn renew(
             x509::leaf_params(&job.profile, start, spec.cert_validity)?,
             Arc::new(*key),
         )?;
+        issued.push(Renewed {
+            name: job.name.into(),
+            pem: cert.pem.clone(),
+            ca_key: spec.ca_key(job.ca).to_string(),
+        });
         match job.target {
             Target::Leaf { key, crt } => {
                 pair::replace(&key, key_pem.as_bytes(), &crt, cert.pem.as_bytes())?
@@ -249,11 +254,6 @@ pub fn renew(
         }
         progress(format!("{} renewed", job.long_name));
         report.renewed.push(job.name.into());
-        report.issued.push(Renewed {
-            name: job.name.into(),
-            pem: cert.pem.clone(),
-            ca_key: spec.ca_key(job.ca).to_string(),
-        });
         for r in job.restart {
             if !report.restart.contains(r) {
                 report.restart.push(r);

@@ -145,19 +145,21 @@ pub fn run(cmd: CertsCommand) -> Result<ExitCode, String> {
             };
             let report =
                 crate::cli_audit::within(audit_file.as_deref(), "kpki certs renew", |audit| {
+                    let mut issued = Vec::new();
                     let report = kpki_pki::renew::renew(
                         &spec,
                         &crate::backends::key_store(),
                         &name,
                         &mut progress,
-                    )
-                    .map_err(|e| e.to_string())?;
+                        &mut issued,
+                    );
+                    // Every signature is recorded, those before a failure included.
                     if let Some(audit) = audit {
-                        for r in &report.issued {
+                        for r in &issued {
                             audit.issued(&r.pem, None, &r.ca_key)?;
                         }
                     }
-                    Ok(report)
+                    report.map_err(|e| e.to_string())
                 })?;
             print_data(format, &report, || {
                 if name == "all" {
