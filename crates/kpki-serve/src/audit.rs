@@ -1718,6 +1718,82 @@ mod tests {
         }
     }
 
+    /// A file key for checkpoints in `dir`, and its verifying side.
+    fn checkpoint_key(dir: &TempDir) -> (Checkpointer, CheckpointKey) {
+        let uri: kpki_signer::KeyUri = format!("file:{}", dir.file("cp.key").display())
+            .parse()
+            .unwrap();
+        let signer = kpki_pki::keystore::KeyStore::default()
+            .create(&uri, kpki_signer::KeyAlgorithm::EcdsaP256)
+            .unwrap();
+        let key = CheckpointKey::from_spki(signer.public_key_spki().to_vec()).unwrap();
+        (Checkpointer::new(signer, 3), key)
+    }
+
+    #[test]
+    fn audit_checkpoints_are_written_and_checked() {
+        let dir = TempDir::new();
+        let path = dir.file("audit.log");
+        let (c, key) = checkpoint_key(&dir);
+        let log = AuditLog::open_with(&path, SyncMode::Flush, Some(c), None).unwrap();
+        for i in 0..5 {
+            log.append(decision(i)).unwrap();
+        }
+        log.close().unwrap();
+        // open, d, d, checkpoint, d, d, d, checkpoint, close (signed).
+        let all = lines(&path);
+        let events: Vec<String> = all
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].to_string())
+            .collect();
+        assert_eq!(
+            events.join(","),
+            r#""open","decision","decision","checkpoint","decision","decision","decision","checkpoint","close""#
+        );
+        let v = verify_with(&path, VerifyOptions::default(), Some(&key)).unwrap();
+        assert_eq!((v.lines, v.checkpoints, v.unanchored_from), (9, 3, None));
+        assert_eq!(v.key.as_deref(), Some(key.id()));
+        // Without a key the checkpoints are counted, not checked.
+        let v = verify(&path, VerifyOptions::default()).unwrap();
+        assert_eq!((v.checkpoints, v.key), (3, None));
+
+        // (line edited, how, error) — each edit re-hashed so that the chain alone holds.
+        let rows: [(usize, &str, &str, &str); 3] = [
+            (
+                3,
+                "\"event\":\"checkpoint\"",
+                "\"event\":\"checkpoint\",\"reason\":\"x\"",
+                "line 4: a signed checkpoint record carries fields its signature does not cover",
+            ),
+            (
+                2,
+                "\"decision\":\"allow\"",
+                "\"decision\":\"allow\",\"checkpoint\":{\"key\":\"k\",\"sig\":\"00\"}",
+                "line 3: a signed decision record carries fields its signature does not cover",
+            ),
+            (
+                7,
+                ",\"checkpoint\":{",
+                ",\"other\":{",
+                "line 8: a checkpoint record without a signature",
+            ),
+        ];
+        for (i, from, to, want) in rows {
+            assert!(all[i].contains(from), "{}", all[i]);
+            let mut edited = all.clone();
+            edited[i] = rehash(&all[i].replacen(from, to, 1));
+            for j in i + 1..edited.len() {
+                let prev = sha256_hex(edited[j - 1].as_bytes());
+                let at = edited[j].find(",\"prev\":\"").unwrap() + 9;
+                let line = format!("{}{prev}{}", &edited[j][..at], &edited[j][at + 64..]);
+                edited[j] = rehash(&line);
+            }
+            write_lines(&path, &edited);
+            let e = verify_with(&path, VerifyOptions::default(), Some(&key)).unwrap_err();
+            assert_eq!(e.to_string(), want);
+        }
+    }
+
     #[test]
     fn audit_time_is_rfc3339_utc_seconds() {
         let t = OffsetDateTime::from_unix_timestamp(1_795_341_600).unwrap();
