@@ -678,6 +678,8 @@ async fn policy_table_statuses_codes_and_audit_lines() {
         );
         assert_eq!(line["request_sha256"].as_str().unwrap().len(), 64, "{name}");
         if *decision == "allow" {
+            // The rule that allowed it is named.
+            assert!(line["rule"].is_string(), "{name}: {line}");
             assert_eq!(line["serial"].as_str(), serial.as_deref(), "{name}: {line}");
             assert!(line["not_after"].is_string(), "{name}: {line}");
             assert!(

@@ -38,6 +38,9 @@ pub struct Settings {
     pub keys: KeySettings,
     /// Which CA (`ca`, `front-proxy-ca`, `etcd-ca`) signs each CSR signerName.
     pub signers: Option<std::collections::BTreeMap<String, String>>,
+    /// The audit file of offline issuance (`sign`, `certs renew`, `node add`,
+    /// `kubeconfig user`): hash-chained lines as the daemon writes them.
+    pub audit_file: Option<PathBuf>,
 }
 
 /// `[cluster]`: the facts kubeadm's config carries.
@@ -306,6 +309,7 @@ fn overlay(s: &mut Settings, f: &Settings) {
     take!(cert_dir);
     take!(kubeconfig_dir);
     take!(kubeadm_config);
+    take!(audit_file);
     take!(cluster.name);
     take!(cluster.node_name);
     take!(cluster.advertise_address);

@@ -38,6 +38,7 @@ pub mod gencsr;
 pub mod init;
 pub mod inspect;
 pub mod intermediate;
+pub mod issued;
 mod keygen;
 pub mod keystore;
 pub(crate) mod kubeadm_yaml;

@@ -53,6 +53,17 @@ pub struct PlannedRenewal {
     pub ca_key: String,
 }
 
+/// One certificate `renew` issued.
+#[derive(Debug, Clone)]
+pub struct Renewed {
+    /// The renewed name (`apiserver`, `admin.conf`, …).
+    pub name: String,
+    /// The certificate (PEM).
+    pub pem: String,
+    /// The URI of the CA key that signed it.
+    pub ca_key: String,
+}
+
 /// Every name `renew` accepts besides `all`, in kubeadm's order.
 pub fn names(spec: &ClusterSpec) -> Vec<&'static str> {
     let mut v: Vec<&'static str> = catalogue::leaves(spec.local_etcd())
@@ -172,14 +183,17 @@ fn collect_jobs(
     Ok(jobs)
 }
 
-/// Renews `which` (a name from [`names`] or `all`).
+/// Renews `which` (a name from [`names`] or `all`). Every certificate signed is pushed onto
+/// `issued` as soon as it is signed, so that the caller can audit it even when a later step
+/// fails.
 pub fn renew(
     spec: &ClusterSpec,
     keys: &KeyStore,
     which: &str,
     progress: &mut dyn FnMut(String),
+    issued: &mut Vec<Renewed>,
 ) -> Result<RenewReport, PkiError> {
-    renew_or_plan(spec, keys, which, false, progress)
+    renew_or_plan(spec, keys, which, false, progress, issued)
 }
 
 /// What [`renew`] would do for `which`, without doing it: the files are read and each CA key
@@ -192,7 +206,7 @@ pub fn dry_run(
     which: &str,
     progress: &mut dyn FnMut(String),
 ) -> Result<RenewReport, PkiError> {
-    renew_or_plan(spec, keys, which, true, progress)
+    renew_or_plan(spec, keys, which, true, progress, &mut Vec::new())
 }
 
 fn renew_or_plan(
@@ -201,6 +215,7 @@ fn renew_or_plan(
     which: &str,
     dry_run: bool,
     progress: &mut dyn FnMut(String),
+    issued: &mut Vec<Renewed>,
 ) -> Result<RenewReport, PkiError> {
     let all = names(spec);
     if which != "all" && !all.contains(&which) {
@@ -281,6 +296,11 @@ fn renew_or_plan(
             x509::leaf_params(&job.profile, start, spec.cert_validity)?,
             Arc::new(*key),
         )?;
+        issued.push(Renewed {
+            name: job.name.into(),
+            pem: cert.pem.clone(),
+            ca_key: spec.ca_key(job.ca).to_string(),
+        });
         match job.target {
             Target::Leaf { key, crt } => {
                 let file = ca.leaf_file(&cert.pem);

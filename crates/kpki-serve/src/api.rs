@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::app::App;
-use crate::audit::{self, Decision, Event, Record, SyncMode};
+use crate::audit::{self, Decision, Event, Record};
 use crate::error_code::{self, Endpoint, ErrorCode, Failure, Fault};
 use crate::issue::{self, Answer, Ask, Context};
 use crate::limits::Verdict;
@@ -158,7 +158,7 @@ fn rate_limited(app: &App, conn: &Conn, endpoint: Endpoint, body_sha256: &str) -
     );
     app.metrics
         .count(endpoint.path(), "", Some(ErrorCode::RateLimited));
-    if first && let Some(log) = app.audit.as_ref() {
+    if first && app.audit.is_some() {
         let record = Record {
             caller: Some(audit::Caller {
                 cn: conn.caller.cn.clone(),
@@ -175,12 +175,7 @@ fn rate_limited(app: &App, conn: &Conn, endpoint: Endpoint, body_sha256: &str) -
             )),
             ..Record::new(Event::Decision)
         };
-        let written = if log.sync_mode() == SyncMode::Fsync {
-            tokio::task::block_in_place(|| log.append(record))
-        } else {
-            log.append(record)
-        };
-        if let Err(e) = written {
+        if let Err(e) = crate::issue::append_audit(app, record) {
             tracing::error!(error = %e, "audit write failed");
             return Some(Failure::audit_failed());
         }

@@ -66,7 +66,16 @@ impl App {
             .map_err(|e| ConfigError(format!("config {}: {e}", self.config_path.display())))?;
         let old = self.state();
         let address = |c: &ServeConfig| c.listen.as_ref().map(|l| l.address);
-        let audit = |c: &ServeConfig| c.audit.as_ref().map(|a| a.path.clone());
+        let audit = |c: &ServeConfig| {
+            c.audit.as_ref().map(|a| {
+                (
+                    a.path.clone(),
+                    a.checkpoint_key.clone(),
+                    a.checkpoint_every,
+                    (a.syslog, a.syslog_socket.clone(), a.syslog_facility.clone()),
+                )
+            })
+        };
         let socket = |c: &ServeConfig| c.jwt.as_ref().map(|j| (j.socket.clone(), j.socket_uid));
         let kubernetes = |c: &ServeConfig| format!("{:?}", c.kubernetes);
         if address(&config) != address(&old.config)
@@ -75,7 +84,7 @@ impl App {
             || kubernetes(&config) != kubernetes(&old.config)
         {
             return Err(ConfigError(format!(
-                "config {}: listen.address, audit.path, jwt.socket, jwt.socket_uid and [kubernetes] need a restart",
+                "config {}: listen.address, audit.path, audit.checkpoint_key, audit.checkpoint_every, audit.syslog*, jwt.socket, jwt.socket_uid and [kubernetes] need a restart",
                 self.config_path.display()
             )));
         }

@@ -33,7 +33,8 @@
 //! knows and hashes the bytes as they are.
 //!
 //! A daemon's run starts with an `open` record ([`AuditLog::open`]) and, on a clean shutdown,
-//! ends with a `close` record ([`AuditLog::close`]); in between come `decision` records.
+//! ends with a `close` record ([`AuditLog::close`]); in between come `decision`, `approval`,
+//! `token` and `checkpoint` records.
 //!
 //! # What [`verify`] detects
 //!
@@ -58,11 +59,11 @@
 //!
 //! The hashes carry no secret: whoever can write the file can rewrite it from any line onwards
 //! with freshly computed hashes, or cut it after any `close` record. The chain makes the log
-//! tamper-evident against accidental damage and against edits that do not recompute it. To
-//! hold a deliberate forger to account, keep a copy of a recent line's `hash` somewhere the
-//! forger cannot write (ship the lines to a log collector as they are written, or record the
-//! `hash` of the `close` record, [`AppendedLine::hash`], at shutdown): a rewritten log cannot
-//! reproduce it.
+//! tamper-evident against accidental damage and against edits that do not recompute it.
+//! [`checkpoint`]s signed with a key the forger cannot use (on a token) hold a deliberate
+//! forger to account for every line up to the last checkpoint ([`verify_with`]); the lines
+//! after it are reported as unsigned. [`syslog`] copies each line off the host as it is
+//! written.
 //!
 //! # Writing
 //!
@@ -80,10 +81,15 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest::{self, SHA256};
+pub use checkpoint::{Checkpoint, CheckpointKey, Checkpointer};
 use serde::{Deserialize, Serialize};
 use time::{OffsetDateTime, UtcOffset};
+
+pub mod checkpoint;
+pub mod syslog;
 
 /// `prev` of the first line of a file: 64 zeros.
 const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -231,6 +237,10 @@ pub enum Event {
     Approval,
     /// The daemon shut down cleanly and closed the log.
     Close,
+    /// The chain head signed with the checkpoint key ([`checkpoint`]).
+    Checkpoint,
+    /// The token signer decided on a `Sign` call (with `jwt.audit`).
+    Token,
 }
 
 impl fmt::Display for Event {
@@ -240,6 +250,8 @@ impl fmt::Display for Event {
             Event::Decision => "decision",
             Event::Approval => "approval",
             Event::Close => "close",
+            Event::Checkpoint => "checkpoint",
+            Event::Token => "token",
         })
     }
 }
@@ -276,6 +288,16 @@ pub struct Caller {
     pub orgs: Vec<String>,
 }
 
+impl Caller {
+    /// The user running this process, as `uid:<n>` (offline issuance by the CLI).
+    pub fn this_process() -> Caller {
+        Caller {
+            cn: format!("uid:{}", rustix::process::getuid().as_raw()),
+            orgs: Vec::new(),
+        }
+    }
+}
+
 /// One audit record: the fields of a line after `seq` and `prev`. Absent fields are left out of
 /// the line.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -308,6 +330,9 @@ pub struct Record {
     /// The outcome, on `decision` records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
+    /// The policy rule that allowed the request, or that matched the caller and refused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     /// A stable error code when the request was not allowed, e.g. `policy_denied`: the wire
     /// word of a [`crate::error_code::ErrorCode`] when written; read back as text, so a log
     /// verifies whatever codes the daemon that wrote it knew.
@@ -328,6 +353,10 @@ pub struct Record {
     /// The Kubernetes CertificateSigningRequest decided on (CSR controller records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csr: Option<CsrRef>,
+    /// The signature of a `checkpoint` or `close` record over the chain head
+    /// ([`checkpoint`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// A CertificateSigningRequest object by name and uid (a name is reused after deletion; the
@@ -341,6 +370,17 @@ pub struct CsrRef {
 }
 
 impl Record {
+    /// True when the record carries nothing but `time`, `event` and `checkpoint`: the fields a
+    /// checkpoint's signature covers.
+    fn only_signed_fields(&self) -> bool {
+        let bare = Record {
+            time: self.time.clone(),
+            checkpoint: self.checkpoint.clone(),
+            ..Record::new(self.event)
+        };
+        *self == bare
+    }
+
     /// A record of `event` at the current time, with every other field empty.
     pub fn new(event: Event) -> Record {
         Record {
@@ -354,12 +394,14 @@ impl Record {
             subject: None,
             sans: Vec::new(),
             decision: None,
+            rule: None,
             code: None,
             reason: None,
             serial: None,
             not_after: None,
             key_uri: None,
             csr: None,
+            checkpoint: None,
         }
     }
 }
@@ -404,6 +446,14 @@ pub enum AuditError {
     /// The file cannot be opened or created.
     #[error("audit log {}: cannot open: {source}", path.display())]
     Open {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The file cannot be locked for this writer.
+    #[error("audit log {}: cannot lock: {source}", path.display())]
+    Lock {
         /// The file.
         path: PathBuf,
         /// The cause.
@@ -483,7 +533,16 @@ pub enum AuditError {
 pub struct AuditLog {
     path: PathBuf,
     sync: SyncMode,
+    checkpoints: Option<Checkpointer>,
+    copy: Option<syslog::SyslogCopy>,
     state: Mutex<State>,
+}
+
+/// What a log writes besides its lines.
+#[derive(Default)]
+struct Extras {
+    checkpoints: Option<Checkpointer>,
+    copy: Option<syslog::SyslogCopy>,
 }
 
 /// The writer's position in the chain.
@@ -500,6 +559,8 @@ struct State {
     closed: bool,
     /// A write or sync failed and left the file's end unknown.
     failed: bool,
+    /// Lines written since the last checkpoint (or since the log was opened).
+    since_checkpoint: u64,
 }
 
 impl AuditLog {
@@ -507,6 +568,36 @@ impl AuditLog {
     /// its last line and appends an `open` record. Refuses a file whose last line is not a
     /// complete audit line with the `seq` of its position.
     pub fn open(path: &Path, sync: SyncMode) -> Result<AuditLog, AuditError> {
+        Self::open_inner(path, sync, None, Extras::default())
+    }
+
+    /// [`AuditLog::open`] with checkpoints and a syslog copy from the `open` record on.
+    pub fn open_with(
+        path: &Path,
+        sync: SyncMode,
+        checkpoints: Option<Checkpointer>,
+        copy: Option<syslog::SyslogCopy>,
+    ) -> Result<AuditLog, AuditError> {
+        Self::open_inner(path, sync, None, Extras { checkpoints, copy })
+    }
+
+    /// [`AuditLog::open`] for one short-lived writer among several processes (the CLI's
+    /// offline issuance): holds an exclusive lock (`flock`) on the file until the log is
+    /// dropped, waiting at most `wait` for another holder to finish.
+    pub fn open_locked(
+        path: &Path,
+        sync: SyncMode,
+        wait: Duration,
+    ) -> Result<AuditLog, AuditError> {
+        Self::open_inner(path, sync, Some(wait), Extras::default())
+    }
+
+    fn open_inner(
+        path: &Path,
+        sync: SyncMode,
+        lock: Option<Duration>,
+        extras: Extras,
+    ) -> Result<AuditLog, AuditError> {
         let open_err = |source| AuditError::Open {
             path: path.to_path_buf(),
             source,
@@ -537,6 +628,12 @@ impl AuditLog {
             return Err(AuditError::NotAFile {
                 path: path.to_path_buf(),
             });
+        }
+        if let Some(wait) = lock {
+            lock_file(&file, wait).map_err(|source| AuditError::Lock {
+                path: path.to_path_buf(),
+                source,
+            })?;
         }
         if created && sync == SyncMode::Fsync {
             let dir = match path.parent() {
@@ -579,6 +676,8 @@ impl AuditLog {
         let log = AuditLog {
             path: path.to_path_buf(),
             sync,
+            checkpoints: extras.checkpoints,
+            copy: extras.copy,
             state: Mutex::new(State {
                 file,
                 seq,
@@ -586,10 +685,36 @@ impl AuditLog {
                 len,
                 closed: false,
                 failed: false,
+                since_checkpoint: 0,
             }),
         };
         log.append(open)?;
         Ok(log)
+    }
+
+    /// This log with checkpoints signed by `checkpoints` from now on: after every
+    /// [`Checkpointer::every`] lines, and in the `close` record.
+    pub fn with_checkpoints(mut self, checkpoints: Checkpointer) -> AuditLog {
+        self.checkpoints = Some(checkpoints);
+        self
+    }
+
+    /// This log with a copy of every line from now on sent to syslog as it is written.
+    pub fn with_syslog(mut self, copy: syslog::SyslogCopy) -> AuditLog {
+        self.copy = Some(copy);
+        self
+    }
+
+    /// True when the next append also writes a checkpoint (a signature, which may wait on a
+    /// token): async callers move such an append off the runtime's workers.
+    pub fn checkpoint_due(&self) -> bool {
+        match &self.checkpoints {
+            Some(c) => {
+                let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                state.since_checkpoint + 1 >= c.every()
+            }
+            None => false,
+        }
     }
 
     /// How appends reach the disk.
@@ -602,9 +727,35 @@ impl AuditLog {
         &self.path
     }
 
-    /// Appends `record` as the next line of the chain. A `close` record closes the log.
+    /// Appends `record` as the next line of the chain, and a checkpoint after it when one is
+    /// due. A `close` record closes the log (signed, with checkpoints).
     pub fn append(&self, record: Record) -> Result<AppendedLine, AuditError> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let appended = self.write(&mut state, record)?;
+        if let Some(c) = &self.checkpoints
+            && !state.closed
+            && state.since_checkpoint >= c.every()
+        {
+            // A checkpoint that cannot be signed now is tried again after the next line.
+            match self.sign(c, &state, Record::new(Event::Checkpoint)) {
+                Ok(record) => {
+                    self.write(&mut state, record)?;
+                }
+                Err(e) => tracing::warn!(error = %e, "audit checkpoint postponed"),
+            }
+        }
+        Ok(appended)
+    }
+
+    /// `record` (a checkpoint or close) signed as the next line of the chain.
+    fn sign(&self, c: &Checkpointer, state: &State, mut record: Record) -> Result<Record, String> {
+        let checkpoint = c.sign(record.event, state.seq + 1, &state.prev, &record.time)?;
+        record.checkpoint = Some(checkpoint);
+        Ok(record)
+    }
+
+    /// Writes `record` as the next line.
+    fn write(&self, state: &mut State, record: Record) -> Result<AppendedLine, AuditError> {
         if state.closed {
             return Err(AuditError::Closed {
                 path: self.path.clone(),
@@ -640,6 +791,11 @@ impl AuditLog {
         state.len += line.len() as u64;
         state.seq = seq;
         state.prev.clone_from(&hash);
+        if record.checkpoint.is_some() {
+            state.since_checkpoint = 0;
+        } else {
+            state.since_checkpoint += 1;
+        }
         if record.event == Event::Close {
             state.closed = true;
         }
@@ -653,12 +809,48 @@ impl AuditLog {
                 source,
             });
         }
+        if let Some(copy) = &self.copy {
+            line.pop();
+            copy.send(&line);
+        }
         Ok(AppendedLine { seq, hash })
     }
 
-    /// Appends the `close` record of a clean shutdown; later appends fail.
+    /// Appends the `close` record of a clean shutdown, signed when the log has checkpoints
+    /// (unsigned, with the reason, when the key cannot sign); later appends fail.
     pub fn close(&self) -> Result<AppendedLine, AuditError> {
-        self.append(Record::new(Event::Close))
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut record = Record::new(Event::Close);
+        if let Some(c) = &self.checkpoints {
+            match self.sign(c, &state, record.clone()) {
+                Ok(signed) => record = signed,
+                Err(e) => {
+                    tracing::error!(error = %e, "the close record is not signed");
+                    record.reason = Some(format!("not signed: {e}"));
+                }
+            }
+        }
+        self.write(&mut state, record)
+    }
+}
+
+/// Takes an exclusive lock on `file`, polling until `wait` has passed.
+fn lock_file(file: &File, wait: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("still locked by another process after {wait:?}"),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
     }
 }
 
@@ -798,6 +990,15 @@ pub struct Verified {
     pub closed: bool,
     /// Lowercase hex SHA-256 of the last line: compare it with a copy kept elsewhere.
     pub head: String,
+    /// Signed records (`checkpoint`, and `close` records with a signature).
+    pub checkpoints: u64,
+    /// Fingerprint of the key the checkpoints were checked with ([`verify_with`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// With a key: the first of the lines after the last checkpoint, which no signature
+    /// covers (up to the last line); `None` when every line is covered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unanchored_from: Option<u64>,
 }
 
 /// Why a log fails verification: the first line at fault.
@@ -825,14 +1026,37 @@ impl std::error::Error for VerifyError {}
 /// 1, every `prev`, the order of `open` and `close` records, and (unless
 /// [`VerifyOptions::allow_open`]) a final `close` record.
 pub fn verify(path: &Path, options: VerifyOptions) -> Result<Verified, VerifyError> {
+    verify_with(path, options, None)
+}
+
+/// Lines `from` to `to` as words: `line 7` or `lines 7-9`.
+fn line_range(from: u64, to: u64) -> String {
+    if from == to {
+        format!("line {from}")
+    } else {
+        format!("lines {from}-{to}")
+    }
+}
+
+/// [`verify`], and with `key` every checkpoint's signature: a checkpoint signed by another
+/// key or over other content fails at its line, and a closed log must end with a signed
+/// `close` record. Lines after the last checkpoint are reported in
+/// [`Verified::unanchored_from`] (a log still open) or fail (a closed log).
+pub fn verify_with(
+    path: &Path,
+    options: VerifyOptions,
+    key: Option<&CheckpointKey>,
+) -> Result<Verified, VerifyError> {
     let fail = |line: u64, problem: String| VerifyError { line, problem };
     let file = File::open(path).map_err(|e| fail(0, format!("cannot open: {e}")))?;
-    let mut reader = BufReader::new(file);
+    let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut buf = Vec::new();
     let mut n: u64 = 0;
     let mut prev = ZERO_HASH.to_string();
     let mut last_event: Option<Event> = None;
     let (mut decisions, mut allowed) = (0, 0);
+    // The last line a valid signature covers (with a key), and the signed records.
+    let (mut anchored, mut checkpoints) = (0u64, 0u64);
     loop {
         buf.clear();
         let read = reader
@@ -883,8 +1107,40 @@ pub fn verify(path: &Path, options: VerifyOptions) -> Result<Verified, VerifyErr
             }
             _ => {}
         }
-        if matches!(event, Event::Decision | Event::Approval) && parsed.record.decision.is_none() {
+        if matches!(event, Event::Decision | Event::Approval | Event::Token)
+            && parsed.record.decision.is_none()
+        {
             return Err(fail(n, format!("a {event} record without a decision")));
+        }
+        if let Some(c) = &parsed.record.checkpoint {
+            if !matches!(event, Event::Checkpoint | Event::Close)
+                || !parsed.record.only_signed_fields()
+            {
+                return Err(fail(
+                    n,
+                    format!("a signed {event} record carries fields its signature does not cover"),
+                ));
+            }
+            checkpoints += 1;
+            if let Some(key) = key {
+                key.check(c, event, n, &parsed.prev, &parsed.record.time)
+                    .map_err(|p| {
+                        fail(
+                            n,
+                            format!(
+                                "{p}: {} changed after it was signed, or the checkpoint was forged",
+                                if anchored + 1 == n {
+                                    format!("line {n} was")
+                                } else {
+                                    format!("a line of {} was", line_range(anchored + 1, n))
+                                }
+                            ),
+                        )
+                    })?;
+                anchored = n;
+            }
+        } else if event == Event::Checkpoint {
+            return Err(fail(n, "a checkpoint record without a signature".into()));
         }
         if event == Event::Decision {
             decisions += 1;
@@ -899,11 +1155,26 @@ pub fn verify(path: &Path, options: VerifyOptions) -> Result<Verified, VerifyErr
         return Err(fail(1, "missing: the file is empty".into()));
     }
     let closed = last_event == Some(Event::Close);
+    let tail = match key {
+        Some(_) if anchored < n => format!(
+            "; {} after the last checkpoint {} not signed",
+            line_range(anchored + 1, n),
+            if anchored + 1 == n { "is" } else { "are" }
+        ),
+        _ => String::new(),
+    };
     if !closed && !options.allow_open {
         return Err(fail(
             n,
-            "the log ends without a close record (truncated, or the daemon did not shut down cleanly)"
-                .into(),
+            format!(
+                "the log ends without a close record (truncated, or the daemon did not shut down cleanly){tail}"
+            ),
+        ));
+    }
+    if closed && !tail.is_empty() {
+        return Err(fail(
+            n,
+            format!("the close record is not signed with the checkpoint key{tail}"),
         ));
     }
     Ok(Verified {
@@ -912,6 +1183,9 @@ pub fn verify(path: &Path, options: VerifyOptions) -> Result<Verified, VerifyErr
         allowed,
         closed,
         head: prev,
+        checkpoints,
+        key: key.map(|k| k.id().to_string()),
+        unanchored_from: (key.is_some() && anchored < n).then_some(anchored + 1),
     })
 }
 
@@ -1441,6 +1715,82 @@ mod tests {
         for (text, max, want) in cases {
             assert_eq!(cut(text, max), want, "{text:?} {max}");
             assert!(json_str_len(&cut(text, max)) <= max);
+        }
+    }
+
+    /// A file key for checkpoints in `dir`, and its verifying side.
+    fn checkpoint_key(dir: &TempDir) -> (Checkpointer, CheckpointKey) {
+        let uri: kpki_signer::KeyUri = format!("file:{}", dir.file("cp.key").display())
+            .parse()
+            .unwrap();
+        let signer = kpki_pki::keystore::KeyStore::default()
+            .create(&uri, kpki_signer::KeyAlgorithm::EcdsaP256)
+            .unwrap();
+        let key = CheckpointKey::from_spki(signer.public_key_spki().to_vec()).unwrap();
+        (Checkpointer::new(signer, 3), key)
+    }
+
+    #[test]
+    fn audit_checkpoints_are_written_and_checked() {
+        let dir = TempDir::new();
+        let path = dir.file("audit.log");
+        let (c, key) = checkpoint_key(&dir);
+        let log = AuditLog::open_with(&path, SyncMode::Flush, Some(c), None).unwrap();
+        for i in 0..5 {
+            log.append(decision(i)).unwrap();
+        }
+        log.close().unwrap();
+        // open, d, d, checkpoint, d, d, d, checkpoint, close (signed).
+        let all = lines(&path);
+        let events: Vec<String> = all
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].to_string())
+            .collect();
+        assert_eq!(
+            events.join(","),
+            r#""open","decision","decision","checkpoint","decision","decision","decision","checkpoint","close""#
+        );
+        let v = verify_with(&path, VerifyOptions::default(), Some(&key)).unwrap();
+        assert_eq!((v.lines, v.checkpoints, v.unanchored_from), (9, 3, None));
+        assert_eq!(v.key.as_deref(), Some(key.id()));
+        // Without a key the checkpoints are counted, not checked.
+        let v = verify(&path, VerifyOptions::default()).unwrap();
+        assert_eq!((v.checkpoints, v.key), (3, None));
+
+        // (line edited, how, error) — each edit re-hashed so that the chain alone holds.
+        let rows: [(usize, &str, &str, &str); 3] = [
+            (
+                3,
+                "\"event\":\"checkpoint\"",
+                "\"event\":\"checkpoint\",\"reason\":\"x\"",
+                "line 4: a signed checkpoint record carries fields its signature does not cover",
+            ),
+            (
+                2,
+                "\"decision\":\"allow\"",
+                "\"decision\":\"allow\",\"checkpoint\":{\"key\":\"k\",\"sig\":\"00\"}",
+                "line 3: a signed decision record carries fields its signature does not cover",
+            ),
+            (
+                7,
+                ",\"checkpoint\":{",
+                ",\"other\":{",
+                "line 8: a checkpoint record without a signature",
+            ),
+        ];
+        for (i, from, to, want) in rows {
+            assert!(all[i].contains(from), "{}", all[i]);
+            let mut edited = all.clone();
+            edited[i] = rehash(&all[i].replacen(from, to, 1));
+            for j in i + 1..edited.len() {
+                let prev = sha256_hex(edited[j - 1].as_bytes());
+                let at = edited[j].find(",\"prev\":\"").unwrap() + 9;
+                let line = format!("{}{prev}{}", &edited[j][..at], &edited[j][at + 64..]);
+                edited[j] = rehash(&line);
+            }
+            write_lines(&path, &edited);
+            let e = verify_with(&path, VerifyOptions::default(), Some(&key)).unwrap_err();
+            assert_eq!(e.to_string(), want);
         }
     }
 

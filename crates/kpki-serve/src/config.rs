@@ -76,6 +76,9 @@ pub struct JwtConfig {
     /// Largest claims segment accepted, in bytes (base64url text; default 65536).
     #[serde(default = "default_max_claims_bytes")]
     pub max_claims_bytes: usize,
+    /// Write a `token` record to the audit trail for every `Sign` call (needs `[audit]`).
+    #[serde(default)]
+    pub audit: bool,
 }
 
 fn default_max_token_expiration() -> GoDuration {
@@ -266,6 +269,34 @@ pub struct AuditConfig {
     /// Denied requests per second a caller regains once its burst is spent.
     #[serde(default = "crate::limits::default_denied_per_second")]
     pub denied_per_second: f64,
+    /// The key (URI) that signs checkpoints of the chain (default: no checkpoints).
+    #[serde(default)]
+    pub checkpoint_key: Option<KeyUri>,
+    /// Lines between two signed checkpoints (default 1000); the close record of a clean
+    /// stop is signed too.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// Also send each line to the local syslog socket as it is written.
+    #[serde(default)]
+    pub syslog: bool,
+    /// The syslog socket (default `/dev/log`, where journald and rsyslog listen).
+    #[serde(default = "default_syslog_socket")]
+    pub syslog_socket: PathBuf,
+    /// The syslog facility of the copies (default `authpriv`).
+    #[serde(default = "default_syslog_facility")]
+    pub syslog_facility: String,
+}
+
+fn default_syslog_socket() -> PathBuf {
+    PathBuf::from("/dev/log")
+}
+
+fn default_syslog_facility() -> String {
+    "authpriv".into()
+}
+
+fn default_checkpoint_every() -> u64 {
+    crate::audit::checkpoint::DEFAULT_EVERY
 }
 
 /// Signing concurrency and HSM health checks.

@@ -566,6 +566,7 @@ mod tests {
         Denial {
             code,
             reason: reason.into(),
+            rule: None,
         }
         .into()
     }

@@ -96,15 +96,16 @@ async fn issue_task(
     let state = app.state();
     let signer = ask.as_ref().map(|a| a.signer.clone()).unwrap_or_default();
     let ca = state.ca_for(&signer).cloned();
-    let (examined, result) = match (ask, ca.clone()) {
-        (Err(f), _) => (None, Err(f)),
-        (Ok(ask), None) => (
-            None,
-            Err(Failure::new(
-                ErrorCode::UnknownSigner,
-                format!("no CA is configured for signer {:?}", ask.signer),
-            )),
-        ),
+    let Outcome {
+        examined,
+        rule,
+        result,
+    } = match (ask, ca.clone()) {
+        (Err(f), _) => Outcome::early(Err(f)),
+        (Ok(ask), None) => Outcome::early(Err(Failure::new(
+            ErrorCode::UnknownSigner,
+            format!("no CA is configured for signer {:?}", ask.signer),
+        ))),
         (Ok(ask), Some(ca)) => decide_and_sign(&app, &state, ca, &ctx.caller, ask).await,
     };
     let mut record = Record {
@@ -124,12 +125,14 @@ async fn issue_task(
             .map(Examined::san_strings)
             .unwrap_or_default(),
         decision: None,
+        rule,
         code: None,
         reason: None,
         serial: None,
         not_after: None,
         key_uri: ca.as_ref().map(|c| c.key_uri.clone()),
         csr: ctx.csr.clone(),
+        checkpoint: None,
     };
     match &result {
         Ok(a) => {
@@ -170,11 +173,11 @@ async fn issue_task(
 }
 
 /// Appends `record` to the daemon's audit trail (if it writes one) from an async task: a
-/// plain append is one write(2); with fsync it waits for the disk, so the runtime worker
-/// hands its other tasks on meanwhile.
+/// plain append is one write(2); with fsync it waits for the disk, and a checkpoint for its
+/// signature, so the runtime worker hands its other tasks on meanwhile.
 pub(crate) fn append_audit(app: &App, record: Record) -> Result<(), audit::AuditError> {
     match app.audit.as_ref() {
-        Some(log) if log.sync_mode() == SyncMode::Fsync => {
+        Some(log) if log.sync_mode() == SyncMode::Fsync || log.checkpoint_due() => {
             tokio::task::block_in_place(|| log.append(record)).map(|_| ())
         }
         Some(log) => log.append(record).map(|_| ()),
@@ -182,7 +185,38 @@ pub(crate) fn append_audit(app: &App, record: Record) -> Result<(), audit::Audit
     }
 }
 
-type Outcome = (Option<Examined>, Result<Answer, Failure>);
+/// What examining, deciding and signing came to.
+struct Outcome {
+    /// The request as read (when it could be).
+    examined: Option<Examined>,
+    /// The policy rule that allowed it, or that matched the caller and refused it.
+    rule: Option<String>,
+    /// The certificate, or why not.
+    result: Result<Answer, Failure>,
+}
+
+impl Outcome {
+    /// Decided before the request was read or the policy consulted.
+    fn early(result: Result<Answer, Failure>) -> Outcome {
+        Outcome {
+            examined: None,
+            rule: None,
+            result,
+        }
+    }
+
+    fn examined(
+        examined: Examined,
+        rule: Option<String>,
+        result: Result<Answer, Failure>,
+    ) -> Outcome {
+        Outcome {
+            examined: Some(examined),
+            rule,
+            result,
+        }
+    }
+}
 
 /// Examines and decides on the async worker (tens of microseconds of CPU), then waits for a
 /// session of the CA's key and signs on a blocking thread: refused requests never hold a
@@ -196,11 +230,11 @@ async fn decide_and_sign(
 ) -> Outcome {
     let (signer, request) = match sign_request(state, ask) {
         Ok(r) => r,
-        Err(f) => return (None, Err(f)),
+        Err(f) => return Outcome::early(Err(f)),
     };
     let examined = match csr::examine_for(&signer, &request) {
         Ok(e) => e,
-        Err(e) => return (None, Err(e.into())),
+        Err(e) => return Outcome::early(Err(e.into())),
     };
     let asked = request
         .expiration_seconds
@@ -210,8 +244,12 @@ async fn decide_and_sign(
         .decide(caller, &request.signer_name, &examined, asked)
     {
         Ok(g) => g,
-        Err(d) => return (Some(examined), Err(d.into())),
+        Err(d) => {
+            let rule = d.rule.clone();
+            return Outcome::examined(examined, rule, Err(d.into()));
+        }
     };
+    let rule = Some(grant.rule.clone());
     if !app.part_ready(Part::CaKeys) {
         let f = Failure::new(
             ErrorCode::HsmUnavailable,
@@ -220,11 +258,11 @@ async fn decide_and_sign(
                 app.not_ready_reason()
             ),
         );
-        return (Some(examined), Err(f));
+        return Outcome::examined(examined, rule, Err(f));
     }
     let permit = match session(&ca, state.request_timeout).await {
         Ok(p) => p,
-        Err(f) => return (Some(examined), Err(f)),
+        Err(f) => return Outcome::examined(examined, rule, Err(f)),
     };
     let max_validity = ca.max_validity.min(grant.max_validity);
     // The session goes with the call: the blocking task gives it back when the token returns,
@@ -263,12 +301,12 @@ async fn decide_and_sign(
                 ),
             );
             app.set_ready(Part::CaKeys, false, &f.message);
-            return (Some(Examined::clone(&examined)), Err(f));
+            return Outcome::examined(Examined::clone(&examined), rule, Err(f));
         }
     };
     let result = match joined {
         Ok(r) => r,
-        Err(e) => return (None, Err(Failure::bug("signing task", e))),
+        Err(e) => return Outcome::early(Err(Failure::bug("signing task", e))),
     };
     if let Err(f) = &result
         && f.code == ErrorCode::HsmUnavailable
@@ -276,7 +314,7 @@ async fn decide_and_sign(
         app.set_ready(Part::CaKeys, false, &f.message);
     }
     let examined = Arc::try_unwrap(examined).unwrap_or_else(|shared| Examined::clone(&shared));
-    (Some(examined), result)
+    Outcome::examined(examined, rule, result)
 }
 
 /// The signer (with the usages its configuration allows) and the request `ask` carries.

@@ -29,6 +29,13 @@ pub struct RequestLabels {
     pub code: String,
 }
 
+/// Labels of the token signer's `Sign` counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JwtSignLabels {
+    /// `ok`, or the gRPC status code of the refusal in snake case (e.g. `invalid_argument`).
+    pub result: String,
+}
+
 /// Labels of per-listener metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
@@ -55,6 +62,8 @@ pub struct Metrics {
     process: Registry,
     /// Requests by endpoint, signer, outcome and code.
     pub requests: Family<RequestLabels, Counter>,
+    /// The token signer's `Sign` calls by result.
+    pub jwt_sign: Family<JwtSignLabels, Counter>,
     /// Whole issuance latency (parse, policy, sign, audit), seconds.
     pub issuance_seconds: Histogram,
     /// CA signature latency per CA, seconds.
@@ -148,6 +157,12 @@ impl Metrics {
             "API requests by endpoint, signer, outcome and code",
             requests.clone(),
         );
+        let jwt_sign = Family::<JwtSignLabels, Counter>::default();
+        registry.register(
+            "jwt_sign",
+            "The token signer's Sign calls by result (ok or the gRPC status code)",
+            jwt_sign.clone(),
+        );
         let issuance_seconds = latency_histogram();
         registry.register(
             "issuance_seconds",
@@ -216,6 +231,7 @@ impl Metrics {
             registry,
             process,
             requests,
+            jwt_sign,
             issuance_seconds,
             hsm_sign_seconds,
             hsm_sign_errors,

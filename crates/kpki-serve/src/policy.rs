@@ -32,6 +32,8 @@ pub struct Denial {
     pub code: ErrorCode,
     /// What was denied and why.
     pub reason: String,
+    /// The rule that matched the caller and refused the request (none when no rule matched).
+    pub rule: Option<String>,
 }
 
 /// What an allowing rule grants.
@@ -155,6 +157,7 @@ impl Policy {
                     "node {node:?} may only request certificates for CN {:?}; asked {:?}",
                     caller.cn, request.cn
                 ),
+                rule: None,
             });
         }
         let mut first_denial = None;
@@ -185,6 +188,7 @@ impl Policy {
                 "no policy rule lets caller CN={:?} O={:?} use signer {signer:?}",
                 caller.cn, caller.orgs
             ),
+            rule: None,
         }))
     }
 }
@@ -222,6 +226,7 @@ impl Rule {
         Denial {
             code,
             reason: format!("rule {:?}: {what}", self.name),
+            rule: Some(self.name.clone()),
         }
     }
 
@@ -506,6 +511,13 @@ cn = "fallback"
                         "row {i}: {row:?}: {:?} lacks {fragment:?}",
                         denial.reason
                     );
+                    // The refusing rule is named (as in its reason) when one matched.
+                    let named = denial
+                        .reason
+                        .strip_prefix("rule \"")
+                        .and_then(|r| r.split_once('"'))
+                        .map(|(name, _)| name.to_string());
+                    assert_eq!(denial.rule, named, "row {i}: {row:?}");
                 }
                 (want, got) => panic!("row {i}: {row:?}: want {want:?}, got {got:?}"),
             }

@@ -19,7 +19,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api::{self, Conn};
 use crate::app::{App, Part};
-use crate::audit::{AuditLog, SyncMode};
+use crate::audit::syslog::SyslogCopy;
+use crate::audit::{AuditLog, Checkpointer, SyncMode};
 use crate::config::ServeConfig;
 use crate::controller;
 use crate::jwt;
@@ -71,7 +72,7 @@ pub async fn serve(
     let state = State::build(config, &keys, &metrics).map_err(|e| in_config(e.to_string()))?;
     // Listeners first: a daemon that cannot bind writes no `open` record.
     let listeners = Listeners::bind(&state.config, parts).await?;
-    let audit = open_audit(&state.config, parts)?;
+    let audit = open_audit(&state.config, parts, &keys)?;
     let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -160,6 +161,9 @@ fn connection_bounds(config: &ServeConfig) -> Result<Bounds, crate::config::Conf
 pub(crate) fn check_parts(config: &ServeConfig, parts: Parts) -> Result<(), String> {
     match parts {
         Parts::JwtOnly if config.jwt.is_none() => Err("--jwt-only needs a [jwt] section".into()),
+        _ if config.jwt.as_ref().is_some_and(|j| j.audit) && config.audit.is_none() => {
+            Err("jwt.audit needs an [audit] section".into())
+        }
         Parts::ControllerOnly if config.kubernetes.is_none() || config.audit.is_none() => {
             Err("--controller-only needs a [kubernetes] and an [audit] section".into())
         }
@@ -211,16 +215,44 @@ impl Listeners {
     }
 }
 
-/// The audit trail of the parts that write one.
-fn open_audit(config: &ServeConfig, parts: Parts) -> Result<Option<AuditLog>, String> {
+/// The audit trail of the parts that write one, with its checkpoint key (opened first: a
+/// key that cannot be opened writes nothing).
+fn open_audit(
+    config: &ServeConfig,
+    parts: Parts,
+    keys: &KeyStore,
+) -> Result<Option<AuditLog>, String> {
+    let token_audit = config.jwt.as_ref().is_some_and(|j| j.audit);
     match (&config.audit, parts) {
-        (Some(audit), Parts::All | Parts::ControllerOnly) => {
+        (Some(audit), _) if parts != Parts::JwtOnly || token_audit => {
             let sync = if audit.fsync {
                 SyncMode::Fsync
             } else {
                 SyncMode::Flush
             };
-            AuditLog::open(&audit.path, sync)
+            if audit.checkpoint_every == 0 {
+                return Err("audit.checkpoint_every: must be at least 1".into());
+            }
+            let checkpoints = match &audit.checkpoint_key {
+                Some(uri) => {
+                    let signer = keys
+                        .open(uri)
+                        .map_err(|e| format!("audit.checkpoint_key {uri}: {e}"))?;
+                    Some(Checkpointer::new(signer, audit.checkpoint_every))
+                }
+                None => None,
+            };
+            let copy = match audit.syslog {
+                true => Some(SyslogCopy::new(
+                    &audit.syslog_socket,
+                    &audit.syslog_facility,
+                )?),
+                false => None,
+            };
+            if let Some(c) = &checkpoints {
+                tracing::info!(key = c.key_id(), every = c.every(), "audit checkpoints");
+            }
+            AuditLog::open_with(&audit.path, sync, checkpoints, copy)
                 .map(Some)
                 .map_err(|e| e.to_string())
         }

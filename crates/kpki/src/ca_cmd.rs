@@ -40,6 +40,8 @@ pub enum CaCommand {
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]
+        audit: crate::cli_audit::AuditFileArg,
+        #[command(flatten)]
         output: OutputArgs,
     },
     /// Make (or take) a CA key and write a request for a CA certificate, for an external root
@@ -279,6 +281,7 @@ pub fn run(cmd: CaCommand) -> Result<(), String> {
             validity,
             out_dir,
             dry_run,
+            audit,
             output,
         } => {
             if name.is_empty() || name.contains('/') || name.starts_with('.') {
@@ -301,7 +304,21 @@ pub fn run(cmd: CaCommand) -> Result<(), String> {
                 let (outcome, spki) = ca::plan(&store, &new).map_err(|e| e.to_string())?;
                 (outcome, spki.unwrap_or_default())
             } else {
-                let created = ca::create(&store, &new).map_err(|e| e.to_string())?;
+                let created = crate::cli_audit::within(
+                    audit.audit_file.as_deref(),
+                    "kpki ca create",
+                    |audit| {
+                        let created = ca::create(&store, &new).map_err(|e| e.to_string())?;
+                        if let Some(audit) = audit
+                            && created.outcome != Outcome::Exists
+                        {
+                            let text = std::fs::read_to_string(&cert)
+                                .map_err(|e| format!("{}: {e}", cert.display()))?;
+                            audit.issued(&text, None, &key.to_string())?;
+                        }
+                        Ok(created)
+                    },
+                )?;
                 (created.outcome, created.spki_sha256)
             };
             let action = match (outcome, dry_run) {

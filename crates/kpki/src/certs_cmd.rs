@@ -45,6 +45,8 @@ pub enum CertsCommand {
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]
+        audit: crate::cli_audit::AuditFileArg,
+        #[command(flatten)]
         output: OutputArgs,
     },
 }
@@ -134,9 +136,10 @@ pub fn run(cmd: CertsCommand) -> Result<ExitCode, String> {
             name,
             cluster,
             dry_run,
+            audit,
             output,
         } => {
-            let spec = cluster.spec()?;
+            let (spec, audit_file) = cluster.spec_and_audit_file(audit.audit_file.as_deref())?;
             let format = output.output;
             let text = format == Format::Text;
             let mut progress = |line: String| {
@@ -145,13 +148,28 @@ pub fn run(cmd: CertsCommand) -> Result<ExitCode, String> {
                     outln!("{line}");
                 }
             };
-            let renew = if dry_run {
-                kpki_pki::renew::dry_run
+            let report = if dry_run {
+                kpki_pki::renew::dry_run(&spec, &crate::backends::key_store(), &name, &mut progress)
+                    .map_err(|e| e.to_string())?
             } else {
-                kpki_pki::renew::renew
+                crate::cli_audit::within(audit_file.as_deref(), "kpki certs renew", |audit| {
+                    let mut issued = Vec::new();
+                    let report = kpki_pki::renew::renew(
+                        &spec,
+                        &crate::backends::key_store(),
+                        &name,
+                        &mut progress,
+                        &mut issued,
+                    );
+                    // Every signature is recorded, those before a failure included.
+                    if let Some(audit) = audit {
+                        for r in &issued {
+                            audit.issued(&r.pem, None, &r.ca_key)?;
+                        }
+                    }
+                    report.map_err(|e| e.to_string())
+                })?
             };
-            let report = renew(&spec, &crate::backends::key_store(), &name, &mut progress)
-                .map_err(|e| e.to_string())?;
             print_data(format, &report, || {
                 if dry_run {
                     outln!(

@@ -135,6 +135,24 @@ impl ClusterArgs {
 }
 
 impl ClusterArgs {
+    /// [`ClusterArgs::spec`] and the audit file of offline issuance: `flag`, else
+    /// `audit_file` from `KPKI__AUDIT_FILE` or kpki.toml.
+    pub fn spec_and_audit_file(
+        &self,
+        flag: Option<&std::path::Path>,
+    ) -> Result<(ClusterSpec, Option<PathBuf>), String> {
+        let flags = self.settings()?;
+        let settings =
+            config::read_settings(self.config.as_deref(), &flags).map_err(|e| e.to_string())?;
+        let spec = config::resolve(&settings).map_err(|e| e.to_string())?;
+        log_spec(&spec);
+        Ok((
+            spec,
+            flag.map(std::path::Path::to_path_buf)
+                .or(settings.audit_file),
+        ))
+    }
+
     /// Reads the configuration these flags point at and resolves it.
     pub fn spec(&self) -> Result<ClusterSpec, String> {
         let flags = self.settings()?;

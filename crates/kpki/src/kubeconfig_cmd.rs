@@ -41,6 +41,8 @@ pub enum KubeconfigCommand {
         allow_system_masters: bool,
         #[command(flatten)]
         cluster: ClusterArgs,
+        #[command(flatten)]
+        audit: crate::cli_audit::AuditFileArg,
     },
     /// A component's kubeconfig (kube-proxy), written to <kubeconfig-dir>/<component>.conf.
     Component {
@@ -51,6 +53,8 @@ pub enum KubeconfigCommand {
         out: Option<PathBuf>,
         #[command(flatten)]
         cluster: ClusterArgs,
+        #[command(flatten)]
+        audit: crate::cli_audit::AuditFileArg,
     },
 }
 
@@ -69,6 +73,8 @@ pub enum NodeCommand {
         out_dir: Option<PathBuf>,
         #[command(flatten)]
         cluster: ClusterArgs,
+        #[command(flatten)]
+        audit: crate::cli_audit::AuditFileArg,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -141,6 +147,7 @@ pub fn run_kubeconfig(cmd: KubeconfigCommand) -> Result<(), String> {
             rbac_out,
             allow_system_masters,
             cluster,
+            audit,
         } => {
             let rbac_path = match (&rbac, rbac_out, &out) {
                 (None, _, _) => None,
@@ -154,7 +161,7 @@ pub fn run_kubeconfig(cmd: KubeconfigCommand) -> Result<(), String> {
                     );
                 }
             };
-            let spec = cluster.spec()?;
+            let (spec, audit_file) = cluster.spec_and_audit_file(audit.audit_file.as_deref())?;
             let validity = validity.unwrap_or(spec.cert_validity);
             tracing::info!(
                 client_name,
@@ -167,34 +174,56 @@ pub fn run_kubeconfig(cmd: KubeconfigCommand) -> Result<(), String> {
                 .map(|(role, ns)| onboard::rbac_manifest(&client_name, role, ns.as_deref()))
                 .transpose()
                 .map_err(|e| e.to_string())?;
-            let kubeconfig = onboard::user_kubeconfig(
-                &spec,
-                &crate::backends::key_store(),
-                &client_name,
-                &orgs,
-                validity,
-                allow_system_masters,
-            )
-            .map_err(|e| e.to_string())?;
-            match &out {
-                Some(path) => write_new(path, kubeconfig.as_bytes(), store::PRIVATE_MODE)?,
-                None => out!("{}", kubeconfig.as_str()),
-            }
-            if let (Some(path), Some(m)) = (rbac_path, manifest) {
-                write_new(&path, m.as_bytes(), store::CERT_MODE)?;
-            }
-            Ok(())
+            let ca_key = spec.ca_key(kpki_pki::catalogue::CaId::Ca).to_string();
+            crate::cli_audit::within(audit_file.as_deref(), "kpki kubeconfig user", |audit| {
+                let kubeconfig = onboard::user_kubeconfig(
+                    &spec,
+                    &crate::backends::key_store(),
+                    &client_name,
+                    &orgs,
+                    validity,
+                    allow_system_masters,
+                )
+                .map_err(|e| e.to_string())?;
+                if let Some(audit) = audit {
+                    audit.issued(&kubeconfig, None, &ca_key)?;
+                }
+                match &out {
+                    Some(path) => write_new(path, kubeconfig.as_bytes(), store::PRIVATE_MODE)?,
+                    None => out!("{}", kubeconfig.as_str()),
+                }
+                if let (Some(path), Some(m)) = (rbac_path, manifest) {
+                    write_new(&path, m.as_bytes(), store::CERT_MODE)?;
+                }
+                Ok(())
+            })
         }
-        KubeconfigCommand::Component { name, out, cluster } => {
-            let spec = cluster.spec()?;
+        KubeconfigCommand::Component {
+            name,
+            out,
+            cluster,
+            audit,
+        } => {
+            let (spec, audit_file) = cluster.spec_and_audit_file(audit.audit_file.as_deref())?;
             tracing::info!(component = %name, "issuing a component kubeconfig");
-            let kubeconfig =
-                onboard::component_kubeconfig(&spec, &crate::backends::key_store(), &name)
-                    .map_err(|e| e.to_string())?;
-            let path = out.unwrap_or_else(|| spec.kubeconfig_dir.join(format!("{name}.conf")));
-            write_new(&path, kubeconfig.as_bytes(), store::PRIVATE_MODE)?;
-            outln!("[kubeconfig] Wrote {:?}", path.display().to_string());
-            Ok(())
+            let ca_key = spec.ca_key(kpki_pki::catalogue::CaId::Ca).to_string();
+            crate::cli_audit::within(
+                audit_file.as_deref(),
+                "kpki kubeconfig component",
+                |audit| {
+                    let kubeconfig =
+                        onboard::component_kubeconfig(&spec, &crate::backends::key_store(), &name)
+                            .map_err(|e| e.to_string())?;
+                    if let Some(audit) = audit {
+                        audit.issued(&kubeconfig, None, &ca_key)?;
+                    }
+                    let path =
+                        out.unwrap_or_else(|| spec.kubeconfig_dir.join(format!("{name}.conf")));
+                    write_new(&path, kubeconfig.as_bytes(), store::PRIVATE_MODE)?;
+                    outln!("[kubeconfig] Wrote {:?}", path.display().to_string());
+                    Ok(())
+                },
+            )
         }
     }
 }
@@ -207,19 +236,32 @@ pub fn run_node(cmd: NodeCommand) -> Result<(), String> {
             addresses,
             out_dir,
             cluster,
+            audit,
             output,
         } => {
-            let spec = cluster.spec()?;
+            let (spec, audit_file) = cluster.spec_and_audit_file(audit.audit_file.as_deref())?;
             let dir = out_dir.unwrap_or_else(|| spec.kubeconfig_dir.join("nodes").join(&name));
             tracing::info!(node = %name, dir = %dir.display(), "issuing node credentials");
-            let files = onboard::add_node(
-                &spec,
-                &crate::backends::key_store(),
-                &name,
-                &addresses,
-                &dir,
-            )
-            .map_err(|e| e.to_string())?;
+            let ca_key = spec.ca_key(kpki_pki::catalogue::CaId::Ca).to_string();
+            let files =
+                crate::cli_audit::within(audit_file.as_deref(), "kpki node add", |audit| {
+                    let files = onboard::add_node(
+                        &spec,
+                        &crate::backends::key_store(),
+                        &name,
+                        &addresses,
+                        &dir,
+                    )
+                    .map_err(|e| e.to_string())?;
+                    if let Some(audit) = audit {
+                        for path in [&files.serving_cert, &files.kubeconfig] {
+                            let text = std::fs::read_to_string(path)
+                                .map_err(|e| format!("{}: {e}", path.display()))?;
+                            audit.issued(&text, None, &ca_key)?;
+                        }
+                    }
+                    Ok(files)
+                })?;
             print_data(output.output, &files, || {
                 outln!(
                     "[node] Wrote {:?}, {:?} and {:?}",

@@ -6,7 +6,8 @@
 //!
 //! Modules: `cluster_args` (the flags naming a node's PKI, resolved into a `ClusterSpec`),
 //! `init_cmd`, `certs_cmd`, `sign_cmd`, `kubeconfig_cmd` (users, components and nodes),
-//! `keys` (backend key management), `ca_cmd`, `audit_cmd`, `serve_cmd` (the daemon),
+//! `keys` (backend key management), `ca_cmd`, `audit_cmd`, `cli_audit` (the audit file of
+//! offline issuance), `serve_cmd` (the daemon),
 //! `packaging_cmd` (completions and manual pages), `backends` (the key store), `input`
 //! (`-` for stdin) and `output` (`-o`, and stdout that ends quietly on a closed pipe).
 
@@ -18,6 +19,7 @@ mod audit_cmd;
 mod backends;
 mod ca_cmd;
 mod certs_cmd;
+mod cli_audit;
 mod cluster_args;
 mod init_cmd;
 mod input;

@@ -49,6 +49,8 @@ pub struct SignArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
     #[command(flatten)]
+    audit: crate::cli_audit::AuditFileArg,
+    #[command(flatten)]
     output: OutputArgs,
 }
 
@@ -110,7 +112,24 @@ pub fn run(args: SignArgs) -> Result<(), String> {
         }
     }
 
-    let spec = args.cluster.spec()?;
+    let (spec, audit_file) = args
+        .cluster
+        .spec_and_audit_file(args.audit.audit_file.as_deref())?;
+    crate::cli_audit::within(audit_file.as_deref(), "kpki sign", |audit| {
+        sign(&spec, request, input, format, audit, &args)
+    })
+}
+
+/// Signs `request` (read from `input`) with the CA `spec` configures for its signer, records
+/// it in `audit`, writes the kubeconfig and RBAC manifest `args` asks for, prints the result.
+fn sign(
+    spec: &kpki_pki::config::ClusterSpec,
+    request: SignRequest,
+    input: Input,
+    format: Format,
+    audit: Option<&crate::cli_audit::CliAudit>,
+    args: &SignArgs,
+) -> Result<(), String> {
     let ca_id = spec
         .signer_cas
         .get(&request.signer_name)
@@ -126,7 +145,7 @@ pub fn run(args: SignArgs) -> Result<(), String> {
                     .join(", ")
             )
         })?;
-    let ca = kpki_pki::authority::open(&spec, &crate::backends::key_store(), ca_id)
+    let ca = kpki_pki::authority::open(spec, &crate::backends::key_store(), ca_id)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| {
             format!(
@@ -147,9 +166,16 @@ pub fn run(args: SignArgs) -> Result<(), String> {
     );
     let issued = csr::sign(&request, &authority, time::OffsetDateTime::now_utc())
         .map_err(|e| e.to_string())?;
+    if let Some(audit) = audit {
+        audit.issued(
+            &issued.pem,
+            Some(&request.signer_name),
+            &spec.ca_key(ca_id).to_string(),
+        )?;
+    }
     if let (Some(path), Some(key)) = (&args.kubeconfig_out, &args.client_key) {
         let (user, yaml) =
-            kpki_pki::onboard::kubeconfig_for_certificate(&spec, &ca.cert_der, &issued.der, key)
+            kpki_pki::onboard::kubeconfig_for_certificate(spec, &ca.cert_der, &issued.der, key)
                 .map_err(|e| e.to_string())?;
         crate::kubeconfig_cmd::write_new(path, yaml.as_bytes(), kpki_pki::store::PRIVATE_MODE)?;
         tracing::info!(user, kubeconfig = %path.display(), "kubeconfig written");

@@ -8,9 +8,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use kpki_signer::{AsyncSign, KeyAlgorithm, spki};
 use tonic::transport::server::UdsConnectInfo;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::app::{App, Part};
+use crate::audit::{self, Decision, Event, Record};
 use crate::jwt::keys::JwtKeys;
 use crate::jwt::proto;
 
@@ -59,6 +60,95 @@ impl JwtService {
             None => Err(Status::permission_denied(
                 "the peer's credentials are unknown; refusing",
             )),
+        }
+    }
+
+    /// The `Sign` RPC of package `package` (`v1`, `v1alpha1`): checks the peer and signs,
+    /// counts the call in `kpki_jwt_sign_total{result}` and, with `jwt.audit`, writes a
+    /// `token` record before answering (a call whose record cannot be written is refused).
+    async fn sign_call<T>(
+        &self,
+        request: &Request<T>,
+        claims: &str,
+        package: &str,
+    ) -> Result<(String, String), Status> {
+        let mut result = match self.check_peer(request) {
+            Ok(()) => self.sign_claims(claims).await,
+            Err(e) => Err(e),
+        };
+        if self
+            .app
+            .state()
+            .config
+            .jwt
+            .as_ref()
+            .is_some_and(|j| j.audit)
+        {
+            let record = self.token_record(request, claims, package, &result);
+            if let Err(e) = crate::issue::append_audit(&self.app, record) {
+                tracing::error!(error = %e, "audit write failed; token withheld");
+                result = Err(Status::internal(
+                    "audit_failed: the audit record could not be written",
+                ));
+            }
+        }
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(s) => code_word(s.code()),
+        };
+        self.app
+            .metrics
+            .jwt_sign
+            .get_or_create(&crate::metrics::JwtSignLabels {
+                result: label.into(),
+            })
+            .inc();
+        result
+    }
+
+    /// The audit record of a `Sign` call: the peer's uid, the claims' digest and subject,
+    /// the outcome and the signing key.
+    fn token_record<T>(
+        &self,
+        request: &Request<T>,
+        claims: &str,
+        package: &str,
+        result: &Result<(String, String), Status>,
+    ) -> Record {
+        let uid = request
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|i| i.peer_cred)
+            .map(|c| c.uid());
+        let subject = URL_SAFE_NO_PAD
+            .decode(claims)
+            .ok()
+            .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+            .and_then(|v| v.get("sub").and_then(|s| s.as_str()).map(str::to_string));
+        let (decision, code, reason) = match result {
+            Ok(_) => (Decision::Allow, None, None),
+            Err(s) => (
+                match s.code() {
+                    Code::PermissionDenied => Decision::Deny,
+                    _ => Decision::Error,
+                },
+                Some(code_word(s.code()).to_string()),
+                Some(s.message().to_string()),
+            ),
+        };
+        Record {
+            caller: Some(audit::Caller {
+                cn: uid.map_or_else(|| "uid unknown".to_string(), |u| format!("uid:{u}")),
+                orgs: Vec::new(),
+            }),
+            endpoint: Some(format!("/{package}.ExternalJWTSigner/Sign")),
+            request_sha256: Some(crate::issue::sha256_hex(claims.as_bytes())),
+            subject,
+            decision: Some(decision),
+            code,
+            reason,
+            key_uri: self.keys().ok().map(|k| k.signing_uri.to_string()),
+            ..Record::new(Event::Token)
         }
     }
 
@@ -113,8 +203,9 @@ macro_rules! external_jwt_signer {
                 &self,
                 request: Request<proto::$pkg::SignJwtRequest>,
             ) -> Result<Response<proto::$pkg::SignJwtResponse>, Status> {
-                self.check_peer(&request)?;
-                let (header, signature) = self.sign_claims(&request.get_ref().claims).await?;
+                let (header, signature) = self
+                    .sign_call(&request, &request.get_ref().claims, stringify!($pkg))
+                    .await?;
                 Ok(Response::new(proto::$pkg::SignJwtResponse {
                     header,
                     signature,
@@ -158,3 +249,53 @@ macro_rules! external_jwt_signer {
 
 external_jwt_signer!(v1);
 external_jwt_signer!(v1alpha1);
+
+/// A gRPC status code as a metric label and audit code: snake case.
+fn code_word(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_are_snake_case_words() {
+        let rows: [(Code, &str); 5] = [
+            (Code::Ok, "ok"),
+            (Code::InvalidArgument, "invalid_argument"),
+            (Code::PermissionDenied, "permission_denied"),
+            (Code::Unavailable, "unavailable"),
+            (Code::FailedPrecondition, "failed_precondition"),
+        ];
+        for (code, word) in rows {
+            assert_eq!(code_word(code), word);
+        }
+        // Every code: one word of lowercase letters and underscores.
+        for i in 0..=16 {
+            let w = code_word(Code::from_i32(i));
+            assert!(
+                w.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{w}"
+            );
+        }
+    }
+}
