@@ -236,6 +236,68 @@ fn shape(root: &Path, labels: &[(String, Vec<u8>)]) -> BTreeMap<String, String> 
     out
 }
 
+/// The certificates of field `field` (`certificate-authority-data`,
+/// `client-certificate-data`) of kubeconfig `path`, as DER.
+fn kubeconfig_certs(path: &Path, field: &str) -> Vec<Vec<u8>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let line = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(field)?.strip_prefix(':'))
+        .unwrap();
+    let pem_text = base64::engine::general_purpose::STANDARD
+        .decode(line.trim())
+        .unwrap();
+    certs_of_pem(&pem_text)
+}
+
+fn kubeconfig_cas(path: &Path) -> Vec<Vec<u8>> {
+    kubeconfig_certs(path, "certificate-authority-data")
+}
+
+fn client_cert_of(path: &Path) -> Vec<u8> {
+    kubeconfig_certs(path, "client-certificate-data").remove(0)
+}
+
+#[test]
+fn renew_and_init_during_a_rotation_keep_both_cas_in_kubeconfigs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("n1");
+    init(&root, "cp1");
+    ok(&rotate(&root, &["ca"]), "prepare ca");
+    ok(&rotate(&root, &["ca"]), "trust-both ca");
+    let bundle = certs_of_pem(&std::fs::read(root.join("pki/ca.crt")).unwrap());
+    assert_eq!(bundle.len(), 2, "ca.crt after trust-both");
+    let admin = root.join("admin.conf");
+    assert_eq!(kubeconfig_cas(&admin), bundle, "trust-both's admin.conf");
+
+    // A routine renewal meanwhile (signed by the old CA) keeps what clients trust: both.
+    let mut args = vec!["certs".to_string(), "renew".into(), "admin.conf".into()];
+    args.extend(node_args(&root, "cp1"));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&kpki(&argv), "renew admin.conf during trust-both");
+    assert_eq!(kubeconfig_cas(&admin), bundle, "renewed admin.conf");
+    assert!(signed_by(&client_cert_of(&admin), &bundle[0]));
+
+    // init finds the PKI complete: the kubeconfigs with the bundle are kept, not refused.
+    let before = snapshot(&root);
+    init(&root, "cp1");
+    assert!(
+        snapshot(&root) == before,
+        "init during trust-both rewrote files"
+    );
+
+    // After reissue the bundle is new first; a renewal signs with the new CA and keeps both.
+    ok(&rotate(&root, &["ca"]), "reissue ca");
+    let bundle = certs_of_pem(&std::fs::read(root.join("pki/ca.crt")).unwrap());
+    ok(&kpki(&argv), "renew admin.conf during reissue");
+    assert_eq!(
+        kubeconfig_cas(&admin),
+        bundle,
+        "renewed admin.conf after reissue"
+    );
+    assert!(signed_by(&client_cert_of(&admin), &bundle[0]));
+}
+
 #[test]
 fn refusals_are_one_line_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -29,6 +29,9 @@ pub struct LoadedCa {
     pub name: &'static str,
     /// The signing CA certificate, DER.
     pub cert_der: Vec<u8>,
+    /// Every certificate of the CA file in file order (the signing one alone, or the old and
+    /// new CA while a rotation trusts both), DER.
+    pub bundle: Vec<Vec<u8>>,
     /// The issuers above it when it is an intermediate (`<base>-chain.crt`, nearest first,
     /// root last); empty for a self-signed CA.
     pub chain: Vec<Vec<u8>>,
@@ -39,7 +42,7 @@ pub struct LoadedCa {
 impl LoadedCa {
     /// What kubeconfigs embed as `certificate-authority-data` (see `chain::trust_pem`).
     pub fn trust_pem(&self) -> String {
-        chain::trust_pem(&self.cert_der, &self.chain)
+        chain::trust_pem(&self.bundle, &self.chain)
     }
 
     /// A leaf certificate file's text: `leaf_pem` and the chain servers send (see
@@ -64,6 +67,8 @@ pub struct FoundCa {
     pub key: Option<Arc<dyn Signer>>,
     /// The issuers above the CA (`<base>-chain.crt`); empty when it is self-signed.
     pub chain: Vec<Vec<u8>>,
+    /// Every certificate of the CA file in file order; empty when the file is absent.
+    pub bundle: Vec<Vec<u8>>,
 }
 
 /// True when CA `ca`'s key is kubeadm's default file under `cert_dir`: the one place where an
@@ -150,6 +155,7 @@ pub fn find(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<FoundCa, Pk
     }
     let chain = chain::read(&crt)?;
     chain::check_links(&crt, cert.as_deref(), &chain)?;
+    let bundle = certfile::read(&crt)?.unwrap_or_default();
     Ok(FoundCa {
         spec: ca,
         crt,
@@ -157,6 +163,7 @@ pub fn find(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<FoundCa, Pk
         cert,
         key,
         chain,
+        bundle,
     })
 }
 
@@ -173,6 +180,7 @@ pub fn open(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<Option<Load
     Ok(Some(LoadedCa {
         name: found.spec.name,
         cert_der,
+        bundle: found.bundle,
         chain: found.chain,
         signer,
     }))

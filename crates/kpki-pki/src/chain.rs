@@ -82,10 +82,11 @@ pub(crate) fn leaf_file(leaf_pem: &str, ca_der: &[u8], chain: &[Vec<u8>]) -> Str
 }
 
 /// What clients hold to trust servers of this CA (kubeconfigs' `certificate-authority-data`):
-/// the CA, then its chain up to the root.
-pub(crate) fn trust_pem(ca_der: &[u8], chain: &[Vec<u8>]) -> String {
-    let mut out = x509::to_pem("CERTIFICATE", ca_der);
-    for der in chain {
+/// every certificate of the CA file (`bundle`: the CA, or the old and new CA while a rotation
+/// trusts both), then the CA's chain up to the root.
+pub(crate) fn trust_pem(bundle: &[Vec<u8>], chain: &[Vec<u8>]) -> String {
+    let mut out = String::new();
+    for der in bundle.iter().chain(chain) {
         out.push_str(&x509::to_pem("CERTIFICATE", der));
     }
     out
@@ -404,7 +405,7 @@ mod tests {
         );
         assert!(served(&d(&root), &[]).is_empty());
         assert_eq!(
-            trust_pem(&d(&int), &[d(&root)])
+            trust_pem(&[d(&int)], &[d(&root)])
                 .matches("BEGIN CERTIFICATE")
                 .count(),
             2

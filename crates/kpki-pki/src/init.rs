@@ -69,6 +69,8 @@ struct CaState {
     key_uri: KeyUri,
     /// The issuers above the CA when it is an intermediate (`<base>-chain.crt`).
     chain: Vec<Vec<u8>>,
+    /// Every certificate of the CA file (old and new CA while a rotation trusts both).
+    bundle: Vec<Vec<u8>>,
     signer: Option<CaSigner>,
 }
 
@@ -383,7 +385,7 @@ pub fn run(
         spec.kubeconfig_dir.display().to_string()
     ));
     let root = find_ca(&cas, CaId::Ca)?;
-    let ca_pem = chain::trust_pem(root.cert.as_deref().unwrap_or_default(), &root.chain);
+    let ca_pem = chain::trust_pem(&root.bundle, &root.chain);
     for (kc, keep) in kubeconfigs {
         w.kubeconfig(root, &ca_pem, kc, keep)?;
     }
@@ -512,6 +514,7 @@ fn inspect_ca(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<CaState, 
         key: found.key,
         key_uri: found.key_uri,
         chain: found.chain,
+        bundle: found.bundle,
         signer: None,
     })
 }
@@ -580,6 +583,7 @@ fn ensure_ca(
     });
     push_cert(report, ca.spec.name, &crt, "generated", &cert.der);
     ca.signer = Some(CaSigner::new(&cert.der, Arc::clone(&key))?);
+    ca.bundle = vec![cert.der.clone()];
     ca.cert = Some(cert.der);
     ca.key = Some(key);
     Ok(())
@@ -699,17 +703,17 @@ fn inspect_kubeconfig(
             path.display()
         ))
     })?;
-    // The CA and its chain as kpki writes it, or the CA alone as kubeadm writes it.
+    // The CA file and the chain as kpki writes them, the CA file alone as kubeadm writes it,
+    // or the signing CA alone.
     let want = ca.cert.as_deref().map(|d| {
-        (
-            chain::trust_pem(d, &ca.chain),
+        [
+            chain::trust_pem(&ca.bundle, &ca.chain),
+            chain::trust_pem(&ca.bundle, &[]),
             x509::to_pem("CERTIFICATE", d),
-        )
+        ]
     });
     match want {
-        Some((full, alone)) if full.trim() == have.trim() || alone.trim() == have.trim() => {
-            Ok(true)
-        }
+        Some(w) if w.iter().any(|pem| pem.trim() == have.trim()) => Ok(true),
         Some(_) => Err(PkiError::Mismatch(format!(
             "{}: embeds a different CA than {}/ca.crt",
             path.display(),
