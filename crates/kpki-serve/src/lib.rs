@@ -17,6 +17,8 @@ pub mod audit;
 pub mod config;
 pub mod controller;
 pub mod error_code;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod issue;
 pub mod jwt;
 pub mod limits;
