@@ -34,6 +34,8 @@ pub mod csr_stage;
 mod duration;
 mod error;
 pub mod expiration;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gencsr;
 pub mod init;
 pub mod inspect;

@@ -198,6 +198,50 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Failure> {
     serde_json::from_slice(body).map_err(|e| Failure::bad_json(&e))
 }
 
+/// What a `POST /v1/sign` body asks for.
+pub(crate) fn sign_ask(body: &[u8]) -> Result<Ask, Failure> {
+    let b = parse::<SignBody>(body)?;
+    let signer = b.signer_name.or(b.profile).ok_or_else(|| {
+        Failure::new(
+            ErrorCode::BadRequest,
+            "signer_name (or profile) is required",
+        )
+    })?;
+    Ok(Ask {
+        csr_pem: b.csr,
+        signer,
+        expiration_seconds: b.expiration_seconds,
+        usages: b.usages,
+    })
+}
+
+/// What a cfssl `POST /api/v1/cfssl/sign` body asks for; no profile means `default_profile`.
+pub(crate) fn cfssl_ask(body: &[u8], default_profile: String) -> Result<Ask, Failure> {
+    let b = parse::<CfsslSignBody>(body)?;
+    let hosts = b.hosts.unwrap_or_default();
+    if !hosts.is_empty() || b.hostname.is_some_and(|h| !h.is_empty()) {
+        return Err(Failure::new(
+            ErrorCode::HostsNotSupported,
+            "hosts overrides are not supported; put the SANs in the CSR",
+        ));
+    }
+    if b.subject.as_ref().is_some_and(|s| !s.is_null()) {
+        return Err(Failure::new(
+            ErrorCode::SubjectNotSupported,
+            "subject overrides are not supported; the subject comes from the CSR",
+        ));
+    }
+    Ok(Ask {
+        csr_pem: b.certificate_request,
+        signer: b
+            .profile
+            .filter(|p| !p.is_empty())
+            .unwrap_or(default_profile),
+        expiration_seconds: None,
+        usages: vec![],
+    })
+}
+
 async fn v1_sign(
     State(app): State<Arc<App>>,
     Extension(conn): Extension<Conn>,
@@ -209,21 +253,7 @@ async fn v1_sign(
     }
     let ask = body
         .map_err(|r| body_failure(&r))
-        .and_then(|b| parse::<SignBody>(&b))
-        .and_then(|b| {
-            let signer = b.signer_name.or(b.profile).ok_or_else(|| {
-                Failure::new(
-                    ErrorCode::BadRequest,
-                    "signer_name (or profile) is required",
-                )
-            })?;
-            Ok(Ask {
-                csr_pem: b.csr,
-                signer,
-                expiration_seconds: b.expiration_seconds,
-                usages: b.usages,
-            })
-        });
+        .and_then(|b| sign_ask(&b));
     let ctx = Context {
         caller: conn.caller.clone(),
         remote: Some(conn.remote),
@@ -309,31 +339,7 @@ async fn cfssl_sign(
     let default_profile = app.state().config.cfssl.default_profile.clone();
     let ask = body
         .map_err(|r| body_failure(&r))
-        .and_then(|b| parse::<CfsslSignBody>(&b))
-        .and_then(|b| {
-            let hosts = b.hosts.unwrap_or_default();
-            if !hosts.is_empty() || b.hostname.is_some_and(|h| !h.is_empty()) {
-                return Err(Failure::new(
-                    ErrorCode::HostsNotSupported,
-                    "hosts overrides are not supported; put the SANs in the CSR",
-                ));
-            }
-            if b.subject.as_ref().is_some_and(|s| !s.is_null()) {
-                return Err(Failure::new(
-                    ErrorCode::SubjectNotSupported,
-                    "subject overrides are not supported; the subject comes from the CSR",
-                ));
-            }
-            Ok(Ask {
-                csr_pem: b.certificate_request,
-                signer: b
-                    .profile
-                    .filter(|p| !p.is_empty())
-                    .unwrap_or(default_profile),
-                expiration_seconds: None,
-                usages: vec![],
-            })
-        });
+        .and_then(|b| cfssl_ask(&b, default_profile));
     let ctx = Context {
         caller: conn.caller.clone(),
         remote: Some(conn.remote),

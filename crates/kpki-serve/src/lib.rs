@@ -19,6 +19,8 @@ pub mod config;
 pub mod controller;
 pub mod error_code;
 mod exposition;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod issue;
 pub mod jwt;
 pub mod limits;
