@@ -55,3 +55,15 @@ pub fn request(endpoint: Endpoint, body: &[u8], policy: &Policy, caller: &Caller
         let _ = policy.decide(caller, &signer, &examined, validity);
     }
 }
+
+/// What the token signer's HTTP/2 `:authority` rewriter passes on to the server for a client
+/// that sends `bytes` in reads of `step` bytes, or `None` when it ends the connection.
+#[doc(hidden)]
+pub fn jwt_authority(bytes: &[u8], step: usize) -> Option<Vec<u8>> {
+    let mut rewriter = crate::jwt::authority::Rewriter::default();
+    let mut out = Vec::new();
+    for piece in bytes.chunks(step.max(1)) {
+        rewriter.feed(piece, &mut out).ok()?;
+    }
+    Some(out)
+}

@@ -68,7 +68,13 @@ impl Default for Rewriter {
             stage: Stage::Preface(PREFACE.len()),
             pending: Vec::new(),
             block: None,
-            decoder: fluke_hpack::Decoder::new(),
+            decoder: {
+                // The most the HTTP/2 server allows (its SETTINGS_HEADER_TABLE_SIZE): a
+                // client cannot make the decoder keep more.
+                let mut d = fluke_hpack::Decoder::new();
+                d.set_max_allowed_table_size(4096);
+                d
+            },
             encoder: fluke_hpack::Encoder::new(),
         }
     }
@@ -211,10 +217,22 @@ impl Rewriter {
     /// as received): the server's HPACK table then follows this encoder's, never the
     /// client's, so the two cannot drift apart.
     fn finish(&mut self, block: Block, out: &mut Vec<u8>) -> io::Result<()> {
-        let mut headers = self
-            .decoder
-            .decode(&block.fragment)
-            .map_err(|e| invalid(format!("header block does not decode: {e:?}")))?;
+        let decoder = &mut self.decoder;
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decoder.decode(&block.fragment)
+        }));
+        let mut headers = match decoded {
+            Ok(Ok(headers)) => headers,
+            Ok(Err(e)) => return Err(invalid(format!("header block does not decode: {e:?}"))),
+            // fluke-hpack 0.3 panics (instead of failing) on a table size update whose
+            // integer is truncated or overflows: such a block does not decode either, and
+            // the connection ends with it (its decoder is never used again).
+            Err(_) => {
+                return Err(invalid(
+                    "header block does not decode: malformed table size update",
+                ));
+            }
+        };
         for (name, value) in headers.iter_mut() {
             if name.as_slice() == b":authority"
                 && axum::http::uri::Authority::try_from(value.as_slice()).is_err()
@@ -461,11 +479,35 @@ mod tests {
         garbage.extend(frame(HEADERS, END_HEADERS, 1, &[0xff, 0xff, 0xff, 0xff]));
         let mut stray = PREFACE.to_vec();
         stray.extend(frame(CONTINUATION, END_HEADERS, 1, &[0x82]));
+        // Table size updates whose integer is cut short or overflows (the HPACK decoder
+        // panics on these; the rewriter must refuse them), and one above the 4,096 bytes the
+        // server allows.
+        let mut cut_update = PREFACE.to_vec();
+        cut_update.extend(frame(HEADERS, END_HEADERS, 1, &[0x3f, 0xff]));
+        let mut huge_update = PREFACE.to_vec();
+        huge_update.extend(frame(
+            HEADERS,
+            END_HEADERS,
+            1,
+            &[
+                0x3f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+            ],
+        ));
+        let mut large_table = PREFACE.to_vec();
+        large_table.extend(frame(
+            HEADERS,
+            END_HEADERS,
+            1,
+            &[0x3f, 0xe1, 0xff, 0x03, 0x82],
+        ));
         for (name, input) in [
             ("too big", too_big),
             ("interrupted", interrupted),
             ("garbage", garbage),
             ("stray CONTINUATION", stray),
+            ("cut table size update", cut_update),
+            ("overflowing table size update", huge_update),
+            ("table above the server's 4096 bytes", large_table),
         ] {
             let mut out = Vec::new();
             let result = Rewriter::default().feed(&input, &mut out);

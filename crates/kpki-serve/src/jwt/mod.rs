@@ -1,7 +1,7 @@
 //! Service-account token signing for kube-apiserver (`--service-account-signing-endpoint`,
 //! KEP-740): the ExternalJWTSigner gRPC service on a unix socket, keys on any backend.
 
-mod authority;
+pub(crate) mod authority;
 pub mod keys;
 pub mod service;
 pub mod socket;
