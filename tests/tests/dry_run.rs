@@ -1,4 +1,5 @@
-//! `--dry-run` of `init`, `certs renew` and `ca create`: the plan is printed (what would be
+//! `--dry-run` of `init`, `certs renew` and the `ca` commands (`create`, `csr`, `install`,
+//! `rotate`): the plan is printed (what would be
 //! generated, kept, renewed or created, with paths and key URIs, never a PIN value), exit 0,
 //! and nothing is written — the PKI tree and the token's files are unchanged byte for byte.
 //! A key that cannot be reached fails the dry run as it would fail the command.
@@ -6,7 +7,7 @@
 
 use std::path::Path;
 
-use kpki_e2e::{hsm, init_cluster, kpki, snapshot, text};
+use kpki_e2e::{hsm, init_cluster, kpki, openssl, openssl_ca, snapshot, text};
 
 /// The SoftHSM token files of this process.
 fn token_files() -> std::path::PathBuf {
@@ -37,6 +38,10 @@ fn unchanged(root: &Path, args: &[&str]) -> String {
     snapshot::assert_same(&format!("{args:?}"), &tree, &snapshot::tree(root));
     snapshot::assert_same(&format!("{args:?} (token)"), &tokens, &token_objects());
     stdout
+}
+
+fn argv(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 fn json(stdout: &str) -> serde_json::Value {
@@ -252,4 +257,190 @@ fn ca_create_dry_run_plans_and_writes_nothing() {
     assert_eq!(plan["action"], "exists", "{plan:#}");
     assert_eq!(plan["dry_run"], true, "{plan:#}");
     assert_eq!(plan["spki_sha256"].as_str().unwrap().len(), 64, "{plan:#}");
+}
+
+#[test]
+fn ca_csr_and_install_dry_runs_check_and_write_nothing() {
+    let token = hsm::token();
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("pki");
+    std::fs::create_dir(&out_dir).unwrap();
+    let o = out_dir.to_str().unwrap();
+    let key = token.key_uri_with_pin("cluster-ca", hsm::USER_PIN);
+    let csr_args = [
+        "ca",
+        "csr",
+        "ca",
+        "--key",
+        &key,
+        "--subject",
+        "/O=Bank/CN=kubernetes",
+        "--out-dir",
+        o,
+    ];
+    let with = |args: &[&str], extra: &[&str]| -> Vec<String> {
+        args.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+
+    // csr: the key would be made; nothing is written, no key on the token.
+    let v = with(&csr_args, &["--dry-run"]);
+    let shown = unchanged(dir.path(), &argv(&v));
+    assert!(shown.contains("would be created"), "{shown}");
+    assert!(!out_dir.join("ca.csr").exists());
+    let listed = kpki(&["keys", "list", &token.token_uri(), "-o", "json"]);
+    assert_eq!(json(&text(&listed).0), serde_json::json!([]));
+    let made = kpki(&argv(&with(&csr_args, &[])));
+    assert!(made.status.success(), "{:?}", text(&made));
+    let v = with(&csr_args, &["--dry-run", "-o", "json"]);
+    let plan = json(&unchanged(dir.path(), &argv(&v)));
+    assert_eq!(plan["key_action"], "existing", "{plan:#}");
+
+    // install: every check runs; nothing is written.
+    let root = openssl_ca(dir.path(), "root", "p256", "/CN=Bank Root");
+    let ext = dir.path().join("ca.ext");
+    std::fs::write(
+        &ext,
+        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign,digitalSignature\n",
+    )
+    .unwrap();
+    let signed = dir.path().join("signed.crt");
+    let csr = out_dir.join("ca.csr");
+    let s = openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        csr.to_str().unwrap(),
+        "-CA",
+        root.0.to_str().unwrap(),
+        "-CAkey",
+        root.1.to_str().unwrap(),
+        "-set_serial",
+        "7",
+        "-days",
+        "30",
+        "-extfile",
+        ext.to_str().unwrap(),
+        "-out",
+        signed.to_str().unwrap(),
+    ]);
+    assert!(s.status.success(), "{:?}", text(&s));
+    let (c, r) = (signed.to_str().unwrap(), root.0.to_str().unwrap());
+    let install = [
+        "ca",
+        "install",
+        "ca",
+        "--cert",
+        c,
+        "--chain",
+        r,
+        "--key",
+        &key,
+        "--out-dir",
+        o,
+    ];
+    let v = with(&install, &["--dry-run", "-o", "json"]);
+    let plan = json(&unchanged(dir.path(), &argv(&v)));
+    assert!(
+        plan["action"]
+            .as_str()
+            .unwrap()
+            .starts_with("would be installed"),
+        "{plan:#}"
+    );
+    assert!(!out_dir.join("ca.crt").exists() && !out_dir.join("ca-chain.crt").exists());
+    // A refusal is the real run's: the wrong root.
+    let stranger = openssl_ca(dir.path(), "stranger", "p256", "/CN=Stranger");
+    let before = snapshot::tree(dir.path());
+    let bad = [
+        "ca",
+        "install",
+        "ca",
+        "--cert",
+        c,
+        "--chain",
+        stranger.0.to_str().unwrap(),
+        "--key",
+        &key,
+        "--out-dir",
+        o,
+        "--dry-run",
+    ];
+    let out = kpki(&bad);
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    assert_eq!(text(&out).1.lines().count(), 1, "{:?}", text(&out));
+    snapshot::assert_same("refused dry run", &before, &snapshot::tree(dir.path()));
+    let done = kpki(&argv(&with(&install, &[])));
+    assert!(done.status.success(), "{:?}", text(&done));
+    assert!(out_dir.join("ca.crt").exists() && out_dir.join("ca-chain.crt").exists());
+}
+
+#[test]
+fn ca_rotate_dry_run_lists_what_each_phase_would_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("k8s");
+    init_cluster(&root, "127.0.0.1", &[]);
+    let d = root.to_str().unwrap().to_string();
+    let rotate = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["ca", "rotate"].iter().map(|s| s.to_string()).collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v.extend(["--dir".to_string(), d.clone()]);
+        v
+    };
+    let run = |v: Vec<String>| -> String {
+        let argv: Vec<&str> = v.iter().map(String::as_str).collect();
+        unchanged(&root, &argv)
+    };
+    let real = |v: Vec<String>| {
+        let argv: Vec<&str> = v.iter().map(String::as_str).collect();
+        let out = kpki(&argv);
+        assert!(out.status.success(), "{argv:?}: {:?}", text(&out));
+    };
+
+    // prepare: the state file and the new key beside the old one.
+    let plan = json(&run(rotate(&["ca", "--dry-run", "-o", "json"])));
+    assert_eq!(plan["phase"], "prepare", "{plan:#}");
+    assert_eq!(plan["dry_run"], true, "{plan:#}");
+    let written = plan["written"].to_string();
+    assert!(
+        written.contains("kpki-rotation.toml") && written.contains("ca-2.key"),
+        "{plan:#}"
+    );
+    assert!(!root.join("pki/ca-2.key").exists());
+    // A refusal is the real run's.
+    let before = snapshot::tree(&root);
+    let argv = rotate(&["ca", "--phase", "retire", "--dry-run"]);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let out = kpki(&argv);
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    snapshot::assert_same("refused dry run", &before, &snapshot::tree(&root));
+
+    real(rotate(&["ca"]));
+    // trust-both: ca.crt and every kubeconfig's CA data.
+    let plan = json(&run(rotate(&["ca", "--dry-run", "-o", "json"])));
+    assert_eq!(plan["phase"], "trust-both", "{plan:#}");
+    let written = plan["written"].to_string();
+    for f in ["pki/ca.crt", "admin.conf", "scheduler.conf"] {
+        assert!(written.contains(f), "{f}: {plan:#}");
+    }
+    real(rotate(&["ca"]));
+    // reissue: the leaves the cluster CA signed.
+    let text_plan = run(rotate(&["ca", "--dry-run"]));
+    for f in [
+        "pki/apiserver.crt",
+        "pki/apiserver-kubelet-client.crt",
+        "admin.conf",
+    ] {
+        assert!(text_plan.contains(f), "{f}: {text_plan}");
+    }
+    assert!(text_plan.contains("nothing was written"), "{text_plan}");
+
+    // sa: prepare would make the new key and the state file (after ca is finished).
+    real(rotate(&["ca"]));
+    real(rotate(&["ca"]));
+    let plan = json(&run(rotate(&["sa", "--dry-run", "-o", "json"])));
+    assert_eq!(plan["phase"], "prepare", "{plan:#}");
+    assert!(
+        plan["written"].to_string().contains("made on its backend"),
+        "{plan:#}"
+    );
 }

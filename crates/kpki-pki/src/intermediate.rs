@@ -135,9 +135,9 @@ fn check_existing_request(path: &Path, spki: &[u8]) -> Result<(), PkiError> {
     }
 }
 
-/// Writes the request `req` asks for, making the key when it is absent. A request already at
-/// the path is replaced only when it is for the same key.
-pub fn csr(keys: &KeyStore, req: &CaRequest) -> Result<Requested, PkiError> {
+/// The CA key of `req` when it exists, after the refusals of [`csr`]: a request already at
+/// the path for another key, or for a key that does not exist.
+fn csr_checks(keys: &KeyStore, req: &CaRequest) -> Result<Option<Arc<dyn Signer>>, PkiError> {
     let existing = open_key(keys, &req.key)?;
     if let Some(k) = &existing {
         check_existing_request(&req.csr, k.public_key_spki())?;
@@ -148,6 +148,26 @@ pub fn csr(keys: &KeyStore, req: &CaRequest) -> Result<Requested, PkiError> {
             req.key
         )));
     }
+    Ok(existing)
+}
+
+/// What [`csr`] would do for `req`, without doing it: the same refusals; the key is opened,
+/// never made; nothing is written. `key_created` says the key would be made, and
+/// `spki_sha256` is empty then.
+pub fn csr_plan(keys: &KeyStore, req: &CaRequest) -> Result<Requested, PkiError> {
+    let existing = csr_checks(keys, req)?;
+    Ok(Requested {
+        key_created: existing.is_none(),
+        spki_sha256: existing
+            .map(|k| spki::sha256_hex(k.public_key_spki()))
+            .unwrap_or_default(),
+    })
+}
+
+/// Writes the request `req` asks for, making the key when it is absent. A request already at
+/// the path is replaced only when it is for the same key.
+pub fn csr(keys: &KeyStore, req: &CaRequest) -> Result<Requested, PkiError> {
+    let existing = csr_checks(keys, req)?;
     let (key, key_created) = match existing {
         Some(k) => (k, false),
         None => {
@@ -178,12 +198,15 @@ pub struct Install {
     pub key: KeyUri,
     /// The CA certificate file to write (`ca.crt`); the chain goes to `chain::chain_path`.
     pub target: PathBuf,
+    /// Check everything and write nothing (`written` then says what would be written).
+    pub dry_run: bool,
 }
 
 /// What `install` did and found.
 #[derive(Debug, Clone)]
 pub struct Installed {
-    /// Written now (else the same certificate and chain were there: nothing written).
+    /// Written now, or in a dry run to be written (else the same certificate and chain were
+    /// there: nothing written).
     pub written: bool,
     /// The chain file, when the CA is not self-signed.
     pub chain_file: Option<PathBuf>,
@@ -255,6 +278,14 @@ pub fn install(keys: &KeyStore, req: &Install, now: OffsetDateTime) -> Result<In
                 return Err(PkiError::Refused(format!(
                     "{}: a different CA certificate (or chain) is installed; kpki never replaces one, move it away first",
                     req.target.display()
+                )));
+            }
+        }
+        None if req.dry_run => {
+            if ordered.is_empty() && chain_file.exists() {
+                return Err(PkiError::Refused(format!(
+                    "{}: a chain file is there but the certificate is self-signed; move it away",
+                    chain_file.display()
                 )));
             }
         }

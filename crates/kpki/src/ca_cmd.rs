@@ -64,6 +64,10 @@ pub enum CaCommand {
         /// The certificate directory (default: the current one).
         #[arg(long, default_value = ".")]
         out_dir: PathBuf,
+        /// Check and say what would be done (request path, whether the key would be made);
+        /// write nothing, make no key.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -87,6 +91,9 @@ pub enum CaCommand {
         /// The certificate directory (default: the current one).
         #[arg(long, default_value = ".")]
         out_dir: PathBuf,
+        /// Run every check and say what would be installed; write nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -165,6 +172,7 @@ pub fn run(cmd: CaCommand) -> Result<(), String> {
             subject,
             algorithm,
             out_dir,
+            dry_run,
             output,
         } => {
             let (base, cn) = ca_file(&name)?;
@@ -178,29 +186,43 @@ pub fn run(cmd: CaCommand) -> Result<(), String> {
             };
             let csr = out_dir.join(format!("{base}.csr"));
             tracing::info!(%name, %key, %algorithm, "writing a CA request");
-            let done = intermediate::csr(
-                &crate::backends::key_store(),
-                &intermediate::CaRequest {
-                    subject: subject.clone(),
-                    key: key.clone(),
-                    algorithm,
-                    csr: csr.clone(),
-                },
-            )
+            let request = intermediate::CaRequest {
+                subject: subject.clone(),
+                key: key.clone(),
+                algorithm,
+                csr: csr.clone(),
+            };
+            let store = crate::backends::key_store();
+            let done = if dry_run {
+                intermediate::csr_plan(&store, &request)
+            } else {
+                intermediate::csr(&store, &request)
+            }
             .map_err(|e| e.to_string())?;
             let report = CsrReport {
                 name,
                 request: csr,
                 key: key.to_string(),
-                key_action: if done.key_created {
-                    "created"
-                } else {
-                    "existing"
+                key_action: match (done.key_created, dry_run) {
+                    (true, false) => "created",
+                    (true, true) => "would be created",
+                    (false, _) => "existing",
                 },
                 subject: subject.display(),
                 spki_sha256: done.spki_sha256,
             };
             print_data(output.output, &report, || {
+                if dry_run {
+                    outln!(
+                        "[dry-run] {} request {} for {} (key {}, {}); nothing was written",
+                        report.name,
+                        report.request.display(),
+                        report.subject,
+                        report.key,
+                        report.key_action
+                    );
+                    return;
+                }
                 outln!(
                     "[ca] {} request {} for {} (key {}, {}; SPKI SHA-256 {}): have the root sign it, then run `kpki ca install {} --cert <signed.crt> --chain <root and intermediates>`",
                     report.name,
@@ -219,6 +241,7 @@ pub fn run(cmd: CaCommand) -> Result<(), String> {
             chain,
             key,
             out_dir,
+            dry_run,
             output,
         } => {
             let (base, _) = ca_file(&name)?;
@@ -232,6 +255,7 @@ pub fn run(cmd: CaCommand) -> Result<(), String> {
                     chain,
                     key: key.clone(),
                     target: target.clone(),
+                    dry_run,
                 },
                 time::OffsetDateTime::now_utc(),
             )
@@ -241,7 +265,11 @@ pub fn run(cmd: CaCommand) -> Result<(), String> {
                 certificate: target,
                 chain: done.chain_file,
                 key: key.to_string(),
-                action: if done.written { "installed" } else { "exists" },
+                action: match (done.written, dry_run) {
+                    (true, false) => "installed",
+                    (true, true) => "would be installed (dry run: nothing was written)",
+                    (false, _) => "exists",
+                },
                 path: done.path,
                 path_len: done.path_len,
                 name_constraints: done.name_constraints,

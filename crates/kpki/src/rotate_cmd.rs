@@ -28,6 +28,10 @@ pub struct RotateArgs {
     /// retire waits this long after reissue. Default 8760h.
     #[arg(long, value_name = "DURATION", conflicts_with = "status")]
     token_lifetime: Option<GoDuration>,
+    /// Say what the phase would write and which key it would make, and write nothing (the
+    /// refusals are those of a real run).
+    #[arg(long, conflicts_with = "status")]
+    dry_run: bool,
     /// Say which phase this node is at, whether it is behind another node, and what must be
     /// restarted now.
     #[arg(long)]
@@ -68,11 +72,28 @@ pub fn run(args: RotateArgs) -> Result<(), String> {
         token_lifetime: args
             .token_lifetime
             .map_or(rotate::DEFAULT_TOKEN_LIFETIME, GoDuration::get),
+        dry_run: args.dry_run,
     };
     tracing::info!(%target, phase = ?args.phase, "rotating");
     let report =
         rotate::run(&spec, &crate::backends::key_store(), &request).map_err(|e| e.to_string())?;
     print_data(args.output.output, &report, || {
+        if report.dry_run {
+            if report.changed {
+                outln!("[dry-run] {} {} would write:", report.target, report.phase);
+                for w in &report.written {
+                    outln!("[dry-run]   {w}");
+                }
+            } else {
+                outln!(
+                    "[dry-run] {} {}: already done on this node, nothing would change",
+                    report.target,
+                    report.phase
+                );
+            }
+            outln!("[dry-run] nothing was written");
+            return;
+        }
         if report.changed {
             outln!("[rotate] {} {}: done", report.target, report.phase);
         } else {

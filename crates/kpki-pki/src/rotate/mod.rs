@@ -148,6 +148,42 @@ pub struct Request {
     /// `sa` only: how long a token may live (the retire phase waits this long after
     /// `reissue`); kube-apiserver's `--service-account-max-token-expiration`.
     pub token_lifetime: std::time::Duration,
+    /// Only say what the phase would write and which keys it would make: nothing is written,
+    /// no key is made, the refusals are those of a real run.
+    pub dry_run: bool,
+}
+
+/// What a run writes, in order (with `dry` set: what it would write; nothing is written and
+/// no key is made).
+#[derive(Debug, Default)]
+pub(crate) struct Out {
+    /// A dry run.
+    pub(crate) dry: bool,
+    list: Vec<String>,
+}
+
+impl Out {
+    /// A run's list; `dry` for a dry run.
+    pub(crate) fn new(dry: bool) -> Out {
+        Out {
+            dry,
+            list: Vec::new(),
+        }
+    }
+
+    /// Records `what` as written (or to be written).
+    pub(crate) fn push(&mut self, what: String) {
+        self.list.push(what);
+    }
+
+    /// The list, each entry once, in first-written order.
+    pub(crate) fn into_list(self) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        self.list
+            .into_iter()
+            .filter(|w| seen.insert(w.clone()))
+            .collect()
+    }
 }
 
 /// What a run did.
@@ -159,7 +195,9 @@ pub struct Report {
     pub phase: Phase,
     /// False when the phase had already been done here: nothing was written.
     pub changed: bool,
-    /// Files written, in order.
+    /// A dry run: `written` is what the phase would write; nothing was written.
+    pub dry_run: bool,
+    /// Files written (or, in a dry run, to be written), in order; keys to be made too.
     pub written: Vec<String>,
     /// What the operator must restart now, in order.
     pub restart: Vec<String>,

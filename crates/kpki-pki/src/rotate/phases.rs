@@ -12,7 +12,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use super::anchors::{self, Anchor};
 use super::observe::{self, Issued};
 use super::state::{self, State};
-use super::{Phase, Report, Request, Status, Target};
+use super::{Out, Phase, Report, Request, Status, Target};
 use crate::authority::open_key;
 use crate::catalogue::{self, CaId};
 use crate::config::ClusterSpec;
@@ -108,17 +108,23 @@ pub(crate) fn run(
     keys: &KeyStore,
     request: &Request,
 ) -> Result<Report, PkiError> {
-    tidy(spec)?;
+    if !request.dry_run {
+        tidy(spec)?;
+    }
     let id = match request.target {
         Target::Ca(id) => id,
         Target::Sa => return super::sa::run(spec, keys, request),
     };
     let target = request.target;
     let (phase, st) = match choose(spec, request)? {
-        Choice::Done(p, next) => return Ok(report(target, p, false, Vec::new(), Vec::new(), next)),
+        Choice::Done(p, next) => {
+            let mut r = report(target, p, false, Vec::new(), Vec::new(), next);
+            r.dry_run = request.dry_run;
+            return Ok(r);
+        }
         Choice::Run(phase, st) => (phase, st),
     };
-    let mut written = Vec::new();
+    let mut written = Out::new(request.dry_run);
     let mut notes = Vec::new();
     match (phase, st) {
         (Phase::Prepare, st) => {
@@ -129,10 +135,12 @@ pub(crate) fn run(
         (Phase::Retire, Some(st)) => retire(spec, id, st, &mut written, &mut notes)?,
         (_, None) => return Err(PkiError::internal("rotation state missing")),
     }
-    let mut seen = std::collections::HashSet::new();
-    written.retain(|w| seen.insert(w.clone()));
+    let dry_run = written.dry;
+    let written = written.into_list();
     let changed = !written.is_empty();
-    Ok(report(target, phase, changed, written, notes, phase.next()))
+    let mut r = report(target, phase, changed, written, notes, phase.next());
+    r.dry_run = dry_run;
+    Ok(r)
 }
 
 /// Finishes what a killed run left: staged key/certificate pairs completed or discarded,
@@ -169,6 +177,7 @@ fn report(
         target: target.name().into(),
         phase,
         changed,
+        dry_run: false,
         written,
         restart,
         notes,
@@ -312,7 +321,7 @@ fn prepare(
     id: CaId,
     requested: Option<&KeyUri>,
     existing: Option<State>,
-    written: &mut Vec<String>,
+    written: &mut Out,
 ) -> Result<(), PkiError> {
     let ca = catalogue::ca(id);
     let crt = ca.cert_path(&spec.cert_dir);
@@ -345,7 +354,9 @@ fn prepare(
                 reissued: None,
                 nodes: Default::default(),
             };
-            state::write(&spec.cert_dir, &st)?;
+            if !written.dry {
+                state::write(&spec.cert_dir, &st)?;
+            }
             written.push(state::path(&spec.cert_dir).display().to_string());
             st
         }
@@ -353,6 +364,30 @@ fn prepare(
     let file = state::path(&spec.cert_dir);
     let (old_der, new_der) = certs_of(&st)?;
     let new_uri = st.key(&file, "new-key")?;
+    if written.dry {
+        let uri = super::with_pin_of(&new_uri, config);
+        match open_key(keys, &uri)? {
+            Some(k) if k.public_key_spki() == spki_of(&old_der)? => return Err(matching_key(&uri)),
+            Some(k) => {
+                let fits = new_der
+                    .as_deref()
+                    .map(spki_of)
+                    .transpose()?
+                    .is_some_and(|s| s == k.public_key_spki());
+                if !fits {
+                    written.push(format!(
+                        "new CA certificate for key {new_uri} (in {})",
+                        state::FILE
+                    ));
+                }
+            }
+            None => {
+                written.push(format!("key {new_uri} (made on its backend)"));
+                written.push(format!("new CA certificate for it (in {})", state::FILE));
+            }
+        }
+        return close(spec, st, Phase::Prepare, written);
+    }
     let key = open_or_create(keys, spec, &new_uri, config, &spki_of(&old_der)?)?;
     let fits = new_der
         .as_deref()
@@ -389,9 +424,14 @@ fn anchors_from(
     Ok(list)
 }
 
-fn set_all(list: &[Anchor], want: &[&[u8]], written: &mut Vec<String>) -> Result<(), PkiError> {
+fn set_all(list: &[Anchor], want: &[&[u8]], written: &mut Out) -> Result<(), PkiError> {
     for a in list {
-        if anchors::set(a, want)? {
+        let changes = if written.dry {
+            !anchors::holds_exactly(a, want)
+        } else {
+            anchors::set(a, want)?
+        };
+        if changes {
             written.push(a.path.display().to_string());
         }
     }
@@ -403,12 +443,14 @@ fn close(
     spec: &ClusterSpec,
     mut st: State,
     phase: Phase,
-    written: &mut Vec<String>,
+    written: &mut Out,
 ) -> Result<(), PkiError> {
     let before = state::read(&spec.cert_dir)?;
     st.nodes.insert(spec.node_name.clone(), phase);
     if before.as_ref() != Some(&st) {
-        state::write(&spec.cert_dir, &st)?;
+        if !written.dry {
+            state::write(&spec.cert_dir, &st)?;
+        }
         written.push(state::path(&spec.cert_dir).display().to_string());
     }
     Ok(())
@@ -425,12 +467,7 @@ fn new_of(st: &State) -> Result<(Vec<u8>, Vec<u8>), PkiError> {
 }
 
 /// Phase 2: every anchor trusts old+new (old first: it still signs).
-fn trust_both(
-    spec: &ClusterSpec,
-    id: CaId,
-    st: State,
-    written: &mut Vec<String>,
-) -> Result<(), PkiError> {
+fn trust_both(spec: &ClusterSpec, id: CaId, st: State, written: &mut Out) -> Result<(), PkiError> {
     let (old, new) = new_of(&st)?;
     let list = anchors_from(spec, id, &old, &new)?;
     set_all(&list, &[&old, &new], written)?;
@@ -444,7 +481,7 @@ fn reissue(
     keys: &KeyStore,
     id: CaId,
     mut st: State,
-    written: &mut Vec<String>,
+    written: &mut Out,
     notes: &mut Vec<String>,
 ) -> Result<(), PkiError> {
     let file = state::path(&spec.cert_dir);
@@ -471,7 +508,9 @@ fn reissue(
     let start = x509::whole_seconds(OffsetDateTime::now_utc());
     let bundle = anchors::bundle_pem(&[&new, &old]);
     for item in &todo {
-        reissue_one(spec, keys, &signer, item, start, &bundle)?;
+        if !written.dry {
+            reissue_one(spec, keys, &signer, item, start, &bundle)?;
+        }
         written.push(item.file().display().to_string());
     }
     for skipped in catalogue::KUBECONFIGS.iter().filter(|k| {
@@ -489,7 +528,9 @@ fn reissue(
             *uri = new_uri.clone();
         }
     }
-    crate::recorded::write(&recorded)?;
+    if !written.dry {
+        crate::recorded::write(&recorded)?;
+    }
     if !super::same_key(config, &new_uri) {
         notes.push(format!(
             "{} now records {} as the {} key; where kpki.toml, KPKI__KEYS__ or --key {}=… name {}, change them",
@@ -548,7 +589,7 @@ fn retire(
     spec: &ClusterSpec,
     id: CaId,
     st: State,
-    written: &mut Vec<String>,
+    written: &mut Out,
     notes: &mut Vec<String>,
 ) -> Result<(), PkiError> {
     let (old, new) = new_of(&st)?;

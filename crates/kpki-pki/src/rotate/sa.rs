@@ -15,7 +15,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::phases::{Choice, choose};
 use super::state::{self, State};
-use super::{Phase, Report, Request, Target};
+use super::{Out, Phase, Report, Request, Target};
 use crate::authority::open_key;
 use crate::config::ClusterSpec;
 use crate::keystore::KeyStore;
@@ -43,18 +43,16 @@ fn listed(spec: &ClusterSpec) -> Result<Vec<Vec<u8>>, PkiError> {
         .collect())
 }
 
-fn set_listed(
-    spec: &ClusterSpec,
-    want: &[&[u8]],
-    written: &mut Vec<String>,
-) -> Result<(), PkiError> {
+fn set_listed(spec: &ClusterSpec, want: &[&[u8]], written: &mut Out) -> Result<(), PkiError> {
     let now = listed(spec)?;
     if now.len() == want.len() && now.iter().zip(want).all(|(a, b)| a == b) {
         return Ok(());
     }
     let text: String = want.iter().map(|k| x509::to_pem("PUBLIC KEY", k)).collect();
     let path = pub_path(spec);
-    store::replace(&path, text.as_bytes(), store::PRIVATE_MODE)?;
+    if !written.dry {
+        store::replace(&path, text.as_bytes(), store::PRIVATE_MODE)?;
+    }
     written.push(path.display().to_string());
     Ok(())
 }
@@ -115,12 +113,16 @@ pub(crate) fn run(
     request: &Request,
 ) -> Result<Report, PkiError> {
     let (phase, st) = match choose(spec, request)? {
-        Choice::Done(p, _) => return Ok(report(p, false, Vec::new(), Vec::new())),
+        Choice::Done(p, _) => {
+            let mut r = report(p, false, Vec::new(), Vec::new());
+            r.dry_run = request.dry_run;
+            return Ok(r);
+        }
         Choice::Run(phase, st) => (phase, st),
     };
     let file = state::path(&spec.cert_dir);
     let config = &spec.sa_key;
-    let mut written = Vec::new();
+    let mut written = Out::new(request.dry_run);
     let mut notes = Vec::new();
     let mut st = match st {
         Some(st) => st,
@@ -129,6 +131,11 @@ pub(crate) fn run(
     let (old, new) = keys_of(&st)?;
     let new_uri = super::with_pin_of(&st.key(&file, "new-key")?, config);
     match (phase, new) {
+        (Phase::Prepare, _) if written.dry => match open_key(keys, &new_uri)? {
+            Some(k) if k.public_key_spki() == old.as_slice() => return Err(same(&new_uri)),
+            Some(k) => st.new_cert = Some(x509::to_pem("PUBLIC KEY", k.public_key_spki())),
+            None => written.push(format!("key {} (made on its backend)", st.new_key)),
+        },
         (Phase::Prepare, _) => {
             let key = super::phases::open_or_create(keys, spec, &new_uri, config, &old)?;
             st.new_cert = Some(x509::to_pem("PUBLIC KEY", key.public_key_spki()));
@@ -164,12 +171,17 @@ pub(crate) fn run(
     }
     st.nodes.insert(spec.node_name.clone(), phase);
     if state::read(&spec.cert_dir)?.as_ref() != Some(&st) {
-        state::write(&spec.cert_dir, &st)?;
+        if !written.dry {
+            state::write(&spec.cert_dir, &st)?;
+        }
         written.push(file.display().to_string());
     }
-    written.dedup();
+    let dry_run = written.dry;
+    let written = written.into_list();
     let changed = !written.is_empty();
-    Ok(report(phase, changed, written, notes))
+    let mut r = report(phase, changed, written, notes);
+    r.dry_run = dry_run;
+    Ok(r)
 }
 
 /// A new rotation of the key `spec` names: refused when the new key is the old one, else
@@ -178,7 +190,7 @@ fn start(
     spec: &ClusterSpec,
     keys: &KeyStore,
     request: &Request,
-    written: &mut Vec<String>,
+    written: &mut Out,
 ) -> Result<State, PkiError> {
     let config = &spec.sa_key;
     let old = open_key(keys, config)?
@@ -206,7 +218,9 @@ fn start(
         reissued: None,
         nodes: Default::default(),
     };
-    state::write(&spec.cert_dir, &st)?;
+    if !written.dry {
+        state::write(&spec.cert_dir, &st)?;
+    }
     written.push(state::path(&spec.cert_dir).display().to_string());
     Ok(st)
 }
@@ -218,13 +232,15 @@ fn reissue(
     st: &mut State,
     new_uri: &KeyUri,
     (old, new): (&[u8], &[u8]),
-    written: &mut Vec<String>,
+    written: &mut Out,
     notes: &mut Vec<String>,
 ) -> Result<(), PkiError> {
     set_listed(spec, &[new, old], written)?;
     let mut recorded = spec.clone();
     recorded.sa_key = new_uri.clone();
-    crate::recorded::write(&recorded)?;
+    if !written.dry {
+        crate::recorded::write(&recorded)?;
+    }
     st.reissued
         .get_or_insert_with(|| now_text(OffsetDateTime::now_utc()));
     notes.push(format!(
@@ -247,7 +263,7 @@ fn retire(
     st: &State,
     request: &Request,
     new: &[u8],
-    written: &mut Vec<String>,
+    written: &mut Out,
 ) -> Result<(), PkiError> {
     let since = st
         .reissued
@@ -297,6 +313,7 @@ fn report(phase: Phase, changed: bool, written: Vec<String>, notes: Vec<String>)
         target: Target::Sa.name().into(),
         phase,
         changed,
+        dry_run: false,
         written,
         restart: if changed { restart(phase) } else { Vec::new() },
         notes,
