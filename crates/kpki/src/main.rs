@@ -87,7 +87,8 @@ enum Command {
     /// Keys on files or PKCS#11 tokens: create, list, show, import.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
-    /// Certificate authorities for any purpose, keys on any backend: create.
+    /// Certificate authorities for any purpose, keys on any backend: create, csr, install (an
+    /// intermediate of an external root), rotate.
     #[command(subcommand)]
     Ca(ca_cmd::CaCommand),
     /// The signing daemon's audit log: verify.
