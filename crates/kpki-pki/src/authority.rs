@@ -113,7 +113,17 @@ pub(crate) fn signing_cert(
     let Some(certs) = certfile::read(crt)? else {
         return Ok(None);
     };
-    let der = certfile::signing_cert(crt, &certs, key.map(|k| k.public_key_spki())).map_err(
+    signing_cert_of(crt, &certs, key)
+}
+
+/// The signing certificate among `certs`, the certificates of the CA file `crt` (see
+/// [`signing_cert`]).
+fn signing_cert_of(
+    crt: &Path,
+    certs: &[Vec<u8>],
+    key: Option<&dyn Signer>,
+) -> Result<Option<Vec<u8>>, PkiError> {
+    let der = certfile::signing_cert(crt, certs, key.map(|k| k.public_key_spki())).map_err(
         |e| match e {
             SigningCertError::Malformed(m) => PkiError::Malformed(m),
             SigningCertError::NotCa(m) => PkiError::Mismatch(m),
@@ -139,7 +149,13 @@ pub fn find(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<FoundCa, Pk
         Ok(k) => k,
         Err(e) => return Err(unusable(ca, &key_uri, e.to_string())),
     };
-    let cert = signing_cert(&crt, key.as_deref())?;
+    // The CA file is read once: its signing certificate and every certificate of it.
+    let bundle = certfile::read(&crt)?.unwrap_or_default();
+    let cert = if bundle.is_empty() {
+        None
+    } else {
+        signing_cert_of(&crt, &bundle, key.as_deref())?
+    };
     if key.is_none() && cert.is_some() && !at_kubeadm_path(ca, &spec.cert_dir, &key_uri) {
         let problem = match &key_uri {
             KeyUri::File(p) => format!(
@@ -155,7 +171,6 @@ pub fn find(spec: &ClusterSpec, keys: &KeyStore, id: CaId) -> Result<FoundCa, Pk
     }
     let chain = chain::read(&crt)?;
     chain::check_links(&crt, cert.as_deref(), &chain)?;
-    let bundle = certfile::read(&crt)?.unwrap_or_default();
     Ok(FoundCa {
         spec: ca,
         crt,

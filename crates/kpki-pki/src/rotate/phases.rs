@@ -227,7 +227,7 @@ fn where_it_stands(st: &State, spec: &ClusterSpec, done: Option<Phase>) -> Strin
 }
 
 /// The old and new CA certificates of `st` (DER); the new one `None` before `prepare`.
-fn certs_of(st: &State) -> Result<(Vec<u8>, Option<Vec<u8>>), PkiError> {
+pub(crate) fn certs_of(st: &State) -> Result<(Vec<u8>, Option<Vec<u8>>), PkiError> {
     let file = state::FILE;
     let one = |pem: &str, field: &str| {
         pem::parse(pem.as_bytes())

@@ -57,19 +57,10 @@ fn set_listed(spec: &ClusterSpec, want: &[&[u8]], written: &mut Out) -> Result<(
     Ok(())
 }
 
+/// The old and (once prepared) new public key of the state file, DER: the state's two PEM
+/// entries, read as for a CA rotation.
 fn keys_of(st: &State) -> Result<(Vec<u8>, Option<Vec<u8>>), PkiError> {
-    let one = |pem: &str, field: &str| {
-        pem::parse(pem.as_bytes())
-            .map(pem::Pem::into_contents)
-            .map_err(|e| PkiError::Malformed(format!("{}: {field} is not PEM ({e})", state::FILE)))
-    };
-    let old = one(&st.old_cert, "old-cert")?;
-    let new = st
-        .new_cert
-        .as_deref()
-        .map(|p| one(p, "new-cert"))
-        .transpose()?;
-    Ok((old, new))
+    super::phases::certs_of(st)
 }
 
 /// The last phase done on this node: the state file's record, or what `sa.pub` shows.
