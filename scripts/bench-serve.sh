@@ -15,7 +15,7 @@
 # to wait before each measurement for the machine to go idle, default 120; 0: no wait),
 # KPKI_BENCH_PERF=DIR (an extra run per algorithm with `perf record` on the daemon:
 # perf-<alg>.data and perf-<alg>.txt in DIR; KPKI_BENCH_PERF_CALLGRAPH: perf's --call-graph,
-# default dwarf).
+# default dwarf; the binaries are then built with the bench profile, which keeps symbols).
 # Every server and the load generator share this machine's CPUs; the output says how much
 # CPU each used per certificate and how much other processes took meanwhile.
 set -euo pipefail
@@ -33,7 +33,13 @@ for tool in openssl jq curl cfssl softhsm2-util; do
   command -v "$tool" >/dev/null || { echo "bench serve: $tool not found (scripts/setup)" >&2; exit 1; }
 done
 
-cargo build --release -p kpki -p kpki-e2e --bins --locked -q
+# With KPKI_BENCH_PERF the bench profile (the release build with its symbols kept) lets perf
+# name every function; it builds into the same directory.
+if [ -n "${KPKI_BENCH_PERF:-}" ]; then
+  cargo build --profile bench -p kpki -p kpki-e2e --bins --locked -q
+else
+  cargo build --release -p kpki -p kpki-e2e --bins --locked -q
+fi
 bin=$PWD/target/release
 
 loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)

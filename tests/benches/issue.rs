@@ -39,7 +39,6 @@ fn main() {
     let signer = CaSigner::new(&ca_cert.der, ca_key).unwrap();
     let authority = Authority {
         signer: &signer,
-        ca_der: &ca_cert.der,
         max_validity: std::time::Duration::from_secs(8760 * 3600),
     };
 

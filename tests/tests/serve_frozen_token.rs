@@ -2,7 +2,8 @@
 //! and the server is frozen (SIGSTOP), as a network HSM behind a silent partition is: its
 //! socket stays open and no reply comes. Every request is answered (503) within the request
 //! timeout instead of waiting for the token, the operations listener keeps answering and
-//! `/readyz` turns false; once the server is thawed (SIGCONT), signing resumes without a
+//! `/readyz` turns false; a caller that went away meanwhile still has its decision audited;
+//! once the server is thawed (SIGCONT), signing resumes without a
 //! restart of the daemon.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -66,6 +67,17 @@ async fn a_frozen_token_gets_answers_within_the_request_timeout() {
 
     signal_group("STOP", pgid);
     let frozen = Instant::now();
+    // A caller that goes away while its request waits on the frozen token: its decision is
+    // still audited (hsm_unavailable, once the request timeout has passed).
+    let abandoned = {
+        let (target, body) = (target.clone(), body.clone());
+        tokio::spawn(async move {
+            let mut conn = Connection::connect(&target).await.unwrap();
+            let _ = conn.post("/v1/sign", body.into_bytes()).await;
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    abandoned.abort();
     // Eight callers at once, more than the token's sessions: each is answered, none waits
     // for the token beyond the request timeout (2 s) plus scheduling.
     let mut calls = Vec::new();
@@ -99,6 +111,28 @@ async fn a_frozen_token_gets_answers_within_the_request_timeout() {
             took < Duration::from_secs(6),
             "answered {took:?} after it was sent ({code})"
         );
+    }
+    // Nine requests met the frozen token (the abandoned one and the eight answered): each
+    // has its audit line.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let refused = f
+            .audit_lines()
+            .iter()
+            .filter(|l| {
+                l["event"] == "decision"
+                    && ["hsm_unavailable", "busy"].contains(&l["code"].as_str().unwrap_or(""))
+            })
+            .count();
+        if refused == 9 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{refused} refusals audited while the token was frozen, 9 expected: {}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let ops = ops_get(f.ops_addr, "/healthz");
     assert!(

@@ -11,7 +11,7 @@ use rcgen::{CertificateParams, SanType};
 use time::OffsetDateTime;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
-use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 
 use crate::PkiError;
@@ -42,10 +42,8 @@ pub struct SignRequest {
 
 /// The CA that signs and the longest validity it grants.
 pub struct Authority<'a> {
-    /// The CA's issuer.
+    /// The CA's issuer (which knows the CA certificate's NotAfter).
     pub signer: &'a CaSigner,
-    /// The CA certificate (DER), for its NotAfter.
-    pub ca_der: &'a [u8],
     /// `--cluster-signing-duration`.
     pub max_validity: Duration,
 }
@@ -342,9 +340,7 @@ pub fn not_after(
     authority: &Authority<'_>,
     now: OffsetDateTime,
 ) -> Result<OffsetDateTime, CsrError> {
-    let (_, ca) = X509Certificate::from_der(authority.ca_der)
-        .map_err(|e| refusal(Refusal::CaExpired, format!("CA certificate: {e}")))?;
-    let ca_not_after = ca.validity().not_after.to_datetime();
+    let ca_not_after = authority.signer.ca_not_after();
     if ca_not_after <= now {
         return Err(refusal(
             Refusal::CaExpired,

@@ -226,6 +226,8 @@ pub struct CaSigner {
     key_id: KeyIdMethod,
     /// The name constraints of the CA and of the issuers above it (see `chain`).
     names: Vec<NameRules>,
+    /// The CA certificate's NotAfter, which no certificate it issues outlives.
+    not_after: OffsetDateTime,
 }
 
 /// Why a certificate was not issued.
@@ -288,6 +290,7 @@ impl CaSigner {
             issuer_name: ca.tbs_certificate.subject.as_raw().to_vec(),
             key_id: skid.map_or(KeyIdMethod::Sha256, KeyIdMethod::PreSpecified),
             names,
+            not_after: ca.validity().not_after.to_datetime(),
         })
     }
 
@@ -300,6 +303,11 @@ impl CaSigner {
     ) -> Result<CaSigner, crate::PkiError> {
         self.names = crate::chain::name_rules(cert_der, chain)?;
         Ok(self)
+    }
+
+    /// The CA certificate's NotAfter.
+    pub fn ca_not_after(&self) -> OffsetDateTime {
+        self.not_after
     }
 
     /// The CA certificate's subject (DER), which every certificate it issues names as issuer.
@@ -492,7 +500,6 @@ mod tests {
         };
         let authority = crate::csr::Authority {
             signer: &signer,
-            ca_der: &ca_der,
             max_validity: BACKDATE * 100,
         };
         let now = OffsetDateTime::now_utc();

@@ -1,10 +1,11 @@
 //! One issuance, whatever the endpoint: find the CA, examine the request (proof of
-//! possession, Kubernetes signer rules), apply the policy, sign off the async runtime behind
-//! the key's session gate, write the audit line, and only then answer. The work runs in its
-//! own task: a client that goes away mid-request cannot leave a signature unaudited.
+//! possession, Kubernetes signer rules), apply the policy, sign (a token key off the async
+//! runtime, behind the key's session gate), write the audit line, and only then answer. A
+//! client that goes away mid-request cannot leave a decision unaudited (see [`issue`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
@@ -74,102 +75,183 @@ fn now_rfc3339() -> String {
 }
 
 /// Issues what `ask` asks for `ctx.caller`; a request that could not even be read arrives
-/// as `Err` and is audited like any other decision. Runs to the end (audit line included)
-/// even when the caller disconnects.
+/// as `Err` and is audited like any other decision. Every decision is audited before it is
+/// answered, and a caller that goes away cannot leave one unaudited: a refusal is decided
+/// and written without a pause; a signature runs, and is audited, on a blocking thread that
+/// finishes whatever happens to this future; a wait for a session runs in its own task.
+///
+/// The request moves between threads as little as it can: a key that signs in software
+/// signs right here; a token key once, to a blocking thread that signs and writes the audit
+/// line (token calls may hang, and the runtime's workers must not).
 pub async fn issue(
     app: Arc<App>,
     ctx: Context,
     ask: Result<Ask, Failure>,
 ) -> Result<Answer, Failure> {
-    match tokio::spawn(issue_task(app, ctx, ask)).await {
-        Ok(result) => result,
-        Err(e) => Err(Failure::bug("issuance task", e)),
-    }
-}
-
-async fn issue_task(
-    app: Arc<App>,
-    ctx: Context,
-    ask: Result<Ask, Failure>,
-) -> Result<Answer, Failure> {
-    let start = Instant::now();
     let state = app.state();
     let signer = ask.as_ref().map(|a| a.signer.clone()).unwrap_or_default();
     let ca = state.ca_for(&signer).cloned();
-    let Outcome {
-        examined,
-        rule,
-        result,
-    } = match (ask, ca.clone()) {
-        (Err(f), _) => Outcome::early(Err(f)),
-        (Ok(ask), None) => Outcome::early(Err(Failure::new(
-            ErrorCode::UnknownSigner,
-            format!("no CA is configured for signer {:?}", ask.signer),
-        ))),
-        (Ok(ask), Some(ca)) => decide_and_sign(&app, &state, ca, &ctx.caller, ask).await,
-    };
-    let mut record = Record {
-        time: now_rfc3339(),
-        event: Event::Decision,
-        caller: Some(audit::Caller {
-            cn: ctx.caller.cn.clone(),
-            orgs: ctx.caller.orgs.clone(),
-        }),
-        remote: ctx.remote.map(|r| r.to_string()),
-        endpoint: Some(ctx.endpoint.to_string()),
-        request_sha256: Some(ctx.body_sha256.clone()),
-        signer_name: Some(signer.clone()).filter(|s| !s.is_empty()),
-        subject: examined.as_ref().map(|e| e.subject.display()),
-        sans: examined
-            .as_ref()
-            .map(Examined::san_strings)
-            .unwrap_or_default(),
-        decision: None,
-        rule,
-        code: None,
-        reason: None,
-        serial: None,
-        not_after: None,
+    let trail = Trail {
+        app,
         key_uri: ca.as_ref().map(|c| c.key_uri.clone()),
-        csr: ctx.csr.clone(),
-        checkpoint: None,
+        ctx,
+        signer,
+        start: Instant::now(),
     };
-    match &result {
-        Ok(a) => {
-            record.decision = Some(Decision::Allow);
-            record.serial = Some(a.serial.clone());
-            record.not_after = Some(a.not_after.clone());
+    let job = match (ask, ca) {
+        (Err(f), _) => return trail.close(Outcome::early(Err(f)), Thread::Worker),
+        (Ok(ask), None) => {
+            let f = Failure::new(
+                ErrorCode::UnknownSigner,
+                format!("no CA is configured for signer {:?}", ask.signer),
+            );
+            return trail.close(Outcome::early(Err(f)), Thread::Worker);
         }
-        Err(f) => {
-            record.decision = Some(f.code.decision());
-            record.code = Some(f.code.to_string());
-            record.reason = Some(f.message.clone());
+        (Ok(ask), Some(ca)) => match decide(&trail.app, &state, ca, &trail.ctx.caller, ask) {
+            Decided::Sign(job) => job,
+            Decided::Refused(outcome) => return trail.close(outcome, Thread::Worker),
+        },
+    };
+    let ca = Arc::clone(&job.ca);
+    let Some(gate) = ca.key.concurrency_gate() else {
+        // A software key: signing is a few microseconds of CPU, as cheap as the hand-off.
+        let result = sign(&job.ca, &job.request, &job.examined, job.max_validity);
+        return trail.close(job.outcome(result), Thread::Worker);
+    };
+    let timeout = state.request_timeout;
+    match gate.try_acquire() {
+        Ok(permit) => {
+            // The session goes with the call: the blocking task gives it back when the token
+            // returns, so a token that stops answering never gets more calls than sessions.
+            permit.forget();
+            sign_on_token(Arc::new(trail), job, timeout).await
+        }
+        Err(tokio::sync::TryAcquireError::Closed) => trail.close(
+            job.outcome(Err(Failure::new(
+                ErrorCode::ShuttingDown,
+                "the daemon is stopping",
+            ))),
+            Thread::Worker,
+        ),
+        Err(tokio::sync::TryAcquireError::NoPermits) => {
+            // Every session is busy: the wait (bounded by the request timeout) and what
+            // follows run in their own task, so that a caller going away mid-wait still
+            // leaves its decision in the audit trail.
+            let app = Arc::clone(&trail.app);
+            let waited = tokio::spawn(async move {
+                match session(&job.ca, timeout).await {
+                    Ok(()) => sign_on_token(Arc::new(trail), job, timeout).await,
+                    Err(f) => trail.close(job.outcome(Err(f)), Thread::Worker),
+                }
+            });
+            match waited.await {
+                Ok(result) => result,
+                Err(e) => {
+                    // The task panicked (a bug), so its decision may not be audited.
+                    let f = Failure::bug("issuance task", e);
+                    tracing::error!(error = %f.message, "issuance task failed");
+                    app.metrics.count("", "other", Some(f.code));
+                    Err(f)
+                }
+            }
         }
     }
-    let audited = append_audit(&app, record);
-    let result = match audited {
-        Ok(()) => result,
-        Err(e) => {
-            tracing::error!(error = %e, "audit write failed; answer withheld");
-            Err(Failure::audit_failed())
+}
+
+/// Where [`Trail::close`] runs: an async worker hands a slow audit append (fsync, a
+/// checkpoint's signature) to a blocking thread; a blocking thread just appends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Thread {
+    Worker,
+    Blocking,
+}
+
+/// What the audit line and the metrics of one request need, whatever its outcome.
+struct Trail {
+    app: Arc<App>,
+    ctx: Context,
+    /// The signer or profile asked for (empty when the body could not be read).
+    signer: String,
+    /// The CA key's printed URI (when a CA serves the signer).
+    key_uri: Option<String>,
+    start: Instant,
+}
+
+impl Trail {
+    /// Audits `outcome` and counts it; the answer, or `audit_failed` when the audit line
+    /// could not be written (a certificate is never delivered unaudited).
+    fn close(&self, outcome: Outcome, on: Thread) -> Result<Answer, Failure> {
+        let Outcome {
+            examined,
+            rule,
+            result,
+        } = outcome;
+        let ctx = &self.ctx;
+        let mut record = Record {
+            time: now_rfc3339(),
+            event: Event::Decision,
+            caller: Some(audit::Caller {
+                cn: ctx.caller.cn.clone(),
+                orgs: ctx.caller.orgs.clone(),
+            }),
+            remote: ctx.remote.map(|r| r.to_string()),
+            endpoint: Some(ctx.endpoint.to_string()),
+            request_sha256: Some(ctx.body_sha256.clone()),
+            signer_name: Some(self.signer.clone()).filter(|s| !s.is_empty()),
+            subject: examined.as_deref().map(|e| e.subject.display()),
+            sans: examined
+                .as_deref()
+                .map(Examined::san_strings)
+                .unwrap_or_default(),
+            decision: None,
+            rule,
+            code: None,
+            reason: None,
+            serial: None,
+            not_after: None,
+            key_uri: self.key_uri.clone(),
+            csr: ctx.csr.clone(),
+            checkpoint: None,
+        };
+        match &result {
+            Ok(a) => {
+                record.decision = Some(Decision::Allow);
+                record.serial = Some(a.serial.clone());
+                record.not_after = Some(a.not_after.clone());
+            }
+            Err(f) => {
+                record.decision = Some(f.code.decision());
+                record.code = Some(f.code.to_string());
+                record.reason = Some(f.message.clone());
+            }
         }
-    };
-    // Metric labels carry only names the configuration knows: callers cannot grow the set.
-    let label = if state.config.signers.contains_key(&signer)
-        || signers::BUILT_IN.contains(&signer.as_str())
-    {
-        signer.as_str()
-    } else {
-        "other"
-    };
-    app.metrics
-        .count(ctx.endpoint, label, result.as_ref().err().map(|f| f.code));
-    if result.is_ok() {
+        let audited = match (self.app.audit.as_ref(), on) {
+            (Some(log), Thread::Blocking) => log.append(record).map(|_| ()),
+            (Some(_), Thread::Worker) => append_audit(&self.app, record),
+            (None, _) => Ok(()),
+        };
+        let result = match audited {
+            Ok(()) => result,
+            Err(e) => {
+                tracing::error!(error = %e, "audit write failed; answer withheld");
+                Err(Failure::audit_failed())
+            }
+        };
+        let app = &self.app;
+        // Metric labels carry only names the configuration knows: callers cannot grow the
+        // set.
+        let known = app.state().config.signers.contains_key(&self.signer)
+            || signers::BUILT_IN.contains(&self.signer.as_str());
+        let label = if known { self.signer.as_str() } else { "other" };
         app.metrics
-            .issuance_seconds
-            .observe(start.elapsed().as_secs_f64());
+            .count(ctx.endpoint, label, result.as_ref().err().map(|f| f.code));
+        if result.is_ok() {
+            app.metrics
+                .issuance_seconds
+                .observe(self.start.elapsed().as_secs_f64());
+        }
+        result
     }
-    result
 }
 
 /// Appends `record` to the daemon's audit trail (if it writes one) from an async task: a
@@ -188,7 +270,7 @@ pub(crate) fn append_audit(app: &App, record: Record) -> Result<(), audit::Audit
 /// What examining, deciding and signing came to.
 struct Outcome {
     /// The request as read (when it could be).
-    examined: Option<Examined>,
+    examined: Option<Arc<Examined>>,
     /// The policy rule that allowed it, or that matched the caller and refused it.
     rule: Option<String>,
     /// The certificate, or why not.
@@ -211,30 +293,61 @@ impl Outcome {
         result: Result<Answer, Failure>,
     ) -> Outcome {
         Outcome {
-            examined: Some(examined),
+            examined: Some(Arc::new(examined)),
             rule,
             result,
         }
     }
 }
 
-/// Examines and decides on the async worker (tens of microseconds of CPU), then waits for a
-/// session of the CA's key and signs on a blocking thread: refused requests never hold a
-/// session.
-async fn decide_and_sign(
-    app: &Arc<App>,
-    state: &Arc<crate::state::State>,
+/// A request the policy allowed, ready to be signed.
+struct Job {
+    ca: Arc<Ca>,
+    request: SignRequest,
+    examined: Arc<Examined>,
+    /// The rule that allowed it.
+    rule: Option<String>,
+    /// The least of the CA's and the rule's longest validity.
+    max_validity: Duration,
+}
+
+impl Job {
+    /// This request's outcome: `result`.
+    fn outcome(&self, result: Result<Answer, Failure>) -> Outcome {
+        Outcome {
+            examined: Some(Arc::clone(&self.examined)),
+            rule: self.rule.clone(),
+            result,
+        }
+    }
+}
+
+/// What [`decide`] came to.
+enum Decided {
+    /// Allowed: sign it.
+    Sign(Job),
+    /// Refused (or unreadable): audit and answer this.
+    Refused(Outcome),
+}
+
+/// Examines the request (proof of possession, the signer's rules), applies the policy and
+/// checks that the CA key is usable: a [`Job`] to sign, or the refusal. Synchronous (tens of
+/// microseconds of CPU on the async worker), so a refusal is audited before anything else
+/// can happen to the request.
+fn decide(
+    app: &App,
+    state: &crate::state::State,
     ca: Arc<Ca>,
     caller: &Caller,
     ask: Ask,
-) -> Outcome {
+) -> Decided {
     let (signer, request) = match sign_request(state, ask) {
         Ok(r) => r,
-        Err(f) => return Outcome::early(Err(f)),
+        Err(f) => return Decided::Refused(Outcome::early(Err(f))),
     };
     let examined = match csr::examine_for(&signer, &request) {
         Ok(e) => e,
-        Err(e) => return Outcome::early(Err(e.into())),
+        Err(e) => return Decided::Refused(Outcome::early(Err(e.into()))),
     };
     let asked = request
         .expiration_seconds
@@ -246,7 +359,7 @@ async fn decide_and_sign(
         Ok(g) => g,
         Err(d) => {
             let rule = d.rule.clone();
-            return Outcome::examined(examined, rule, Err(d.into()));
+            return Decided::Refused(Outcome::examined(examined, rule, Err(d.into())));
         }
     };
     let rule = Some(grant.rule.clone());
@@ -258,63 +371,171 @@ async fn decide_and_sign(
                 app.not_ready_reason()
             ),
         );
-        return Outcome::examined(examined, rule, Err(f));
+        return Decided::Refused(Outcome::examined(examined, rule, Err(f)));
     }
-    let permit = match session(&ca, state.request_timeout).await {
-        Ok(p) => p,
-        Err(f) => return Outcome::examined(examined, rule, Err(f)),
-    };
     let max_validity = ca.max_validity.min(grant.max_validity);
-    // The session goes with the call: the blocking task gives it back when the token returns,
-    // so a token that stops answering never gets more calls than sessions, even once the
-    // requests waiting for it have been answered.
-    let gated = permit.map(tokio::sync::SemaphorePermit::forget).is_some();
-    let examined = Arc::new(examined);
-    let wait = state.request_timeout;
-    let mut job = tokio::task::spawn_blocking({
-        let (ca, examined) = (Arc::clone(&ca), Arc::clone(&examined));
+    Decided::Sign(Job {
+        ca,
+        request,
+        examined: Arc::new(examined),
+        rule,
+        max_validity,
+    })
+}
+
+/// Signs `job` on a blocking thread holding one of its key's sessions (already taken),
+/// which also writes the audit line; answers `hsm_unavailable` when the token has not
+/// returned within `timeout`. Exactly one of the two audits the request: whichever claims
+/// it first. When this future is dropped before either did (the caller went away), a task
+/// takes over the timeout.
+async fn sign_on_token(trail: Arc<Trail>, job: Job, timeout: Duration) -> Result<Answer, Failure> {
+    let claimed = Arc::new(AtomicBool::new(false));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let fallback = job.outcome(Err(token_timeout(&job.ca.name, timeout)));
+    let ca_name = job.ca.name.clone();
+    let mut handle = tokio::task::spawn_blocking({
+        let (trail, claimed) = (Arc::clone(&trail), Arc::clone(&claimed));
         move || {
             let started = Instant::now();
-            let result = sign(&ca, &request, &examined, max_validity);
-            if gated && let Some(gate) = ca.key.concurrency_gate() {
-                gate.add_permits(1);
-            }
-            if started.elapsed() > wait {
+            let result = {
+                let _session = GiveBack(job.ca.key.concurrency_gate());
+                sign(&job.ca, &job.request, &job.examined, job.max_validity)
+            };
+            if claimed.swap(true, Ordering::AcqRel) {
                 tracing::warn!(
-                    ca = %ca.name,
+                    ca = %job.ca.name,
                     took = ?started.elapsed(),
                     ok = result.is_ok(),
                     "a token call returned after its request was answered; nothing was delivered"
                 );
+                return None;
             }
-            result
+            if let Err(f) = &result
+                && f.code == ErrorCode::HsmUnavailable
+            {
+                trail.app.set_ready(Part::CaKeys, false, &f.message);
+            }
+            Some(trail.close(job.outcome(result), Thread::Blocking))
         }
     });
-    let joined = match tokio::time::timeout(wait, &mut job).await {
+    let mut watch = TimeoutWatch {
+        trail: Some(trail),
+        claimed,
+        deadline,
+        fallback: Some(fallback),
+    };
+    let joined = match tokio::time::timeout_at(deadline, &mut handle).await {
         Ok(joined) => joined,
-        Err(_) => {
-            let f = Failure::new(
-                ErrorCode::HsmUnavailable,
-                format!(
-                    "CA \"{}\": the token did not answer within {wait:?}; no certificate was delivered",
-                    ca.name
-                ),
-            );
-            app.set_ready(Part::CaKeys, false, &f.message);
-            return Outcome::examined(Examined::clone(&examined), rule, Err(f));
+        Err(_) => match watch.claim() {
+            Some((trail, outcome)) => return expired(&trail, outcome),
+            // The token returned just now: its audit line is being written.
+            None => handle.await,
+        },
+    };
+    match joined {
+        Ok(Some(result)) => {
+            watch.disarm();
+            result
         }
-    };
-    let result = match joined {
-        Ok(r) => r,
-        Err(e) => return Outcome::early(Err(Failure::bug("signing task", e))),
-    };
-    if let Err(f) = &result
-        && f.code == ErrorCode::HsmUnavailable
-    {
-        app.set_ready(Part::CaKeys, false, &f.message);
+        Ok(None) => {
+            watch.disarm();
+            Err(Failure::bug(
+                "signing task",
+                format!("CA \"{ca_name}\": the request was answered twice"),
+            ))
+        }
+        Err(e) => {
+            // The blocking task panicked (a bug); unless it got as far as claiming the
+            // request, it is audited here.
+            let f = Failure::bug("signing task", e);
+            match watch.claim() {
+                Some((trail, mut outcome)) => {
+                    outcome.result = Err(f);
+                    trail.close(outcome, Thread::Worker)
+                }
+                None => Err(f),
+            }
+        }
     }
-    let examined = Arc::try_unwrap(examined).unwrap_or_else(|shared| Examined::clone(&shared));
-    Outcome::examined(examined, rule, result)
+}
+
+/// Audits and answers a token call that did not return in time, and marks the CA keys
+/// unready until a probe signs again.
+fn expired(trail: &Trail, outcome: Outcome) -> Result<Answer, Failure> {
+    if let Err(f) = &outcome.result {
+        trail.app.set_ready(Part::CaKeys, false, &f.message);
+    }
+    trail.close(outcome, Thread::Worker)
+}
+
+/// Gives a session back to its gate when the token call ends, however it ends.
+struct GiveBack<'a>(Option<&'a tokio::sync::Semaphore>);
+
+impl Drop for GiveBack<'_> {
+    fn drop(&mut self) {
+        if let Some(gate) = self.0 {
+            gate.add_permits(1);
+        }
+    }
+}
+
+/// The `hsm_unavailable` failure of a token call that did not return within `timeout`.
+fn token_timeout(ca: &str, timeout: Duration) -> Failure {
+    Failure::new(
+        ErrorCode::HsmUnavailable,
+        format!(
+            "CA \"{ca}\": the token did not answer within {timeout:?}; no certificate was delivered"
+        ),
+    )
+}
+
+/// The timeout of one token call, for whoever reaches it: the request's future, or (when
+/// that future is dropped first, the caller having gone away) a task spawned by `Drop`.
+struct TimeoutWatch {
+    trail: Option<Arc<Trail>>,
+    /// Set by whoever answers the request: the blocking task or the timeout.
+    claimed: Arc<AtomicBool>,
+    deadline: tokio::time::Instant,
+    /// The `hsm_unavailable` outcome the timeout answers.
+    fallback: Option<Outcome>,
+}
+
+impl TimeoutWatch {
+    /// The blocking task answered: nothing left to watch.
+    fn disarm(&mut self) {
+        self.trail = None;
+    }
+
+    /// Claims the request for the timeout: the trail and the outcome to audit, or `None`
+    /// when the blocking task claimed it first.
+    fn claim(&mut self) -> Option<(Arc<Trail>, Outcome)> {
+        let trail = self.trail.take()?;
+        let outcome = self.fallback.take()?;
+        (!self.claimed.swap(true, Ordering::AcqRel)).then_some((trail, outcome))
+    }
+}
+
+impl Drop for TimeoutWatch {
+    fn drop(&mut self) {
+        if self.trail.is_none() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut watch = TimeoutWatch {
+            trail: self.trail.take(),
+            claimed: Arc::clone(&self.claimed),
+            deadline: self.deadline,
+            fallback: self.fallback.take(),
+        };
+        runtime.spawn(async move {
+            tokio::time::sleep_until(watch.deadline).await;
+            if let Some((trail, outcome)) = watch.claim() {
+                let _ = expired(&trail, outcome);
+            }
+        });
+    }
 }
 
 /// The signer (with the usages its configuration allows) and the request `ask` carries.
@@ -354,17 +575,18 @@ fn sign_request(
     Ok((signer, request))
 }
 
-/// Waits for a session of the CA's key without holding a blocking thread; gives up after
-/// `timeout` rather than queueing without bound.
-async fn session(
-    ca: &Ca,
-    timeout: Duration,
-) -> Result<Option<tokio::sync::SemaphorePermit<'_>>, Failure> {
+/// Waits for a session of the CA's key without holding a blocking thread and takes it (the
+/// blocking task that signs gives it back); gives up after `timeout` rather than queueing
+/// without bound.
+async fn session(ca: &Ca, timeout: Duration) -> Result<(), Failure> {
     let Some(gate) = ca.key.concurrency_gate() else {
-        return Ok(None);
+        return Ok(());
     };
     match tokio::time::timeout(timeout, gate.acquire()).await {
-        Ok(Ok(p)) => Ok(Some(p)),
+        Ok(Ok(p)) => {
+            p.forget();
+            Ok(())
+        }
         Ok(Err(_)) => Err(Failure::new(
             ErrorCode::ShuttingDown,
             "the daemon is stopping",
@@ -384,7 +606,6 @@ fn sign(
 ) -> Result<Answer, Failure> {
     let authority = Authority {
         signer: &ca.signer,
-        ca_der: &ca.cert_der,
         max_validity,
     };
     let now = OffsetDateTime::now_utc();

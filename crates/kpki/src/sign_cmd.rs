@@ -156,7 +156,6 @@ fn sign(
         })?;
     let authority = Authority {
         signer: &ca.signer,
-        ca_der: &ca.cert_der,
         max_validity: spec.signing_duration,
     };
     tracing::info!(
