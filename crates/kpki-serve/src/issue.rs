@@ -393,7 +393,8 @@ async fn sign_on_token(trail: Arc<Trail>, job: Job, timeout: Duration) -> Result
     let deadline = tokio::time::Instant::now() + timeout;
     let fallback = job.outcome(Err(token_timeout(&job.ca.name, timeout)));
     let ca_name = job.ca.name.clone();
-    let mut handle = tokio::task::spawn_blocking({
+    let ca = Arc::clone(&job.ca);
+    let call = {
         let (trail, claimed) = (Arc::clone(&trail), Arc::clone(&claimed));
         move || {
             let started = Instant::now();
@@ -417,7 +418,11 @@ async fn sign_on_token(trail: Arc<Trail>, job: Job, timeout: Duration) -> Result
             }
             Some(trail.close(job.outcome(result), Thread::Blocking))
         }
-    });
+    };
+    let mut handle = match &ca.lane {
+        Some(lane) => lane.run(call),
+        None => tokio::task::spawn_blocking(call),
+    };
     let mut watch = TimeoutWatch {
         trail: Some(trail),
         claimed,

@@ -23,6 +23,7 @@ mod exposition;
 pub mod fuzzing;
 pub mod issue;
 pub mod jwt;
+mod lane;
 pub mod limits;
 pub mod metrics;
 pub mod notify;

@@ -11,6 +11,7 @@ use kpki_signer::Signer;
 
 use crate::config::{self, ConfigError, ServeConfig};
 use crate::jwt::keys::JwtKeys;
+use crate::lane::Lane;
 use crate::metrics::{MeteredSigner, Metrics};
 use crate::policy::Policy;
 use crate::tls;
@@ -31,6 +32,9 @@ pub struct Ca {
     pub key_uri: String,
     /// Longest validity it grants.
     pub max_validity: Duration,
+    /// The threads that make its token calls (a key with sessions; a software key signs
+    /// where the request is).
+    pub(crate) lane: Option<Lane>,
 }
 
 /// Everything a request needs, from one configuration.
@@ -76,7 +80,11 @@ impl State {
         let tls = server_tls.map(|t| t.config);
         let mut cas = BTreeMap::new();
         for (name, c) in &config.cas {
-            cas.insert(name.clone(), Arc::new(open_ca(name, c, keys, metrics)?));
+            let lane_threads = config.signing.pool_size;
+            cas.insert(
+                name.clone(),
+                Arc::new(open_ca(name, c, keys, metrics, lane_threads)?),
+            );
         }
         for (signer, s) in &config.signers {
             if !cas.contains_key(&s.ca) {
@@ -120,6 +128,7 @@ fn open_ca(
     c: &config::CaConfig,
     keys: &KeyStore,
     metrics: &Arc<Metrics>,
+    lane_threads: usize,
 ) -> Result<Ca, ConfigError> {
     let what = format!("CA {name:?}");
     let uri = &c.key;
@@ -130,6 +139,11 @@ fn open_ca(
     let (cert_der, signer) = kpki_pki::authority::load(&c.cert, Arc::clone(&key))
         .map_err(|e| ConfigError(format!("{what}: {e}")))?;
     let cert_pem = kpki_pki::x509::to_pem("CERTIFICATE", &cert_der);
+    let lane = key
+        .concurrency_gate()
+        .map(|_| Lane::new(name, lane_threads))
+        .transpose()
+        .map_err(|e| ConfigError(format!("{what}: cannot start its signing threads: {e}")))?;
     Ok(Ca {
         name: name.into(),
         cert_pem,
@@ -138,5 +152,6 @@ fn open_ca(
         key_uri: uri.to_string(),
         key,
         max_validity: c.max_validity.get(),
+        lane,
     })
 }
