@@ -77,12 +77,12 @@ fn now_rfc3339() -> String {
 /// Issues what `ask` asks for `ctx.caller`; a request that could not even be read arrives
 /// as `Err` and is audited like any other decision. Every decision is audited before it is
 /// answered, and a caller that goes away cannot leave one unaudited: a refusal is decided
-/// and written without a pause; a signature runs, and is audited, on a blocking thread that
-/// finishes whatever happens to this future; a wait for a session runs in its own task.
+/// and written without a pause; a token signature runs, and is audited, on a signing thread
+/// that finishes whatever happens to this future; a wait for a session runs in its own task.
 ///
 /// The request moves between threads as little as it can: a key that signs in software
-/// signs right here; a token key once, to a blocking thread that signs and writes the audit
-/// line (token calls may hang, and the runtime's workers must not).
+/// signs right here; a token key once, to one of the CA's signing threads, which signs and
+/// writes the audit line (token calls may hang, and the runtime's workers must not).
 pub async fn issue(
     app: Arc<App>,
     ctx: Context,
@@ -121,7 +121,7 @@ pub async fn issue(
     let timeout = state.request_timeout;
     match gate.try_acquire() {
         Ok(permit) => {
-            // The session goes with the call: the blocking task gives it back when the token
+            // The session goes with the call: the signing thread gives it back when the token
             // returns, so a token that stops answering never gets more calls than sessions.
             permit.forget();
             sign_on_token(Arc::new(trail), job, timeout).await
@@ -137,7 +137,6 @@ pub async fn issue(
             // Every session is busy: the wait (bounded by the request timeout) and what
             // follows run in their own task, so that a caller going away mid-wait still
             // leaves its decision in the audit trail.
-            let app = Arc::clone(&trail.app);
             let waited = tokio::spawn(async move {
                 match session(&job.ca, timeout).await {
                     Ok(()) => sign_on_token(Arc::new(trail), job, timeout).await,
@@ -150,7 +149,6 @@ pub async fn issue(
                     // The task panicked (a bug), so its decision may not be audited.
                     let f = Failure::bug("issuance task", e);
                     tracing::error!(error = %f.message, "issuance task failed");
-                    app.metrics.count("", "other", Some(f.code));
                     Err(f)
                 }
             }
@@ -383,9 +381,9 @@ fn decide(
     })
 }
 
-/// Signs `job` on a blocking thread holding one of its key's sessions (already taken),
-/// which also writes the audit line; answers `hsm_unavailable` when the token has not
-/// returned within `timeout`. Exactly one of the two audits the request: whichever claims
+/// Signs `job` on one of its CA's signing threads with one of its key's sessions (already
+/// taken); that thread also writes the audit line. Answers `hsm_unavailable` when the token
+/// has not returned within `timeout`. Exactly one of the two audits the request: whichever claims
 /// it first. When this future is dropped before either did (the caller went away), a task
 /// takes over the timeout.
 async fn sign_on_token(trail: Arc<Trail>, job: Job, timeout: Duration) -> Result<Answer, Failure> {
@@ -450,7 +448,7 @@ async fn sign_on_token(trail: Arc<Trail>, job: Job, timeout: Duration) -> Result
             ))
         }
         Err(e) => {
-            // The blocking task panicked (a bug); unless it got as far as claiming the
+            // The signing call panicked (a bug); unless it got as far as claiming the
             // request, it is audited here.
             let f = Failure::bug("signing task", e);
             match watch.claim() {
@@ -498,7 +496,7 @@ fn token_timeout(ca: &str, timeout: Duration) -> Failure {
 /// that future is dropped first, the caller having gone away) a task spawned by `Drop`.
 struct TimeoutWatch {
     trail: Option<Arc<Trail>>,
-    /// Set by whoever answers the request: the blocking task or the timeout.
+    /// Set by whoever answers the request: the signing thread or the timeout.
     claimed: Arc<AtomicBool>,
     deadline: tokio::time::Instant,
     /// The `hsm_unavailable` outcome the timeout answers.
@@ -506,13 +504,13 @@ struct TimeoutWatch {
 }
 
 impl TimeoutWatch {
-    /// The blocking task answered: nothing left to watch.
+    /// The signing thread answered: nothing left to watch.
     fn disarm(&mut self) {
         self.trail = None;
     }
 
     /// Claims the request for the timeout: the trail and the outcome to audit, or `None`
-    /// when the blocking task claimed it first.
+    /// when the signing thread claimed it first.
     fn claim(&mut self) -> Option<(Arc<Trail>, Outcome)> {
         let trail = self.trail.take()?;
         let outcome = self.fallback.take()?;
@@ -581,7 +579,7 @@ fn sign_request(
 }
 
 /// Waits for a session of the CA's key without holding a blocking thread and takes it (the
-/// blocking task that signs gives it back); gives up after `timeout` rather than queueing
+/// signing thread gives it back); gives up after `timeout` rather than queueing
 /// without bound.
 async fn session(ca: &Ca, timeout: Duration) -> Result<(), Failure> {
     let Some(gate) = ca.key.concurrency_gate() else {
