@@ -111,7 +111,8 @@ async fn issuance_survives_an_hsm_outage() {
         tokio::task::block_in_place(|| daemon.wait_ready(false, Duration::from_secs(10)));
     assert!(
         to_unready <= Duration::from_secs(2),
-        "readyz still 200 {to_unready:?} after the kill"
+        "readyz still 200 {to_unready:?} after the kill: {}",
+        daemon.log_text()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(daemon.is_running(), "the daemon exited during the outage");

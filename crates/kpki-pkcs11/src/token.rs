@@ -37,8 +37,8 @@ pub(crate) const DEFAULT_POOL_SIZE: usize = 2;
 /// How long a reconnect retries a failing token before the recovery ladder escalates.
 const RECONNECT_BUDGET: Duration = Duration::from_millis(300);
 
-/// How long a scan that found no match but an uninitialised token (or, on first connect,
-/// no token at all) looks again: SoftHSM's file store shows a token as uninitialised (empty
+/// How long a first connection's scan that found no match but an uninitialised token (or
+/// no token at all) looks again (a reconnect gives up after [`RECONNECT_BUDGET`]): SoftHSM's file store shows a token as uninitialised (empty
 /// label) while another process rewrites it, e.g. on every login; openCryptoki's soft token
 /// can be missing from the slot list while several processes attach at once.
 const UNSETTLED_BUDGET: Duration = Duration::from_secs(2);
@@ -767,7 +767,14 @@ impl Token {
         } else {
             BUSY_BUDGET
         });
-        let mut unsettled = Backoff::new(UNSETTLED_BUDGET);
+        // A reconnect (the token answered before and went away) gives up within its own
+        // budget, unsettled token or not: callers get `unavailable` and the daemon turns
+        // unready at once instead of after the first connection's longer patience.
+        let mut unsettled = Backoff::new(if reconnect {
+            RECONNECT_BUDGET
+        } else {
+            UNSETTLED_BUDGET
+        });
         loop {
             match self.try_connect(&module, st.pin.as_ref()) {
                 Ok(conn) => {
