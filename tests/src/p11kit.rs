@@ -65,6 +65,47 @@ pub fn start_server(socket: &Path, token_label: &str) -> Child {
     child
 }
 
+/// Waits until every per-connection process of `server` has exited, i.e. until the server
+/// has finished what its clients asked — also a client killed mid-call: its connection's
+/// process completes the call (a key generation, say) and only then sees the socket closed.
+/// Panics after `limit`.
+pub fn wait_for_connections_to_end(server: &Child, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let busy = connection_processes(server.id());
+        if busy.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "p11-kit server {}: connection processes {busy:?} still running after {limit:?}",
+            server.id()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The processes of `server`'s process group other than the server itself.
+fn connection_processes(server: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != server)
+        .filter(|&pid| {
+            // /proc/PID/stat: "pid (comm) state ppid pgrp …"; comm may hold spaces.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let after = stat.rsplit_once(')')?.1;
+                    after.split_whitespace().nth(2)?.parse::<u32>().ok()
+                })
+                == Some(server)
+        })
+        .collect()
+}
+
 /// Kills the server and the per-connection processes it forked (its process group).
 pub fn stop_server(mut server: Child) {
     let status = Command::new("kill")

@@ -682,9 +682,10 @@ fn init_killed_at_random_points_is_completed_by_the_next_run() {
         args.extend(extra.iter().cloned());
         let delay = kpki_e2e::kill_kpki_at_random(&args, 1500);
         if on_token {
-            // A key generation the killed client started still completes on the server
-            // (as on a network HSM); an operator's re-run comes seconds later.
-            std::thread::sleep(std::time::Duration::from_secs(2));
+            // A key generation the killed client started still completes on the server (as
+            // on a network HSM), and a re-run that came before it would make a second key
+            // with the same label; an operator's re-run comes later than that.
+            p11kit::wait_for_connections_to_end(&server, std::time::Duration::from_secs(60));
         }
         let out = init(&root, "cp1", "10.0.0.10", &extra);
         assert!(
